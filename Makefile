@@ -1,0 +1,62 @@
+# lf-wrap's Makefile only calls lf-wrap (or pip/pytest for set-up); it holds no logic of its own.
+# `make help` lists the targets. Variables: MODEL= RUN_DIR= NPROC= SET="k=v ..." EVAL= DEMO_MODEL=
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_LF := .venv-lf
+TORCH ?= 2.13.0
+LFW := $(VENV)/bin/lf-wrap
+export LF_WRAP_LLAMAFACTORY_CLI ?= $(CURDIR)/$(VENV_LF)/bin/llamafactory-cli
+export VLLM_CPU_KVCACHE_SPACE ?= 2
+
+.PHONY: help setup test demo data data-sample samples bench-prepare
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+setup: $(VENV)/.setup-done $(VENV_LF)/.setup-done ## build .venv (lf-wrap + vLLM) and .venv-lf (LLaMA-Factory)
+
+# Torch first, from the pinned CPU build; then the locked set with --no-deps, so that nothing
+# can pull a CUDA torch or the CUDA-only torchvision/torchaudio/torchcodec wheels.
+$(VENV)/.setup-done: requirements/eval-cpu.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==$(TORCH)
+	$(VENV)/bin/pip install -q --no-deps -r requirements/eval-cpu.txt
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+# torchaudio: LLaMA-Factory imports it unconditionally, and PyPI's wheel ships CUDA-built
+# extensions that cannot load beside the CPU torch. torchaudio runs without its compiled
+# extension (its own "built without extension" mode), which is all text-only training needs.
+$(VENV_LF)/.setup-done: requirements/train-cpu.txt
+	$(PYTHON) -m venv $(VENV_LF)
+	$(VENV_LF)/bin/pip install -q torch==$(TORCH)
+	$(VENV_LF)/bin/pip install -q --no-deps -r requirements/train-cpu.txt
+	rm -f $(VENV_LF)/lib/python3*/site-packages/torchaudio/lib/*.so
+	$(VENV_LF)/bin/llamafactory-cli version > /dev/null
+	touch $@
+
+test: setup ## run the test suite (CPU, offline)
+	$(VENV)/bin/python -m pytest tests -q
+
+samples: setup ## write the repo's sample source files to data/samples/
+	$(LFW) data samples --out data/samples
+
+data-sample: samples ## prepare small instruction sets from the sample files
+	$(LFW) data prepare translate --source data/samples/wmt19_zh-en/train.jsonl --split train -n 400
+	$(LFW) data prepare translate --source data/samples/wmt19_zh-en/validation.jsonl --split validation -n 60
+	$(LFW) data prepare summarize --source data/samples/cnn_dailymail/train.jsonl --split train -n 400
+	$(LFW) data prepare summarize --source data/samples/cnn_dailymail/validation.jsonl --split validation -n 60
+	$(LFW) data prepare qa --source data/samples/squad_v2/train.jsonl --split train -n 400
+	$(LFW) data prepare qa --source data/samples/squad_v2/validation.jsonl --split validation -n 60
+
+data: setup ## prepare the study's six instruction sets from the Hugging Face Hub (needs network)
+	$(LFW) data prepare translate --source wmt/wmt19 --split train -n 6000
+	$(LFW) data prepare translate --source wmt/wmt19 --split validation -n 1000
+	$(LFW) data prepare summarize --source abisee/cnn_dailymail --split train -n 5679
+	$(LFW) data prepare summarize --source abisee/cnn_dailymail --split validation -n 1143
+	$(LFW) data prepare qa --source rajpurkar/squad_v2 --split train -n 6000
+	$(LFW) data prepare qa --source rajpurkar/squad_v2 --split validation -n 1000
+
+bench-prepare: setup ## benchmark `data prepare` on a generated 5-million-row wmt19-like Parquet file
+	$(VENV)/bin/python eval/bench_prepare.py

@@ -1,0 +1,97 @@
+"""`dataset_info.json`: LLaMA-Factory's dataset registry, shared with the user.
+
+lf-wrap adds or replaces only entries it wrote itself (an entry is ours when the manifest
+beside its file says so), never drops or edits anyone else's, and holds a file lock for the
+whole read-check-write so that two `prepare` commands running at once both land."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
+
+from lf_wrap.errors import UserError
+from lf_wrap.files import atomic_write_json
+
+INFO_FILE = "dataset_info.json"
+WRITER = "lf-wrap"
+
+
+def manifest_path(dataset_dir: Path, name: str) -> Path:
+    return Path(dataset_dir) / f"{name}.manifest.json"
+
+
+def alpaca_entry(file_name: str) -> dict:
+    """The entry LLaMA-Factory reads an alpaca-format JSON file through."""
+    return {
+        "file_name": file_name,
+        "formatting": "alpaca",
+        "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+    }
+
+
+def read_info(dataset_dir: Path) -> dict:
+    path = Path(dataset_dir) / INFO_FILE
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+                        "fix or move it, lf-wrap will not overwrite it") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: must hold a JSON object of dataset entries")
+    return info
+
+
+def written_by_us(dataset_dir: Path, name: str) -> bool:
+    path = manifest_path(dataset_dir, name)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("written_by") == WRITER
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@contextmanager
+def locked(dataset_dir: Path) -> Iterator[None]:
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dataset_dir / ".dataset_info.json.lock"), timeout=600):
+        yield
+
+
+def check_name_free(dataset_dir: Path, name: str, file_name: str) -> None:
+    """Refuse a name (or a data file) that belongs to somebody else. Call under `locked`."""
+    info = read_info(dataset_dir)
+    ours = written_by_us(dataset_dir, name)
+    if name in info and not ours:
+        raise UserError(f"{Path(dataset_dir) / INFO_FILE}: an entry named '{name}' already exists and was "
+                        "not written by lf-wrap; choose another --name")
+    if (Path(dataset_dir) / file_name).exists() and not ours:
+        raise UserError(f"{Path(dataset_dir) / file_name} already exists and was not written by lf-wrap; "
+                        "choose another --name")
+
+
+def register(dataset_dir: Path, name: str, entry: dict) -> None:
+    """Add or replace our entry `name`, keeping every other entry as it was. Call under `locked`."""
+    info = read_info(dataset_dir)
+    info[name] = entry
+    atomic_write_json(Path(dataset_dir) / INFO_FILE, info)
+
+
+def resolve_dataset(dataset_dir: Path, name: str) -> Path:
+    """The data file behind a registered dataset name, or a clear error."""
+    info = read_info(dataset_dir)
+    if name not in info:
+        known = ", ".join(sorted(info)) or "none"
+        raise UserError(f"dataset '{name}' is not in {Path(dataset_dir) / INFO_FILE} (registered: {known})")
+    file_name = info[name].get("file_name")
+    if not file_name:
+        raise UserError(f"{Path(dataset_dir) / INFO_FILE}: entry '{name}' has no 'file_name'")
+    path = Path(dataset_dir) / file_name
+    if not path.exists():
+        raise UserError(f"dataset '{name}' points to {path}, which does not exist")
+    return path

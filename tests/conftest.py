@@ -1,0 +1,82 @@
+"""Shared fixtures. Nothing here reaches the network or writes into the repository: the tiny
+model, the sample sources and every dataset folder live under pytest's temporary folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LF_CLI = Path(os.environ.get("LF_WRAP_LLAMAFACTORY_CLI", REPO / ".venv-lf" / "bin" / "llamafactory-cli"))
+
+# Offline everywhere, including in the child processes the tests start.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+os.environ["LF_WRAP_LLAMAFACTORY_CLI"] = str(LF_CLI)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory):
+    """Keep datasets' Arrow cache and HF_HOME out of the user's home during tests."""
+    home = tmp_path_factory.mktemp("hf_home")
+    old = {k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE")}
+    os.environ["HF_HOME"] = str(home)
+    os.environ["HF_DATASETS_CACHE"] = str(home / "datasets")
+    yield
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer Qwen2 with a BPE tokenizer trained on the spot (float32, ~1.7 MB)."""
+    from lf_wrap.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+
+
+@pytest.fixture(scope="session")
+def sample_sources(tmp_path_factory) -> Path:
+    """The repo's sample source files (wmt19/cnn_dailymail/squad_v2 schemas)."""
+    from lf_wrap.samples import write_samples
+
+    out = tmp_path_factory.mktemp("samples")
+    write_samples(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, sample_sources) -> Path:
+    """A dataset folder with small train/validation sets for the three tasks; returns the folder.
+    Names: tiny_<task>_train (40 rows), tiny_<task>_validation (8 rows)."""
+    from lf_wrap.prepare import PrepareOptions, prepare
+
+    folder = tmp_path_factory.mktemp("dataset_info")
+    sources = {"translate": "wmt19_zh-en", "summarize": "cnn_dailymail", "qa": "squad_v2"}
+    for task, src in sources.items():
+        for split, n in (("train", 40), ("validation", 8)):
+            prepare(task, str(sample_sources / src / f"{split}.jsonl"), split, n,
+                    options=PrepareOptions(name=f"tiny_{task}_{split}", dataset_dir=folder))
+    return folder
+
+
+def run_lf_wrap(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `lf-wrap` console script as a user would."""
+    exe = Path(sys.executable).parent / "lf-wrap"
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
