@@ -60,3 +60,25 @@ data: setup ## prepare the study's six instruction sets from the Hugging Face Hu
 
 bench-prepare: setup ## benchmark `data prepare` on a generated 5-million-row wmt19-like Parquet file
 	$(VENV)/bin/python eval/bench_prepare.py
+
+# ---- training (issue: recipes + lf-wrap train) ------------------------------------------
+MODEL ?=
+RUN_DIR ?=
+NPROC ?=
+SET ?=
+TRAIN_FLAGS = $(if $(MODEL),--set model_name_or_path=$(MODEL)) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) \
+              $(if $(NPROC),--nproc $(NPROC)) $(foreach s,$(SET),--set $(s))
+.PHONY: train-translate train-summarize train-qa train-all merge eval-all report
+train-translate train-summarize train-qa: train-%: setup ## train one LoRA adapter: make train-qa [MODEL= RUN_DIR= NPROC= SET="k=v ..."]
+	$(LFW) train recipes/$*.yaml $(TRAIN_FLAGS)
+train-all: train-translate train-summarize train-qa ## train the three adapters one after another
+
+# ---- merging --------------------------------------------------------------------------
+MERGE ?= recipes/merge.yaml
+merge: setup ## rebuild the study's 3-in-1 merge from recipes/merge.yaml (MERGE= for another)
+	$(LFW) merge recipe $(MERGE) $(foreach s,$(SET),--set $(s))
+
+# ---- evaluation -----------------------------------------------------------------------
+EVAL ?= recipes/eval.yaml
+eval-all: setup ## score every model on every task named in recipes/eval.yaml (EVAL= for another)
+	$(LFW) eval $(EVAL) $(foreach s,$(SET),--set $(s))
