@@ -148,6 +148,11 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
     is_hub = not Path(source).exists()
     config = config if config is not None else (task.hub_config if is_hub else None)
 
+    # Fail before a multi-GB download on what can be checked now: a broken registry, a taken name.
+    registry.read_info(options.dataset_dir)
+    if options.name:
+        registry.check_name_free(options.dataset_dir, options.name, f"{options.name}.json")
+
     data = load_split(source, config, split)
     if len(data) == 0:
         raise UserError(f"{source}: the source is empty (split '{split}')")
