@@ -82,3 +82,13 @@ merge: setup ## rebuild the study's 3-in-1 merge from recipes/merge.yaml (MERGE=
 EVAL ?= recipes/eval.yaml
 eval-all: setup ## score every model on every task named in recipes/eval.yaml (EVAL= for another)
 	$(LFW) eval $(EVAL) $(foreach s,$(SET),--set $(s))
+
+# ---- GPU machines -----------------------------------------------------------------------
+.PHONY: setup-gpu
+setup-gpu: ## build both environments with CUDA builds (vllm, CUDA torch) instead of the CPU ones
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -r requirements/eval-gpu.in
+	$(VENV)/bin/pip install --no-deps -e .
+	$(PYTHON) -m venv $(VENV_LF)
+	$(VENV_LF)/bin/pip install -r requirements/train-gpu.in
+	touch $(VENV)/.setup-done $(VENV_LF)/.setup-done
