@@ -1,0 +1,236 @@
+"""Everything `lf-wrap merge` checks before it writes a byte, and the plan it hands on.
+
+A merge reads several adapters and a multi-gigabyte base; a mistake found after the copy has
+started wastes minutes and leaves questions. So (after the settings, lf_wrap.merge_config):
+every adapter (folder, config, weights, a plain LoRA),
+the base (the one the adapters name, or --base), the shapes of every targeted weight in the
+base, the same targeted modules everywhere, and the output folder. Any failure is one
+UserError naming the file, key or module; nothing is written."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lf_wrap.errors import UserError
+from lf_wrap.merge_config import MergeConfig
+from lf_wrap.merge_methods import METHODS
+
+MANIFEST = "merge_manifest.json"
+ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
+FLOAT_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+# adapter_config.json keys that make an adapter more than W + scaling * B @ A on the targeted
+# weights: merging them would silently drop or misplace part of the adapter.
+UNSUPPORTED = {
+    "use_dora": "DoRA adapters rescale the weight's norm",
+    "modules_to_save": "it saves whole modules beside the LoRA",
+    "fan_in_fan_out": "its weights are stored transposed (Conv1D models)",
+    "rank_pattern": "ranks differ per module",
+    "alpha_pattern": "lora_alpha differs per module",
+    "lora_bias": "it trains a bias beside the LoRA",
+    "layer_replication": "it duplicates layers",
+    "trainable_token_indices": "it trains token embeddings",
+    "target_parameters": "it targets raw parameters (MoE experts), not linear layers",
+    "alora_invocation_tokens": "an activated LoRA applies only after its invocation tokens",
+}
+# Initialisations that change the base weights themselves: such a delta is relative to a
+# modified base, unless PEFT converted it back (then the config says init_lora_weights: true).
+BASE_CHANGING_INIT = ("pissa", "olora", "corda", "loftq")
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class LoadedAdapter:
+    given: str
+    path: Path
+    config: dict
+    rank: int
+    scaling: float                                   # lora_alpha / r, or lora_alpha / sqrt(r) (rsLoRA)
+    factors: dict[str, tuple[Any, Any]] = field(default_factory=dict)   # base weight -> (A, B), float32
+
+
+@dataclass
+class MergePlan:
+    config: MergeConfig
+    out: Path
+    adapters: list[LoadedAdapter]
+    base_name: str
+    base_dir: Path
+    base_shards: list[Path]
+    modules: list[str]            # targeted base weights, in the base's order
+    dtype: str                    # the base's dtype (float32/bfloat16/float16)
+    weights: list[float]
+    seed: int | None
+    rank: int | None              # SVD rank (ties/dare as adapter)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def output_form(self) -> str:
+        return self.config.output_form
+
+
+def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
+    out = Path(config.out)
+    if out.exists() and not force and not (out / MANIFEST).is_file():
+        raise UserError(f"{out} already exists; pass --force to replace it")
+    adapters = [load_adapter(given) for given in config.adapters]
+    warnings: list[str] = []
+    base_name = config.base or _common_base(adapters)
+    for adapter in adapters:
+        named = adapter.config.get("base_model_name_or_path")
+        if config.base and named != config.base:
+            warnings.append(f"{adapter.given} was trained on {named!r}; merging onto --base {config.base!r} "
+                            "(shapes checked; the weights must be the same model)")
+    base_dir = resolve_base(base_name)
+    shards = base_shards(base_dir)
+    headers = {}
+    for shard in shards:
+        headers.update({k: v for k, v in safetensors_header(shard)[0].items() if k != "__metadata__"})
+    reference = adapters[0]
+    for adapter in adapters[1:]:
+        if set(adapter.factors) != set(reference.factors):
+            only = sorted(set(adapter.factors) ^ set(reference.factors))
+            raise UserError(f"{adapter.given} and {reference.given} target different modules "
+                            f"(e.g. {only[0]}); merge adapters trained with the same lora_target")
+    for adapter in adapters:
+        for name, (a_mat, b_mat) in adapter.factors.items():
+            info = headers.get(name)
+            if info is None:
+                raise UserError(f"{adapter.given}: targets {name}, which base {base_name} does not have")
+            if list(info["shape"]) != [b_mat.shape[0], a_mat.shape[1]]:
+                raise UserError(f"{adapter.given}: {name} is {b_mat.shape[0]}x{a_mat.shape[1]} in the adapter "
+                                f"but {info['shape'][0]}x{info['shape'][1]} in base {base_name}: wrong base model")
+            if info["dtype"] not in FLOAT_DTYPES:
+                raise UserError(f"base {base_name}: {name} is {info['dtype']}; merging needs float weights")
+    modules = [name for name in headers if name in reference.factors]
+    weights = [float(w) for w in (config.weights or [1.0] * len(adapters))]
+    if config.output_form == "adapter" and not any(weights):
+        raise UserError("weights: all weights are 0; the merged adapter would be empty")
+    method = METHODS[config.method]
+    seed = (config.seed if config.seed is not None else 0) if method.seeded else None
+    rank = None
+    if config.output_form == "adapter" and not method.exact_adapter:
+        cap = max(min(headers[n]["shape"]) for n in modules)   # full rank of the largest module
+        rank = config.rank or min(cap, sum(a.rank for a in adapters))
+        if rank > cap:
+            raise UserError(f"rank: {rank} is more than any targeted weight has (at most {cap})")
+    if config.output_form == "model" and config.method == "sum":
+        from lf_wrap.environments import llamafactory_cli
+
+        llamafactory_cli()   # raises a UserError naming the setting when it is missing
+        commas = [a.given for a in adapters if "," in str(a.path)] + ([str(base_dir)] if "," in str(base_dir) else [])
+        if commas:
+            raise UserError(f"{commas[0]}: LLaMA-Factory splits adapter paths on commas; rename or link it")
+    return MergePlan(config=config, out=out, adapters=adapters, base_name=base_name, base_dir=base_dir,
+                     base_shards=shards, modules=modules, dtype=FLOAT_DTYPES[headers[modules[0]]["dtype"]],
+                     weights=weights, seed=seed, rank=rank, warnings=warnings)
+
+
+def load_adapter(given: str) -> LoadedAdapter:
+    """Read one PEFT LoRA adapter folder (as LLaMA-Factory writes it) and check it is plain LoRA."""
+    import torch
+
+    path = Path(given)
+    if not path.is_dir():
+        hint = " (train it first, e.g. `make train-all`)" if "-latest" in given else ""
+        raise UserError(f"adapter {given}: no such folder{hint}")
+    config_file = path / "adapter_config.json"
+    if not config_file.is_file():
+        raise UserError(f"adapter {given}: no adapter_config.json (is this a LoRA adapter folder?)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserError(f"{config_file}: not valid JSON ({err})") from None
+    if config.get("peft_type", "LORA") != "LORA":
+        raise UserError(f"{config_file}: peft_type is {config.get('peft_type')}; only LoRA adapters merge")
+    for key, why in UNSUPPORTED.items():
+        if config.get(key):
+            raise UserError(f"{config_file}: {key} is set; lf-wrap cannot merge this adapter ({why})")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(BASE_CHANGING_INIT):
+        raise UserError(f"{config_file}: init_lora_weights is {init!r}; that adapter is relative to a modified "
+                        "base (convert it to plain LoRA first, e.g. LLaMA-Factory's pissa_convert)")
+    if config.get("bias", "none") != "none":
+        raise UserError(f"{config_file}: bias is {config['bias']!r}; lf-wrap merges LoRA without trained biases")
+    r, alpha = config.get("r"), config.get("lora_alpha")
+    if not isinstance(r, int) or r < 1 or not isinstance(alpha, (int, float)):
+        raise UserError(f"{config_file}: r and lora_alpha must be numbers (r={r!r}, lora_alpha={alpha!r})")
+    tensors = _read_adapter_weights(path)
+    scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    pairs: dict[str, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        match = ADAPTER_KEY.match(key)
+        if match is None:
+            raise UserError(f"adapter {given}: unexpected tensor {key} (only lora_A/lora_B weights merge)")
+        pairs.setdefault(match["module"] + ".weight", {})[match["part"]] = tensor.to(torch.float32)
+    factors = {}
+    for name, pair in pairs.items():
+        if set(pair) != {"A", "B"} or pair["A"].shape[0] != r or pair["B"].shape[1] != r:
+            raise UserError(f"adapter {given}: {name} lacks lora_A or lora_B, or its rank is not r={r}")
+        factors[name] = (pair["A"], pair["B"])
+    if not factors:
+        raise UserError(f"adapter {given}: the weights file holds no LoRA tensors")
+    return LoadedAdapter(given=given, path=path.resolve(), config=config, rank=r, scaling=scaling, factors=factors)
+
+
+def _read_adapter_weights(path: Path) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    if (path / "adapter_model.safetensors").is_file():
+        try:
+            return load_file(str(path / "adapter_model.safetensors"))
+        except Exception as err:   # safetensors raises its own error types for a damaged file
+            raise UserError(f"{path / 'adapter_model.safetensors'}: cannot read ({err})") from None
+    if (path / "adapter_model.bin").is_file():
+        return torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
+    raise UserError(f"adapter {path}: no adapter_model.safetensors (or adapter_model.bin)")
+
+
+def _common_base(adapters: list[LoadedAdapter]) -> str:
+    named = {a.given: a.config.get("base_model_name_or_path") for a in adapters}
+    if not all(named.values()):
+        missing = next(k for k, v in named.items() if not v)
+        raise UserError(f"adapter {missing}: adapter_config.json names no base_model_name_or_path; pass --base")
+    if len(set(named.values())) > 1:
+        listing = "; ".join(f"{k} -> {v}" for k, v in named.items())
+        raise UserError(f"the adapters name different base models ({listing}); pass --base if they are the same model")
+    return next(iter(named.values()))
+
+
+def resolve_base(name: str) -> Path:
+    """A local folder, or a Hub id found in (or, when online, fetched into) the Hugging Face cache."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja",
+                                                            "*.model", "*.tiktoken", "LICENSE*"]))
+    except Exception as err:   # offline cache miss, bad repo id, network error: one message
+        raise UserError(f"base model {name}: not a folder, and not available from the Hugging Face Hub or its "
+                        f"cache ({type(err).__name__}); pass --base with a local folder") from None
+
+
+def base_shards(base_dir: Path) -> list[Path]:
+    index = base_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return [base_dir / name for name in sorted(set(weight_map.values()))]
+    if (base_dir / "model.safetensors").is_file():
+        return [base_dir / "model.safetensors"]
+    raise UserError(f"base model {base_dir}: no model.safetensors or model.safetensors.index.json")
+
+
+def safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and where its data starts (no tensor is read)."""
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        return json.loads(handle.read(size)), 8 + size
