@@ -92,3 +92,7 @@ setup-gpu: ## build both environments with CUDA builds (vllm, CUDA torch) instea
 	$(PYTHON) -m venv $(VENV_LF)
 	$(VENV_LF)/bin/pip install -r requirements/train-gpu.in
 	touch $(VENV)/.setup-done $(VENV_LF)/.setup-done
+
+.PHONY: bench-merge
+bench-merge: setup ## time and peak memory of merging three adapters into the tiny model
+	$(VENV)/bin/python eval/bench_merge.py
