@@ -1,0 +1,54 @@
+"""`lf-wrap train` and `lf-wrap validate`."""
+
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from lf_wrap.train import plan_training, train
+
+recipe_argument = click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+set_option = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe key (repeatable). A bare key (or train.KEY) is a LLaMA-Factory key, "
+         "lf_wrap.KEY our own section; values are YAML scalars. Wins over the recipe and --smoke.")
+smoke_option = click.option(
+    "--smoke", is_flag=True,
+    help="Apply the recipe's lf_wrap.smoke set: a few CPU steps (no bf16, small cutoff_len), for a tiny model.")
+
+
+@click.command("train")
+@recipe_argument
+@set_option
+@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Run directory (default: runs/<recipe>-<YYYYmmdd-HHMMSS>).")
+@click.option("--nproc", type=int, default=None,
+              help="Processes (GPUs) on this node: LLaMA-Factory's torchrun launcher with FORCE_TORCHRUN=1, "
+                   "NPROC_PER_NODE=N. NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT pass through.")
+@smoke_option
+@click.option("--force", is_flag=True, help="Train again in a run directory that already finished.")
+def train_command(recipe, sets, run_dir, nproc, smoke, force):
+    """Check RECIPE, then run `llamafactory-cli train` on it in the training environment.
+
+    Writes RUN_DIR/recipe.yaml (verbatim), train_args.yaml (what llamafactory-cli gets),
+    train.log, adapter/ (the LoRA adapter) and manifest.json; on success points
+    runs/<recipe>-latest at RUN_DIR."""
+    train(recipe, sets=sets, run_dir=run_dir, nproc=nproc, smoke=smoke, force=force,
+          command=["lf-wrap", *sys.argv[1:]])
+
+
+@click.command("validate")
+@recipe_argument
+@set_option
+@smoke_option
+@click.option("--show", is_flag=True, help="Print the LLaMA-Factory arguments the recipe resolves to.")
+def validate_command(recipe, sets, smoke, show):
+    """Run every check `lf-wrap train` runs before launching, and launch nothing."""
+    plan = plan_training(recipe, sets, smoke)
+    names = ", ".join(f"{n} ({p})" if p else n for n, p in plan.datasets.items())
+    click.echo(f"{recipe}: OK: {len(plan.args)} LLaMA-Factory keys checked against llamafactory "
+               f"{plan.versions.get('llamafactory')}; data: {names}; model: {plan.model}")
+    if show:
+        args = {**plan.train_args(Path("runs")), "output_dir": "<run_dir>/adapter"}
+        click.echo(yaml.safe_dump(args, sort_keys=False, allow_unicode=True), nl=False)

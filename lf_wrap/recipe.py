@@ -1,0 +1,300 @@
+"""Training recipes: LLaMA-Factory YAML plus one `lf_wrap:` section of our own.
+
+Every top-level key is a LLaMA-Factory training key, unchanged, so a recipe reads against
+LLaMA-Factory's documentation and could almost be handed to `llamafactory-cli` as it is. The
+`lf_wrap:` section (which prepared dataset, where runs go, the CPU smoke override set) is
+lf-wrap's alone and never reaches `llamafactory-cli`, whose parser rejects unknown keys.
+
+Precedence, lowest first: lf-wrap's DEFAULTS < the recipe's top level < `lf_wrap.smoke` (with
+`--smoke`) < `--set key=value`. Keys that lf-wrap fills itself (OWNED_KEYS) may not be set by
+the user: each has a dedicated place, named in the error."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from lf_wrap.errors import UserError
+from lf_wrap.lf_args import did_you_mean
+from lf_wrap.tasks import TASKS
+
+SECTION = "lf_wrap"
+TRAIN_ALIAS = "train."   # `--set train.learning_rate=2e-4` is `--set learning_rate=2e-4`
+
+# Filled by lf-wrap in every run; where the user says what they want instead.
+OWNED_KEYS = {
+    "dataset": "name the prepared dataset(s) under `lf_wrap: dataset:` (or --set lf_wrap.dataset=NAME)",
+    "dataset_dir": "set `lf_wrap: dataset_dir:` (or --set lf_wrap.dataset_dir=DIR)",
+    "output_dir": "the adapter always goes to <run_dir>/adapter; choose the run dir with --run-dir",
+    "adapter_name_or_path": "lf-wrap trains a fresh LoRA adapter; to continue a run use "
+                            "--set resume_from_checkpoint=<run_dir>/adapter/checkpoint-N",
+    "export_dir": "exporting a merged model is `lf-wrap merge`'s job, not training's",
+}
+
+# What lf-wrap adds when the recipe does not say: no experiment trackers unless asked for.
+DEFAULTS: dict[str, Any] = {"report_to": "none"}
+
+
+class LfWrapSection(BaseModel):
+    """The `lf_wrap:` section of a training recipe."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    task: str | None = None
+    """Which of the study's tasks the adapter is for (recorded in the manifest)."""
+    dataset: list[str]
+    """Prepared training set(s) in dataset_dir/dataset_info.json, each a name or a pattern matching
+    exactly one name (`alpaca_wmt19_zh-en_train_*`); becomes LLaMA-Factory's `dataset`."""
+    validation_dataset: str | None = None
+    """The held-out set this adapter is scored on (`lf-wrap eval`); not used in training."""
+    dataset_dir: Path = Path("dataset_info")
+    """Folder holding dataset_info.json, relative to the current directory."""
+    run_dir: Path | None = None
+    """A fixed run folder; default runs/<recipe>-<YYYYmmdd-HHMMSS>. --run-dir wins."""
+    smoke: dict[str, Any] = {}
+    """LLaMA-Factory keys applied by --smoke: a few CPU steps on a tiny model."""
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value):
+        if value is not None and value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; choose one of: {', '.join(TASKS)}")
+        return value
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _split_names(cls, value):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
+            raise ValueError("dataset names must be non-empty strings")
+        return value
+
+
+@dataclass
+class Overrides:
+    """`--set key=value` pairs, split into LLaMA-Factory keys and `lf_wrap.` keys."""
+
+    train: dict[str, Any] = field(default_factory=dict)
+    section: dict[str, Any] = field(default_factory=dict)   # dotted path -> value
+    given: list[str] = field(default_factory=list)           # as typed, for the manifest
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> Overrides:
+    overrides = Overrides(given=list(pairs))
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {pair!r}: expected key=value (e.g. --set learning_rate=2e-4)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        if key.startswith(SECTION + "."):
+            overrides.section[key[len(SECTION) + 1:]] = value
+        else:
+            overrides.train[key.removeprefix(TRAIN_ALIAS)] = value
+    return overrides
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key written twice is an error, not a silent last-one-wins."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+@dataclass
+class Recipe:
+    path: Path
+    text: str                    # verbatim, copied into the run dir
+    train: dict[str, Any]        # top-level LLaMA-Factory keys as written
+    lf_wrap: LfWrapSection
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def _set_path(section: dict, dotted: str, value: Any, pair: str) -> None:
+    parts = dotted.split(".")
+    node = section
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {pair}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_recipe(path: Path, overrides: Overrides | None = None) -> Recipe:
+    """Read a recipe with yaml.safe_load, apply `--set lf_wrap.*`, validate the section."""
+    path = Path(path)
+    overrides = overrides or Overrides()
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the recipe ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a YAML mapping of LLaMA-Factory keys plus an `{SECTION}:` section")
+    section = data.pop(SECTION, None) or {}
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: `{SECTION}:` must be a mapping")
+    for dotted, value in overrides.section.items():
+        _set_path(section, dotted, value, f"{SECTION}.{dotted}={value}")
+    try:
+        parsed = LfWrapSection.model_validate(section)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = (f"not a key of the {SECTION} section"
+                       f"{did_you_mean(str(first['loc'][0]), LfWrapSection.model_fields)}; "
+                       f"its keys: {', '.join(LfWrapSection.model_fields)}")
+        raise UserError(f"{path}: {SECTION}.{where}: {message}") from None
+    return Recipe(path=path, text=text, train=data, lf_wrap=parsed)
+
+
+def merged_args(recipe: Recipe, overrides: Overrides, smoke: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """The LLaMA-Factory keys in precedence order, and where each one's value came from."""
+    args: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    layers = [(str(recipe.path), recipe.train)]
+    if smoke:
+        if not recipe.lf_wrap.smoke:
+            raise UserError(f"{recipe.path}: --smoke given but the recipe has no `{SECTION}: smoke:` set")
+        layers.append((f"{recipe.path} ({SECTION}.smoke)", recipe.lf_wrap.smoke))
+    layers.append(("--set", overrides.train))
+    for where, layer in layers:
+        for key, value in layer.items():
+            args[key] = value
+            origin[key] = f"--set {key}={value}" if where == "--set" else where
+    for key, value in DEFAULTS.items():
+        if key not in args:
+            args[key], origin[key] = value, "lf-wrap default"
+    owned = [key for key in args if key in OWNED_KEYS]
+    if owned:
+        key = owned[0]
+        raise UserError(f"{origin[key]}: `{key}` is filled by lf-wrap; {OWNED_KEYS[key]}")
+    return args, origin
+
+
+# ---------------------------------------------------------------- what the recipe names
+
+
+def check_datasets(names: list[str], dataset_dir: Path, where: str,
+                   patterns: bool = False) -> dict[str, Path | None]:
+    """Each name registered in dataset_dir/dataset_info.json, and its file present.
+
+    With `patterns`, a name may be a shell pattern matching exactly one registered name
+    (`alpaca_wmt19_zh-en_train_*`: how many rows the keyword filter keeps is known only after
+    `make data`); the result is keyed by the names matched."""
+    from lf_wrap.dataset_info import INFO_FILE, read_info, resolve_dataset
+
+    dataset_dir = Path(dataset_dir)
+    info_file = dataset_dir / INFO_FILE
+    if not info_file.is_file():
+        raise UserError(f"{where}: {info_file} does not exist; prepare data first (`lf-wrap data prepare`, "
+                        "`make data`) or set lf_wrap.dataset_dir")
+    info = read_info(dataset_dir)
+    found: dict[str, Path | None] = {}
+    for name in names:
+        if patterns and any(c in name for c in "*?[") and name not in info:
+            matches = fnmatch.filter(sorted(info), name)
+            if len(matches) != 1:
+                raise UserError(f"{where}: dataset pattern '{name}' matches {len(matches)} names in {info_file}"
+                                f" ({', '.join(matches) or 'none'}); it must match exactly one")
+            name = matches[0]
+        if name not in info:
+            hint = did_you_mean(name, info) or f" (registered: {', '.join(sorted(info)) or 'none'})"
+            raise UserError(f"{where}: dataset '{name}' is not in {info_file}{hint}")
+        remote = isinstance(info[name], dict) and "file_name" not in info[name]
+        found[name] = None if remote else resolve_dataset(dataset_dir, name)
+    return found
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_model(args: dict[str, Any], where: str) -> str:
+    """model_name_or_path: a local model folder, or a Hub id (in the local cache when offline)."""
+    value = args.get("model_name_or_path")
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where}: model_name_or_path is required (a local folder or a Hub id)")
+    path = Path(value).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise UserError(f"{where}: model_name_or_path {value} has no config.json; not a model folder")
+        return f"local folder {path.resolve()}"
+    if value.startswith(("/", ".", "~")) or value.count("/") != 1:
+        raise UserError(f"{where}: model_name_or_path {value}: no such folder")
+    if args.get("use_modelscope_hub") or args.get("use_openmind_hub") or not _offline():
+        return f"Hub id {value} (LLaMA-Factory downloads it if not cached)"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(value, "config.json", cache_dir=args.get("cache_dir"),
+                                    revision=args.get("model_revision") or None)
+    if not isinstance(cached, str):
+        raise UserError(f"{where}: model {value} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
+                        f"download it first (`hf download {value}`) or set model_name_or_path to a local folder")
+    return f"Hub id {value}, cached at {Path(cached).parent}"
+
+
+def check_paths(args: dict[str, Any], origin: dict[str, str], versions: dict[str, str | None]) -> None:
+    """resume_from_checkpoint must exist; a `deepspeed:` config must exist, parse, and have
+    deepspeed installed in the training environment to read it."""
+    resume = args.get("resume_from_checkpoint")
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        raise UserError(f"{origin.get('resume_from_checkpoint', 'recipe')}: resume_from_checkpoint {resume}: "
+                        "no such checkpoint folder (they are <run_dir>/adapter/checkpoint-N)")
+    value = args.get("deepspeed")
+    if value is None:
+        return
+    where = origin.get("deepspeed", "recipe")
+    if isinstance(value, str):
+        path = Path(value)
+        if not path.is_file():
+            raise UserError(f"{where}: deepspeed config {value} does not exist (shipped: "
+                            "recipes/deepspeed/ds_z2_config.json, recipes/deepspeed/ds_z3_config.json)")
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise UserError(f"{where}: deepspeed config {value} is not valid JSON ({err})") from None
+    if not versions.get("deepspeed"):
+        raise UserError(f"{where}: a deepspeed config is set but deepspeed is not installed in the training "
+                        "environment; install it there (e.g. .venv-lf/bin/pip install deepspeed)")
+
+
+def data_manifest(dataset_dir: Path, name: str, path: Path | None) -> dict:
+    """What trained the adapter: the data file, its hash, and the manifest `prepare` wrote."""
+    from lf_wrap.dataset_info import manifest_path
+    from lf_wrap.files import sha256_file, sha256_tree
+
+    entry: dict[str, Any] = {"file": str(path.resolve()) if path else None}
+    if path is not None:
+        entry["sha256"] = sha256_tree(path) if path.is_dir() else sha256_file(path)
+    try:
+        entry["prepared"] = json.loads(manifest_path(dataset_dir, name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        entry["prepared"] = None
+    return entry

@@ -1,0 +1,300 @@
+"""`lf-wrap train`: one recipe -> one run directory holding one LoRA adapter.
+
+Everything that can be checked is checked before `llamafactory-cli` starts, because a bad
+key found by LLaMA-Factory costs a minute of imports and model loading (hours, if it sits in
+a multi-node queue first). Then the run directory gets the recipe verbatim, the exact arg
+file handed to `llamafactory-cli train`, the console log, the adapter in `adapter/`
+(LLaMA-Factory's output_dir) and `manifest.json`; on success `runs/<recipe>-latest` points
+at it, which is where merge and eval recipes look for adapters."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from filelock import FileLock, Timeout
+
+from lf_wrap import __version__
+from lf_wrap.environments import REPO_ROOT, llamafactory_cli
+from lf_wrap.errors import UserError
+from lf_wrap.files import atomic_write_json, atomic_write_text, sha256_file
+from lf_wrap.lf_args import check_args, lf_schema
+from lf_wrap.process import RECORDED_ENV, ProcessFailed, run_logged
+from lf_wrap.recipe import (Overrides, Recipe, check_datasets, check_model, check_paths, data_manifest,
+                            load_recipe, merged_args, parse_overrides)
+
+RUNS = Path("runs")
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")   # hashed; checkpoints are not
+FINISHED, FAILED, INTERRUPTED, RUNNING = "finished", "failed", "interrupted", "running"
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: the child was stopped; exit code 130 as a shell would give."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainPlan:
+    """A recipe checked and resolved: what `llamafactory-cli train` will get, minus run paths."""
+
+    recipe: Recipe
+    overrides: Overrides
+    smoke: bool
+    args: dict[str, Any]                 # LLaMA-Factory keys, checked and coerced
+    train_datasets: list[str]            # lf_wrap.dataset, patterns resolved to names
+    datasets: dict[str, Path | None]     # every dataset named -> data file (None: a remote entry)
+    model: str                           # how model_name_or_path was found
+    versions: dict[str, str | None] = field(default_factory=dict)
+
+    def train_args(self, run_dir: Path) -> dict[str, Any]:
+        """The arg file's content: the plan plus the keys lf-wrap owns (absolute paths)."""
+        section = self.recipe.lf_wrap
+        return {**self.args, "dataset": ",".join(self.train_datasets),
+                "dataset_dir": str(section.dataset_dir.resolve()),
+                "output_dir": str((run_dir / "adapter").resolve())}
+
+
+def plan_training(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = False) -> TrainPlan:
+    """Every check `lf-wrap validate` runs; raises UserError on the first file/key to fix."""
+    overrides = parse_overrides(sets)
+    recipe = load_recipe(recipe_path, overrides)
+    raw, origin = merged_args(recipe, overrides, smoke)
+    section = recipe.lf_wrap
+    # The cheap checks first: asking LLaMA-Factory for its fields takes ~10 s of imports.
+    where = f"{recipe.path} ({'--set lf_wrap.dataset' if 'dataset' in overrides.section else 'lf_wrap.dataset'})"
+    datasets = check_datasets(section.dataset, section.dataset_dir, where, patterns=True)
+    train_datasets = list(datasets)
+    model = check_model(raw, origin.get("model_name_or_path", str(recipe.path)))
+    schema = lf_schema()
+    args = check_args(raw, origin, schema)
+    if args.get("eval_dataset"):
+        datasets |= check_datasets(str(args["eval_dataset"]).split(","), section.dataset_dir,
+                                   origin["eval_dataset"])
+    check_paths(args, origin, schema.versions)
+    return TrainPlan(recipe=recipe, overrides=overrides, smoke=smoke, args=args, train_datasets=train_datasets,
+                     datasets=datasets, model=model, versions={"lf-wrap": __version__, **schema.versions})
+
+
+# ---------------------------------------------------------------- launching
+
+
+@dataclass
+class Launch:
+    argv: list[str]
+    env: dict[str, str]          # set for the child on top of the inherited environment
+
+    def child_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        return {**environ, **self.env}
+
+    def switches(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The variables that change what the launch does, as the manifest records them."""
+        child = self.child_env(environ)
+        return {k: child[k] for k in RECORDED_ENV if k in child}
+
+
+def _enabled(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "y", "on")
+
+
+def launch_spec(args_file: Path, nproc: int | None = None, environ: Mapping[str, str] | None = None) -> Launch:
+    """`llamafactory-cli train ARGS_FILE` and the environment it needs.
+
+    Multi-GPU and multi-node go through LLaMA-Factory's own launcher: FORCE_TORCHRUN=1 and
+    NPROC_PER_NODE make it re-run itself under `torchrun`; NNODES, NODE_RANK, MASTER_ADDR and
+    MASTER_PORT are read by it from the inherited environment. It finds `torchrun` on PATH,
+    so the training environment's bin/ goes first."""
+    environ = os.environ if environ is None else environ
+    cli = llamafactory_cli()
+    env = {"PATH": os.pathsep.join(p for p in (str(cli.parent), environ.get("PATH", "")) if p)}
+    if nproc is not None:
+        if nproc < 1:
+            raise UserError(f"--nproc must be at least 1, got {nproc}")
+        env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(nproc))
+    if (nproc is not None or _enabled(environ.get("FORCE_TORCHRUN"))) and re.search(r"\s", str(args_file)):
+        raise UserError(f"{args_file}: LLaMA-Factory's torchrun launcher splits its arguments on spaces; "
+                        "choose a --run-dir without spaces")
+    return Launch(argv=[str(cli), "train", str(args_file)], env=env)
+
+
+# ---------------------------------------------------------------- run directory
+
+
+def default_run_dir(recipe: Recipe, now: datetime | None = None) -> Path:
+    if recipe.lf_wrap.run_dir is not None:
+        return recipe.lf_wrap.run_dir
+    return RUNS / f"{recipe.name}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
+
+
+def read_manifest(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _previous_run(run_dir: Path, train_args: dict, force: bool) -> dict | None:
+    """The finished run to skip to, or None to train. Refuses folders lf-wrap did not make."""
+    if not run_dir.exists():
+        return None
+    previous = read_manifest(run_dir)
+    if previous is None:
+        if any(p.name != ".lock" for p in run_dir.iterdir()):
+            raise UserError(f"{run_dir} exists and is not an lf-wrap run directory (no manifest.json); "
+                            "choose another --run-dir")
+        return None
+    if previous.get("status") != FINISHED or force:
+        return None
+    try:
+        old = yaml.safe_load((run_dir / "train_args.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        old = None
+    if old != train_args:
+        changed = sorted(k for k in set(old or {}) | set(train_args) if (old or {}).get(k) != train_args.get(k))
+        raise UserError(f"{run_dir} holds a finished run with other arguments (differing: {', '.join(changed)}); "
+                        "pass --force to train again there, or choose another --run-dir")
+    return previous
+
+
+def update_latest(run_dir: Path, name: str) -> Path:
+    """Point runs/<name>-latest at `run_dir`: a temporary symlink renamed over the old one."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    link = RUNS / f"{name}-latest"
+    target = os.path.relpath(run_dir.resolve(), RUNS.resolve())
+    tmp = RUNS / f".{name}-latest.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        click.echo(f"lf-wrap: warning: could not point {link} at {run_dir} ({err.strerror})", err=True)
+    return link
+
+
+def _git_commit() -> dict | None:
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], check=False,
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               check=False, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _train_metrics(adapter: Path, resume: Any) -> dict:
+    try:
+        metrics = json.loads((adapter / "all_results.json").read_text(encoding="utf-8"))
+        steps = json.loads((adapter / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    start = re.search(r"checkpoint-(\d+)", str(resume or ""))
+    done = steps - (int(start.group(1)) if start else 0)
+    runtime = metrics.get("train_runtime")
+    return {"global_step": steps, "train_runtime": runtime, "train_loss": metrics.get("train_loss"),
+            "seconds_per_step": round(runtime / done, 3) if runtime and done > 0 else None}
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    skipped: bool
+    manifest: dict
+
+
+def train(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), run_dir: Path | None = None,
+          nproc: int | None = None, smoke: bool = False, force: bool = False,
+          command: list[str] | None = None) -> TrainResult:
+    plan = plan_training(recipe_path, sets, smoke)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(plan.recipe)
+    train_args = plan.train_args(run_dir)
+    args_file = run_dir / "train_args.yaml"
+    launch = launch_spec(args_file.resolve(), nproc)
+    previous = _previous_run(run_dir, train_args, force)
+    if previous is not None:
+        click.echo(f"lf-wrap: {run_dir} already finished ({previous.get('ended')}); skipping. "
+                   "Pass --force to train again.")
+        return TrainResult(run_dir=run_dir, skipped=True, manifest=previous)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FileLock(str(run_dir / ".lock"), timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{run_dir} is in use by another `lf-wrap train`") from None
+    try:
+        return _run(plan, run_dir, train_args, launch, force, command)
+    finally:
+        lock.release()
+
+
+def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, force: bool,
+         command: list[str] | None) -> TrainResult:
+    adapter = run_dir / "adapter"
+    resume = plan.args.get("resume_from_checkpoint")
+    if force and adapter.exists() and not resume:
+        click.echo(f"lf-wrap: --force: removing the previous adapter {adapter}")
+        shutil.rmtree(adapter)
+    section = plan.recipe.lf_wrap
+    manifest: dict[str, Any] = {
+        "lf_wrap_version": __version__, "status": RUNNING, "recipe": str(plan.recipe.path),
+        "recipe_sha256": sha256_file(plan.recipe.path), "task": section.task, "smoke": plan.smoke,
+        "overrides": plan.overrides.given, "command": list(command if command is not None else sys.argv),
+        "cwd": os.getcwd(), "run_dir": str(run_dir.resolve()), "argv": launch.argv,
+        "env": launch.switches(os.environ), "versions": plan.versions, "git": _git_commit(), "model": plan.model,
+        "validation_dataset": section.validation_dataset,
+        "data": {name: data_manifest(section.dataset_dir, name, path) for name, path in plan.datasets.items()},
+        "started": _now(), "ended": None, "seconds": None, "exit_code": None,
+    }
+    atomic_write_json(run_dir / "manifest.json", manifest)     # first: marks the folder as ours
+    atomic_write_text(run_dir / "recipe.yaml", plan.recipe.text)
+    atomic_write_text(run_dir / "train_args.yaml", yaml.safe_dump(train_args, sort_keys=False, allow_unicode=True))
+    click.echo(f"lf-wrap: run dir {run_dir}\nlf-wrap: $ {' '.join(launch.argv)}")
+    start = time.monotonic()
+    try:
+        record = run_logged(launch.argv, run_dir / "train.log", env=launch.env)
+    except ProcessFailed as failed:
+        _finish(run_dir, manifest, FAILED, failed.record.exit_code, start)
+        raise
+    except KeyboardInterrupt:
+        _finish(run_dir, manifest, INTERRUPTED, None, start)
+        steps = [int(p.name[11:]) for p in adapter.glob("checkpoint-*") if p.name[11:].isdigit()]
+        hint = (f"; continue with --run-dir {run_dir} --set resume_from_checkpoint="
+                f"{adapter / f'checkpoint-{max(steps)}'}" if steps else "")
+        raise Interrupted(f"interrupted; llamafactory-cli was stopped. Log: {run_dir / 'train.log'}{hint}") from None
+    manifest["adapter_sha256"] = {name: sha256_file(adapter / name) for name in ADAPTER_FILES
+                                  if (adapter / name).is_file()}
+    manifest["train_metrics"] = _train_metrics(adapter, resume)
+    _finish(run_dir, manifest, FINISHED, record.exit_code, start)
+    link = update_latest(run_dir, plan.recipe.name)
+    spent = manifest["train_metrics"].get("seconds_per_step")
+    click.echo(f"lf-wrap: finished in {manifest['seconds']:.0f}s"
+               + (f" ({spent} s/step)" if spent else "") + f"; adapter in {adapter}; {link} -> {run_dir}")
+    return TrainResult(run_dir=run_dir, skipped=False, manifest=manifest)
+
+
+def _finish(run_dir: Path, manifest: dict, status: str, exit_code: int | None, start: float) -> None:
+    manifest.update(status=status, exit_code=exit_code, ended=_now(), seconds=round(time.monotonic() - start, 1))
+    atomic_write_json(run_dir / "manifest.json", manifest)
