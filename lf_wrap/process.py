@@ -11,8 +11,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,27 +87,47 @@ def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
-        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
-                                 cwd=cwd, start_new_session=True, text=True, errors="replace", bufsize=1)
-        try:
-            for line in child.stdout:
-                log.write(line)
-                tail.append(line.rstrip("\n"))
-                if echo:
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
-            child.wait()
-        except KeyboardInterrupt:
-            _stop(child)
-            record.exit_code = child.returncode
-            record.ended, record.seconds = _now(), round(time.monotonic() - start, 3)
-            log.write("\n[lf-wrap] interrupted by the user (Ctrl-C); child stopped\n")
-            raise
+        with _terminate_as_interrupt():
+            child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+                                     cwd=cwd, start_new_session=True, text=True, errors="replace", bufsize=1)
+            try:
+                for line in child.stdout:
+                    log.write(line)
+                    tail.append(line.rstrip("\n"))
+                    if echo:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+                child.wait()
+            except KeyboardInterrupt:
+                _stop(child)
+                record.exit_code = child.returncode
+                record.ended, record.seconds = _now(), round(time.monotonic() - start, 3)
+                log.write("\n[lf-wrap] interrupted (Ctrl-C, SIGTERM or SIGHUP); child stopped\n")
+                raise
     record.exit_code = child.returncode
     record.ended, record.seconds = _now(), round(time.monotonic() - start, 3)
     if child.returncode != 0:
         raise ProcessFailed(record, "\n".join(tail))
     return record
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """While a child runs, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop it the
+    way Ctrl-C does, instead of killing lf-wrap and leaving the child (in its own session) alive."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop(child: subprocess.Popen, grace: float = 20.0) -> None:
