@@ -10,6 +10,7 @@ export LF_WRAP_LLAMAFACTORY_CLI ?= $(CURDIR)/$(VENV_LF)/bin/llamafactory-cli
 export VLLM_CPU_KVCACHE_SPACE ?= 2
 
 .PHONY: help setup test demo data data-sample samples bench-prepare
+DEMO_MODEL ?= smollm2
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -35,6 +36,9 @@ $(VENV_LF)/.setup-done: requirements/train-cpu.txt
 	rm -f $(VENV_LF)/lib/python3*/site-packages/torchaudio/lib/*.so
 	$(VENV_LF)/bin/llamafactory-cli version > /dev/null
 	touch $@
+
+demo: setup ## the whole study at small scale on CPU, offline (DEMO_MODEL=smollm2|tiny)
+	$(LFW) demo --model $(DEMO_MODEL)
 
 test: setup ## run the test suite (CPU, offline)
 	$(VENV)/bin/python -m pytest tests -q

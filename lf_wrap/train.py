@@ -169,11 +169,14 @@ def _previous_run(run_dir: Path, train_args: dict, force: bool) -> dict | None:
 
 
 def update_latest(run_dir: Path, name: str) -> Path:
-    """Point runs/<name>-latest at `run_dir`: a temporary symlink renamed over the old one."""
-    RUNS.mkdir(parents=True, exist_ok=True)
-    link = RUNS / f"{name}-latest"
-    target = os.path.relpath(run_dir.resolve(), RUNS.resolve())
-    tmp = RUNS / f".{name}-latest.{os.getpid()}.tmp"
+    """Point <name>-latest beside `run_dir` (runs/<name>-latest for the default run folders) at
+    it: a temporary symlink renamed over the old one. A run elsewhere (the demo's, a --run-dir
+    on scratch) moves the link of its own folder, never the one in runs/."""
+    parent = Path(run_dir).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    link = parent / f"{name}-latest"
+    target = os.path.relpath(Path(run_dir).resolve(), parent.resolve())
+    tmp = parent / f".{name}-latest.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     try:
