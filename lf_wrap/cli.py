@@ -4,6 +4,10 @@ import click
 
 from lf_wrap import __version__
 from lf_wrap.commands.data import data
+from lf_wrap.commands.demo import demo_command
+from lf_wrap.commands.eval import eval_command, report_command, score_command
+from lf_wrap.commands.merge import merge
+from lf_wrap.commands.train import train_command, validate_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -13,6 +17,13 @@ def cli():
 
 
 cli.add_command(data)
+cli.add_command(demo_command)
+cli.add_command(eval_command)
+cli.add_command(score_command)
+cli.add_command(report_command)
+cli.add_command(merge)
+cli.add_command(train_command)
+cli.add_command(validate_command)
 
 
 def main():

@@ -1,0 +1,62 @@
+"""`lf-wrap eval`, `lf-wrap score` and `lf-wrap report`."""
+
+import json
+from pathlib import Path
+
+import click
+
+from lf_wrap.metrics import TASK_METRICS
+
+
+@click.command("eval")
+@click.argument("recipe", type=click.Path(path_type=Path), default=Path("recipes/eval.yaml"))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Results folder [default: eval/results/<recipe name>].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key, e.g. --set engine.dtype=float32 --set tasks.qa.max_new_tokens=32.")
+@click.option("--force", is_flag=True, help="Regenerate predictions already written in the results folder.")
+def eval_command(recipe, out, overrides, force):
+    """Score every model of RECIPE on every task with vLLM, then write the table.
+
+    Base model and all adapters share one engine; each full model folder gets its own. Rows
+    already in the results folder are not generated again (a killed run resumes)."""
+    from lf_wrap.evaluation.recipe import load_eval_recipe
+    from lf_wrap.evaluation.run import evaluate
+
+    parsed, text = load_eval_recipe(recipe, overrides)
+    result = evaluate(parsed, recipe, text, out=out, force=force, overrides=overrides)
+    click.echo((result.out / "table.md").read_text(encoding="utf-8"))
+    click.echo(f"{result.generated} predictions generated, {result.reused} reused; results in {result.out}/")
+
+
+@click.command("score")
+@click.argument("predictions", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--task", required=True, type=click.Choice(list(TASK_METRICS)))
+@click.option("--no-answer-text", default=None,
+              help="qa: the model's answer for an unanswerable question, scored as \"\" "
+                   "[default: recorded beside the file by lf-wrap eval, else 'unanswerable'].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object keyed by metric name.")
+def score_command(predictions, task, no_answer_text, as_json):
+    """Score a predictions JSONL (one object a line: `prediction`, `references` list; [] for an
+    unanswerable question) with the study's metrics, offline."""
+    from lf_wrap.evaluation.predictions import score_file
+    from lf_wrap.metrics import METRICS
+
+    scores = score_file(predictions, task, no_answer_text)
+    if as_json:
+        click.echo(json.dumps(scores))
+        return
+    for name, value in scores.items():
+        info = METRICS[name]
+        click.echo(f"{name:<12} {value:.4f}   ({info.definition}; higher is better: {info.higher_is_better})")
+
+
+@click.command("report")
+@click.argument("results", type=click.Path(path_type=Path, file_okay=False), default=Path("eval/results/eval"))
+def report_command(results):
+    """Rewrite the table (Markdown, CSV, JSON), chart.png and loss_curves.png of a results folder."""
+    from lf_wrap.report import write_report
+
+    written = write_report(results)
+    click.echo((results / "table.md").read_text(encoding="utf-8"))
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))

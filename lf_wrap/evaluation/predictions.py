@@ -1,0 +1,159 @@
+"""Prediction files: one JSONL per (model, task), the contract between generating and scoring.
+
+Each line is one row: `row` (index in the dataset), `id`, `prompt_sha256`, `prediction`,
+`references` (a list; [] for an unanswerable question), `finish_reason`, `prompt_tokens`,
+`completion_tokens`, `truncated`, `token_ids` (the generated tokens, for exact comparisons:
+the text of a half-finished UTF-8 character differs between decoders). `lf-wrap score` needs
+only `prediction` and `references`,
+so a file made anywhere else scores the same way.
+
+Lines are appended as batches finish and fsync'ed, so a killed run leaves every finished row on
+disk; at most a torn last line, which the next run cuts off. Beside each file,
+`<task>.meta.json` records what the lines were generated with; a run whose settings differ
+refuses to mix old and new lines unless --force."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lf_wrap import metrics
+from lf_wrap.errors import UserError
+from lf_wrap.files import atomic_write_json
+from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT
+
+# What must not change between a run and its resumption (else the file would mix two runs).
+RESUME_KEYS = ("model_path", "model_fingerprint", "dataset", "dataset_sha256", "template", "max_new_tokens",
+               "dtype", "max_model_len", "long_prompts", "no_answer_text")
+
+
+def meta_path(predictions: Path) -> Path:
+    return Path(predictions).with_suffix(".meta.json")
+
+
+def read_lines(path: Path) -> list[dict]:
+    """Every line as a dict; a malformed line is an error naming file and line number."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"{path}: cannot read predictions ({err.strerror})") from None
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number}: not a JSON object ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: each line must be a JSON object")
+        out.append(record)
+    return out
+
+
+def _checked(path: Path, records: list[dict], task: str) -> tuple[list[str], list[list[str]]]:
+    preds, refs = [], []
+    for number, record in enumerate(records, 1):
+        prediction, references = record.get("prediction"), record.get("references")
+        if not isinstance(prediction, str):
+            raise UserError(f"{path}: line {number}: 'prediction' must be a string (\"\" for an empty answer)")
+        if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+            raise UserError(f"{path}: line {number}: 'references' must be a list of strings")
+        if not references and task != "qa":
+            raise UserError(f"{path}: line {number}: task '{task}' needs at least one reference "
+                            "([] means unanswerable, for qa only)")
+        preds.append(prediction)
+        refs.append(references)
+    return preds, refs
+
+
+def score_records(path: Path, records: list[dict], task: str, no_answer_text: str | None = None) -> dict[str, float]:
+    if not records:
+        raise UserError(f"{path}: no predictions to score")
+    preds, refs = _checked(Path(path), records, task)
+    return metrics.score_task(task, preds, refs, no_answer_text if task == "qa" else None)
+
+
+def default_no_answer_text(path: Path) -> str:
+    """The no-answer text the eval recorded beside the file, else the study's default."""
+    try:
+        meta = json.loads(meta_path(path).read_text(encoding="utf-8"))
+        return meta.get("no_answer_text") or DEFAULT_NO_ANSWER_TEXT
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_NO_ANSWER_TEXT
+
+
+def score_file(path: Path, task: str, no_answer_text: str | None = None) -> dict[str, float]:
+    """`lf-wrap score`: the task's metrics for one predictions file."""
+    if task not in metrics.TASK_METRICS:
+        raise UserError(f"unknown task '{task}'; choose one of: {', '.join(metrics.TASK_METRICS)}")
+    if task == "qa" and no_answer_text is None:
+        no_answer_text = default_no_answer_text(path)
+    return score_records(path, read_lines(path), task, no_answer_text)
+
+
+class PredictionFile:
+    """An append-only predictions file that knows which rows it already holds."""
+
+    def __init__(self, path: Path, meta: dict, force: bool = False):
+        self.path = Path(path)
+        self.meta = meta
+        self.done: dict[int, str] = {}     # row -> prompt_sha256
+        self.repaired = False
+        # A new (or --force'd) file is only created, or the old one replaced, by the first batch
+        # that finishes: a run that fails before generating anything leaves the old file as it was.
+        self.fresh = force or not self.path.exists()
+        if not self.fresh:
+            self._resume()
+
+    def _resume(self) -> None:
+        old_meta = {}
+        if meta_path(self.path).exists():
+            try:
+                old_meta = json.loads(meta_path(self.path).read_text(encoding="utf-8"))
+            except ValueError:
+                old_meta = {}
+        changed = [k for k in RESUME_KEYS if old_meta.get(k) != self.meta.get(k)]
+        if changed and self.path.stat().st_size > 0:
+            key = changed[0]
+            raise UserError(f"{self.path} was generated with {key}={old_meta.get(key)!r}, now {key}="
+                            f"{self.meta.get(key)!r}; pass --force to regenerate it, or --out for a new folder")
+        data = self.path.read_bytes()
+        keep = data if data.endswith(b"\n") or not data else data[:data.rfind(b"\n") + 1]
+        if len(keep) != len(data):     # a line torn by a kill: cut it, the row is generated again
+            with open(self.path, "r+b") as handle:
+                handle.truncate(len(keep))
+                os.fsync(handle.fileno())
+            self.repaired = True
+        for number, line in enumerate(keep.decode("utf-8").splitlines(), 1):
+            try:
+                record = json.loads(line)
+                self.done[int(record["row"])] = record["prompt_sha256"]
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{self.path}:{number}: not a line lf-wrap wrote; move the file away or "
+                                "pass --force to regenerate it") from None
+        atomic_write_json(meta_path(self.path), self.meta)
+
+    def check_prompts(self, expected: dict[int, str]) -> None:
+        """Every row on disk must come from the prompt this run would send for it."""
+        for row, digest in self.done.items():
+            if expected.get(row, digest) != digest:
+                raise UserError(f"{self.path}: row {row} was generated from another prompt (dataset or "
+                                "template changed); pass --force to regenerate the file")
+
+    def append(self, records: list[dict]) -> None:
+        if not records:
+            return
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        if self.fresh:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(meta_path(self.path), self.meta)
+        with open(self.path, "wb" if self.fresh else "ab") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.fresh = False
+        for record in records:
+            self.done[record["row"]] = record["prompt_sha256"]

@@ -1,0 +1,174 @@
+"""The eval recipe (`recipes/eval.yaml`): which models, which tasks, how to generate.
+
+`model_name_or_path`, `template` and `dataset_dir` mean what they mean in a LLaMA-Factory
+recipe; the rest is lf-wrap's own. The engine keys are vLLM's own argument names. Paths are
+relative to the directory lf-wrap runs from. Precedence: `--set key=value` > recipe > defaults
+below; dotted keys reach into sections and list items (`--set engine.dtype=float32`,
+`--set models.1.path=runs/translate-20250101-120000/adapter`)."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lf_wrap.errors import UserError
+from lf_wrap.tasks import TASKS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class ModelEntry(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Column name in the table and folder name under predictions/."""
+    path: str | None = None
+    """A LoRA adapter folder or a full model folder; omitted: the base model itself."""
+    task: str | None = None
+    """The task this model was trained for: marked (bold) in the table."""
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value):
+        if value is not None and value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; choose one of: {', '.join(TASKS)}")
+        return value
+
+
+class TaskEntry(_Strict):
+    dataset: str
+    """Prepared validation set in dataset_dir/dataset_info.json; shell-style wildcards allowed
+    (alpaca_wmt19_zh-en_validation_*) when exactly one name matches."""
+    max_new_tokens: int = Field(256, ge=1)
+    """Greedy decoding stops at the template's stop word or after this many tokens."""
+    no_answer_text: str | None = None
+    """qa: what the model was taught to say for an unanswerable question (read as "" when
+    scoring); default: the dataset manifest's filters.no_answer_text."""
+
+
+class EngineSettings(_Strict):
+    dtype: str = "auto"
+    """vLLM dtype: auto, bfloat16, float16, float32 (float32 reproduces transformers' greedy
+    tokens exactly; bfloat16 drifts after a few tokens)."""
+    max_model_len: int = Field(4096, ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Fraction of GPU memory vLLM may take (on the CPU backend: of host memory)."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    """Independent engine replicas, each on its own tensor_parallel_size GPUs and a share of
+    the rows."""
+    max_lora_rank: int = 16
+    """Raised automatically to the largest adapter's rank (vLLM's allowed sizes)."""
+    max_loras: int | None = None
+    """LoRA slots; at least adapters + 1 (a vLLM bug gives base requests the adapter of the
+    last slot when every slot is full)."""
+    pipeline_parallel_size: int = Field(1, ge=1)
+    """With distributed_executor_backend: ray, stages may sit on different nodes."""
+    distributed_executor_backend: Literal["mp", "ray"] | None = None
+    """vLLM's choice when omitted (mp on one node); ray to span nodes of a running Ray cluster."""
+    enforce_eager: bool = False
+    seed: int = 0
+    extra_args: dict[str, Any] = {}
+    """Any other vllm.LLM(...) argument, passed as is (e.g. max_num_seqs, enable_prefix_caching)."""
+
+
+class EvalRecipe(_Strict):
+    model_name_or_path: str
+    """The base model: Hub id or local folder. Adapters must have been trained on it."""
+    template: str = "qwen"
+    """LLaMA-Factory template the adapters were trained with; prompts are rendered with it."""
+    dataset_dir: Path = Path("dataset_info")
+    models: list[ModelEntry] = Field(min_length=1)
+    tasks: dict[str, TaskEntry] = Field(min_length=1)
+    engine: EngineSettings = EngineSettings()
+    long_prompts: Literal["skip", "truncate"] = "skip"
+    """A prompt with more than max_model_len - max_new_tokens tokens: skip the row (counted in
+    metrics.json) or cut the query's end, keeping the template's tail."""
+    batch_size: int = Field(256, ge=1)
+    """Rows handed to vLLM at once; predictions are written (fsync) after each batch, so a
+    killed run loses at most one batch."""
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value):
+        unknown = [t for t in value if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r}; choose from: {', '.join(TASKS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [m.name for m in self.models]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise ValueError(f"model name {duplicate!r} is used twice")
+        return self
+
+
+def _set_dotted(data: dict, dotted: str, value: Any, pair: str) -> None:
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"--set {pair}: '{part}' is not an index of a {len(node)}-item list")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise UserError(f"--set {pair}: '{parts[i - 1]}' is not a section")
+
+
+def apply_overrides(data: dict, pairs: list[str] | tuple[str, ...]) -> dict:
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected key=value (e.g. --set engine.dtype=float32)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        _set_dotted(data, key.strip(), value, pair)
+    return data
+
+
+def _hint(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load_eval_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[EvalRecipe, str]:
+    """The validated recipe and its verbatim text (copied into the results folder)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the eval recipe ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: an eval recipe is a YAML mapping (model_name_or_path, models, tasks, engine)")
+    apply_overrides(data, overrides)
+    try:
+        return EvalRecipe.model_validate(data), text
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        hint = ""
+        if first["type"] == "extra_forbidden":
+            owner = {"models": ModelEntry, "tasks": TaskEntry, "engine": EngineSettings}.get(
+                str(first["loc"][0]) if len(first["loc"]) > 1 else "", EvalRecipe)
+            hint = _hint(str(first["loc"][-1]), owner.model_fields)
+        raise UserError(f"{path}: {where}: {first['msg']}{hint}") from None

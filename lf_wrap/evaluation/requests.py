@@ -1,0 +1,132 @@
+"""Validation rows -> the prompts, references and token ids an engine generates from.
+
+The datasets are the prepared alpaca files named in dataset_info.json (as LLaMA-Factory reads
+them); the prompt is the training prompt (lf_wrap.prompts); the references are what the row's
+`output` says, or its `answers` list when the row carries one. For qa, an `output` equal to the
+dataset's no-answer text (manifest: filters.no_answer_text) means "unanswerable": references []."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lf_wrap import prompts
+from lf_wrap.dataset_info import INFO_FILE, manifest_path, read_info, resolve_dataset
+from lf_wrap.errors import UserError
+from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry
+from lf_wrap.files import sha256_file
+from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT
+
+
+@dataclass
+class TaskData:
+    task: str
+    dataset: str              # the registered name (wildcards resolved)
+    file: Path
+    sha256: str
+    rows: list[dict]
+    no_answer_text: str | None = None
+
+
+@dataclass
+class Request:
+    """One row of one task, as every model of an engine group is asked it."""
+
+    task: str
+    row: int                  # index in the dataset file
+    id: str
+    prompt: str               # rendered text (hashed into prompt_sha256)
+    prompt_sha256: str
+    references: list[str]
+    token_ids: list[int] = field(default_factory=list)
+    truncated: bool = False
+
+
+def resolve_name(dataset_dir: Path, pattern: str, task: str) -> str:
+    info = read_info(dataset_dir)
+    if not info:
+        raise UserError(f"tasks.{task}.dataset: {Path(dataset_dir) / INFO_FILE} is missing or empty; "
+                        "prepare the validation sets first (`make data` or `lf-wrap data prepare`)")
+    if not any(ch in pattern for ch in "*?["):
+        resolve_dataset(dataset_dir, pattern)   # clear error if unknown or its file is gone
+        return pattern
+    matches = sorted(n for n in info if fnmatch.fnmatchcase(n, pattern))
+    if len(matches) != 1:
+        found = ", ".join(matches) if matches else f"none (registered: {', '.join(sorted(info))})"
+        raise UserError(f"tasks.{task}.dataset: '{pattern}' must match exactly one dataset in "
+                        f"{Path(dataset_dir) / INFO_FILE}; matches: {found}")
+    return matches[0]
+
+
+def _no_answer_text(dataset_dir: Path, name: str, entry: TaskEntry) -> str:
+    if entry.no_answer_text is not None:
+        return entry.no_answer_text
+    try:
+        manifest = json.loads(manifest_path(dataset_dir, name).read_text(encoding="utf-8"))
+        text = (manifest.get("filters") or {}).get("no_answer_text")
+    except (OSError, ValueError, AttributeError):
+        text = None
+    return text or DEFAULT_NO_ANSWER_TEXT
+
+
+def load_task(recipe: EvalRecipe, task: str, limit: int | None = None) -> TaskData:
+    entry = recipe.tasks[task]
+    name = resolve_name(recipe.dataset_dir, entry.dataset, task)
+    file = resolve_dataset(recipe.dataset_dir, name)
+    try:
+        rows = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{file}: cannot read dataset '{name}' ({err})") from None
+    if not isinstance(rows, list) or not rows:
+        raise UserError(f"{file}: dataset '{name}' must be a non-empty JSON array of alpaca rows")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) \
+                or not isinstance(row.get("output"), str):
+            raise UserError(f"{file}: row {i}: an alpaca row needs string 'instruction' and 'output'")
+    no_answer = _no_answer_text(recipe.dataset_dir, name, entry) if task == "qa" else None
+    return TaskData(task, name, file, sha256_file(file), rows[:limit] if limit else rows, no_answer)
+
+
+def references_of(row: dict, task: str, no_answer_text: str | None) -> list[str]:
+    answers = row.get("answers")
+    if isinstance(answers, list) and all(isinstance(a, str) for a in answers):
+        return list(answers)
+    if task == "qa" and no_answer_text is not None and row["output"] == no_answer_text:
+        return []
+    return [row["output"]]
+
+
+def build_requests(data: TaskData, template: str) -> list[Request]:
+    out = []
+    for i, row in enumerate(data.rows):
+        text = prompts.render_prompt(row, template)
+        out.append(Request(task=data.task, row=i, id=str(row.get("id", i)), prompt=text,
+                           prompt_sha256=prompts.prompt_hash(text),
+                           references=references_of(row, data.task, data.no_answer_text)))
+    return out
+
+
+def tokenize_requests(requests: list[Request], tokenizer, template: str, max_model_len: int,
+                      max_new_tokens: int, policy: str) -> list[Request]:
+    """Fill token ids; return the requests that do not fit (skipped under policy "skip").
+
+    A prompt fits when prompt + max_new_tokens <= max_model_len, so that every answer may use
+    its whole token budget; under "truncate" the query is cut from its end instead."""
+    budget = max_model_len - max_new_tokens
+    if budget < 1:
+        raise UserError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in "
+                        f"engine.max_model_len {max_model_len}")
+    suffix = prompts.encode_prompt(tokenizer, prompts.get_template(template).suffix())
+    too_long = []
+    for request in requests:
+        ids = prompts.encode_prompt(tokenizer, request.prompt)
+        if len(ids) > budget:
+            if policy == "skip":
+                too_long.append(request)
+                continue
+            ids = prompts.truncate_prompt(ids, suffix, budget)
+            request.truncated = True
+        request.token_ids = ids
+    return too_long

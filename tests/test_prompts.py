@@ -1,0 +1,121 @@
+"""Eval prompts are LLaMA-Factory's training prompts, token for token."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import LF_CLI
+from lf_wrap import prompts
+from lf_wrap.errors import UserError
+
+# Runs in the training environment: LLaMA-Factory's own data pipeline (dataset_info.json ->
+# AlpacaDatasetConverter -> qwen template -> supervised processor) on the same rows; the prompt
+# is the part of input_ids whose labels are masked (-100).
+LF_PROMPT_IDS = r'''
+import json, sys
+from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+from llamafactory.hparams import get_train_args
+from llamafactory.model import load_tokenizer
+
+model, dataset_dir, names, output_dir = sys.argv[1:5]
+model_args, data_args, training_args, _, _ = get_train_args({
+    "stage": "sft", "do_train": True, "model_name_or_path": model, "template": "qwen",
+    "finetuning_type": "lora", "dataset": names, "dataset_dir": dataset_dir, "cutoff_len": 100000,
+    "output_dir": output_dir, "overwrite_cache": True, "report_to": "none", "bf16": False,
+})
+module = load_tokenizer(model_args)
+template = get_template_and_fix_tokenizer(module["tokenizer"], data_args)
+rows = get_dataset(template, model_args, data_args, training_args, stage="sft", **module)["train_dataset"]
+out = [r["input_ids"][:next(i for i, l in enumerate(r["labels"]) if l != -100)] for r in rows]
+print("LFWRAP_RESULT " + json.dumps(out))
+'''
+
+EDGE_ROWS = [
+    {"instruction": "Summarize:", "input": "A long article.\nSecond line.", "output": "y"},   # input joined by \n
+    {"instruction": "", "input": "only an input", "output": "z"},                             # empty instruction
+    {"instruction": "请把下面的句子翻译为英文：\n今天天气很好。", "input": "", "output": "x"},
+]
+
+
+def test_render_prompt_qwen_chatml_with_default_system():
+    text = prompts.render_prompt({"instruction": "Hi", "input": "there"})
+    assert text == ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+                    "<|im_end|>\n<|im_start|>user\nHi\nthere<|im_end|>\n<|im_start|>assistant\n")
+    assert prompts.alpaca_query({"instruction": "Hi", "input": ""}) == "Hi"
+    assert prompts.alpaca_query({"instruction": "", "input": "there"}) == "there"
+
+
+def test_unknown_template_is_a_clear_error():
+    with pytest.raises(UserError, match="template 'llama3' is not supported"):
+        prompts.render_prompt({"instruction": "x", "input": ""}, template="llama3")
+
+
+# Qwen2.5's tokenizer.json: NFC, then digits one by one and Qwen's word regex, then byte-level.
+QWEN2_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+        r"\s*[\r\n]+|\s+(?!\S)|\s+")}},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+
+
+@pytest.fixture(scope="module")
+def qwen_tokenized_model(tiny_model, tmp_path_factory):
+    """The tiny model with Qwen2.5's normalizer and pre-tokenizer in tokenizer.json.
+
+    transformers 5.19 (.venv) builds a qwen2 model's pre-tokenizer from code (Qwen's regex);
+    transformers 5.6 (.venv-lf) reads it from tokenizer.json. Real Qwen2.5 checkpoints carry the
+    same regex in the file, so both agree; the tiny tokenizer's plain byte-level pre-tokenizer
+    would make them disagree on digits ("12" vs "1","2")."""
+    folder = tmp_path_factory.mktemp("qwen-tokenized")
+    for file in tiny_model.iterdir():
+        (folder / file.name).symlink_to(file)
+    (folder / "tokenizer.json").unlink()
+    data = json.loads((tiny_model / "tokenizer.json").read_text(encoding="utf-8"))
+    data["normalizer"] = {"type": "NFC"}
+    data["pre_tokenizer"] = QWEN2_PRE_TOKENIZER
+    (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def test_prompt_token_ids_equal_llamafactory(qwen_tokenized_model, prepared, tmp_path):
+    """Every validation row of the three tasks, plus edge rows, against LLaMA-Factory 0.9.5."""
+    from transformers import AutoTokenizer
+
+    tiny_model = qwen_tokenized_model
+    info = json.loads((prepared / "dataset_info.json").read_text())
+    names = [f"tiny_{task}_validation" for task in ("translate", "summarize", "qa")]
+    rows = [row for name in names for row in json.loads((prepared / info[name]["file_name"]).read_text())]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "edge.json").write_text(json.dumps(EDGE_ROWS, ensure_ascii=False))
+    (folder / "rows.json").write_text(json.dumps(rows, ensure_ascii=False))
+    entry = {"formatting": "alpaca", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+    (folder / "dataset_info.json").write_text(json.dumps({"rows": {"file_name": "rows.json", **entry},
+                                                          "edge": {"file_name": "edge.json", **entry}}))
+    done = subprocess.run([str(LF_CLI.parent / "python"), "-c", LF_PROMPT_IDS, str(tiny_model), str(folder),
+                           "rows,edge", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = json.loads(next(line for line in done.stdout.splitlines()
+                             if line.startswith("LFWRAP_RESULT ")).removeprefix("LFWRAP_RESULT "))
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ours = [prompts.encode_prompt(tokenizer, prompts.render_prompt(row)) for row in rows + EDGE_ROWS]
+    assert len(theirs) == len(ours) == len(rows) + len(EDGE_ROWS)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert a == b, f"row {i}: lf-wrap's prompt differs from LLaMA-Factory's"
+
+
+def test_truncate_keeps_the_template_tail(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    text = prompts.render_prompt({"instruction": "word " * 300, "input": ""})
+    ids = prompts.encode_prompt(tokenizer, text)
+    suffix = prompts.encode_prompt(tokenizer, prompts.get_template("qwen").suffix())
+    cut = prompts.truncate_prompt(ids, suffix, 100)
+    assert len(cut) == 100 and cut[-len(suffix):] == suffix and cut[:-len(suffix)] == ids[:100 - len(suffix)]
+    assert tokenizer.decode(cut).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert prompts.truncate_prompt(ids, suffix, len(ids)) == ids
