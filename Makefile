@@ -100,3 +100,9 @@ setup-gpu: ## build both environments with CUDA builds (vllm, CUDA torch) instea
 .PHONY: bench-merge
 bench-merge: setup ## time and peak memory of merging three adapters into the tiny model
 	$(VENV)/bin/python eval/bench_merge.py
+
+.PHONY: bench-generate
+report: setup ## rewrite the table and charts of eval/results/<EVAL's name> from its metrics.json
+	$(LFW) report eval/results/$(basename $(notdir $(EVAL)))
+bench-generate: setup ## tokens/s: lf-wrap's vLLM path against transformers generate (tiny model, CPU)
+	$(VENV)/bin/python eval/bench_generate.py --threads 1

@@ -66,7 +66,10 @@ def alpaca_qa(row: dict, no_answer_text: str = DEFAULT_NO_ANSWER_TEXT) -> dict:
     answers = qa_answers(row)
     instruction = (QA_PROMPT + _text(row, "title") + "\ncontext:" + _text(row, "context")
                    + "\nquestion:" + _text(row, "question"))
-    return {"instruction": instruction, "input": "", "output": answers[0] if answers else no_answer_text}
+    # `answers` keeps every gold answer ([] = unanswerable): SQuAD's exact match takes the best
+    # over all of them. LLaMA-Factory ignores the extra column; evaluation reads it.
+    return {"instruction": instruction, "input": "", "output": answers[0] if answers else no_answer_text,
+            "answers": answers}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Everything that can be checked is checked before `llamafactory-cli` starts, beca
 key found by LLaMA-Factory costs a minute of imports and model loading (hours, if it sits in
 a multi-node queue first). Then the run directory gets the recipe verbatim, the exact arg
 file handed to `llamafactory-cli train`, the console log, the adapter in `adapter/`
-(LLaMA-Factory's output_dir) and `manifest.json`; on success `runs/<recipe>-latest` points
+(LLaMA-Factory's output_dir) and `manifest.json`; on success `<recipe>-latest` beside the run folder points
 at it, which is where merge and eval recipes look for adapters."""
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def test_summarize_and_qa_prompts_keep_ids(tmp_path):
     q = read_json(prepare("qa", str(squad), "validation", 1, options=PrepareOptions(dataset_dir=out)).data_file)
     assert s == [{"instruction": SUMMARIZE + "A dog ran.", "input": "", "output": "Dog ran .", "id": "abc"}]
     assert q == [{"instruction": QA + "Dogs\ncontext:A dog ran home.\nquestion:Who ran?", "input": "",
-                  "output": "A dog", "id": "q1"}]
+                  "output": "A dog", "answers": ["A dog", "dog"], "id": "q1"}]
     assert (out / "alpaca_cnn_dailymail_validation_1.json").exists()
     assert (out / "alpaca_squad_v2_validation_1.json").exists()
 

@@ -53,38 +53,12 @@ def test_unknown_template_is_a_clear_error():
         prompts.render_prompt({"instruction": "x", "input": ""}, template="llama3")
 
 
-# Qwen2.5's tokenizer.json: NFC, then digits one by one and Qwen's word regex, then byte-level.
-QWEN2_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
-    {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": (
-        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-        r"\s*[\r\n]+|\s+(?!\S)|\s+")}},
-    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
-
-
-@pytest.fixture(scope="module")
-def qwen_tokenized_model(tiny_model, tmp_path_factory):
-    """The tiny model with Qwen2.5's normalizer and pre-tokenizer in tokenizer.json.
-
-    transformers 5.19 (.venv) builds a qwen2 model's pre-tokenizer from code (Qwen's regex);
-    transformers 5.6 (.venv-lf) reads it from tokenizer.json. Real Qwen2.5 checkpoints carry the
-    same regex in the file, so both agree; the tiny tokenizer's plain byte-level pre-tokenizer
-    would make them disagree on digits ("12" vs "1","2")."""
-    folder = tmp_path_factory.mktemp("qwen-tokenized")
-    for file in tiny_model.iterdir():
-        (folder / file.name).symlink_to(file)
-    (folder / "tokenizer.json").unlink()
-    data = json.loads((tiny_model / "tokenizer.json").read_text(encoding="utf-8"))
-    data["normalizer"] = {"type": "NFC"}
-    data["pre_tokenizer"] = QWEN2_PRE_TOKENIZER
-    (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return folder
-
-
-def test_prompt_token_ids_equal_llamafactory(qwen_tokenized_model, prepared, tmp_path):
-    """Every validation row of the three tasks, plus edge rows, against LLaMA-Factory 0.9.5."""
+def test_prompt_token_ids_equal_llamafactory(tiny_model, prepared, tmp_path):
+    """Every validation row of the three tasks, plus edge rows, against LLaMA-Factory 0.9.5
+    (transformers 5.6 in .venv-lf) while lf-wrap tokenizes with transformers 5.19 (.venv). The
+    tiny tokenizer carries Qwen2's pre-tokenizer, as real Qwen2.5 checkpoints do, so both agree."""
     from transformers import AutoTokenizer
 
-    tiny_model = qwen_tokenized_model
     info = json.loads((prepared / "dataset_info.json").read_text())
     names = [f"tiny_{task}_validation" for task in ("translate", "summarize", "qa")]
     rows = [row for name in names for row in json.loads((prepared / info[name]["file_name"]).read_text())]

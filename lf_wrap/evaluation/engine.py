@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+import sys
 import queue
 from dataclasses import dataclass, field
 
@@ -57,13 +58,22 @@ def engine_spec(group: list[ResolvedModel], model_path: str, tokenizer_path: str
     return EngineSpec(model_path, tokenizer_path, adapters, kwargs, stop_token_ids)
 
 
+CPU_KVCACHE_GIB = "4"
+
+
 def _prefer_in_process() -> None:
-    if "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ:
-        return
+    """CPU defaults: the engine in this process (starts in seconds), and a KV cache of
+    VLLM_CPU_KVCACHE_SPACE GiB. Unset, vLLM sizes the cache as `gpu_memory_utilization` of the
+    host's memory (0.9 of it: the machine swaps or dies), so lf-wrap sets 4 GiB and says so."""
     from vllm.platforms import current_platform
 
-    if current_platform.is_cpu():
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if not current_platform.is_cpu():
+        return
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = CPU_KVCACHE_GIB
+        print(f"lf-wrap: VLLM_CPU_KVCACHE_SPACE is not set; using {CPU_KVCACHE_GIB} GiB for the CPU KV cache",
+              file=sys.stderr)
 
 
 class Engine:
