@@ -94,8 +94,10 @@ def merge_adapters(out: Path, adapters: dict[str, Path], scale: DemoScale) -> di
     paths = [str(p) for p in adapters.values()]
     merges = {
         "merge_3in1": MergeConfig(adapters=paths, method="sum", out=str(out / "merges" / "3in1"), **{"as": "model"}),
+        # As a model: a rank-24 adapter would raise the LoRA engine's max_lora_rank to 32 for every
+        # adapter, and vLLM's LoRA kernels on CPU are plain torch, paid per token and per rank.
         "merge_linear": MergeConfig(adapters=paths, method="linear", weights=list(scale.merge_weights),
-                                    out=str(out / "merges" / "linear"), **{"as": "adapter"}),
+                                    out=str(out / "merges" / "linear"), **{"as": "model"}),
     }
     for config in merges.values():
         merge(config)

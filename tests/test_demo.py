@@ -28,7 +28,7 @@ def test_tiny_demo_runs_every_stage_and_prints_the_table(tmp_path):
     for task in ("translate", "summarize", "qa"):
         assert (out / "runs" / task / "adapter" / "adapter_model.safetensors").exists()
     assert (out / "merges" / "3in1" / "config.json").exists()
-    assert (out / "merges" / "linear" / "adapter_config.json").exists()
+    assert (out / "merges" / "linear" / "merge_manifest.json").exists()
     for name in ("chart.png", "loss_curves.png", "table.md", "table.csv", "metrics.json"):
         assert (out / "eval" / name).stat().st_size > 0
     # Progress lines per stage and the total time.

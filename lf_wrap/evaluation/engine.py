@@ -13,11 +13,13 @@ the cores."""
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing as mp
 import os
 import sys
 import queue
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lf_wrap.evaluation.models import ResolvedModel
 
@@ -42,6 +44,19 @@ class Job:
     max_new_tokens: int
 
 
+def lora_target_modules(adapter_dirs) -> list[str]:
+    """The modules any adapter targets (q_proj, v_proj for the study's recipes). Unrestricted,
+    vLLM wraps every linear layer and the LM head with LoRA slots and pays for them on every
+    token; on CPU, where its LoRA kernels are plain torch, that made SmolLM2's vocabulary-sized
+    LM head cost seconds per row."""
+    modules: set[str] = set()
+    for folder in adapter_dirs:
+        config = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
+        targets = config.get("target_modules") or []
+        modules.update([targets] if isinstance(targets, str) else targets)
+    return sorted(modules)
+
+
 def engine_spec(group: list[ResolvedModel], model_path: str, tokenizer_path: str, settings, lora: tuple[int, int],
                 stop_token_ids: list[int]) -> EngineSpec:
     adapters = {m.name: m.path for m in group if m.kind == "adapter"}
@@ -53,7 +68,8 @@ def engine_spec(group: list[ResolvedModel], model_path: str, tokenizer_path: str
     if settings.distributed_executor_backend:
         kwargs["distributed_executor_backend"] = settings.distributed_executor_backend
     if adapters:
-        kwargs.update(enable_lora=True, max_lora_rank=lora[0], max_loras=lora[1], max_cpu_loras=lora[1])
+        kwargs.update(enable_lora=True, max_lora_rank=lora[0], max_loras=lora[1], max_cpu_loras=lora[1],
+                      lora_target_modules=lora_target_modules(adapters.values()))
     kwargs.update(settings.extra_args)
     return EngineSpec(model_path, tokenizer_path, adapters, kwargs, stop_token_ids)
 
