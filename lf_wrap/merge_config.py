@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lf_wrap.errors import UserError
+from lf_wrap.recipe_io import read_yaml_mapping
 from lf_wrap.merge_methods import METHODS
 
 
@@ -75,15 +76,7 @@ def parse_config(data: dict[str, Any], source: str) -> MergeConfig:
 def load_recipe(path: Path, overrides: tuple[str, ...] = ()) -> tuple[MergeConfig, str]:
     """A merge recipe (yaml.safe_load) with `--set key=value` applied; and its text, verbatim."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the recipe ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a merge recipe is a YAML mapping (adapters:, method:, out: ...)")
+    data, text = read_yaml_mapping(path, "recipe", "a merge recipe is a YAML mapping (adapters:, method:, out: ...)")
     for pair in overrides:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():

@@ -22,8 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from lf_wrap.errors import UserError
+from lf_wrap.recipe_io import read_yaml_mapping
 from lf_wrap.lf_args import did_you_mean
-from lf_wrap.tasks import TASKS
+from lf_wrap.tasks import known_task_or_none
 
 SECTION = "lf_wrap"
 TRAIN_ALIAS = "train."   # `--set train.learning_rate=2e-4` is `--set learning_rate=2e-4`
@@ -64,9 +65,7 @@ class LfWrapSection(BaseModel):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value):
-        if value is not None and value not in TASKS:
-            raise ValueError(f"unknown task {value!r}; choose one of: {', '.join(TASKS)}")
-        return value
+        return known_task_or_none(value)
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -145,15 +144,9 @@ def load_recipe(path: Path, overrides: Overrides | None = None) -> Recipe:
     """Read a recipe with yaml.safe_load, apply `--set lf_wrap.*`, validate the section."""
     path = Path(path)
     overrides = overrides or Overrides()
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the recipe ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe is a YAML mapping of LLaMA-Factory keys plus an `{SECTION}:` section")
+    data, text = read_yaml_mapping(
+        path, "recipe", f"a recipe is a YAML mapping of LLaMA-Factory keys plus an `{SECTION}:` section",
+        loader=_UniqueKeyLoader)  # a SafeLoader subclass
     section = data.pop(SECTION, None) or {}
     if not isinstance(section, dict):
         raise UserError(f"{path}: `{SECTION}:` must be a mapping")

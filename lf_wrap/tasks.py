@@ -92,6 +92,13 @@ TASKS: dict[str, Task] = {
 }
 
 
+def known_task_or_none(value: str | None) -> str | None:
+    """For recipe validators: a task name or None; anything else raises ValueError."""
+    if value is not None and value not in TASKS:
+        raise ValueError(f"unknown task {value!r}; choose one of: {', '.join(TASKS)}")
+    return value
+
+
 def get_task(name: str) -> Task:
     try:
         return TASKS[name]

@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lf_wrap.errors import UserError
-from lf_wrap.tasks import TASKS
+from lf_wrap.recipe_io import read_yaml_mapping
+from lf_wrap.tasks import TASKS, known_task_or_none
 
 
 class _Strict(BaseModel):
@@ -34,9 +35,7 @@ class ModelEntry(_Strict):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value):
-        if value is not None and value not in TASKS:
-            raise ValueError(f"unknown task {value!r}; choose one of: {', '.join(TASKS)}")
-        return value
+        return known_task_or_none(value)
 
 
 class TaskEntry(_Strict):
@@ -151,15 +150,8 @@ def _hint(name: str, choices) -> str:
 def load_eval_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[EvalRecipe, str]:
     """The validated recipe and its verbatim text (copied into the results folder)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the eval recipe ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: an eval recipe is a YAML mapping (model_name_or_path, models, tasks, engine)")
+    data, text = read_yaml_mapping(path, "eval recipe",
+                                   "an eval recipe is a YAML mapping (model_name_or_path, models, tasks, engine)")
     apply_overrides(data, overrides)
     try:
         return EvalRecipe.model_validate(data), text
