@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -11,27 +12,8 @@ from conftest import LF_CLI
 from lf_wrap import prompts
 from lf_wrap.errors import UserError
 
-# Runs in the training environment: LLaMA-Factory's own data pipeline (dataset_info.json ->
-# AlpacaDatasetConverter -> qwen template -> supervised processor) on the same rows; the prompt
-# is the part of input_ids whose labels are masked (-100).
-LF_PROMPT_IDS = r'''
-import json, sys
-from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
-from llamafactory.hparams import get_train_args
-from llamafactory.model import load_tokenizer
-
-model, dataset_dir, names, output_dir = sys.argv[1:5]
-model_args, data_args, training_args, _, _ = get_train_args({
-    "stage": "sft", "do_train": True, "model_name_or_path": model, "template": "qwen",
-    "finetuning_type": "lora", "dataset": names, "dataset_dir": dataset_dir, "cutoff_len": 100000,
-    "output_dir": output_dir, "overwrite_cache": True, "report_to": "none", "bf16": False,
-})
-module = load_tokenizer(model_args)
-template = get_template_and_fix_tokenizer(module["tokenizer"], data_args)
-rows = get_dataset(template, model_args, data_args, training_args, stage="sft", **module)["train_dataset"]
-out = [r["input_ids"][:next(i for i, l in enumerate(r["labels"]) if l != -100)] for r in rows]
-print("LFWRAP_RESULT " + json.dumps(out))
-'''
+# Runs in the training environment: LLaMA-Factory's own data pipeline on the same rows.
+LF_SCRIPT = Path(__file__).parent / "lf_scripts" / "load_prepared.py"
 
 EDGE_ROWS = [
     {"instruction": "Summarize:", "input": "A long article.\nSecond line.", "output": "y"},   # input joined by \n
@@ -69,11 +51,11 @@ def test_prompt_token_ids_equal_llamafactory(tiny_model, prepared, tmp_path):
     entry = {"formatting": "alpaca", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
     (folder / "dataset_info.json").write_text(json.dumps({"rows": {"file_name": "rows.json", **entry},
                                                           "edge": {"file_name": "edge.json", **entry}}))
-    done = subprocess.run([str(LF_CLI.parent / "python"), "-c", LF_PROMPT_IDS, str(tiny_model), str(folder),
+    done = subprocess.run([str(LF_CLI.parent / "python"), str(LF_SCRIPT), str(tiny_model), str(folder),
                            "rows,edge", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     theirs = json.loads(next(line for line in done.stdout.splitlines()
-                             if line.startswith("LFWRAP_RESULT ")).removeprefix("LFWRAP_RESULT "))
+                             if line.startswith("LFWRAP_RESULT ")).removeprefix("LFWRAP_RESULT "))["prompt_ids"]
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     ours = [prompts.encode_prompt(tokenizer, prompts.render_prompt(row)) for row in rows + EDGE_ROWS]
