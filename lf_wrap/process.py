@@ -16,10 +16,11 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+
+from lf_wrap.provenance import now_utc
 
 # Variables that change what a launch does; whichever are set are written into the record.
 RECORDED_ENV = (
@@ -67,10 +68,6 @@ class ProcessFailed(click.ClickException):
         )
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
                cwd: Path | None = None, echo: bool = True, tail_lines: int = 40) -> ProcessRecord:
     """Run `argv`, tee its output to the console and `log_path`; raise ProcessFailed on failure."""
@@ -81,7 +78,7 @@ def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
     recorded.update(env or {})
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    record = ProcessRecord(argv=argv, env=recorded, log=str(log_path), started=_now())
+    record = ProcessRecord(argv=argv, env=recorded, log=str(log_path), started=now_utc())
     tail: deque[str] = deque(maxlen=tail_lines)
     start = time.monotonic()
     with open(log_path, "a", encoding="utf-8") as log:
@@ -101,11 +98,11 @@ def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
             except KeyboardInterrupt:
                 _stop(child)
                 record.exit_code = child.returncode
-                record.ended, record.seconds = _now(), round(time.monotonic() - start, 3)
+                record.ended, record.seconds = now_utc(), round(time.monotonic() - start, 3)
                 log.write("\n[lf-wrap] interrupted (Ctrl-C, SIGTERM or SIGHUP); child stopped\n")
                 raise
     record.exit_code = child.returncode
-    record.ended, record.seconds = _now(), round(time.monotonic() - start, 3)
+    record.ended, record.seconds = now_utc(), round(time.monotonic() - start, 3)
     if child.returncode != 0:
         raise ProcessFailed(record, "\n".join(tail))
     return record

@@ -13,12 +13,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,11 @@ import yaml
 from filelock import FileLock, Timeout
 
 from lf_wrap import __version__
-from lf_wrap.environments import REPO_ROOT, llamafactory_cli
+from lf_wrap.environments import llamafactory_cli
 from lf_wrap.errors import UserError
 from lf_wrap.files import atomic_write_json, atomic_write_text, sha256_file
 from lf_wrap.lf_args import check_args, lf_schema
+from lf_wrap.provenance import git_state, now_utc
 from lf_wrap.process import RECORDED_ENV, ProcessFailed, run_logged
 from lf_wrap.recipe import (Overrides, Recipe, check_datasets, check_model, check_paths, data_manifest,
                             load_recipe, merged_args, parse_overrides)
@@ -187,23 +187,6 @@ def update_latest(run_dir: Path, name: str) -> Path:
     return link
 
 
-def _git_commit() -> dict | None:
-    try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], check=False,
-                              capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               check=False, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if head.returncode != 0:
-        return None
-    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _train_metrics(adapter: Path, resume: Any) -> dict:
     try:
         metrics = json.loads((adapter / "all_results.json").read_text(encoding="utf-8"))
@@ -266,10 +249,10 @@ def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, force
         "recipe_sha256": sha256_file(plan.recipe.path), "task": section.task, "smoke": plan.smoke,
         "overrides": plan.overrides.given, "command": list(command if command is not None else sys.argv),
         "cwd": os.getcwd(), "run_dir": str(run_dir.resolve()), "argv": launch.argv,
-        "env": launch.switches(os.environ), "versions": plan.versions, "git": _git_commit(), "model": plan.model,
+        "env": launch.switches(os.environ), "versions": plan.versions, "git": git_state(), "model": plan.model,
         "validation_dataset": section.validation_dataset,
         "data": {name: data_manifest(section.dataset_dir, name, path) for name, path in plan.datasets.items()},
-        "started": _now(), "ended": None, "seconds": None, "exit_code": None,
+        "started": now_utc(), "ended": None, "seconds": None, "exit_code": None,
     }
     atomic_write_json(run_dir / "manifest.json", manifest)     # first: marks the folder as ours
     atomic_write_text(run_dir / "recipe.yaml", plan.recipe.text)
@@ -299,5 +282,5 @@ def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, force
 
 
 def _finish(run_dir: Path, manifest: dict, status: str, exit_code: int | None, start: float) -> None:
-    manifest.update(status=status, exit_code=exit_code, ended=_now(), seconds=round(time.monotonic() - start, 1))
+    manifest.update(status=status, exit_code=exit_code, ended=now_utc(), seconds=round(time.monotonic() - start, 1))
     atomic_write_json(run_dir / "manifest.json", manifest)

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from lf_wrap import __version__
-from lf_wrap.environments import REPO_ROOT
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.models import ResolvedModel
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import TaskData
 from lf_wrap.files import atomic_write_json, sha256_file
+from lf_wrap.provenance import git_state
 
 
 def fingerprint(model: ResolvedModel) -> str | None:
@@ -50,16 +49,9 @@ def versions() -> dict:
 
 
 def git_commit() -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    """The checkout's commit as one string, `<sha>-dirty` when tracked files changed."""
+    state = git_state()
+    return None if state is None else state["commit"] + ("-dirty" if state["dirty"] else "")
 
 
 def score_all(out: Path, models: list[ResolvedModel], data: dict[str, TaskData]) -> dict:
