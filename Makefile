@@ -63,7 +63,7 @@ data: setup ## prepare the study's six instruction sets from the Hugging Face Hu
 	$(LFW) data prepare qa --source rajpurkar/squad_v2 --split validation -n 1000
 
 bench-prepare: setup ## benchmark `data prepare` on a generated 5-million-row wmt19-like Parquet file
-	$(VENV)/bin/python eval/bench_prepare.py
+	$(VENV)/bin/python bench/bench_prepare.py
 
 # ---- training (issue: recipes + lf-wrap train) ------------------------------------------
 MODEL ?=
@@ -99,10 +99,10 @@ setup-gpu: ## build both environments with CUDA builds (vllm, CUDA torch) instea
 
 .PHONY: bench-merge
 bench-merge: setup ## time and peak memory of merging three adapters into the tiny model
-	$(VENV)/bin/python eval/bench_merge.py
+	$(VENV)/bin/python bench/bench_merge.py
 
 .PHONY: bench-generate
 report: setup ## rewrite the table and charts of eval/results/<EVAL's name> from its metrics.json
 	$(LFW) report eval/results/$(basename $(notdir $(EVAL)))
 bench-generate: setup ## tokens/s: lf-wrap's vLLM path against transformers generate (tiny model, CPU)
-	$(VENV)/bin/python eval/bench_generate.py --threads 1
+	$(VENV)/bin/python bench/bench_generate.py --threads 1

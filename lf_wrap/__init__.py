@@ -1,5 +1,20 @@
 """lf-wrap: prepare instruction sets, train LoRA adapters with LLaMA-Factory, merge them, and
-score every model on every task with vLLM. Each stage is one module with one plain function;
-`lf_wrap.cli` only parses arguments and calls them."""
+score every model on every task with vLLM.
+
+The layout is the architecture:
+
+    lf_wrap/core/        what every stage shares: errors, atomic files, the process runner,
+                         manifests (provenance), the two environments, the recipe reader,
+                         content hashing, the PEFT adapter reader
+    lf_wrap/tasks.py     the study's tasks (and a user's own): prompt, source schema, metrics
+    lf_wrap/data/        stage 1: source split -> alpaca set + dataset_info.json entry
+    lf_wrap/train/       stage 2: training recipe -> `llamafactory-cli train` -> run directory
+    lf_wrap/merge/       stage 3: adapters -> merged model or adapter (methods/: one per family)
+    lf_wrap/evaluation/  stage 4: vLLM predictions, metrics, intervals, the report
+    lf_wrap/demo/        the whole study at small scale, and the models it runs on
+    lf_wrap/commands/    the click layer: parses options, calls one stage function, prints
+
+Each stage is a plain function taking its typed config, the output folder and `force`; only
+`lf_wrap.commands` speaks click."""
 
 __version__ = "0.1.0"

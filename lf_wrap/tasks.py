@@ -103,5 +103,5 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        from lf_wrap.errors import UserError
+        from lf_wrap.core.errors import UserError
         raise UserError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}") from None

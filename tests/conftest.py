@@ -41,7 +41,7 @@ def _isolated_caches(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer Qwen2 with a BPE tokenizer trained on the spot (float32, ~1.7 MB)."""
-    from lf_wrap.tiny_model import build_tiny_model
+    from lf_wrap.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
 
@@ -49,7 +49,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_sources(tmp_path_factory) -> Path:
     """The repo's sample source files (wmt19/cnn_dailymail/squad_v2 schemas)."""
-    from lf_wrap.samples import write_samples
+    from lf_wrap.data.samples import write_samples
 
     out = tmp_path_factory.mktemp("samples")
     write_samples(out)
@@ -60,7 +60,7 @@ def sample_sources(tmp_path_factory) -> Path:
 def prepared(tmp_path_factory, sample_sources) -> Path:
     """A dataset folder with small train/validation sets for the three tasks; returns the folder.
     Names: tiny_<task>_train (40 rows), tiny_<task>_validation (8 rows)."""
-    from lf_wrap.prepare import PrepareOptions, prepare
+    from lf_wrap.data.prepare import PrepareOptions, prepare
 
     folder = tmp_path_factory.mktemp("dataset_info")
     sources = {"translate": "wmt19_zh-en", "summarize": "cnn_dailymail", "qa": "squad_v2"}

@@ -1,5 +1,5 @@
 """Seeded random LoRA adapters on the tiny model, made with the real PEFT, and the merge maths
-written out independently of lf_wrap.merge, for the merge tests to compare against."""
+written out independently of lf_wrap.merge.run, for the merge tests to compare against."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_concurrent_writers_keep_every_entry(tmp_path, sample_sources):
 
 
 def test_our_entry_is_replaced_others_untouched(tmp_path, sample_sources):
-    from lf_wrap.prepare import PrepareOptions, prepare
+    from lf_wrap.data.prepare import PrepareOptions, prepare
 
     folder = tmp_path / "ds"
     folder.mkdir()

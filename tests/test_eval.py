@@ -59,7 +59,7 @@ def merge_adapter(base: Path, adapter: Path, out: Path) -> Path:
 def prompt_lengths(tiny_model: Path, prepared: Path) -> dict[str, list[int]]:
     from transformers import AutoTokenizer
 
-    from lf_wrap.prompts import encode_prompt, render_prompt
+    from lf_wrap.evaluation.prompts import encode_prompt, render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     return {task: [len(encode_prompt(tokenizer, render_prompt(row)))
@@ -117,7 +117,7 @@ def transformers_greedy(tiny_model: Path, adapter: Path | None, rows: list[dict]
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lf_wrap.prompts import encode_prompt, render_prompt
+    from lf_wrap.evaluation.prompts import encode_prompt, render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
@@ -328,7 +328,7 @@ def test_the_same_model_twice_is_refused(setup, tmp_path):
 
 
 def test_resume_with_changed_settings_asks_for_force(tmp_path):
-    from lf_wrap.errors import UserError
+    from lf_wrap.core.errors import UserError
     from lf_wrap.evaluation.predictions import PredictionFile
 
     path = tmp_path / "qa.jsonl"

@@ -215,7 +215,7 @@ def test_merged_model_loads_in_transformers_with_its_chat_template(sum_model, ou
 
 
 def test_repo_recipe_is_the_studys_three_in_one():
-    from lf_wrap.merge_config import load_recipe, parse_config
+    from lf_wrap.merge.config import load_recipe, parse_config
 
     config, _ = load_recipe(REPO / "recipes" / "merge.yaml")
     assert config.method == "sum" and config.output_form == "model" and config.out == "runs/merge-3in1"

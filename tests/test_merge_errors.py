@@ -31,7 +31,7 @@ def bad(tiny_model, tmp_path_factory):
     (folder / "no_weights").mkdir()
     shutil.copy(found["A"] / "adapter_config.json", folder / "no_weights")
     found["no_config"], found["no_weights"] = folder / "no_config", folder / "no_weights"
-    from lf_wrap.tiny_model import build_tiny_model
+    from lf_wrap.demo.tiny_model import build_tiny_model
 
     found["small_base"] = build_tiny_model(folder / "small-base", hidden=64, heads=2)
     return found

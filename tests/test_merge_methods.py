@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from lf_wrap.merge_methods import METHODS, lowrank
-from lf_wrap.merge_methods.dare import dare_linear, dare_ties, drop_and_rescale
-from lf_wrap.merge_methods.linear import linear
-from lf_wrap.merge_methods.ties import ties, trim
+from lf_wrap.merge.methods import METHODS, lowrank
+from lf_wrap.merge.methods.dare import dare_linear, dare_ties, drop_and_rescale
+from lf_wrap.merge.methods.linear import linear
+from lf_wrap.merge.methods.ties import ties, trim
 
 D1 = torch.tensor([1.0, -2.0, 0.5, 3.0])
 D2 = torch.tensor([-1.5, -1.0, 0.2, 0.9])

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from conftest import run_lf_wrap
-from lf_wrap import metrics
+from lf_wrap.evaluation import metrics
 
 
 # ---------------------------------------------------------------- BLEU

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import read_json, run_lf_wrap
-from lf_wrap.files import sha256_file
-from lf_wrap.prepare import PrepareOptions, prepare
+from lf_wrap.core.files import sha256_file
+from lf_wrap.data.prepare import PrepareOptions, prepare
 
 # The study's prompts, typed out here independently of lf_wrap.tasks (SPEC §2).
 TRANSLATE = "请把下面的句子翻译为英文\uff1a\n"

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from lf_wrap.process import ProcessFailed, run_logged
+from lf_wrap.core.process import ProcessFailed, run_logged
 
 WRAPPER = """
 import sys
-from lf_wrap.process import run_logged
+from lf_wrap.core.process import run_logged
 try:
     run_logged([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(120)"],
                sys.argv[1])

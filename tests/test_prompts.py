@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import LF_CLI
-from lf_wrap import prompts
-from lf_wrap.errors import UserError
+from lf_wrap.evaluation import prompts
+from lf_wrap.core.errors import UserError
 
 # Runs in the training environment: LLaMA-Factory's own data pipeline on the same rows.
 LF_SCRIPT = Path(__file__).parent / "lf_scripts" / "load_prepared.py"

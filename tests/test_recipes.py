@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import REPO, run_lf_wrap
 
-from lf_wrap.errors import UserError
-from lf_wrap.train import plan_training
+from lf_wrap.core.errors import UserError
+from lf_wrap.train.run import plan_training
 
 RECIPES = REPO / "recipes"
 TASK_RECIPES = ["translate", "summarize", "qa"]
@@ -81,7 +81,7 @@ def test_every_shipped_recipe_validates(task, smoke, tiny_model, prepared):
 def test_shipped_dataset_names_match_what_make_data_writes(tmp_path, tiny_model, prepared):
     """`make data` names sets alpaca_<source>_<split>_<rows kept>; translate's count depends on
     the keyword filter, so its recipe names it with a pattern that must match exactly one."""
-    from lf_wrap.dataset_info import alpaca_entry
+    from lf_wrap.data.dataset_info import alpaca_entry
 
     written = {"translate": "alpaca_wmt19_zh-en_train_5901", "summarize": "alpaca_cnn_dailymail_train_5679",
                "qa": "alpaca_squad_v2_train_6000"}
@@ -237,7 +237,7 @@ def test_missing_checkpoint_and_deepspeed_config(tiny_model, prepared, tmp_path)
 
 
 def test_deepspeed_needs_deepspeed_in_the_training_env():
-    from lf_wrap.recipe import check_paths
+    from lf_wrap.train.recipe import check_paths
 
     args = {"deepspeed": str(RECIPES / "deepspeed" / "ds_z3_config.json")}
     check_paths(args, {}, {"deepspeed": "0.16.9"})

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import read_json, run_lf_wrap
-from lf_wrap.files import atomic_write_json
+from lf_wrap.core.files import atomic_write_json
 
 # SPEC §4: the study's results (base's qa EM is missing there).
 STUDY = {
@@ -85,7 +85,7 @@ def test_report_draws_the_chart_and_the_loss_curves(results):
     for name in ("chart.png", "loss_curves.png"):
         data = (results / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
-    from lf_wrap.report import read_loss
+    from lf_wrap.evaluation.report import read_loss
 
     steps, losses = read_loss(results.parent / "runs" / "lora_qa" / "trainer_log.jsonl")
     assert steps == list(range(1, 21)) and losses[0] == 2.5      # the eval_loss line is not a training loss

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from conftest import REPO, read_json, run_lf_wrap
 
-from lf_wrap.errors import UserError
-from lf_wrap.files import sha256_file
-from lf_wrap.train import launch_spec, train, update_latest
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import sha256_file
+from lf_wrap.train.run import launch_spec, train, update_latest
 
 RECIPES = REPO / "recipes"
 TASKS = ["translate", "summarize", "qa"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from lf_wrap.prepare import DEFAULT_KEYWORDS, PrepareOptions, prepare, summary
+from lf_wrap.data.prepare import DEFAULT_KEYWORDS, PrepareOptions, prepare, summary
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, TASKS
 
 
@@ -56,7 +56,7 @@ def prepare_command(task, source, config, split, n, seed, name, dataset_dir, key
 @click.option("--seed", type=int, default=0, show_default=True)
 def samples_command(out, seed):
     """Write the repo's own sample source files (wmt19, cnn_dailymail and squad_v2 schemas)."""
-    from lf_wrap.samples import write_samples
+    from lf_wrap.data.samples import write_samples
 
     for path, rows in write_samples(out, seed=seed).items():
         click.echo(f"wrote {path} ({rows} rows)")

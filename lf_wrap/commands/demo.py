@@ -14,6 +14,6 @@ import click
               help="Run folder [default: runs/demo-<model>-<timestamp>]; an existing one resumes.")
 def demo_command(kind, out):
     """Run the whole study at small scale on CPU, offline: prepare, train, merge, evaluate, report."""
-    from lf_wrap.demo import run_demo
+    from lf_wrap.demo.run import run_demo
 
     run_demo(kind, out or Path("runs") / f"demo-{kind}-{datetime.now():%Y%m%d-%H%M%S}")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from lf_wrap.metrics import TASK_METRICS
+from lf_wrap.evaluation.metrics import TASK_METRICS
 
 
 @click.command("eval")
@@ -40,7 +40,7 @@ def score_command(predictions, task, no_answer_text, as_json):
     """Score a predictions JSONL (one object a line: `prediction`, `references` list; [] for an
     unanswerable question) with the study's metrics, offline."""
     from lf_wrap.evaluation.predictions import score_file
-    from lf_wrap.metrics import METRICS
+    from lf_wrap.evaluation.metrics import METRICS
 
     scores = score_file(predictions, task, no_answer_text)
     if as_json:
@@ -55,7 +55,7 @@ def score_command(predictions, task, no_answer_text, as_json):
 @click.argument("results", type=click.Path(path_type=Path, file_okay=False), default=Path("eval/results/eval"))
 def report_command(results):
     """Rewrite the table (Markdown, CSV, JSON), chart.png and loss_curves.png of a results folder."""
-    from lf_wrap.report import write_report
+    from lf_wrap.evaluation.report import write_report
 
     written = write_report(results)
     click.echo((results / "table.md").read_text(encoding="utf-8"))

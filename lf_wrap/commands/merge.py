@@ -4,8 +4,8 @@ from pathlib import Path
 
 import click
 
-from lf_wrap.errors import UserError
-from lf_wrap.merge_methods import METHODS
+from lf_wrap.core.errors import UserError
+from lf_wrap.merge.methods import METHODS
 
 
 def _weights(ctx, param, value):
@@ -45,8 +45,8 @@ def adapters_command(adapters, base, method, weights, density, seed, rank, outpu
     sum --as model runs `llamafactory-cli export` with the adapters, as the study did; the other
     methods work on the full deltas dW = scaling * B @ A, one module at a time. Writes OUT with
     merge_manifest.json (inputs and their sha256, settings, errors, timings) and merge_config.yaml."""
-    from lf_wrap.merge import merge as run_merge, summary
-    from lf_wrap.merge_config import parse_config
+    from lf_wrap.merge.run import merge as run_merge, summary
+    from lf_wrap.merge.config import parse_config
 
     config = parse_config({"adapters": list(adapters), "base": base, "method": method, "weights": weights,
                            "density": density, "seed": seed, "rank": rank, "as": output_form,
@@ -64,9 +64,9 @@ def recipe_command(recipe, overrides, force, check):
     """Run the merge described in a RECIPE YAML (recipes/merge.yaml: the study's 3-in-1).
 
     The recipe is copied verbatim into the output folder, beside the resolved merge_config.yaml."""
-    from lf_wrap.merge import merge as run_merge, summary
-    from lf_wrap.merge_checks import check_inputs
-    from lf_wrap.merge_config import load_recipe
+    from lf_wrap.merge.run import merge as run_merge, summary
+    from lf_wrap.merge.checks import check_inputs
+    from lf_wrap.merge.config import load_recipe
 
     config, text = load_recipe(recipe, tuple(overrides))
     if check:

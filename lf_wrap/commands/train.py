@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 import yaml
 
-from lf_wrap.train import plan_training, train
+from lf_wrap.train.run import plan_training, train
 
 recipe_argument = click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
 set_option = click.option(

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lf_wrap.errors import UserError
+from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.recipe import EvalRecipe
 
 # vLLM's LoRAConfig.max_lora_rank accepts only these sizes.

@@ -18,9 +18,9 @@ import json
 import os
 from pathlib import Path
 
-from lf_wrap import metrics
-from lf_wrap.errors import UserError
-from lf_wrap.files import atomic_write_json
+from lf_wrap.evaluation import metrics
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import atomic_write_json
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT
 
 # What must not change between a run and its resumption (else the file would mix two runs).

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lf_wrap.errors import UserError
-from lf_wrap.recipe_io import read_yaml_mapping
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.recipes import read_yaml_mapping
 from lf_wrap.tasks import TASKS, known_task_or_none
 
 

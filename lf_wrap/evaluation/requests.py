@@ -1,7 +1,7 @@
 """Validation rows -> the prompts, references and token ids an engine generates from.
 
 The datasets are the prepared alpaca files named in dataset_info.json (as LLaMA-Factory reads
-them); the prompt is the training prompt (lf_wrap.prompts); the references are what the row's
+them); the prompt is the training prompt (lf_wrap.evaluation.prompts); the references are what the row's
 `output` says, or its `answers` list when the row carries one. For qa, an `output` equal to the
 dataset's no-answer text (manifest: filters.no_answer_text) means "unanswerable": references []."""
 
@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lf_wrap import prompts
-from lf_wrap.dataset_info import INFO_FILE, manifest_path, read_info, resolve_dataset
-from lf_wrap.errors import UserError
+from lf_wrap.evaluation import prompts
+from lf_wrap.data.dataset_info import INFO_FILE, manifest_path, read_info, resolve_dataset
+from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry
-from lf_wrap.files import sha256_file
+from lf_wrap.core.files import sha256_file
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT
 
 

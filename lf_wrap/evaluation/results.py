@@ -18,8 +18,8 @@ from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.models import ResolvedModel
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import TaskData
-from lf_wrap.files import atomic_write_json, sha256_file
-from lf_wrap.provenance import git_state
+from lf_wrap.core.files import atomic_write_json, sha256_file
+from lf_wrap.core.manifest import git_state
 
 
 def fingerprint(model: ResolvedModel) -> str | None:

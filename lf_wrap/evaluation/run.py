@@ -4,7 +4,7 @@
     <out>/metrics.json                       every metric of every (model, task), higher_is_better
     <out>/manifest.json                      recipe, models, datasets, engines, versions, git commit
     <out>/recipe.yaml                        the recipe verbatim
-    <out>/table.{md,csv,json}, chart.png, loss_curves.png   (lf_wrap.report)
+    <out>/table.{md,csv,json}, chart.png, loss_curves.png   (lf_wrap.evaluation.report)
 
 All checks (models, adapters' base, datasets, prompt lengths, existing files) run before an
 engine starts. Rows already in a predictions file are not generated again; an engine whose
@@ -21,17 +21,18 @@ from pathlib import Path
 
 import click
 
-from lf_wrap import __version__, metrics
-from lf_wrap.errors import UserError
+from lf_wrap import __version__
+from lf_wrap.evaluation import metrics
+from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
 from lf_wrap.evaluation.models import ResolvedModel, lora_settings, resolve_models
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import Request, TaskData, build_requests, load_task, tokenize_requests
 from lf_wrap.evaluation.results import fingerprint, git_commit, score_all, versions, write_manifest
-from lf_wrap.files import atomic_write_json, atomic_write_text
-from lf_wrap.process import RECORDED_ENV
-from lf_wrap.prompts import get_template
+from lf_wrap.core.files import atomic_write_json, atomic_write_text
+from lf_wrap.core.process import RECORDED_ENV
+from lf_wrap.evaluation.prompts import get_template
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -210,7 +211,7 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
                 "env": {k: os.environ[k] for k in (*RECORDED_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING")
                         if k in os.environ}}
     write_manifest(out, recipe, models, data, {"max_lora_rank": rank, "max_loras": slots, "notes": notes}, this_run)
-    from lf_wrap.report import write_report
+    from lf_wrap.evaluation.report import write_report
 
     write_report(out)
     return EvalResult(out=out, metrics=results, generated=generated, reused=reused, notes=notes)

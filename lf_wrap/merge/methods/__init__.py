@@ -19,25 +19,25 @@ Combine = Callable[[list["torch.Tensor"], list[float], Optional[float], Optional
 
 
 def _linear(deltas, weights, density, generator):
-    from lf_wrap.merge_methods.linear import linear
+    from lf_wrap.merge.methods.linear import linear
 
     return linear(deltas, weights)
 
 
 def _ties(deltas, weights, density, generator):
-    from lf_wrap.merge_methods.ties import ties
+    from lf_wrap.merge.methods.ties import ties
 
     return ties(deltas, weights, density)
 
 
 def _dare_linear(deltas, weights, density, generator):
-    from lf_wrap.merge_methods.dare import dare_linear
+    from lf_wrap.merge.methods.dare import dare_linear
 
     return dare_linear(deltas, weights, density, generator)
 
 
 def _dare_ties(deltas, weights, density, generator):
-    from lf_wrap.merge_methods.dare import dare_ties
+    from lf_wrap.merge.methods.dare import dare_ties
 
     return dare_ties(deltas, weights, density, generator)
 

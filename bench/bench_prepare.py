@@ -3,7 +3,7 @@
 Prints rows/s and the peak RSS of the prepare process. Target on a 2-core machine: under 60 s
 and under 1 GB peak RSS (the study samples 6,000 of wmt19's 26 million pairs).
 
-    .venv/bin/python eval/bench_prepare.py [--rows 5000000] [-n 6000]
+    .venv/bin/python bench/bench_prepare.py [--rows 5000000] [-n 6000]
 
 The generated file is kept in cache/bench/ (ignored by git) and reused."""
 

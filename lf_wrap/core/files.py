@@ -76,7 +76,7 @@ def atomic_directory(dest: Path, force: bool = False) -> Iterator[Path]:
 
     Without `force` an existing `dest` is an error raised before any work starts; with it the
     old folder is moved aside and removed only after the new one is in place."""
-    from lf_wrap.errors import UserError
+    from lf_wrap.core.errors import UserError
 
     dest = Path(dest)
     if dest.exists() and not force:

@@ -13,8 +13,8 @@ from typing import Iterator
 
 from filelock import FileLock
 
-from lf_wrap.errors import UserError
-from lf_wrap.files import atomic_write_json
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import atomic_write_json
 
 INFO_FILE = "dataset_info.json"
 WRITER = "lf-wrap"

@@ -1,7 +1,7 @@
 """Everything `lf-wrap merge` checks before it writes a byte, and the plan it hands on.
 
 A merge reads several adapters and a multi-gigabyte base; a mistake found after the copy has
-started wastes minutes and leaves questions. So (after the settings, lf_wrap.merge_config):
+started wastes minutes and leaves questions. So (after the settings, lf_wrap.merge.config):
 every adapter (folder, config, weights, a plain LoRA),
 the base (the one the adapters name, or --base), the shapes of every targeted weight in the
 base, the same targeted modules everywhere, and the output folder. Any failure is one
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lf_wrap.errors import UserError
-from lf_wrap.merge_config import MergeConfig
-from lf_wrap.merge_methods import METHODS
+from lf_wrap.core.errors import UserError
+from lf_wrap.merge.config import MergeConfig
+from lf_wrap.merge.methods import METHODS
 
 MANIFEST = "merge_manifest.json"
 ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
@@ -121,7 +121,7 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
         if rank > cap:
             raise UserError(f"rank: {rank} is more than any targeted weight has (at most {cap})")
     if config.output_form == "model" and config.method == "sum":
-        from lf_wrap.environments import llamafactory_cli
+        from lf_wrap.core.environments import llamafactory_cli
 
         llamafactory_cli()   # raises a UserError naming the setting when it is missing
         commas = [a.given for a in adapters if "," in str(a.path)] + ([str(base_dir)] if "," in str(base_dir) else [])

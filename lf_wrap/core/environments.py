@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lf_wrap.errors import UserError
+from lf_wrap.core.errors import UserError
 
 ENV_VAR = "LF_WRAP_LLAMAFACTORY_CLI"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def llamafactory_cli() -> Path:

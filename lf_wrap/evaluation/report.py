@@ -15,9 +15,9 @@ import io
 import json
 from pathlib import Path
 
-from lf_wrap.errors import UserError
-from lf_wrap.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from lf_wrap.metrics import HEADLINE, METRICS, TASK_METRICS
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lf_wrap.evaluation.metrics import HEADLINE, METRICS, TASK_METRICS
 
 
 def _read(path: Path) -> dict:

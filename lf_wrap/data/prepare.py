@@ -17,12 +17,12 @@ import numpy as np
 import yaml
 
 from lf_wrap import __version__
-from lf_wrap import dataset_info as registry
-from lf_wrap.errors import UserError
-from lf_wrap.files import atomic_write_json, sha256_file
+from lf_wrap.data import dataset_info as registry
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import atomic_write_json, sha256_file
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task, qa_answers, translate_pair
 
-DEFAULT_KEYWORDS = Path(__file__).parent / "defaults" / "keywords.yaml"
+DEFAULT_KEYWORDS = Path(__file__).resolve().parents[1] / "defaults" / "keywords.yaml"
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 
 

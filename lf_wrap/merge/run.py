@@ -8,8 +8,8 @@ add_weighted_adapter does that for linear/ties/dare and gets cross terms B_i @ A
   tensors in place, so memory holds one module's deltas, never the model;
 - `--as adapter` writes one LoRA: exact for sum/linear (ranks concatenated), a truncated SVD
   for ties/dare, with each module's relative reconstruction error in the manifest.
-Settings live in lf_wrap.merge_config; everything is checked before any work
-(lf_wrap.merge_checks). The output folder appears in one rename, with the recipe, the resolved
+Settings live in lf_wrap.merge.config; everything is checked before any work
+(lf_wrap.merge.checks). The output folder appears in one rename, with the recipe, the resolved
 config and merge_manifest.json inside it."""
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import click
 import yaml
 
 from lf_wrap import __version__
-from lf_wrap.errors import UserError
-from lf_wrap.files import atomic_directory, atomic_write_json, atomic_write_text, sha256_tree
-from lf_wrap.merge_checks import MANIFEST, MergePlan, check_inputs, safetensors_header
-from lf_wrap.merge_config import MergeConfig
-from lf_wrap.merge_methods import METHODS
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import atomic_directory, atomic_write_json, atomic_write_text, sha256_tree
+from lf_wrap.merge.checks import MANIFEST, MergePlan, check_inputs, safetensors_header
+from lf_wrap.merge.config import MergeConfig
+from lf_wrap.merge.methods import METHODS
 
 EXPORT_SIZE_GB = 5            # LLaMA-Factory's default export_size (shard size of `sum --as model`)
 CONFIG_FILE = "merge_config.yaml"   # the resolved config: `lf-wrap merge recipe` rebuilds from it
@@ -106,8 +106,8 @@ def merge(config: MergeConfig, force: bool = False, recipe_text: str | None = No
 def export_with_llamafactory(plan: MergePlan, tmp: Path) -> dict:
     """`sum --as model`: the study's own export, run by LLaMA-Factory (PEFT merge_and_unload,
     one adapter after another), with the arg file and the log kept in the output folder."""
-    from lf_wrap.environments import llamafactory_cli
-    from lf_wrap.process import ProcessFailed, run_logged
+    from lf_wrap.core.environments import llamafactory_cli
+    from lf_wrap.core.process import ProcessFailed, run_logged
 
     args = {
         "model_name_or_path": str(plan.base_dir),
@@ -166,7 +166,7 @@ def write_adapter(plan: MergePlan, tmp: Path) -> tuple[dict[str, float], int]:
     and the adapter's rank."""
     from safetensors.torch import save_file
 
-    from lf_wrap.merge_methods import lowrank
+    from lf_wrap.merge.methods import lowrank
 
     tensors, errors = {}, {}
     exact = METHODS[plan.config.method].exact_adapter

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from datetime import datetime, timezone
 
-from lf_wrap.environments import REPO_ROOT
+from lf_wrap.core.environments import REPO_ROOT
 
 
 def now_utc() -> str:

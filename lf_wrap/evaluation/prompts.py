@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from lf_wrap.errors import UserError
+from lf_wrap.core.errors import UserError
 
 
 @dataclass(frozen=True)

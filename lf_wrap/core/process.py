@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from lf_wrap.provenance import now_utc
+from lf_wrap.core.manifest import now_utc
 
 # Variables that change what a launch does; whichever are set are written into the record.
 RECORDED_ENV = (

@@ -26,13 +26,13 @@ import yaml
 from filelock import FileLock, Timeout
 
 from lf_wrap import __version__
-from lf_wrap.environments import llamafactory_cli
-from lf_wrap.errors import UserError
-from lf_wrap.files import atomic_write_json, atomic_write_text, sha256_file
-from lf_wrap.lf_args import check_args, lf_schema
-from lf_wrap.provenance import git_state, now_utc
-from lf_wrap.process import RECORDED_ENV, ProcessFailed, run_logged
-from lf_wrap.recipe import (Overrides, Recipe, check_datasets, check_model, check_paths, data_manifest,
+from lf_wrap.core.environments import llamafactory_cli
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import atomic_write_json, atomic_write_text, sha256_file
+from lf_wrap.train.lf_args import check_args, lf_schema
+from lf_wrap.core.manifest import git_state, now_utc
+from lf_wrap.core.process import RECORDED_ENV, ProcessFailed, run_logged
+from lf_wrap.train.recipe import (Overrides, Recipe, check_datasets, check_model, check_paths, data_manifest,
                             load_recipe, merged_args, parse_overrides)
 
 RUNS = Path("runs")

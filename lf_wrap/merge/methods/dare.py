@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from lf_wrap.merge_methods.linear import linear
-from lf_wrap.merge_methods.ties import consensus, stack_weighted
+from lf_wrap.merge.methods.linear import linear
+from lf_wrap.merge.methods.ties import consensus, stack_weighted
 
 
 def drop_and_rescale(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:

@@ -8,7 +8,7 @@
 2. Base + 3 LoRA adapters scored by `lf-wrap eval` in one engine, against four separate engine
    loads (base alone, then base + each adapter alone): wall time of each, and the ratio.
 
-    .venv/bin/python eval/bench_generate.py [--model PATH] [--rows 20] [--max-new-tokens 32]
+    .venv/bin/python bench/bench_generate.py [--model PATH] [--rows 20] [--max-new-tokens 32]
         [--hf-batch-size 8] [--dtype float32] [--threads N] [--json OUT.json]
 
 Default model: the tiny Qwen2 built on the spot (CPU); on a GPU machine pass a real one, e.g.
@@ -34,8 +34,8 @@ TASKS = {"translate": "wmt19_zh-en", "summarize": "cnn_dailymail", "qa": "squad_
 
 
 def prepare_data(folder: Path, rows: int) -> Path:
-    from lf_wrap.prepare import PrepareOptions, prepare
-    from lf_wrap.samples import write_samples
+    from lf_wrap.data.prepare import PrepareOptions, prepare
+    from lf_wrap.data.samples import write_samples
 
     sources = folder / "samples"
     write_samples(sources)
@@ -76,7 +76,7 @@ def transformers_generate(model: str, r, args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lf_wrap.evaluation.requests import build_requests, load_task
-    from lf_wrap.prompts import encode_prompt
+    from lf_wrap.evaluation.prompts import encode_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
@@ -131,7 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.model is None:
-            from lf_wrap.tiny_model import build_tiny_model
+            from lf_wrap.demo.tiny_model import build_tiny_model
             args.model = str(build_tiny_model(tmp / "tiny"))
         data = prepare_data(tmp, args.rows)
         adapters = make_adapters(Path(args.model), tmp)
@@ -154,7 +154,7 @@ def main() -> None:
             separate.append(seconds)
 
     figures = {
-        "model": args.model if not args.model.startswith(tempfile.gettempdir()) else "tiny Qwen2 (lf_wrap.tiny_model)",
+        "model": args.model if not args.model.startswith(tempfile.gettempdir()) else "tiny Qwen2 (lf_wrap.demo.tiny_model)",
         "dtype": args.dtype, "threads": args.threads, "prompts": vllm["rows"], "max_new_tokens": args.max_new_tokens,
         "vllm": {"tokens": vllm["completion_tokens"], "engine_start_seconds": vllm["engine_start_seconds"],
                  "generate_seconds": vllm["generate_seconds"], "tokens_per_second": vllm["tokens_per_second"],

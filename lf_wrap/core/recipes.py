@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from lf_wrap.errors import UserError
+from lf_wrap.core.errors import UserError
 
 
 def read_yaml_mapping(path: Path, what: str, shape: str, loader=yaml.SafeLoader) -> tuple[dict, str]:

@@ -14,9 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lf_wrap.errors import UserError
-from lf_wrap.recipe_io import read_yaml_mapping
-from lf_wrap.merge_methods import METHODS
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.recipes import read_yaml_mapping
+from lf_wrap.merge.methods import METHODS
 
 
 class MergeConfig(BaseModel):

@@ -33,7 +33,8 @@ def _corpus() -> list[str]:
     """Text the tokenizer learns its merges from: the sample data and the study's prompts."""
     import random
 
-    from lf_wrap import samples, tasks
+    from lf_wrap import tasks
+    from lf_wrap.data import samples
 
     rng = random.Random(0)
     lines = [tasks.TRANSLATE_PROMPT, tasks.SUMMARIZE_PROMPT, tasks.QA_PROMPT, QWEN_DEFAULT_SYSTEM]

@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 import yaml
 
-from lf_wrap.environments import REPO_ROOT
-from lf_wrap.files import atomic_write_text
+from lf_wrap.core.environments import REPO_ROOT
+from lf_wrap.core.files import atomic_write_text
 
 TASK_SOURCES = {"translate": "wmt19_zh-en", "summarize": "cnn_dailymail", "qa": "squad_v2"}
 
@@ -53,18 +53,18 @@ def _say(stage: str, message: str, start: float) -> None:
 
 def demo_model(kind: str, out: Path) -> Path:
     if kind == "tiny":
-        from lf_wrap.tiny_model import build_tiny_model
+        from lf_wrap.demo.tiny_model import build_tiny_model
 
         folder = out / "model"
         return folder if (folder / "config.json").exists() else build_tiny_model(folder)
-    from lf_wrap.demo_model import ensure_smollm2
+    from lf_wrap.demo.smollm2 import ensure_smollm2
 
     return ensure_smollm2()
 
 
 def prepare_data(out: Path, scale: DemoScale) -> Path:
-    from lf_wrap.prepare import PrepareOptions, prepare
-    from lf_wrap.samples import write_samples
+    from lf_wrap.data.prepare import PrepareOptions, prepare
+    from lf_wrap.data.samples import write_samples
 
     write_samples(out / "samples")
     dataset_dir = out / "dataset_info"
@@ -76,7 +76,7 @@ def prepare_data(out: Path, scale: DemoScale) -> Path:
 
 
 def train_adapters(out: Path, model: Path, dataset_dir: Path, scale: DemoScale) -> dict[str, Path]:
-    from lf_wrap.train import train
+    from lf_wrap.train.run import train
 
     adapters = {}
     for task in TASK_SOURCES:
@@ -88,8 +88,8 @@ def train_adapters(out: Path, model: Path, dataset_dir: Path, scale: DemoScale) 
 
 
 def merge_adapters(out: Path, adapters: dict[str, Path], scale: DemoScale) -> dict[str, Path]:
-    from lf_wrap.merge import merge
-    from lf_wrap.merge_config import MergeConfig
+    from lf_wrap.merge.run import merge
+    from lf_wrap.merge.config import MergeConfig
 
     paths = [str(p) for p in adapters.values()]
     merges = {

@@ -1,7 +1,7 @@
 """Benchmark: time and peak memory of `lf-wrap merge` with three adapters, each method, both forms.
 
-    .venv/bin/python eval/bench_merge.py                       # the tiny model (about a minute)
-    .venv/bin/python eval/bench_merge.py --shape qwen2.5-3b --runs linear:model,ties:adapter
+    .venv/bin/python bench/bench_merge.py                       # the tiny model (about a minute)
+    .venv/bin/python bench/bench_merge.py --shape qwen2.5-3b --runs linear:model,ties:adapter
 
 `--shape qwen2.5-3b` writes a synthetic base with Qwen2.5-3B's tensor names and shapes (36
 layers, hidden 2048, q_proj 2048x2048, v_proj 256x2048, bf16, 6.2 GB in two shards; random
@@ -96,7 +96,7 @@ def make_adapter(base: Path, out: Path, shapes: dict[str, tuple[int, int]], r: i
 
 
 def targeted_shapes(base: Path) -> dict[str, tuple[int, int]]:
-    from lf_wrap.merge_checks import base_shards, safetensors_header
+    from lf_wrap.merge.checks import base_shards, safetensors_header
 
     shapes = {}
     for shard in base_shards(base):
@@ -147,7 +147,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = args.work / args.shape
     if args.shape == "tiny":
-        from lf_wrap.tiny_model import build_tiny_model
+        from lf_wrap.demo.tiny_model import build_tiny_model
 
         base = work / "base"
         if not (base / "model.safetensors").is_file():

@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from lf_wrap.files import atomic_write_text
+from lf_wrap.core.files import atomic_write_text
 
 PEOPLE = [("我", "I"), ("我们", "We"), ("他", "He"), ("她", "She"), ("我的朋友", "My friend"),
           ("老师", "The teacher"), ("我的邻居", "My neighbour"), ("那个医生", "That doctor"),

@@ -1,0 +1,1 @@
+"""Stage 3: several LoRA adapters -> one merged model folder or one adapter."""
