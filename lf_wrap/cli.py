@@ -3,6 +3,7 @@
 import click
 
 from lf_wrap import __version__
+from lf_wrap.commands import LfWrapGroup
 from lf_wrap.commands.data import data
 from lf_wrap.commands.demo import demo_command
 from lf_wrap.commands.eval import eval_command, report_command, score_command
@@ -10,7 +11,7 @@ from lf_wrap.commands.merge import merge
 from lf_wrap.commands.train import train_command, validate_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LfWrapGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lf-wrap")
 def cli():
     """Prepare, train (LLaMA-Factory), merge and evaluate (vLLM) LoRA adapters, as in the study."""

@@ -114,7 +114,7 @@ def test_existing_output_needs_force(bad, tmp):
 
 @pytest.mark.parametrize("body, overrides, needles", [
     ("adapters: [a]\nout: o\nmethod: average\n", [], ["method", "average"]),
-    ("adapters: [a]\nout: o\nweight: [1]\n", [], ["weight", "Extra inputs"]),
+    ("adapters: [a]\nout: o\nweight: [1]\n", [], ["r.yaml:3: weight: not a key of the recipe", "did you mean 'weights'?", "its keys: adapters, base"]),
     ("adapters: [a\nout: o\n", [], ["not valid YAML"]),
     ("- a\n- b\n", [], ["YAML mapping"]),
     ("adapters: [a]\nout: o\n", ["density"], ["--set", "key=value"]),

@@ -16,4 +16,5 @@ def demo_command(kind, out):
     """Run the whole study at small scale on CPU, offline: prepare, train, merge, evaluate, report."""
     from lf_wrap.demo.run import run_demo
 
-    run_demo(kind, out or Path("runs") / f"demo-{kind}-{datetime.now():%Y%m%d-%H%M%S}")
+    results = run_demo(kind, out or Path("runs") / f"demo-{kind}-{datetime.now():%Y%m%d-%H%M%S}")
+    click.echo((results / "table.md").read_text(encoding="utf-8"))

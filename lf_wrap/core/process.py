@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import click
-
+from lf_wrap.core.errors import LfWrapError
 from lf_wrap.core.manifest import now_utc
 
 # Variables that change what a launch does; whichever are set are written into the record.
@@ -56,7 +55,7 @@ class ProcessRecord:
         return asdict(self)
 
 
-class ProcessFailed(click.ClickException):
+class ProcessFailed(LfWrapError):
     """A child program failed: its exit code becomes lf-wrap's."""
 
     def __init__(self, record: ProcessRecord, tail: str):

@@ -8,11 +8,11 @@ into the run folder, so each can be re-run by hand with the files there."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import yaml
 
 from lf_wrap.core.environments import REPO_ROOT
@@ -47,8 +47,11 @@ SCALES = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
 def _say(stage: str, message: str, start: float) -> None:
-    click.secho(f"[demo {time.monotonic() - start:6.0f}s] {stage}: {message}", fg="cyan", err=True)
+    log.info(f"[demo {time.monotonic() - start:6.0f}s] {stage}: {message}")
 
 
 def demo_model(kind: str, out: Path) -> Path:
@@ -144,7 +147,6 @@ def run_demo(kind: str, out: Path) -> Path:
     recipe, text = load_eval_recipe(recipe_path)
     result = evaluate(recipe, recipe_path, text, out=out / "eval")
     _say("eval", f"{result.generated} predictions generated, {result.reused} reused", start)
-    click.echo((result.out / "table.md").read_text(encoding="utf-8"))
     _say("done", f"total {time.monotonic() - start:.0f}s; everything is in {out}/ (table: {result.out}/table.md, "
          f"chart: {result.out}/chart.png, loss curves: {result.out}/loss_curves.png)", start)
     return result.out

@@ -8,15 +8,13 @@ below; dotted keys reach into sections and list items (`--set engine.dtype=float
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.recipes import read_yaml_mapping
+from lf_wrap.core.recipes import read_recipe
 from lf_wrap.tasks import TASKS, known_task_or_none
 
 
@@ -108,59 +106,8 @@ class EvalRecipe(_Strict):
         return self
 
 
-def _set_dotted(data: dict, dotted: str, value: Any, pair: str) -> None:
-    parts = dotted.split(".")
-    node: Any = data
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise UserError(f"--set {pair}: '{part}' is not an index of a {len(node)}-item list")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-        else:
-            raise UserError(f"--set {pair}: '{parts[i - 1]}' is not a section")
-
-
-def apply_overrides(data: dict, pairs: list[str] | tuple[str, ...]) -> dict:
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {pair!r}: expected key=value (e.g. --set engine.dtype=float32)")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        _set_dotted(data, key.strip(), value, pair)
-    return data
-
-
-def _hint(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def load_eval_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[EvalRecipe, str]:
     """The validated recipe and its verbatim text (copied into the results folder)."""
-    path = Path(path)
-    data, text = read_yaml_mapping(path, "eval recipe",
-                                   "an eval recipe is a YAML mapping (model_name_or_path, models, tasks, engine)")
-    apply_overrides(data, overrides)
-    try:
-        return EvalRecipe.model_validate(data), text
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        hint = ""
-        if first["type"] == "extra_forbidden":
-            owner = {"models": ModelEntry, "tasks": TaskEntry, "engine": EngineSettings}.get(
-                str(first["loc"][0]) if len(first["loc"]) > 1 else "", EvalRecipe)
-            hint = _hint(str(first["loc"][-1]), owner.model_fields)
-        raise UserError(f"{path}: {where}: {first['msg']}{hint}") from None
+    recipe, read = read_recipe(path, EvalRecipe, overrides, what="eval recipe",
+                               shape="an eval recipe is a YAML mapping (model_name_or_path, models, tasks, engine)")
+    return recipe, read.text

@@ -12,14 +12,13 @@ models have nothing left to generate is not started."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-
-import click
 
 from lf_wrap import __version__
 from lf_wrap.evaluation import metrics
@@ -50,8 +49,11 @@ def default_out(recipe_path: Path) -> Path:
     return Path("eval/results") / Path(recipe_path).stem
 
 
+log = logging.getLogger(__name__)
+
+
 def _say(message: str) -> None:
-    click.echo(f"[lf-wrap eval] {message}", err=True)
+    log.info(f"eval: {message}")
 
 
 def _load_tokenizer(path: str):

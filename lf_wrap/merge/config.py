@@ -1,9 +1,8 @@
 """The settings of one merge: one pydantic model for `lf-wrap merge adapters` and for a merge
 recipe (recipes/merge.yaml), validated before anything is read.
 
-Like mergekit's config.py: the recipe is plain YAML (yaml.safe_load), keys named as on the
-command line (`as` is the output form), `--set key=value` overrides applied on top, and the
-first problem reported as one line naming the file and the key."""
+Like mergekit's config.py: the recipe is plain YAML, keys named as on the command line (`as` is
+the output form); read, overridden and checked by the one recipe reader (lf_wrap.core.recipes)."""
 
 from __future__ import annotations
 
@@ -11,11 +10,9 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lf_wrap.core.errors import UserError
-from lf_wrap.core.recipes import read_yaml_mapping
+from lf_wrap.core.recipes import read_recipe, validate
 from lf_wrap.merge.methods import METHODS
 
 
@@ -64,25 +61,12 @@ class MergeConfig(BaseModel):
 
 
 def parse_config(data: dict[str, Any], source: str) -> MergeConfig:
-    try:
-        return MergeConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"{source}: {where + ': ' if where else ''}{message}") from None
+    """Settings given on the command line (`lf-wrap merge adapters`), checked like a recipe's."""
+    return validate(MergeConfig, data, source)
 
 
 def load_recipe(path: Path, overrides: tuple[str, ...] = ()) -> tuple[MergeConfig, str]:
-    """A merge recipe (yaml.safe_load) with `--set key=value` applied; and its text, verbatim."""
-    path = Path(path)
-    data, text = read_yaml_mapping(path, "recipe", "a merge recipe is a YAML mapping (adapters:, method:, out: ...)")
-    for pair in overrides:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {pair!r}: expected key=value (e.g. --set method=linear)")
-        try:
-            data[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            data[key.strip()] = value
-    return parse_config(data, str(path)), text
+    """A merge recipe with `--set KEY=VALUE` applied (lf_wrap.core.recipes); and its text, verbatim."""
+    config, read = read_recipe(path, MergeConfig, overrides, what="merge recipe",
+                               shape="a merge recipe is a YAML mapping (adapters:, method:, out: ...)")
+    return config, read.text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import resource
 import shutil
 import time
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import click
 import yaml
 
 from lf_wrap import __version__
@@ -32,6 +32,8 @@ from lf_wrap.core.files import atomic_directory, atomic_write_json, atomic_write
 from lf_wrap.merge.checks import MANIFEST, MergePlan, check_inputs, safetensors_header
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
+
+log = logging.getLogger(__name__)
 
 EXPORT_SIZE_GB = 5            # LLaMA-Factory's default export_size (shard size of `sum --as model`)
 CONFIG_FILE = "merge_config.yaml"   # the resolved config: `lf-wrap merge recipe` rebuilds from it
@@ -61,12 +63,12 @@ def merge(config: MergeConfig, force: bool = False, recipe_text: str | None = No
     if plan.out.exists() and not force:
         previous = _read_manifest(plan.out)
         if previous.get("fingerprint") == fingerprint:
-            click.echo(f"lf-wrap: {plan.out} already holds this merge (same inputs and settings); skipping. "
-                       "Pass --force to redo it.", err=True)
+            log.info(f"{plan.out} already holds this merge (same inputs and settings); skipping. "
+                     "Pass --force to redo it.")
             return MergeResult(plan.out, skipped=True, manifest=previous)
         raise UserError(f"{plan.out} already exists and holds something else; pass --force to replace it")
     for warning in plan.warnings:
-        click.echo(f"lf-wrap: warning: {warning}", err=True)
+        log.warning(warning)
 
     with atomic_directory(plan.out, force=force) as tmp:
         export_record, errors, rank = None, {}, None

@@ -10,7 +10,6 @@ the life of the lf-wrap process (one import of LLaMA-Factory costs about ten sec
 
 from __future__ import annotations
 
-import difflib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 from lf_wrap.core.environments import training_python
 from lf_wrap.core.errors import UserError
+from lf_wrap.core.recipes import did_you_mean
 
 # Runs in the training environment. Types are reduced to the YAML kinds a value may take
 # (bool, int, float, str, list, dict, null, any) plus, where LLaMA-Factory or transformers
@@ -120,15 +120,6 @@ def _ask(python: str) -> LfSchema:
 def lf_schema() -> LfSchema:
     """The argument fields and package versions of the installed LLaMA-Factory (cached)."""
     return _ask(str(training_python()))
-
-
-def near(word: str, candidates, n: int = 3) -> list[str]:
-    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
-
-
-def did_you_mean(word: str, candidates) -> str:
-    matches = near(word, candidates)
-    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
 def _as_number(value: str) -> int | float | None:

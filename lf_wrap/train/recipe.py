@@ -11,6 +11,7 @@ the user: each has a dedicated place, named in the error."""
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import os
@@ -18,16 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.recipes import read_yaml_mapping
-from lf_wrap.train.lf_args import did_you_mean
+from lf_wrap.core.recipes import Override, apply_override, did_you_mean, parse_override, read_yaml, validate
 from lf_wrap.tasks import known_task_or_none
 
 SECTION = "lf_wrap"
-TRAIN_ALIAS = "train."   # `--set train.learning_rate=2e-4` is `--set learning_rate=2e-4`
+TRAIN_ALIAS = "train"   # `--set train.learning_rate=2e-4` is `--set learning_rate=2e-4`
 
 # Filled by lf-wrap in every run; where the user says what they want instead.
 OWNED_KEYS = {
@@ -79,43 +78,34 @@ class LfWrapSection(BaseModel):
 
 @dataclass
 class Overrides:
-    """`--set key=value` pairs, split into LLaMA-Factory keys and `lf_wrap.` keys."""
+    """`--set KEY=VALUE` pairs (lf_wrap.core.recipes grammar), split into the LLaMA-Factory layer
+    (a bare key, or `train.KEY`) and overrides of our own section (`lf_wrap.KEY...`)."""
 
     train: dict[str, Any] = field(default_factory=dict)
-    section: dict[str, Any] = field(default_factory=dict)   # dotted path -> value
-    given: list[str] = field(default_factory=list)           # as typed, for the manifest
+    section: dict[str, Override] = field(default_factory=dict)   # dotted path in the section -> override
+    given: list[str] = field(default_factory=list)               # as typed, for the manifest
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> Overrides:
     overrides = Overrides(given=list(pairs))
     for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"--set {pair!r}: expected key=value (e.g. --set learning_rate=2e-4)")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        if key.startswith(SECTION + "."):
-            overrides.section[key[len(SECTION) + 1:]] = value
+        parsed = parse_override(pair, example="learning_rate=2e-4")
+        if parsed.key[0] == SECTION and len(parsed.key) > 1:
+            inner = Override(parsed.given, parsed.key[1:], parsed.value)
+            overrides.section[inner.dotted] = inner
         else:
-            overrides.train[key.removeprefix(TRAIN_ALIAS)] = value
+            key = parsed.key[1:] if parsed.key[0] == TRAIN_ALIAS and len(parsed.key) > 1 else parsed.key
+            apply_override(overrides.train, Override(parsed.given, key, parsed.value))
     return overrides
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key written twice is an error, not a silent last-one-wins."""
+class TrainingRecipe(BaseModel):
+    """A training recipe as validated here: our section; the LLaMA-Factory keys beside it are
+    checked against LLaMA-Factory's own dataclasses (lf_wrap.train.lf_args)."""
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' appears twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    model_config = ConfigDict(extra="allow")
+
+    lf_wrap: LfWrapSection
 
 
 @dataclass
@@ -130,40 +120,20 @@ class Recipe:
         return self.path.stem
 
 
-def _set_path(section: dict, dotted: str, value: Any, pair: str) -> None:
-    parts = dotted.split(".")
-    node = section
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise UserError(f"--set {pair}: '{part}' is not a section")
-    node[parts[-1]] = value
-
-
 def load_recipe(path: Path, overrides: Overrides | None = None) -> Recipe:
-    """Read a recipe with yaml.safe_load, apply `--set lf_wrap.*`, validate the section."""
-    path = Path(path)
+    """Read a recipe (lf_wrap.core.recipes), apply `--set lf_wrap.*`, validate the section."""
     overrides = overrides or Overrides()
-    data, text = read_yaml_mapping(
-        path, "recipe", f"a recipe is a YAML mapping of LLaMA-Factory keys plus an `{SECTION}:` section",
-        loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    read = read_yaml(path, "recipe",
+                     f"a recipe is a YAML mapping of LLaMA-Factory keys plus an `{SECTION}:` section")
+    data = copy.deepcopy(read.data)
     section = data.pop(SECTION, None) or {}
     if not isinstance(section, dict):
-        raise UserError(f"{path}: `{SECTION}:` must be a mapping")
-    for dotted, value in overrides.section.items():
-        _set_path(section, dotted, value, f"{SECTION}.{dotted}={value}")
-    try:
-        parsed = LfWrapSection.model_validate(section)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = (f"not a key of the {SECTION} section"
-                       f"{did_you_mean(str(first['loc'][0]), LfWrapSection.model_fields)}; "
-                       f"its keys: {', '.join(LfWrapSection.model_fields)}")
-        raise UserError(f"{path}: {SECTION}.{where}: {message}") from None
-    return Recipe(path=path, text=text, train=data, lf_wrap=parsed)
+        raise UserError(f"{read.where((SECTION,))}: `{SECTION}:` must be a mapping")
+    for override in overrides.section.values():
+        apply_override(section, override)
+    setters = [Override(o.given, (SECTION, *o.key), o.value) for o in overrides.section.values()]
+    parsed = validate(TrainingRecipe, {SECTION: section}, str(read.path), read, setters)
+    return Recipe(path=read.path, text=read.text, train=data, lf_wrap=parsed.lf_wrap)
 
 
 def merged_args(recipe: Recipe, overrides: Overrides, smoke: bool) -> tuple[dict[str, Any], dict[str, str]]:
