@@ -1,0 +1,242 @@
+"""Per-row scores, bootstrap intervals and paired tests (lf_wrap.evaluation.stats).
+
+Hand-checked draws on four rows, the study's metrics recomputed from stored rows, and BLEU
+checked against sacrebleu 2.6's own bootstrap and paired test for the same seed."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from sacrebleu.metrics import BLEU
+from sacrebleu.significance import PairedTest, _bootstrap_resample
+
+from lf_wrap import metrics
+from lf_wrap.evaluation import stats
+
+WORDS = ("the a cat dog bird sat ran flew on under over mat house tree red blue green quickly slowly "
+         "today yesterday big small old new river").split()
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choices(WORDS, k=rng.randint(6, 14))) + rng.choice([".", "!", ""])
+
+
+def _perturbed(text: str, rate: float, rng: random.Random) -> str:
+    """A system that gets each word wrong with probability `rate`."""
+    return " ".join(w if rng.random() > rate else rng.choice(WORDS) for w in text.split())
+
+
+def _systems(rates: tuple[float, ...], n: int = 30, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    rng = random.Random(seed)
+    refs = [_sentence(rng) for _ in range(n)]
+    return [[_perturbed(r, rate, rng) for r in refs] for rate in rates], refs
+
+
+SAMPLES = {
+    # 13a punctuation and numbers, an empty prediction, a text ending in "-\n", two references for one row.
+    "translate": (["The quick brown fox jumps over the lazy dog.", "Hello, world! 3.5 percent-rise", "",
+                   "It is a guide to action which ensures that the military always obeys the party.",
+                   "a rise of 3 percent-\n"],
+                  [["A quick brown fox jumped over the lazy dog."], ["Hello world! 3.5 percent - rise"],
+                   ["nothing here"],
+                   ["It is a guide to action that ensures that the military will forever heed Party commands.",
+                    "It is the practical guide for the army always to heed the directions of the party."],
+                   ["a rise of three percent"]]),
+    "summarize": (["the cat sat on the mat\nit was happy", "a dog ran", "nothing in common"],
+                  [["the cat was on the mat\nit was very happy"], ["the dog ran home", "a dog ran fast"],
+                   ["entirely different words"]]),
+    # Unanswerable rows ([]), the trained no-answer text, several gold answers, articles and punctuation.
+    "qa": (["Paris", "No answer.", "the Eiffel Tower!", "1889", "", "London"],
+           [["Paris", "paris, france"], [], ["Eiffel Tower"], ["in 1889", "1889"], [], ["Berlin"]]),
+}
+
+
+# ---------------------------------------------------------------- per-row scores and corpus values
+
+
+@pytest.mark.parametrize("task", sorted(SAMPLES))
+def test_corpus_value_equals_score_task(task):
+    predictions, references = SAMPLES[task]
+    rows = stats.row_scores(task, predictions, references, "No answer" if task == "qa" else None)
+    assert len(rows) == len(predictions)
+    expected = metrics.score_task(task, predictions, references, "No answer" if task == "qa" else None)
+    assert {m: stats.corpus_value(m, rows) for m in metrics.TASK_METRICS[task]} == expected
+
+
+@pytest.mark.parametrize("task", sorted(SAMPLES))
+def test_rows_are_json_lines(task):
+    predictions, references = SAMPLES[task]
+    rows = stats.row_scores(task, predictions, references)
+    assert [json.loads(json.dumps(row)) for row in rows] == rows
+    keys = ["bleu_stats"] if task == "translate" else list(metrics.TASK_METRICS[task])
+    assert all(sorted(row) == sorted(keys) for row in rows)
+
+
+def test_bleu_stats_are_sacrebleus():
+    (hyps,), refs = _systems((0.3,))
+    rows = stats.row_scores("translate", hyps, [[r] for r in refs])
+    sacre = BLEU(tokenize="13a", smooth_method="none")._extract_corpus_statistics(hyps, [refs])
+    assert [row["bleu_stats"] for row in rows] == sacre
+    # Several references: evaluate's shortest reference length, where sacrebleu takes the closest.
+    (row,) = stats.row_scores("translate", ["a b c d e"], [["a b c d e f", "a b"]])
+    assert row["bleu_stats"][:2] == [5, 2]
+
+
+def test_row_scores_refuses_bad_input():
+    with pytest.raises(ValueError, match="unknown task"):
+        stats.row_scores("poetry", ["x"], [["x"]])
+    with pytest.raises(ValueError, match="2 predictions but 1"):
+        stats.row_scores("qa", ["x", "y"], [["x"]])
+    with pytest.raises(ValueError, match="at least one reference"):
+        stats.row_scores("translate", ["x"], [[]])
+
+
+# ---------------------------------------------------------------- intervals
+
+F1_ROWS = [{"f1": v} for v in (0.0, 0.25, 0.5, 1.0)]
+
+
+def test_interval_by_hand():
+    # Seed 12345 draws rows [2,0,3,1], [0,3,2,2], [3,1,3,1] (sacrebleu's draw too):
+    # means (0.5+0+1+0.25)/4 = 0.4375, (0+1+0.5+0.5)/4 = 0.5, (1+0.25+1+0.25)/4 = 0.625.
+    assert np.random.default_rng(12345).integers(0, 4, (3, 4)).tolist() == [[2, 0, 3, 1], [0, 3, 2, 2], [3, 1, 3, 1]]
+    # Three resamples at 95%: k = floor(3 * 0.025) = 0, so the smallest and the largest mean.
+    assert stats.bootstrap_interval("f1", F1_ROWS, n_resamples=3) == (0.4375, 0.625)
+    # Forty resamples at 95%: the 2nd smallest and 2nd largest (k = 40 // 40 = 1).
+    means = sorted(np.array([0.0, 0.25, 0.5, 1.0])[np.random.default_rng(12345).integers(0, 4, (40, 4))].mean(1))
+    assert stats.bootstrap_interval("f1", F1_ROWS, n_resamples=40) == (means[1], means[38])
+    assert stats.bootstrap_interval("f1", [{"f1": 0.5}] * 4, n_resamples=50) == (0.5, 0.5)
+
+
+def test_paired_test_by_hand():
+    # b scores 1 on every row; a's three resample means are 0.4375, 0.5, 0.625 (above).
+    result = stats.paired_test("f1", F1_ROWS, [{"f1": 1.0}] * 4, n_resamples=3)
+    assert result["a"] == 0.4375 and result["b"] == 1.0 and result["difference"] == 0.5625
+    assert result["ci95"] == [0.375, 0.5625]              # b - a on the resamples: 0.5625, 0.5, 0.375
+    # |d_i| - mean = 0.083, 0.021, -0.104: none above |d| = 0.5625, so p = (0 + 1) / (3 + 1).
+    assert result["p_value"] == 0.25
+
+
+def test_numpy_resampling_is_the_index_matrix_mean():
+    rng = np.random.default_rng(1)
+    a, b = rng.random(37), rng.random(37)
+    index = np.random.default_rng(99).integers(0, 37, (500, 37))
+    means_a, means_b = a[index].mean(1), b[index].mean(1)
+    ordered = np.sort(means_a)
+    low, high = stats.bootstrap_interval("rouge1", [{"rouge1": v} for v in a], 500, seed=99)
+    assert (low, high) == pytest.approx((ordered[500 // 40], ordered[500 - 500 // 40 - 1]), abs=1e-12)
+    diffs = np.abs(means_b - means_a)
+    expected_p = (np.sum(diffs - diffs.mean() > abs(b.mean() - a.mean())) + 1) / 501
+    result = stats.paired_test("rouge1", [{"rouge1": v} for v in a], [{"rouge1": v} for v in b], 500, seed=99)
+    assert result["p_value"] == pytest.approx(expected_p)
+
+
+def test_chunked_draw_equals_one_draw(monkeypatch):
+    (a, b), refs = _systems((0.3, 0.4))
+    rows_a = stats.row_scores("translate", a, [[r] for r in refs])
+    rows_b = stats.row_scores("translate", b, [[r] for r in refs])
+    whole = stats.bootstrap_interval("bleu", rows_a, 200), stats.paired_test("bleu", rows_a, rows_b, 200)
+    monkeypatch.setattr(stats, "_CACHED_ENTRIES", 0)
+    monkeypatch.setattr(stats, "_CHUNK_ENTRIES", 70)        # 2 resamples a chunk, 100 chunks
+    assert (stats.bootstrap_interval("bleu", rows_a, 200), stats.paired_test("bleu", rows_a, rows_b, 200)) == whole
+
+
+@pytest.mark.parametrize("task", ["translate", "summarize", "qa"])
+def test_interval_contains_point_and_repeats_with_its_seed(task):
+    (hyps,), refs = _systems((0.3,))
+    rows = stats.row_scores(task, hyps, [[r] for r in refs])
+    for metric in metrics.TASK_METRICS[task]:
+        low, high = stats.bootstrap_interval(metric, rows)
+        assert low <= stats.corpus_value(metric, rows) <= high and low < high
+        assert stats.bootstrap_interval(metric, rows) == (low, high)
+        if metric != "exact_match":    # 0/1 rows: means on a grid of 1/30, two seeds can share the ends
+            assert stats.bootstrap_interval(metric, rows, seed=7) != (low, high)
+        narrow = stats.bootstrap_interval(metric, rows, confidence=0.5)
+        assert low <= narrow[0] <= narrow[1] <= high
+
+
+def test_bleu_resamples_are_sacrebleus(monkeypatch):
+    (hyps,), refs = _systems((0.3,))
+    rows = stats.row_scores("translate", hyps, [[r] for r in refs])
+    sacre_bleu = BLEU(tokenize="13a", smooth_method="none")
+    sacre_stats = sacre_bleu._extract_corpus_statistics(hyps, [refs])
+    for seed, n in ((12345, 1000), (4, 77)):
+        monkeypatch.setenv("SACREBLEU_SEED", str(seed))
+        _, sacre_scores = _bootstrap_resample(sacre_stats, sacre_bleu, n)
+        (totals,) = stats._resampled_totals([stats._values("bleu", rows)], n, seed)
+        assert stats._sacrebleu_scores(totals).tolist() == [s.score for s in sacre_scores]   # bit for bit
+        # The interval scores the same resamples with the study's formula: sacrebleu's "score ± ci".
+        score = BLEU(tokenize="13a", smooth_method="none").corpus_score(hyps, [refs], n_bootstrap=n)
+        low, high = stats.bootstrap_interval("bleu", rows, n, seed)
+        assert score.score == pytest.approx(100 * stats.corpus_value("bleu", rows), rel=1e-12)
+        assert score._ci == pytest.approx(100 * (high - low) / 2, abs=1e-5)
+
+
+def test_perfect_bleu_interval_is_one():
+    # sacrebleu's own resamples score 100.00000000000004 here (float32 precisions, log then exp).
+    refs = ["the cat sat on the mat today", "a dog ran home fast now"] * 10
+    rows = stats.row_scores("translate", refs, [[r] for r in refs])
+    assert stats.corpus_value("bleu", rows) == 1.0 and stats.bootstrap_interval("bleu", rows) == (1.0, 1.0)
+
+
+# ---------------------------------------------------------------- paired tests
+
+
+@pytest.mark.parametrize("task", ["translate", "summarize", "qa"])
+def test_system_against_itself(task):
+    (hyps,), refs = _systems((0.3,))
+    rows = stats.row_scores(task, hyps, [[r] for r in refs])
+    for metric in metrics.TASK_METRICS[task]:
+        result = stats.paired_test(metric, rows, [dict(row) for row in rows])
+        assert result["difference"] == 0 and result["ci95"] == [0.0, 0.0]
+        assert result["p_value"] == 1.0         # sacrebleu says 1/(N+1) here; see stats._p_value
+
+
+@pytest.mark.parametrize("task", ["translate", "summarize", "qa"])
+def test_clearly_better_system_is_significant(task):
+    (worse, better), refs = _systems((0.8, 0.1))
+    rows_worse = stats.row_scores(task, worse, [[r] for r in refs])
+    rows_better = stats.row_scores(task, better, [[r] for r in refs])
+    for metric in metrics.TASK_METRICS[task]:
+        result = stats.paired_test(metric, rows_worse, rows_better)
+        assert result["difference"] == result["b"] - result["a"] > 0
+        assert result["ci95"][0] > 0 and result["p_value"] < 0.01
+        # Swapping the systems flips the difference, not the (two-sided) p-value.
+        swapped = stats.paired_test(metric, rows_better, rows_worse)
+        assert swapped["difference"] == -result["difference"] and swapped["p_value"] == result["p_value"]
+
+
+@pytest.mark.parametrize("rates", [(0.3, 0.35), (0.3, 0.25), (0.5, 0.2)])
+def test_bleu_p_value_equals_sacrebleus(monkeypatch, rates):
+    (a, b), refs = _systems(rates, n=40, seed=3)
+    rows_a = stats.row_scores("translate", a, [[r] for r in refs])
+    rows_b = stats.row_scores("translate", b, [[r] for r in refs])
+    for seed, n in ((12345, 1000), (99, 300)):
+        monkeypatch.setenv("SACREBLEU_SEED", str(seed))
+        _, scores = PairedTest([("a", a), ("b", b)], {"BLEU": BLEU(tokenize="13a", smooth_method="none")},
+                               [refs], test_type="bs", n_samples=n)()
+        result = stats.paired_test("bleu", rows_a, rows_b, n_resamples=n, seed=seed)
+        assert result["p_value"] == scores["BLEU"][1].p_value
+        assert result["b"] == pytest.approx(scores["BLEU"][1].score / 100, rel=1e-12)
+
+
+def test_paired_test_refuses_mismatched_rows():
+    rows = [{"f1": 0.5}] * 4
+    with pytest.raises(ValueError, match="4 rows against 3"):
+        stats.paired_test("f1", rows, rows[:3])
+
+
+def test_bad_requests_are_refused():
+    with pytest.raises(ValueError, match="unknown metric"):
+        stats.bootstrap_interval("meteor", F1_ROWS)
+    with pytest.raises(ValueError, match="no 'bleu_stats'"):
+        stats.corpus_value("bleu", F1_ROWS)
+    with pytest.raises(ValueError, match="no rows"):
+        stats.bootstrap_interval("f1", [])
+    with pytest.raises(ValueError, match="n_resamples"):
+        stats.bootstrap_interval("f1", F1_ROWS, n_resamples=0)
+    with pytest.raises(ValueError, match="confidence"):
+        stats.bootstrap_interval("f1", F1_ROWS, confidence=95)
