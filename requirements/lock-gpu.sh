@@ -35,6 +35,8 @@ esac
 # a cut-off) from the caller's environment, and read no uv.toml / pyproject settings (--no-config).
 for var in $(compgen -e | grep '^UV_' || true); do unset "$var"; done
 export UV_CACHE_DIR="$PWD/$TOOLS/uv-cache"
+mkdir -p "$TOOLS/tmp"
+export TMPDIR="$PWD/$TOOLS/tmp"  # pip's and uv's build locks and scratch files, too
 
 uv="$TOOLS/bin/uv"
 if [[ "$("$uv" --version 2>/dev/null)" != "uv $UV_VERSION"* ]]; then
@@ -42,7 +44,6 @@ if [[ "$("$uv" --version 2>/dev/null)" != "uv $UV_VERSION"* ]]; then
   "$PYTHON" -m venv "$TOOLS"
   "$TOOLS/bin/pip" install -q --no-cache-dir --disable-pip-version-check "uv==$UV_VERSION"
 fi
-mkdir -p "$TOOLS/tmp"
 
 lock_date() {  # the cut-off recorded in a lock's header, or nothing
   [[ -f "$1" ]] && sed -n 's/^#.* --exclude-newer \([^ ]*\).*/\1/p' "$1" | head -n 1 || true
