@@ -1,4 +1,5 @@
-# lf-wrap's Makefile only calls lf-wrap (or pip/pytest for set-up); it holds no logic of its own.
+# lf-wrap's Makefile only calls lf-wrap (or pip/pytest for set-up, requirements/lock-gpu.sh for the
+# GPU locks); it holds no logic of its own.
 # `make help` lists the targets. Variables: MODEL= RUN_DIR= NPROC= SET="k=v ..." EVAL= DEMO_MODEL=
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -88,14 +89,28 @@ eval-all: setup ## score every model on every task named in recipes/eval.yaml (E
 	$(LFW) eval $(EVAL) $(foreach s,$(SET),--set $(s))
 
 # ---- GPU machines -----------------------------------------------------------------------
-.PHONY: setup-gpu
-setup-gpu: ## build both environments with CUDA builds (vllm, CUDA torch) instead of the CPU ones
+# Same pattern as the CPU set-up, from the GPU locks (requirements/lock-gpu.sh writes them with uv
+# for Linux x86-64, CPython 3.11, PyPI's CUDA wheels): torch first, at the lock's pin and hashes,
+# then the whole lock with --no-deps (hash-checked, so no other index's torch build can slip in).
+# Never run here: no GPU machine was available, so these steps are resolved, not exercised.
+gpu_pin = sed -n '/^$(1)==/,/^ *\#/p' requirements/$(2).txt | grep -v '^ *\#'
+.PHONY: setup-gpu lock-gpu check-locks
+setup-gpu: ## build both environments with CUDA builds (vllm, CUDA torch) from the GPU locks
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -r requirements/eval-gpu.in
-	$(VENV)/bin/pip install --no-deps -e .
+	$(VENV)/bin/pip install --no-deps -r <($(call gpu_pin,torch,eval-gpu))
+	$(VENV)/bin/pip install --no-deps -r requirements/eval-gpu.txt
+	$(VENV)/bin/pip install --no-deps --no-build-isolation -e .
 	$(PYTHON) -m venv $(VENV_LF)
-	$(VENV_LF)/bin/pip install -r requirements/train-gpu.in
+	$(VENV_LF)/bin/pip install --no-deps -r <($(call gpu_pin,torch,train-gpu))
+	$(VENV_LF)/bin/pip install --no-deps -r requirements/train-gpu.txt
+	$(VENV_LF)/bin/llamafactory-cli version > /dev/null
 	touch $(VENV)/.setup-done $(VENV_LF)/.setup-done
+
+lock-gpu: ## re-resolve requirements/*-gpu.in into the GPU locks (no GPU needed; LOCK_DATE= for newer releases)
+	$(if $(LOCK_DATE),LOCK_DATE=$(LOCK_DATE)) PYTHON=$(PYTHON) bash requirements/lock-gpu.sh
+
+check-locks: ## check that each GPU lock still matches its .in file (resolution only, installs nothing)
+	PYTHON=$(PYTHON) bash requirements/lock-gpu.sh --check
 
 .PHONY: bench-merge
 bench-merge: setup ## time and peak memory of merging three adapters into the tiny model
