@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from lf_wrap import metrics
+from lf_wrap.evaluation import metrics
 from lf_wrap.evaluation import stats
 
 

@@ -13,7 +13,7 @@ import pytest
 from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest, _bootstrap_resample
 
-from lf_wrap import metrics
+from lf_wrap.evaluation import metrics
 from lf_wrap.evaluation import stats
 
 WORDS = ("the a cat dog bird sat ran flew on under over mat house tree red blue green quickly slowly "

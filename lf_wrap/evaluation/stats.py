@@ -44,7 +44,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from lf_wrap import metrics
+from lf_wrap.evaluation import metrics
 
 BLEU_STATS = "bleu_stats"
 _ORDER = 4                      # BLEU's n-gram orders, evaluate's and sacrebleu's default
