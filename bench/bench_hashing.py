@@ -66,7 +66,7 @@ def main() -> None:
     size = args.size_mib << 20
 
     work = Path(tempfile.mkdtemp(prefix="bench-hashing-", dir=args.dir))
-    os.environ["LF_WRAP_CACHE_DIR"] = str(work / "cache")
+    os.environ["LF_WRAP_CACHE"] = str(work / "cache")
     os.environ.pop("LF_WRAP_HASH_CACHE", None)
     from lf_wrap.core import hashing
 

@@ -25,11 +25,12 @@ os.environ["LF_WRAP_LLAMAFACTORY_CLI"] = str(LF_CLI)
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory):
-    """Keep datasets' Arrow cache and HF_HOME out of the user's home during tests."""
+    """Keep datasets' Arrow cache, HF_HOME and lf-wrap's hash cache out of the home and the repo."""
     home = tmp_path_factory.mktemp("hf_home")
-    old = {k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE")}
+    old = {k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE", "LF_WRAP_CACHE")}
     os.environ["HF_HOME"] = str(home)
     os.environ["HF_DATASETS_CACHE"] = str(home / "datasets")
+    os.environ["LF_WRAP_CACHE"] = str(tmp_path_factory.mktemp("lf_wrap_cache"))   # content-hash cache
     yield
     for key, value in old.items():
         if value is None:

@@ -25,7 +25,7 @@ EMPTY = "blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("LF_WRAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LF_WRAP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LF_WRAP_HASH_CACHE", raising=False)
     monkeypatch.setattr(hashing, "RACY_WINDOW_NS", WINDOW_NS)
     return tmp_path / "cache"
@@ -166,7 +166,7 @@ def test_corrupt_cache_is_ignored_and_rebuilt(tmp_path, cache_dir, reads, damage
 
 def test_an_unusable_cache_location_only_costs_rehashing(tmp_path, monkeypatch, reads):
     (tmp_path / "not-a-folder").write_text("")
-    monkeypatch.setenv("LF_WRAP_CACHE_DIR", str(tmp_path / "not-a-folder"))
+    monkeypatch.setenv("LF_WRAP_CACHE", str(tmp_path / "not-a-folder"))
     path = tmp_path / "config.json"
     path.write_text("{}")
     settle()

@@ -84,7 +84,8 @@ def test_sum_model_is_llamafactory_export_of_all_three(tiny_model, abc, sum_mode
     manifest = read_json(sum_model / "merge_manifest.json")
     assert manifest["llamafactory_export"]["exit_code"] == 0
     assert [i["r"] for i in manifest["inputs"]] == [4, 8, 4] and manifest["inputs"][1]["use_rslora"]
-    assert all(len(i["sha256"]) == 64 for i in manifest["inputs"]) and len(manifest["base"]["sha256"]) == 64
+    assert all(i["digest"].startswith("blake3:") for i in manifest["inputs"]) and manifest["base"]["digest"].startswith("blake3:")
+    assert manifest["stage"] == "merge" and manifest["status"] == "finished" and manifest["argv"][:3] == ["lf-wrap", "merge", "adapters"]
 
 
 def test_linear_at_weight_one_matches_the_llamafactory_export(abc, sum_model, outputs):

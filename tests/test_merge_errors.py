@@ -107,9 +107,11 @@ def test_existing_output_needs_force(bad, tmp):
     assert result.exit_code == 2 and "already exists" in result.output and "--force" in result.output
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp.iterdir()) == ["out", "pre"]
+    # --force replaces only lf-wrap's own earlier merge output, never a folder of the user's.
     result = CliRunner().invoke(cli, ["merge", "adapters", str(bad["A"]), "--method", "linear", "--out", str(out),
                                       "--force"])
-    assert result.exit_code == 0 and not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert result.exit_code == 2 and "is not an lf-wrap merge output" in result.output
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.parametrize("body, overrides, needles", [

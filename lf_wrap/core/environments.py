@@ -19,6 +19,12 @@ ENV_VAR = "LF_WRAP_LLAMAFACTORY_CLI"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def cache_root() -> Path:
+    """lf-wrap's cache (the demo's converted model, the content-hash cache): $LF_WRAP_CACHE,
+    default <repo>/cache (ignored by git), so that nothing is cached outside the checkout."""
+    return Path(os.environ.get("LF_WRAP_CACHE") or REPO_ROOT / "cache")
+
+
 def llamafactory_cli() -> Path:
     configured = os.environ.get(ENV_VAR)
     path = Path(configured) if configured else REPO_ROOT / ".venv-lf" / "bin" / "llamafactory-cli"

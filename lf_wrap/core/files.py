@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from lf_wrap.core.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -70,19 +72,106 @@ def sha256_tree(folder: Path) -> str:
     return digest.hexdigest()
 
 
+# ---------------------------------------------------------------- what an output may replace
+
+
+def _relation(out: Path, other: Path) -> str | None:
+    out, other = Path(out).resolve(), Path(other).resolve()
+    if out == other:
+        return "is"
+    if out.is_relative_to(other):
+        return "lies inside"
+    if other.is_relative_to(out):
+        return "contains"
+    return None
+
+
+def check_output_folder(out: Path, option: str, inputs: dict[str, Path]) -> None:
+    """An output folder may not be, contain, or lie inside any input (an adapter, the base model,
+    a dataset, a run folder): lf-wrap never writes over, or deletes, what it reads."""
+    for label, path in inputs.items():
+        if path is None or not Path(path).exists():
+            continue
+        relation = _relation(out, path)
+        if relation is not None:
+            raise UserError(f"{option} {out} {relation} {label} ({path}); lf-wrap never writes over its inputs: "
+                            f"choose another {option}")
+
+
+def check_replaceable(dest: Path, manifest: str, stage: str, option: str = "--out") -> None:
+    """`--force` replaces only an earlier output of the same kind that lf-wrap wrote: a folder
+    whose `manifest` file says it is a `stage` output (manifests from before the shared header
+    carry no `stage`: the file's name is then the mark)."""
+    dest = Path(dest)
+    if not dest.exists():
+        return
+    marker = dest / manifest
+    try:
+        written = json.loads(marker.read_text(encoding="utf-8")) if dest.is_dir() else None
+    except (OSError, ValueError):
+        written = None
+    if not isinstance(written, dict) or written.get("stage", stage) != stage:
+        raise UserError(f"{option} {dest} exists and is not an lf-wrap {stage} output (no {manifest} saying so); "
+                        "--force replaces only lf-wrap's own earlier output: move it away or choose another "
+                        f"{option}")
+
+
+# ---------------------------------------------------------------- whole folders
+
+
+def _tmp_prefix(dest: Path) -> str:
+    return f".{dest.name}."
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(dest: Path) -> list[str]:
+    """Remove what an atomic_directory for `dest` left when its process was killed (kill -9, a
+    lost node): `.<name>.<pid>.<random>.tmp` folders whose process is gone, and `.<name>.old`
+    once `dest` is in place (restored to `dest` if the kill came between the two renames).
+    Returns one line per folder handled, for the caller to report."""
+    dest = Path(dest)
+    said: list[str] = []
+    if not dest.parent.is_dir():
+        return said
+    for tmp in dest.parent.glob(f"{_tmp_prefix(dest)}*.tmp"):
+        pid_text = tmp.name[len(_tmp_prefix(dest)):].split(".", 1)[0]
+        if not tmp.is_dir() or not pid_text.isdigit() or _owner_alive(int(pid_text)):
+            continue
+        size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        shutil.rmtree(tmp, ignore_errors=True)
+        said.append(f"removed {tmp}, a temporary folder left by an interrupted run (process {pid_text}, "
+                    f"{size / 2**30:.2f} GiB)")
+    old = dest.with_name(f".{dest.name}.old")
+    if old.is_dir():
+        if dest.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            said.append(f"removed {old}, the previous output an interrupted run had moved aside")
+        else:
+            os.replace(old, dest)
+            said.append(f"restored {dest} from {old}, where an interrupted run had moved it aside")
+    return said
+
+
 @contextmanager
 def atomic_directory(dest: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `dest`; on success it replaces `dest` in one rename.
 
     Without `force` an existing `dest` is an error raised before any work starts; with it the
     old folder is moved aside and removed only after the new one is in place."""
-    from lf_wrap.core.errors import UserError
-
     dest = Path(dest)
     if dest.exists() and not force:
         raise UserError(f"{dest} already exists; pass --force to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix(dest)}{os.getpid()}.", suffix=".tmp", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp

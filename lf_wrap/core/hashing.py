@@ -37,7 +37,7 @@ rewrote a file (and whose server clock may be skewed against ours). Where weight
 in place on another host, or for a check that must read every byte, set LF_WRAP_HASH_CACHE=0.
 The cache is also trusted as written: anyone who can write it can make a digest lie.
 
-Location: $LF_WRAP_CACHE_DIR/hashes.sqlite, by default ${XDG_CACHE_HOME:-~/.cache}/lf-wrap/.
+Location: $LF_WRAP_CACHE/hashes.sqlite, by default <repo>/cache/ (lf_wrap.core.environments.cache_root).
 The database uses WAL and a 30 s busy timeout, so concurrent processes share it; any error in
 opening, reading or writing it only costs a re-hash, and a corrupt file is deleted and rebuilt."""
 
@@ -53,6 +53,8 @@ from typing import Callable, Iterable, Union
 
 import blake3
 
+from lf_wrap.core.environments import cache_root
+
 ALGORITHM = "blake3"
 # A file is remembered only once its ctime is this much older than the start of hashing; it
 # must cover the filesystem's timestamp granularity (ext4: the kernel tick, FAT: 2 s).
@@ -67,11 +69,7 @@ def cache_file() -> Path | None:
     """Where digests are remembered, or None when LF_WRAP_HASH_CACHE=0 turns the cache off."""
     if os.environ.get("LF_WRAP_HASH_CACHE", "").strip().lower() in ("0", "false", "no", "off"):
         return None
-    folder = os.environ.get("LF_WRAP_CACHE_DIR")
-    if not folder:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = os.path.join(base, "lf-wrap")
-    return Path(folder) / "hashes.sqlite"
+    return cache_root() / "hashes.sqlite"
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -1,11 +1,29 @@
-"""What every manifest records about when and from which code a stage ran."""
+"""The one manifest header: every stage's manifest (prepare, train, merge, eval, search) opens
+with the same keys, made here, so one reader tells what ran, from which code, and how it ended.
+
+    stage           "prepare" | "train" | "merge" | "eval" | "search"
+    lf_wrap_version
+    git             {"commit": sha, "dirty": bool} of lf-wrap's checkout, or null outside one
+    argv            the command line as typed (["lf-wrap", "train", ...])
+    started, ended  UTC, ISO 8601 to the second (ended null while running)
+    seconds         wall time (null while running)
+    status          "running" | "finished" | "failed" | "interrupted"
+
+The stage's own keys follow the header."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
+from lf_wrap import __version__
 from lf_wrap.core.environments import REPO_ROOT
+
+HEADER_KEYS = ("stage", "lf_wrap_version", "git", "argv", "started", "ended", "seconds", "status")
+RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
 
 def now_utc() -> str:
@@ -24,3 +42,34 @@ def git_state() -> dict | None:
     if head.returncode != 0:
         return None
     return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def command_line() -> list[str]:
+    """The command as the user typed it: the console script's name, then its arguments."""
+    return [Path(sys.argv[0]).name or "lf-wrap", *sys.argv[1:]]
+
+
+class StageRecord:
+    """The header of one stage's run: `header` while it runs, `finish(status)` when it ends."""
+
+    def __init__(self, stage: str, argv: list[str] | None = None):
+        self._start = time.monotonic()
+        self.header: dict = {"stage": stage, "lf_wrap_version": __version__, "git": git_state(),
+                             "argv": list(argv) if argv is not None else command_line(),
+                             "started": now_utc(), "ended": None, "seconds": None, "status": RUNNING}
+
+    def finish(self, status: str = FINISHED) -> dict:
+        self.header.update(ended=now_utc(), seconds=round(time.monotonic() - self._start, 1), status=status)
+        return self.header
+
+    def manifest(self, body: dict) -> dict:
+        """The header, then the stage's own keys (a key of the header is never overwritten)."""
+        clash = sorted(set(body) & set(self.header))
+        if clash:
+            raise ValueError(f"manifest keys {clash} belong to the header")
+        return {**self.header, **body}
+
+
+def header_of(manifest: dict) -> dict:
+    """The header keys of a manifest that lf-wrap wrote (missing ones as None)."""
+    return {key: manifest.get(key) for key in HEADER_KEYS}

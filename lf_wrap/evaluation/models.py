@@ -7,11 +7,12 @@ one engine, so an adapter trained on another base is an error here, not garbage 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lf_wrap.core.adapters import Adapter, read_adapter
 from lf_wrap.core.errors import UserError
+from lf_wrap.core.models import same_base
 from lf_wrap.evaluation.recipe import EvalRecipe
 
 # vLLM's LoRAConfig.max_lora_rank accepts only these sizes.
@@ -33,11 +34,6 @@ class ResolvedModel:
         return "base" if self.kind in ("base", "adapter") else f"full:{self.path}"
 
 
-def adapter_rank(config: dict) -> int:
-    ranks = [int(config.get("r") or 0)] + [int(v) for v in (config.get("rank_pattern") or {}).values()]
-    return max(ranks)
-
-
 def vllm_rank_for(rank: int) -> int:
     for allowed in VLLM_LORA_RANKS:
         if allowed >= rank:
@@ -45,38 +41,13 @@ def vllm_rank_for(rank: int) -> int:
     raise UserError(f"LoRA rank {rank} is above the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
 
 
-def _same_base(declared: str, base: str) -> bool:
-    """Adapters record the base they were trained on as typed (a Hub id or a local path). Accept
-    the same string, the same folder, the same final name (Hub id vs. a local copy of it), or two
-    folders with the same config.json."""
-    if declared == base:
-        return True
-    a, b = Path(declared).expanduser(), Path(base).expanduser()
-    if a.exists() and b.exists():
-        if a.resolve() == b.resolve():
-            return True
-        try:
-            return json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
-        except (OSError, ValueError):
-            return False
-    return a.name.lower() == b.name.lower() and a.name != ""
-
-
-def _resolve_adapter(name: str, folder: Path, base: str) -> tuple[int, dict]:
-    config_file = folder / "adapter_config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"model '{name}': cannot read {config_file} ({err})") from None
-    if str(config.get("peft_type", "LORA")).upper() != "LORA":
-        raise UserError(f"model '{name}': {folder} is a {config.get('peft_type')} adapter; vLLM serves LoRA only")
-    if not any((folder / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise UserError(f"model '{name}': {folder} has adapter_config.json but no adapter_model.safetensors")
-    declared = config.get("base_model_name_or_path")
-    if declared and not _same_base(str(declared), base):
-        raise UserError(f"model '{name}': adapter {folder} was trained on '{declared}', but the recipe's "
-                        f"base (model_name_or_path) is '{base}'; score it with a recipe on that base")
-    return adapter_rank(config), config
+def _resolve_adapter(name: str, folder: Path, base: str) -> Adapter:
+    adapter = read_adapter(folder, who=f"model '{name}'")
+    if adapter.base and not same_base(adapter.base, base):
+        raise UserError(f"model '{name}': adapter {folder} was trained on '{adapter.base}', but the recipe's "
+                        f"base (model_name_or_path) is '{base}'; score it with a recipe on that base "
+                        "(the rule for the same base: lf_wrap.core.models)")
+    return adapter
 
 
 def resolve_models(recipe: EvalRecipe) -> list[ResolvedModel]:
@@ -95,8 +66,8 @@ def resolve_models(recipe: EvalRecipe) -> list[ResolvedModel]:
             if not folder.is_dir():
                 raise UserError(f"model '{entry.name}': {entry.path} is a file, not a model folder")
             if (folder / "adapter_config.json").is_file():
-                rank, _ = _resolve_adapter(entry.name, folder, base)
-                model = ResolvedModel(entry.name, "adapter", str(folder.resolve()), entry.task, rank)
+                adapter = _resolve_adapter(entry.name, folder, base)
+                model = ResolvedModel(entry.name, "adapter", str(adapter.path), entry.task, adapter.max_rank)
             elif (folder / "config.json").is_file():
                 if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
                     raise UserError(f"model '{entry.name}': {entry.path} has config.json but no weights "

@@ -24,8 +24,11 @@ from lf_wrap.core.files import atomic_write_json
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT
 
 # What must not change between a run and its resumption (else the file would mix two runs).
-RESUME_KEYS = ("model_path", "model_fingerprint", "dataset", "dataset_sha256", "template", "max_new_tokens",
-               "dtype", "max_model_len", "long_prompts", "no_answer_text")
+# What decides a prediction: a saved row is reused only when every one of these is unchanged.
+# model_fingerprint covers the content of every file that serves the model (base and adapter
+# weights, or the full model's; config, tokenizer, chat template): lf_wrap.evaluation.identity.
+RESUME_KEYS = ("model_path", "model_fingerprint", "dataset", "dataset_sha256", "template", "prompt_rendering",
+               "max_new_tokens", "stop_token_ids", "dtype", "max_model_len", "long_prompts", "no_answer_text")
 
 
 def meta_path(predictions: Path) -> Path:
@@ -94,6 +97,17 @@ def score_file(path: Path, task: str, no_answer_text: str | None = None) -> dict
     return score_records(path, read_lines(path), task, no_answer_text)
 
 
+def _what_changed(key: str, old: dict, new: dict) -> str:
+    """`key=old, now key=new`; for the model's content, which files changed."""
+    if key != "model_fingerprint":
+        return f"{key}={old.get(key)!r}, now {key}={new.get(key)!r}"
+    before, after = old.get("model_files") or {}, new.get("model_files") or {}
+    files = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    return (f"other model weights or files (content changed: {shown or 'unknown: no file list saved'}; "
+            f"fingerprint {str(old.get(key))[:19]}, now {str(new.get(key))[:19]})")
+
+
 class PredictionFile:
     """An append-only predictions file that knows which rows it already holds."""
 
@@ -117,9 +131,9 @@ class PredictionFile:
                 old_meta = {}
         changed = [k for k in RESUME_KEYS if old_meta.get(k) != self.meta.get(k)]
         if changed and self.path.stat().st_size > 0:
-            key = changed[0]
-            raise UserError(f"{self.path} was generated with {key}={old_meta.get(key)!r}, now {key}="
-                            f"{self.meta.get(key)!r}; pass --force to regenerate it, or --out for a new folder")
+            raise UserError(f"model '{self.meta.get('model')}': {self.path} was generated with "
+                            f"{_what_changed(changed[0], old_meta, self.meta)}; its rows are not reused. Pass --force "
+                            "to regenerate them, or --out for a new folder")
         data = self.path.read_bytes()
         keep = data if data.endswith(b"\n") or not data else data[:data.rfind(b"\n") + 1]
         if len(keep) != len(data):     # a line torn by a kill: cut it, the row is generated again

@@ -64,6 +64,16 @@ def render_prompt(row: dict, template: str = "qwen", system: str | None = None) 
     return head + chat.user.replace("{content}", alpaca_query(row))
 
 
+# Bump when render_prompt, alpaca_query, encode_prompt or truncate_prompt change what they
+# produce: saved predictions record it and are not reused across a change.
+RENDERING_VERSION = 1
+
+
+def rendering_id(template: str) -> str:
+    """Identifies how prompts are rendered: this code's version and the template's slots."""
+    return hashlib.sha256(f"{RENDERING_VERSION}:{get_template(template)!r}".encode()).hexdigest()[:16]
+
+
 def prompt_hash(text: str) -> str:
     """Short, stable fingerprint of a rendered prompt (recorded with every prediction)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

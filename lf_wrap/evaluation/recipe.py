@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lf_wrap.core.errors import UserError
 from lf_wrap.core.recipes import read_recipe
 from lf_wrap.tasks import TASKS, known_task_or_none
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lf_wrap.evaluation import prompts
-from lf_wrap.data.dataset_info import INFO_FILE, manifest_path, read_info, resolve_dataset
+from lf_wrap.data.dataset_info import INFO_FILE, read_info, read_manifest, resolve_dataset
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry
 from lf_wrap.core.files import sha256_file
@@ -63,11 +63,8 @@ def resolve_name(dataset_dir: Path, pattern: str, task: str) -> str:
 def _no_answer_text(dataset_dir: Path, name: str, entry: TaskEntry) -> str:
     if entry.no_answer_text is not None:
         return entry.no_answer_text
-    try:
-        manifest = json.loads(manifest_path(dataset_dir, name).read_text(encoding="utf-8"))
-        text = (manifest.get("filters") or {}).get("no_answer_text")
-    except (OSError, ValueError, AttributeError):
-        text = None
+    filters = (read_manifest(dataset_dir, name) or {}).get("filters")
+    text = filters.get("no_answer_text") if isinstance(filters, dict) else None
     return text or DEFAULT_NO_ANSWER_TEXT
 
 

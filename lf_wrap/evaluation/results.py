@@ -7,7 +7,6 @@ one entry per run into the folder, so a resumed evaluation keeps its history."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from importlib import metadata
@@ -18,20 +17,8 @@ from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.models import ResolvedModel
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import TaskData
-from lf_wrap.core.files import atomic_write_json, sha256_file
-from lf_wrap.core.manifest import git_state
-
-
-def fingerprint(model: ResolvedModel) -> str | None:
-    """Identifies the weights cheaply: the adapter's files, or a full model's config + weight files."""
-    folder = Path(model.path)
-    if model.kind == "adapter":
-        return "+".join(sha256_file(folder / f)[:16] for f in ("adapter_config.json", "adapter_model.safetensors",
-                                                               "adapter_model.bin") if (folder / f).is_file())
-    if model.kind == "full":
-        sizes = ",".join(f"{p.name}:{p.stat().st_size}" for p in sorted(folder.iterdir()) if p.is_file())
-        return sha256_file(folder / "config.json")[:16] + ":" + hashlib.sha256(sizes.encode()).hexdigest()[:16]
-    return None
+from lf_wrap.core.files import atomic_write_json
+from lf_wrap.core.manifest import StageRecord
 
 
 def versions() -> dict:
@@ -48,12 +35,6 @@ def versions() -> dict:
     return out
 
 
-def git_commit() -> str | None:
-    """The checkout's commit as one string, `<sha>-dirty` when tracked files changed."""
-    state = git_state()
-    return None if state is None else state["commit"] + ("-dirty" if state["dirty"] else "")
-
-
 def score_all(out: Path, models: list[ResolvedModel], data: dict[str, TaskData]) -> dict:
     """Score each predictions file exactly as `lf-wrap score FILE --task T` would."""
     results: dict[str, dict] = {}
@@ -66,21 +47,22 @@ def score_all(out: Path, models: list[ResolvedModel], data: dict[str, TaskData])
     return results
 
 
-def write_manifest(out: Path, recipe: EvalRecipe, models: list[ResolvedModel], data: dict[str, TaskData],
-                    lora: dict, this_run: dict) -> None:
+def write_manifest(out: Path, record: StageRecord, recipe: EvalRecipe, models: list[ResolvedModel],
+                   identities: dict[str, dict], data: dict[str, TaskData], lora: dict, this_run: dict) -> None:
     """What was scored, with what; earlier runs into the same folder (resumptions) stay listed."""
     try:
         history = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("history", [])
     except (OSError, ValueError, AttributeError):
         history = []
-    atomic_write_json(out / "manifest.json", {
-        "written_by": "lf-wrap", "command": "eval", **this_run,
+    header = record.header
+    atomic_write_json(out / "manifest.json", record.manifest({
+        "written_by": "lf-wrap", **this_run,
         "resolved": recipe.model_dump(mode="json"),
         "models": [{"name": m.name, "kind": m.kind, "path": m.path, "task": m.task, "rank": m.rank,
-                    "fingerprint": fingerprint(m)} for m in models],
+                    "fingerprint": identities.get(m.name, {}).get("model_fingerprint")} for m in models],
         "tasks": {t: {"dataset": d.dataset, "file": str(d.file), "sha256": d.sha256, "rows": len(d.rows),
                       "no_answer_text": d.no_answer_text} for t, d in data.items()},
         "lora": lora,
-        "history": history + [{k: this_run[k] for k in ("started", "ended", "overrides", "force", "generated",
-                                                        "reused", "engines", "git_commit")}],
-    })
+        "history": history + [{**{k: header[k] for k in ("started", "ended", "git")},
+                               **{k: this_run[k] for k in ("overrides", "force", "generated", "reused", "engines")}}],
+    }))

@@ -17,7 +17,6 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from lf_wrap import __version__
@@ -28,10 +27,14 @@ from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
 from lf_wrap.evaluation.models import ResolvedModel, lora_settings, resolve_models
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import Request, TaskData, build_requests, load_task, tokenize_requests
-from lf_wrap.evaluation.results import fingerprint, git_commit, score_all, versions, write_manifest
+from lf_wrap.core.files import check_output_folder
+from lf_wrap.core.manifest import StageRecord
+from lf_wrap.core.models import resolve_base
+from lf_wrap.evaluation.identity import model_identity
+from lf_wrap.evaluation.results import score_all, versions, write_manifest
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 from lf_wrap.core.process import RECORDED_ENV
-from lf_wrap.evaluation.prompts import get_template
+from lf_wrap.evaluation.prompts import get_template, rendering_id
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -79,7 +82,8 @@ def _engine_groups(models: list[ResolvedModel], base: str) -> list[tuple[str, st
 
 
 def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tokenizer, data: dict[str, TaskData],
-                force: bool, counts: dict) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
+                force: bool, counts: dict, identities: dict[str, dict],
+                stop_ids: list[int]) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
     files: dict[tuple[str, str], pred.PredictionFile] = {}
     pending: list[tuple[ResolvedModel, Request]] = []
     for task, task_data in data.items():
@@ -92,8 +96,9 @@ def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tok
         expected = {r.row: r.prompt_sha256 for r in live}
         for model in members:
             meta = {"model": model.name, "kind": model.kind, "model_path": model.path,
-                    "model_fingerprint": fingerprint(model), "task": task, "dataset": task_data.dataset,
+                    **identities[model.name], "task": task, "dataset": task_data.dataset,
                     "dataset_sha256": task_data.sha256, "template": recipe.template,
+                    "prompt_rendering": rendering_id(recipe.template), "stop_token_ids": stop_ids,
                     "max_new_tokens": entry.max_new_tokens, "dtype": recipe.engine.dtype,
                     "max_model_len": recipe.engine.max_model_len, "long_prompts": recipe.long_prompts,
                     "no_answer_text": task_data.no_answer_text, "lf_wrap_version": __version__}
@@ -165,22 +170,29 @@ def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str) 
 
 def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path | None = None,
              force: bool = False, overrides: tuple[str, ...] = ()) -> EvalResult:
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = StageRecord("eval")
     out = Path(out or default_out(recipe_path))
     get_template(recipe.template)
     models = resolve_models(recipe)
     data = {task: load_task(recipe, task) for task in recipe.tasks}
+    check_output_folder(out, "--out", {**{f"model '{m.name}'": Path(m.path) for m in models if m.kind != "base"},
+                                       "the dataset folder": Path(recipe.dataset_dir),
+                                       **{f"dataset '{d.dataset}'": d.file for d in data.values()}})
     rank, slots, notes = lora_settings(models, recipe.engine.max_lora_rank, recipe.engine.max_loras)
     for note in notes:
         _say(note)
     counts: dict = defaultdict(dict)
     engines, generated, reused = [], 0, 0
     plans = []
-    for model_path, tokenizer_path, members in _engine_groups(models, recipe.model_name_or_path):
+    base_folder = resolve_base(recipe.model_name_or_path)    # what is hashed is what vLLM loads
+    identities: dict[str, dict] = {}
+    for model_path, tokenizer_path, members in _engine_groups(models, str(base_folder)):
         tokenizer = _load_tokenizer(tokenizer_path)
-        files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts)
         stop_ids = [i for i in (tokenizer.convert_tokens_to_ids(w) for w in get_template(recipe.template).stop_words)
                     if isinstance(i, int) and i != tokenizer.unk_token_id]
+        for model in members:
+            identities[model.name] = model_identity(model, base_folder, Path(tokenizer_path))
+        files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts, identities, stop_ids)
         plans.append((model_path, tokenizer_path, members, files, pending, stop_ids))
     for number, (model_path, tokenizer_path, members, files, pending, stop_ids) in enumerate(plans, 1):
         names = ", ".join(m.name for m in members)
@@ -207,12 +219,13 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
     }
     atomic_write_json(out / "metrics.json", metric_doc)
     atomic_write_text(out / "recipe.yaml", recipe_text)
-    this_run = {"recipe": str(recipe_path), "overrides": list(overrides), "force": force, "started": started,
-                "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"), "engines": engines,
-                "generated": generated, "reused": reused, "versions": versions(), "git_commit": git_commit(),
+    this_run = {"recipe": str(recipe_path), "overrides": list(overrides), "force": force, "engines": engines,
+                "generated": generated, "reused": reused, "versions": versions(),
                 "env": {k: os.environ[k] for k in (*RECORDED_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING")
                         if k in os.environ}}
-    write_manifest(out, recipe, models, data, {"max_lora_rank": rank, "max_loras": slots, "notes": notes}, this_run)
+    record.finish()
+    write_manifest(out, record, recipe, models, identities, data,
+                   {"max_lora_rank": rank, "max_loras": slots, "notes": notes}, this_run)
     from lf_wrap.evaluation.report import write_report
 
     write_report(out)

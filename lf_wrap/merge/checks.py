@@ -10,13 +10,15 @@ UserError naming the file, key or module; nothing is written."""
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lf_wrap.core.adapters import CONFIG_FILE, Adapter, read_adapter
 from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import check_output_folder, check_replaceable
+from lf_wrap.core.models import resolve_base, same_base
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
 
@@ -53,6 +55,7 @@ class LoadedAdapter:
     rank: int
     scaling: float                                   # lora_alpha / r, or lora_alpha / sqrt(r) (rsLoRA)
     factors: dict[str, tuple[Any, Any]] = field(default_factory=dict)   # base weight -> (A, B), float32
+    adapter: Adapter | None = None                                       # what lf_wrap.core.adapters read
 
 
 @dataclass
@@ -84,10 +87,14 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
     base_name = config.base or _common_base(adapters)
     for adapter in adapters:
         named = adapter.config.get("base_model_name_or_path")
-        if config.base and named != config.base:
+        if config.base and not (named and same_base(named, config.base)):
             warnings.append(f"{adapter.given} was trained on {named!r}; merging onto --base {config.base!r} "
                             "(shapes checked; the weights must be the same model)")
     base_dir = resolve_base(base_name)
+    check_output_folder(out, "--out", {**{f"input adapter {a.given}": a.path for a in adapters},
+                                       f"the base model {base_name}": base_dir})
+    if force:
+        check_replaceable(out, MANIFEST, "merge")
     shards = base_shards(base_dir)
     headers = {}
     for shard in shards:
@@ -133,22 +140,12 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
 
 
 def load_adapter(given: str) -> LoadedAdapter:
-    """Read one PEFT LoRA adapter folder (as LLaMA-Factory writes it) and check it is plain LoRA."""
+    """Read one PEFT LoRA adapter folder (lf_wrap.core.adapters) and check it is plain LoRA,
+    which merging needs: W + scaling * B @ A on the targeted weights and nothing else."""
     import torch
 
-    path = Path(given)
-    if not path.is_dir():
-        hint = " (train it first, e.g. `make train-all`)" if "-latest" in given else ""
-        raise UserError(f"adapter {given}: no such folder{hint}")
-    config_file = path / "adapter_config.json"
-    if not config_file.is_file():
-        raise UserError(f"adapter {given}: no adapter_config.json (is this a LoRA adapter folder?)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise UserError(f"{config_file}: not valid JSON ({err})") from None
-    if config.get("peft_type", "LORA") != "LORA":
-        raise UserError(f"{config_file}: peft_type is {config.get('peft_type')}; only LoRA adapters merge")
+    adapter = read_adapter(given)
+    config, config_file = adapter.config, adapter.path / CONFIG_FILE
     for key, why in UNSUPPORTED.items():
         if config.get(key):
             raise UserError(f"{config_file}: {key} is set; lf-wrap cannot merge this adapter ({why})")
@@ -158,11 +155,8 @@ def load_adapter(given: str) -> LoadedAdapter:
                         "base (convert it to plain LoRA first, e.g. LLaMA-Factory's pissa_convert)")
     if config.get("bias", "none") != "none":
         raise UserError(f"{config_file}: bias is {config['bias']!r}; lf-wrap merges LoRA without trained biases")
-    r, alpha = config.get("r"), config.get("lora_alpha")
-    if not isinstance(r, int) or r < 1 or not isinstance(alpha, (int, float)):
-        raise UserError(f"{config_file}: r and lora_alpha must be numbers (r={r!r}, lora_alpha={alpha!r})")
-    tensors = _read_adapter_weights(path)
-    scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    r = adapter.rank
+    tensors = _read_adapter_weights(adapter.weights)
     pairs: dict[str, dict[str, Any]] = {}
     for key, tensor in tensors.items():
         match = ADAPTER_KEY.match(key)
@@ -176,21 +170,20 @@ def load_adapter(given: str) -> LoadedAdapter:
         factors[name] = (pair["A"], pair["B"])
     if not factors:
         raise UserError(f"adapter {given}: the weights file holds no LoRA tensors")
-    return LoadedAdapter(given=given, path=path.resolve(), config=config, rank=r, scaling=scaling, factors=factors)
+    return LoadedAdapter(given=given, path=adapter.path, config=config, rank=r, scaling=adapter.scaling,
+                         factors=factors, adapter=adapter)
 
 
-def _read_adapter_weights(path: Path) -> dict:
+def _read_adapter_weights(weights: Path) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    if (path / "adapter_model.safetensors").is_file():
+    if weights.suffix == ".safetensors":
         try:
-            return load_file(str(path / "adapter_model.safetensors"))
+            return load_file(str(weights))
         except Exception as err:   # safetensors raises its own error types for a damaged file
-            raise UserError(f"{path / 'adapter_model.safetensors'}: cannot read ({err})") from None
-    if (path / "adapter_model.bin").is_file():
-        return torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
-    raise UserError(f"adapter {path}: no adapter_model.safetensors (or adapter_model.bin)")
+            raise UserError(f"{weights}: cannot read ({err})") from None
+    return torch.load(weights, map_location="cpu", weights_only=True)
 
 
 def _common_base(adapters: list[LoadedAdapter]) -> str:
@@ -198,25 +191,12 @@ def _common_base(adapters: list[LoadedAdapter]) -> str:
     if not all(named.values()):
         missing = next(k for k, v in named.items() if not v)
         raise UserError(f"adapter {missing}: adapter_config.json names no base_model_name_or_path; pass --base")
-    if len(set(named.values())) > 1:
+    first = next(iter(named.values()))
+    if not all(same_base(name, first) for name in named.values()):
         listing = "; ".join(f"{k} -> {v}" for k, v in named.items())
-        raise UserError(f"the adapters name different base models ({listing}); pass --base if they are the same model")
-    return next(iter(named.values()))
-
-
-def resolve_base(name: str) -> Path:
-    """A local folder, or a Hub id found in (or, when online, fetched into) the Hugging Face cache."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja",
-                                                            "*.model", "*.tiktoken", "LICENSE*"]))
-    except Exception as err:   # offline cache miss, bad repo id, network error: one message
-        raise UserError(f"base model {name}: not a folder, and not available from the Hugging Face Hub or its "
-                        f"cache ({type(err).__name__}); pass --base with a local folder") from None
+        raise UserError(f"the adapters name different base models ({listing}); pass --base if they are the same "
+                        "model (the rule for the same base: lf_wrap.core.models)")
+    return first
 
 
 def base_shards(base_dir: Path) -> list[Path]:

@@ -21,14 +21,15 @@ import resource
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from lf_wrap import __version__
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.files import atomic_directory, atomic_write_json, atomic_write_text, sha256_tree
+from lf_wrap.core.files import atomic_directory, atomic_write_json, atomic_write_text, clean_stale_temporaries
+from lf_wrap.core.manifest import StageRecord
+from lf_wrap.core.models import serving_fingerprint
+from lf_wrap.core.process import terminate_as_interrupt
 from lf_wrap.merge.checks import MANIFEST, MergePlan, check_inputs, safetensors_header
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
@@ -50,14 +51,24 @@ class MergeResult:
 
 
 def merge(config: MergeConfig, force: bool = False, recipe_text: str | None = None) -> MergeResult:
-    """Check everything, then write `config.out` (or skip: same inputs already merged there)."""
+    """Check everything, then write `config.out` (or skip: same inputs already merged there).
+    SIGTERM and SIGHUP stop a merge as Ctrl-C does; the temporary folder goes with it, and one
+    left by a kill -9 is removed by the next merge into the same place."""
+    with terminate_as_interrupt():
+        return _merge(config, force, recipe_text)
+
+
+def _merge(config: MergeConfig, force: bool, recipe_text: str | None) -> MergeResult:
+    record = StageRecord("merge")
     started = time.monotonic()
     plan = check_inputs(config, force)
+    for line in clean_stale_temporaries(plan.out):
+        log.info(line)
     checked = time.monotonic()
-    inputs = [{"path": a.given, "resolved": str(a.path), "sha256": sha256_tree(a.path), "r": a.rank,
+    inputs = [{"path": a.given, "resolved": str(a.path), "digest": a.adapter.fingerprint(), "r": a.rank,
                "lora_alpha": a.config.get("lora_alpha"), "use_rslora": bool(a.config.get("use_rslora")),
                "scaling": a.scaling} for a in plan.adapters]
-    base = {"name": plan.base_name, "path": str(plan.base_dir), "sha256": sha256_tree(plan.base_dir)}
+    base = {"name": plan.base_name, "path": str(plan.base_dir), "digest": serving_fingerprint(plan.base_dir)[0]}
     fingerprint = _fingerprint(plan, inputs, base)
     hashed = time.monotonic()
     if plan.out.exists() and not force:
@@ -66,7 +77,7 @@ def merge(config: MergeConfig, force: bool = False, recipe_text: str | None = No
             log.info(f"{plan.out} already holds this merge (same inputs and settings); skipping. "
                      "Pass --force to redo it.")
             return MergeResult(plan.out, skipped=True, manifest=previous)
-        raise UserError(f"{plan.out} already exists and holds something else; pass --force to replace it")
+        raise UserError(f"{plan.out} already exists and holds another merge; pass --force to replace it")
     for warning in plan.warnings:
         log.warning(warning)
 
@@ -79,9 +90,8 @@ def merge(config: MergeConfig, force: bool = False, recipe_text: str | None = No
         else:
             errors, rank = write_adapter(plan, tmp)
         merged = time.monotonic()
-        manifest = {
-            "lf_wrap_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        record.finish()
+        manifest = record.manifest({
             "method": config.method, "as": plan.output_form, "weights": plan.weights,
             "density": config.density, "seed": plan.seed, "rank": rank,
             "base": base, "inputs": inputs, "dtype": plan.dtype,
@@ -93,7 +103,7 @@ def merge(config: MergeConfig, force: bool = False, recipe_text: str | None = No
                           "merge": round(merged - hashed, 3), "total": round(time.monotonic() - started, 3)},
             "peak_rss_mib": _peak_rss_mib(),
             "fingerprint": fingerprint,
-        }
+        })
         atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(config.model_dump(by_alias=True), sort_keys=False,
                                                             allow_unicode=True))
         if recipe_text is not None:
@@ -218,7 +228,7 @@ def _fingerprint(plan: MergePlan, inputs: list[dict], base: dict) -> str:
     """What makes two merges the same: the resolved settings and the inputs' contents."""
     settings = plan.config.model_dump(by_alias=True, exclude={"out", "adapters", "base"})
     settings.update(weights=plan.weights, seed=plan.seed, rank=plan.rank, dtype=plan.dtype)
-    blob = json.dumps({"settings": settings, "inputs": [i["sha256"] for i in inputs], "base": base["sha256"]},
+    blob = json.dumps({"settings": settings, "inputs": [i["digest"] for i in inputs], "base": base["digest"]},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -250,14 +250,11 @@ def check_paths(args: dict[str, Any], origin: dict[str, str], versions: dict[str
 
 def data_manifest(dataset_dir: Path, name: str, path: Path | None) -> dict:
     """What trained the adapter: the data file, its hash, and the manifest `prepare` wrote."""
-    from lf_wrap.data.dataset_info import manifest_path
+    from lf_wrap.data.dataset_info import read_manifest
     from lf_wrap.core.files import sha256_file, sha256_tree
 
     entry: dict[str, Any] = {"file": str(path.resolve()) if path else None}
     if path is not None:
         entry["sha256"] = sha256_tree(path) if path.is_dir() else sha256_file(path)
-    try:
-        entry["prepared"] = json.loads(manifest_path(dataset_dir, name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        entry["prepared"] = None
+    entry["prepared"] = read_manifest(dataset_dir, name)
     return entry

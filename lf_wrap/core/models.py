@@ -1,0 +1,101 @@
+"""Base and full model folders: where a model named by a Hub id lives, which files decide its
+outputs (and their content fingerprint), and the one rule for "the same base model".
+
+The same base. An adapter records the base it was trained on as the user typed it
+(`base_model_name_or_path`: a Hub id or a path). Merge, eval and search accept an adapter on a
+base when one of these holds, and refuse it otherwise, naming both:
+  1. the same string;
+  2. two local folders that are the same folder (after resolving links), or whose weight
+     files have the same content (a copy);
+  3. a Hub id and a local folder that is that id's snapshot in the Hugging Face cache, or a
+     local copy bearing the id's name (`hf download Qwen/Qwen2.5-3B-Instruct --local-dir
+     Qwen2.5-3B-Instruct`).
+Two different Hub ids, or two folders with different weights, are different bases even when
+their config.json files agree (a fine-tuned model has its base's config)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.hashing import tree_digest
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+# Everything besides the weights that changes what a served model answers: its architecture
+# and numerics, the tokenizer, the chat template and the generation defaults.
+SERVING_PATTERNS = ("config.json", "generation_config.json", "tokenizer*", "vocab*", "merges.txt",
+                    "special_tokens_map.json", "added_tokens.json", "chat_template*", "*.tiktoken", "*.model",
+                    "preprocessor_config.json")
+
+
+def matches(name: str, patterns) -> bool:
+    return "/" not in name and any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def weights_fingerprint(folder: Path) -> str:
+    return tree_digest(folder, include=lambda name: matches(name, WEIGHT_PATTERNS))[0]
+
+
+def serving_fingerprint(folder: Path) -> tuple[str, dict[str, str]]:
+    """Digest of every file that decides a model folder's outputs (weights, config, tokenizer,
+    chat template), and each file's digest (to say which one changed)."""
+    return tree_digest(folder, include=lambda name: matches(name, WEIGHT_PATTERNS + SERVING_PATTERNS))
+
+
+def local_snapshot(name: str) -> Path | None:
+    """The folder a model name stands for without downloading: a local folder, or a Hub id's
+    snapshot in the Hugging Face cache; None when neither exists."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:   # not cached, bad id: nothing local
+        return None
+
+
+def resolve_base(name: str) -> Path:
+    """A local folder, or a Hub id found in (or, when online, fetched into) the Hugging Face cache."""
+    local = local_snapshot(name)
+    if local is not None:
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja",
+                                                            "*.model", "*.tiktoken", "LICENSE*"]))
+    except Exception as err:   # offline cache miss, bad repo id, network error: one message
+        raise UserError(f"base model {name}: not a folder, and not available from the Hugging Face Hub or its "
+                        f"cache ({type(err).__name__}); use a local folder") from None
+
+
+def same_base(declared: str, base: str) -> bool:
+    """The rule in this module's docstring."""
+    if declared == base:
+        return True
+    a, b = Path(declared).expanduser(), Path(base).expanduser()
+    a_local, b_local = a.is_dir(), b.is_dir()
+    if a_local and b_local:
+        return a.resolve() == b.resolve() or weights_fingerprint(a) == weights_fingerprint(b)
+    if a_local != b_local:
+        hub, folder = (base, a) if a_local else (declared, b)
+        if hub.count("/") != 1:
+            return False
+        snapshot = local_snapshot(hub)
+        if snapshot is not None and snapshot.resolve() == folder.resolve():
+            return True
+        return folder.resolve().name.lower() == hub.split("/")[1].lower()
+    return False
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,185 @@
+"""No command destroys a user's files: `--force` replaces only lf-wrap's own earlier output of
+the same kind, never an input; a merge killed with kill -9 leaves nothing that later runs keep;
+an interrupted merge exits 130 like an interrupted training run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lf_wrap.cli import cli
+from lf_wrap.core.files import clean_stale_temporaries
+from lf_wrap.core.hashing import tree_digest
+from merge_helpers import make_adapters
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model, tmp_path_factory):
+    return make_adapters(tiny_model, tmp_path_factory.mktemp("safety-adapters"))
+
+
+def merge(*args):
+    return CliRunner().invoke(cli, ["merge", "adapters", *map(str, args)])
+
+
+def snapshot(folder: Path) -> str:
+    return tree_digest(folder)[0]
+
+
+def test_force_never_replaces_an_input_adapter(adapters, tmp_path):
+    """`--out` = one of the inputs, with --force: refused, the adapter untouched."""
+    target = adapters["B"]
+    before = snapshot(target)
+    result = merge(adapters["A"], target, "--method", "linear", "--weights", "0.5,0.5", "--as", "adapter",
+                   "--out", target, "--force")
+    assert result.exit_code == 2, result.output
+    assert f"--out {target} is input adapter" in result.output and "never writes over its inputs" in result.output
+    assert snapshot(target) == before
+
+
+def test_force_never_replaces_the_base_or_a_folder_holding_an_input(adapters, tiny_model, tmp_path):
+    before = snapshot(tiny_model)
+    result = merge(adapters["A"], "--method", "linear", "--out", tiny_model, "--force")
+    assert result.exit_code == 2 and "is the base model" in result.output, result.output
+    assert snapshot(tiny_model) == before
+    parent = adapters["A"].parent
+    before = snapshot(parent)
+    result = merge(adapters["A"], "--method", "linear", "--out", parent, "--force")
+    assert result.exit_code == 2 and "contains input adapter" in result.output, result.output
+    assert snapshot(parent) == before
+
+
+def test_force_replaces_an_earlier_merge(adapters, tmp_path):
+    out = tmp_path / "merged"
+    assert merge(adapters["A"], "--method", "linear", "--weights", "0.5", "--out", out).exit_code == 0
+    first = json.loads((out / "merge_manifest.json").read_text())
+    result = merge(adapters["A"], "--method", "linear", "--weights", "0.7", "--out", out)
+    assert result.exit_code == 2 and "holds another merge" in result.output
+    result = merge(adapters["A"], "--method", "linear", "--weights", "0.7", "--out", out, "--force")
+    assert result.exit_code == 0, result.output
+    second = json.loads((out / "merge_manifest.json").read_text())
+    assert second["weights"] == [0.7] and second["fingerprint"] != first["fingerprint"]
+    assert second["stage"] == "merge" and second["status"] == "finished"
+
+
+def test_a_killed_merge_leaves_a_temporary_folder_the_next_run_removes(adapters, tmp_path):
+    """kill -9 mid-merge: the hidden temporary folder is removed by the next merge into the same place."""
+    out = tmp_path / "merged"
+    code = ("import sys, time\n"
+            "import lf_wrap.merge.run as run\n"
+            "def stall(plan, tmp):\n"
+            "    (tmp / 'partial.bin').write_bytes(b'x' * 1000)\n"
+            "    print('STARTED', flush=True)\n"
+            "    time.sleep(600)\n"
+            "run.write_model = stall\n"
+            "from lf_wrap.cli import cli\n"
+            "cli(sys.argv[1:])\n")
+    child = subprocess.Popen([sys.executable, "-c", code, "merge", "adapters", str(adapters["A"]), "--method",
+                              "linear", "--out", str(out)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "STARTED"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".merged.")]
+    assert len(left) == 1 and (left[0] / "partial.bin").is_file()
+    result = merge(adapters["A"], "--method", "linear", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"removed {left[0]}, a temporary folder left by an interrupted run" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+
+
+def test_a_live_merges_temporary_folder_is_left_alone(tmp_path):
+    live = tmp_path / f".merged.{os.getpid()}.abc.tmp"
+    live.mkdir()
+    assert clean_stale_temporaries(tmp_path / "merged") == [] and live.is_dir()
+
+
+def test_an_interrupted_merge_exits_130_and_leaves_nothing(adapters, tmp_path):
+    out = tmp_path / "merged"
+    code = ("import sys, time\n"
+            "import lf_wrap.merge.run as run\n"
+            "def stall(plan, tmp):\n"
+            "    print('STARTED', flush=True)\n"
+            "    time.sleep(600)\n"
+            "run.write_model = stall\n"
+            "from lf_wrap.cli import cli\n"
+            "cli(sys.argv[1:])\n")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        child = subprocess.Popen([sys.executable, "-c", code, "merge", "adapters", str(adapters["A"]), "--method",
+                                  "linear", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        assert child.stdout.readline().strip() == "STARTED"
+        time.sleep(0.2)
+        child.send_signal(sig)
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 130, err
+        assert "Error: interrupted" in err
+        assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- stale predictions are never reused
+
+
+def eval_recipe(tmp_path: Path, base: Path, prepared: Path, models: list[dict]) -> Path:
+    import yaml
+
+    recipe = {"model_name_or_path": str(base), "template": "qwen", "dataset_dir": str(prepared),
+              "models": models, "tasks": {"qa": {"dataset": "tiny_qa_validation", "max_new_tokens": 6}},
+              "engine": {"dtype": "float32", "max_model_len": 1024, "gpu_memory_utilization": 0.2,
+                         "max_lora_rank": 8},
+              "batch_size": 16}
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_new_base_weights_of_the_same_shape_are_not_served_from_old_predictions(tiny_model, prepared, tmp_path):
+    import shutil
+
+    from conftest import run_lf_wrap
+    from lf_wrap.demo.tiny_model import build_tiny_model
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    recipe = eval_recipe(tmp_path, base, prepared, [{"name": "base"}])
+    out = tmp_path / "results"
+    first = run_lf_wrap("eval", recipe, "--out", out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = (out / "predictions" / "base" / "qa.jsonl").read_bytes()
+
+    other = build_tiny_model(tmp_path / "other", seed=7)          # same shapes, other weights
+    shutil.copyfile(other / "model.safetensors", base / "model.safetensors")
+    again = run_lf_wrap("eval", recipe, "--out", out)
+    assert again.returncode == 2, again.stdout[-2000:] + again.stderr[-2000:]
+    message = [line for line in again.stderr.splitlines() if line.startswith("Error:")]
+    assert len(message) == 1 and "model 'base'" in message[0] and "base/model.safetensors" in message[0]
+    assert "--force" in message[0]
+    assert (out / "predictions" / "base" / "qa.jsonl").read_bytes() == saved      # nothing mixed, nothing lost
+
+    forced = run_lf_wrap("eval", recipe, "--out", out, "--force")
+    assert forced.returncode == 0 and "8 predictions generated, 0 reused" in forced.stdout, forced.stderr[-2000:]
+    assert (out / "predictions" / "base" / "qa.jsonl").read_bytes() != saved
+
+
+@pytest.mark.slow
+def test_a_merge_redone_in_place_is_not_served_from_old_predictions(tiny_model, prepared, adapters, tmp_path):
+    from conftest import run_lf_wrap
+
+    merged = tmp_path / "merged"
+    assert merge(adapters["A"], adapters["C"], "--method", "linear", "--weights", "0.7,0.7",
+                 "--out", merged).exit_code == 0
+    recipe = eval_recipe(tmp_path, tiny_model, prepared, [{"name": "merged", "path": str(merged)}])
+    out = tmp_path / "results"
+    assert run_lf_wrap("eval", recipe, "--out", out).returncode == 0
+    assert merge(adapters["A"], adapters["C"], "--method", "linear", "--weights", "0.3,0.4",
+                 "--out", merged, "--force").exit_code == 0
+    again = run_lf_wrap("eval", recipe, "--out", out)
+    assert again.returncode == 2 and "model 'merged'" in again.stderr and "model/model.safetensors" in again.stderr
