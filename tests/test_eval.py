@@ -158,7 +158,8 @@ def test_base_and_adapters_share_one_engine_and_the_lora_slot_guard_applies(eval
     assert "enable_lora" not in engines[1]["vllm_args"]
     assert "engine.max_loras raised from 2 to 3" in evaluated["stderr"]
     assert manifest["versions"]["vllm"] and manifest["versions"]["transformers"] and manifest["versions"]["torch"]
-    assert manifest["versions"]["lf-wrap"] and "git_commit" in manifest
+    assert manifest["versions"]["lf-wrap"] and len(manifest["git"]["commit"]) == 40
+    assert manifest["stage"] == "eval" and manifest["status"] == "finished" and manifest["argv"][:2] == ["lf-wrap", "eval"]
     assert engines[0]["vllm_args"]["dtype"] == "float32"
 
 
@@ -335,7 +336,7 @@ def test_resume_with_changed_settings_asks_for_force(tmp_path):
     meta = {"model_path": "m", "max_new_tokens": 16, "template": "qwen"}
     first = PredictionFile(path, meta)
     first.append([{"row": 0, "prompt_sha256": "aa", "prediction": "x", "references": []}])
-    with pytest.raises(UserError, match="generated with max_new_tokens=16, now max_new_tokens=32; pass --force"):
+    with pytest.raises(UserError, match="generated with max_new_tokens=16, now max_new_tokens=32; its rows are not reused. Pass --force"):
         PredictionFile(path, {**meta, "max_new_tokens": 32})
     with pytest.raises(UserError, match="row 0 was generated from another prompt"):
         PredictionFile(path, meta).check_prompts({0: "bb"})

@@ -164,9 +164,13 @@ def test_new_base_weights_of_the_same_shape_are_not_served_from_old_predictions(
     assert "--force" in message[0]
     assert (out / "predictions" / "base" / "qa.jsonl").read_bytes() == saved      # nothing mixed, nothing lost
 
+    old_meta = json.loads((out / "predictions" / "base" / "qa.meta.json").read_text())
     forced = run_lf_wrap("eval", recipe, "--out", out, "--force")
     assert forced.returncode == 0 and "8 predictions generated, 0 reused" in forced.stdout, forced.stderr[-2000:]
-    assert (out / "predictions" / "base" / "qa.jsonl").read_bytes() != saved
+    new_meta = json.loads((out / "predictions" / "base" / "qa.meta.json").read_text())
+    assert new_meta["model_fingerprint"] != old_meta["model_fingerprint"]
+    assert new_meta["model_files"]["base/model.safetensors"] != old_meta["model_files"]["base/model.safetensors"]
+    assert new_meta["model_files"]["base/tokenizer.json"] == old_meta["model_files"]["base/tokenizer.json"]
 
 
 @pytest.mark.slow

@@ -131,7 +131,8 @@ class PredictionFile:
                 old_meta = {}
         changed = [k for k in RESUME_KEYS if old_meta.get(k) != self.meta.get(k)]
         if changed and self.path.stat().st_size > 0:
-            raise UserError(f"model '{self.meta.get('model')}': {self.path} was generated with "
+            who = f"model '{self.meta['model']}': " if self.meta.get("model") else ""
+            raise UserError(f"{who}{self.path} was generated with "
                             f"{_what_changed(changed[0], old_meta, self.meta)}; its rows are not reused. Pass --force "
                             "to regenerate them, or --out for a new folder")
         data = self.path.read_bytes()
