@@ -36,9 +36,15 @@ def read_lines(path: Path) -> list[dict]:
     """Every line as a dict; a malformed line is an error naming file and line number."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as err:
         raise UserError(f"{path}: cannot read predictions ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+                        "prediction files are UTF-8 JSON lines") from None
     out = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
