@@ -20,7 +20,7 @@ from lf_wrap.data import dataset_info as registry
 from lf_wrap.data.sources import load_split
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json, sha256_file
-from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task, qa_answers, translate_pair
+from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task
 
 DEFAULT_KEYWORDS = Path(__file__).resolve().parents[1] / "defaults" / "keywords.yaml"
 
@@ -48,9 +48,9 @@ class PrepareResult:
 
 
 def check_columns(task: Task, columns: list[str], source: str) -> None:
-    if task.name == "translate" and ("translation" in columns or {"zh", "en"} <= set(columns)):
+    if any(set(option) <= set(columns) for option in task.columns):
         return
-    missing = [c for c in task.columns if c not in columns]
+    missing = [c for c in task.columns[0] if c not in columns]
     if missing:
         raise UserError(f"{source}: missing column '{missing[0]}' for task '{task.name}' "
                         f"(columns found: {', '.join(columns) or 'none'})")
@@ -110,7 +110,7 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
         raise UserError(f"--unanswerable must be 'keep' or 'drop', got '{options.unanswerable}'")
     if (options.cutoff_len is None) != (options.tokenizer is None):
         raise UserError("--cutoff-len and --tokenizer go together")
-    keywords = load_keywords(options.keywords_file) if task.name == "translate" else []
+    keywords = load_keywords(options.keywords_file) if task.keyword_fields else []
     is_hub = not Path(source).exists()
     config = config if config is not None else (task.hub_config if is_hub else None)
 
@@ -135,20 +135,23 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
 
     indices = sample_indices(len(data), n, options.seed)
     tokenizer = _load_tokenizer(options.tokenizer) if options.tokenizer else None
-    dropped = {"keyword": 0, "unanswerable": 0, "cutoff_len": 0}
+    dropped = {"empty": 0, "keyword": 0, "unanswerable": 0, "cutoff_len": 0}
     rows = []
     for index, row in zip(indices.tolist(), data.select(indices)):
         try:
-            if keywords and has_keyword(translate_pair(row), keywords):
-                dropped["keyword"] += 1
-                continue
-            if task.name == "qa" and not qa_answers(row) and options.unanswerable == "drop":
-                dropped["unanswerable"] += 1
-                continue
-            alpaca = (task.to_alpaca(row, options.no_answer_text) if task.name == "qa"
-                      else task.to_alpaca(row))
+            fields = task.read(row)
         except RowError as err:
             raise UserError(f"{loaded.locate(index)}: {err}") from None
+        if any(not fields[key].strip() for key in task.required):
+            dropped["empty"] += 1
+            continue
+        if keywords and has_keyword(tuple(fields[key] for key in task.keyword_fields), keywords):
+            dropped["keyword"] += 1
+            continue
+        if task.no_answer and not fields["answers"] and options.unanswerable == "drop":
+            dropped["unanswerable"] += 1
+            continue
+        alpaca = task.to_alpaca(fields, options.no_answer_text)
         if tokenizer is not None and _token_count(tokenizer, alpaca) > options.cutoff_len:
             dropped["cutoff_len"] += 1
             continue
@@ -174,8 +177,9 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
         "sampling": "numpy.random.default_rng(seed).choice(source_rows, n, replace=False)",
         "filters": {
             "keywords": keywords,
-            "unanswerable": options.unanswerable if task.name == "qa" else None,
-            "no_answer_text": options.no_answer_text if task.name == "qa" else None,
+            "non_empty": list(task.required),
+            "unanswerable": options.unanswerable if task.no_answer else None,
+            "no_answer_text": options.no_answer_text if task.no_answer else None,
             "cutoff_len": options.cutoff_len,
             "tokenizer": options.tokenizer,
         },
