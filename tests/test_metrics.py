@@ -196,3 +196,13 @@ def test_score_command_bad_file_names_the_line(tmp_path):
     torn.write_text('{"prediction": "a", "references": ["a"]}\n{"prediction": "b", "refer\n')
     done = run_lf_wrap("score", torn, "--task", "qa")
     assert done.returncode == 2 and "torn.jsonl:2" in done.stderr
+
+
+def test_score_command_on_a_file_that_is_not_utf8(tmp_path):
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"prediction": "a", "references": ["a"]}\n{"prediction": "caf\xe9", "references": ["x"]}\n')
+    done = run_lf_wrap("score", latin1, "--task", "translate")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    message = done.stderr.strip()
+    assert message.startswith("Error:") and "\n" not in message
+    assert f"{latin1}:2:" in message and "not UTF-8" in message and "byte 0xe9" in message

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import read_json, run_lf_wrap
 from lf_wrap.core.files import sha256_file
-from lf_wrap.data.prepare import PrepareOptions, prepare
+from lf_wrap.data.prepare import PrepareOptions, prepare, summary
 
 # The study's prompts, typed out here independently of lf_wrap.tasks (SPEC §2).
 TRANSLATE = "请把下面的句子翻译为英文\uff1a\n"
@@ -147,3 +147,20 @@ def test_cli_prints_what_it_wrote(tmp_path, sample_sources):
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and "alpaca_squad_v2_validation_10" in proc.stdout
     assert "alpaca_squad_v2_validation_10" in read_json(tmp_path / "dataset_info.json")
+
+
+@pytest.mark.parametrize("task, rows", [
+    ("translate", [{"translation": {"zh": z, "en": e}} for z, e in
+                   [("", "Tea."), ("茶", " \n"), ("  ", ""), ("茶", "Tea.")]]),
+    ("summarize", [{"article": a, "highlights": h, "id": str(i)} for i, (a, h) in
+                   enumerate([("", "H ."), ("A dog ran.", "\t"), ("A dog ran.", "Dog ran .")])]),
+    ("qa", [{"id": str(i), "title": "T", "context": c, "question": q, "answers": {"text": ["x"], "answer_start": [0]}}
+            for i, (c, q) in enumerate([("", "Who?"), ("x was here.", "   "), ("x was here.", "Who?")])]),
+])
+def test_rows_with_an_empty_field_are_dropped_and_counted(tmp_path, task, rows):
+    source = str(write_jsonl(tmp_path / "s.jsonl", rows))
+    result = prepare(task, source, "train", len(rows), options=PrepareOptions(dataset_dir=tmp_path / "ds"))
+    assert len(read_json(result.data_file)) == 1
+    assert result.manifest["rows_dropped"]["empty"] == len(rows) - 1
+    assert result.manifest["rows_written"] + sum(result.manifest["rows_dropped"].values()) == len(rows)
+    assert f"empty {len(rows) - 1}" in summary(result)

@@ -85,7 +85,7 @@ def test_row_with_wrong_shape_names_the_row(tmp_path, dataset_dir):
             {"id": "2", "title": "t", "context": "c", "question": None, "answers": {"text": [], "answer_start": []}}]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     before = snapshot(dataset_dir)
-    assert_refused(prepare_cli("qa", src, dataset_dir), dataset_dir, before, "row 1", "'question'")
+    assert_refused(prepare_cli("qa", src, dataset_dir), dataset_dir, before, f"{src}:2:", "'question'")
 
 
 def test_name_clash_with_someone_elses_entry(tmp_path, dataset_dir):
@@ -102,3 +102,90 @@ def test_broken_dataset_info_is_never_overwritten(tmp_path, dataset_dir):
     src.write_text('{"article": "a", "highlights": "b", "id": "1"}\n', encoding="utf-8")
     before = snapshot(dataset_dir)
     assert_refused(prepare_cli("summarize", src, dataset_dir, n="1"), dataset_dir, before, "dataset_info.json", "line 1")
+
+
+def tree(folder):
+    """Every file under `folder` (the lock file aside), so a write anywhere below shows."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.name != ".dataset_info.json.lock"}
+
+
+@pytest.mark.parametrize("name", ["../../../other/ds/good_tr", "a b/c", "a\\b", "..", "x/../y", "ABSOLUTE", ""])
+def test_dataset_name_is_a_plain_file_name(tmp_path, name):
+    name = str(tmp_path / "abs") if name == "ABSOLUTE" else name
+    dataset_dir = tmp_path / "x" / "y" / "z" / "ds"     # ../../../ stays inside tmp_path
+    dataset_dir.mkdir(parents=True)
+    src = tmp_path / "cnn.jsonl"
+    src.write_text('{"article": "a", "highlights": "b", "id": "1"}\n', encoding="utf-8")
+    before = tree(tmp_path)
+    proc = prepare_cli("summarize", src, dataset_dir, "--name", name, n="1")
+    assert_refused(proc, dataset_dir, snapshot(dataset_dir), "--name")
+    assert tree(tmp_path) == before
+
+
+def test_unreachable_hub_id_is_one_line_and_offline_is_fast(dataset_dir):
+    before = snapshot(dataset_dir)
+    proc = run_lf_wrap("data", "prepare", "translate", "--source", "nobody/none", "--split", "train", "-n", "5",
+                       "--dataset-dir", dataset_dir, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert_refused(proc, dataset_dir, before, "nobody/none", "local cache", "HF_HUB_OFFLINE", "local file")
+
+
+def test_hub_errors_without_offline_mode_are_one_line(monkeypatch, tmp_path):
+    """With network variables unset and no network, datasets raises LocalEntryNotFoundError after
+    its retries; the same message must come out (checked without waiting for the retries)."""
+    import datasets
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from lf_wrap.core.errors import UserError
+    from lf_wrap.data.prepare import PrepareOptions, prepare
+
+    def unreachable(*args, **kwargs):
+        raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(UserError, match=r"wmt/wmt19: could not be reached .* not in the local cache") as err:
+        prepare("translate", "wmt/wmt19", "train", 5, options=PrepareOptions(dataset_dir=tmp_path / "ds"))
+    assert "\n" not in err.value.message
+    assert not (tmp_path / "ds" / "dataset_info.json").exists()
+
+
+def test_dataset_dir_that_is_a_file(tmp_path):
+    src = tmp_path / "cnn.jsonl"
+    src.write_text('{"article": "a", "highlights": "b", "id": "1"}\n', encoding="utf-8")
+    not_a_folder = tmp_path / "afile"
+    not_a_folder.write_text("mine", encoding="utf-8")
+    for dataset_dir in (not_a_folder, not_a_folder / "sub"):
+        proc = prepare_cli("summarize", src, dataset_dir, n="1")
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "--dataset-dir" in errors[0] and str(not_a_folder) in errors[0]
+    assert not_a_folder.read_text(encoding="utf-8") == "mine"
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_empty_source_file_says_so(tmp_path, dataset_dir, content):
+    src = tmp_path / "empty.jsonl"
+    src.write_text(content, encoding="utf-8")
+    before = snapshot(dataset_dir)
+    assert_refused(prepare_cli("summarize", src, dataset_dir), dataset_dir, before, str(src), "the file is empty")
+
+
+def test_bad_row_of_a_jsonl_file_names_its_line(tmp_path, dataset_dir):
+    src = tmp_path / "squad.jsonl"
+    good = {"id": "1", "title": "t", "context": "c", "question": "q", "answers": {"text": ["c"], "answer_start": [0]}}
+    bad = {k: v for k, v in good.items() if k != "question"}       # null in the split
+    # line 1 good, line 2 blank (datasets skips it), line 3 good, line 4 bad: row 2 of the split
+    src.write_text(json.dumps(good) + "\n\n" + json.dumps(good) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
+    before = snapshot(dataset_dir)
+    assert_refused(prepare_cli("qa", src, dataset_dir, n="3"), dataset_dir, before, f"{src}:4:", "'question'")
+
+
+def test_bad_row_of_another_source_says_the_index_is_0_based(tmp_path, dataset_dir):
+    import datasets
+
+    src = tmp_path / "squad.parquet"
+    good = {"id": "1", "title": "t", "context": "c", "question": "q", "answers": {"text": ["c"], "answer_start": [0]}}
+    datasets.Dataset.from_list([good, {**good, "id": "2", "question": None}]).to_parquet(str(src))
+    before = snapshot(dataset_dir)
+    assert_refused(prepare_cli("qa", src, dataset_dir), dataset_dir, before,
+                   "row 1 (0-based index in the split)", "'question'")

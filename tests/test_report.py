@@ -95,3 +95,57 @@ def test_report_without_eval_results_is_a_clear_error(tmp_path):
     done = run_lf_wrap("report", tmp_path)
     assert done.returncode == 2 and "metrics.json not found" in done.stderr
     assert not (tmp_path / "table.md").exists()
+
+
+def _eval_folder(tmp_path, metrics: dict, counts: dict, declared: dict | None = None):
+    """A results folder shaped as `lf-wrap eval` writes it: counts for every task of the recipe."""
+    folder = tmp_path / "results"
+    doc = {"metrics": metrics, "counts": counts}
+    if declared is not None:
+        doc["tasks"] = declared
+    atomic_write_json(folder / "metrics.json", doc)
+    atomic_write_json(folder / "manifest.json", {"models": [
+        {"name": name, "kind": "base" if name == "base" else "full", "path": str(tmp_path / name), "task": None}
+        for name in metrics]})
+    return folder
+
+
+def test_mean_only_where_every_task_of_the_recipe_was_scored(tmp_path):
+    rows = lambda n: {"rows": n, "skipped_too_long": 8 - n, "truncated": 0}   # noqa: E731
+    # summarize: every prompt too long for base and lora_qa (whose stale file still scores), none for merged
+    counts = {"base": {"translate": rows(8), "summarize": rows(0), "qa": rows(8)},
+              "lora_qa": {"translate": rows(8), "summarize": rows(0), "qa": rows(8)},
+              "merged": {"translate": rows(8), "summarize": rows(8), "qa": rows(8)}}
+    metrics = {"base": {"translate": {"bleu": 0.2}, "qa": {"exact_match": 0.4, "f1": 0.5}},
+               "lora_qa": {"translate": {"bleu": 0.2}, "summarize": {"rouge1": 0.9}, "qa": {"exact_match": 0.6}},
+               "merged": {"translate": {"bleu": 0.3}, "summarize": {"rouge1": 0.3}, "qa": {"exact_match": 0.6}}}
+    folder = _eval_folder(tmp_path, metrics, counts)
+    done = run_lf_wrap("report", folder)
+    assert done.returncode == 0, done.stderr
+    table = read_json(folder / "table.json")
+    assert table["rows"] == ["translate BLEU", "summarize ROUGE-1", "qa EM", "mean"]
+    assert table["values"]["base"]["mean"] is None and table["values"]["lora_qa"]["mean"] is None
+    assert table["values"]["lora_qa"]["summarize ROUGE-1"] is None      # zero rows scored: not scored
+    assert table["values"]["merged"]["mean"] == pytest.approx(0.4)
+    assert "| mean | (missing) | (missing) | 0.4000 |" in (folder / "table.md").read_text()
+
+
+def test_unknown_task_in_metrics_json_is_an_error(tmp_path):
+    folder = _eval_folder(tmp_path, {"base": {"translate": {"bleu": 0.2}, "poetry": {"bleu": 0.1}}}, {})
+    done = run_lf_wrap("report", folder)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"Error: {folder / 'metrics.json'}: unknown task 'poetry'"
+    assert not (folder / "table.md").exists()
+
+
+def test_a_declared_task_of_your_own_has_its_row(tmp_path):
+    metrics = {"base": {"qa": {"exact_match": 0.5, "f1": 0.6}, "my_ner": {"exact_match": 0.25}},
+               "tuned": {"qa": {"exact_match": 0.7, "f1": 0.8}, "my_ner": {"exact_match": 0.75}}}
+    folder = _eval_folder(tmp_path, metrics, {}, declared={"qa": {"metric": "squad_v2"},
+                                                         "my_ner": {"metric": "exact_match"}})
+    done = run_lf_wrap("report", folder)
+    assert done.returncode == 0, done.stderr
+    table = read_json(folder / "table.json")
+    assert table["rows"] == ["qa EM", "my_ner EM", "mean"]
+    assert table["values"]["tuned"] == {"qa EM": 0.7, "my_ner EM": 0.75, "mean": pytest.approx(0.725)}
+    assert "| my_ner EM | 0.2500 | 0.7500 |" in (folder / "table.md").read_text()

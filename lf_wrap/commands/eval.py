@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from lf_wrap.evaluation.metrics import TASK_METRICS
+from lf_wrap.evaluation.metrics import FAMILIES
 
 
 @click.command("eval")
@@ -31,24 +31,34 @@ def eval_command(recipe, out, overrides, force):
 
 @click.command("score")
 @click.argument("predictions", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--task", required=True, type=click.Choice(list(TASK_METRICS)))
+@click.option("--task", required=True,
+              help="translate, summarize or qa; or the name of a task of your own, with --metric.")
+@click.option("--metric", type=click.Choice(list(FAMILIES)), default=None,
+              help="A task of your own: how it is scored (as `metric:` in the eval recipe).")
 @click.option("--no-answer-text", default=None,
-              help="qa: the model's answer for an unanswerable question, scored as \"\" "
+              help="qa (or --metric squad_v2): the model's answer for an unanswerable question, scored as \"\" "
                    "[default: recorded beside the file by lf-wrap eval, else 'unanswerable'].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object keyed by metric name.")
-def score_command(predictions, task, no_answer_text, as_json):
+def score_command(predictions, task, metric, no_answer_text, as_json):
     """Score a predictions JSONL (one object a line: `prediction`, `references` list; [] for an
-    unanswerable question) with the study's metrics, offline."""
-    from lf_wrap.evaluation.predictions import score_file
+    unanswerable question) with the task's metrics, offline."""
+    from lf_wrap.core.errors import UserError
     from lf_wrap.evaluation.metrics import METRICS
+    from lf_wrap.evaluation.predictions import score_file
+    from lf_wrap.tasks import resolve_task
 
-    scores = score_file(predictions, task, no_answer_text)
+    try:
+        definition = resolve_task(task, metric, "--metric")
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    scores = score_file(predictions, definition, no_answer_text)
     if as_json:
         click.echo(json.dumps(scores))
         return
     for name, value in scores.items():
         info = METRICS[name]
-        click.echo(f"{name:<12} {value:.4f}   ({info.definition}; higher is better: {info.higher_is_better})")
+        click.echo(f"{name:<12} {value:.4f}   ({FAMILIES[definition.metric].describe(name)}; "
+                   f"higher is better: {info.higher_is_better})")
 
 
 @click.command("report")

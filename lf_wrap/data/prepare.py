@@ -9,7 +9,6 @@ writes the same bytes."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +17,12 @@ import yaml
 
 from lf_wrap import __version__
 from lf_wrap.data import dataset_info as registry
+from lf_wrap.data.sources import load_split
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json, sha256_file
-from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task, qa_answers, translate_pair
+from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task
 
 DEFAULT_KEYWORDS = Path(__file__).resolve().parents[1] / "defaults" / "keywords.yaml"
-LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 
 
 @dataclass
@@ -45,65 +44,32 @@ class PrepareResult:
     manifest: dict = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- loading
-
-
-def load_split(source: str, config: str | None, split: str):
-    """A `datasets.Dataset` for one split of a Hub id, or of a local file or folder."""
-    import datasets
-
-    path = Path(source)
-    if not path.exists():
-        if source.startswith((".", "/")) or Path(source).suffix in LOCAL_BUILDERS:
-            raise UserError(f"{source}: no such file or folder")
-        return datasets.load_dataset(source, config, split=split)
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise UserError(f"{path}: no split '{split}' (splits: {', '.join(loaded)})")
-            return loaded[split]
-        return loaded
-    files = sorted(p for p in path.iterdir() if p.suffix in LOCAL_BUILDERS) if path.is_dir() else [path]
-    if not files:
-        raise UserError(f"{path}: no .json, .jsonl, .parquet or .arrow files in this folder")
-    builders = {LOCAL_BUILDERS.get(p.suffix) for p in files}
-    if None in builders or len(builders) != 1:
-        raise UserError(f"{path}: expected .json, .jsonl, .parquet or .arrow data (one format per folder)")
-    builder = builders.pop()
-    try:
-        return datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train")
-    except Exception as err:  # datasets wraps parse errors several layers deep
-        if builder == "json":
-            for file in files:
-                _raise_json_error(file)
-        raise UserError(f"{path}: could not be read as {builder}: {err}") from None
-
-
-def _raise_json_error(path: Path) -> None:
-    """Name the file and line of the first malformed JSON in `path` (only runs on failure)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if text.lstrip().startswith("["):
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
+# ---------------------------------------------------------------- checks
 
 
 def check_columns(task: Task, columns: list[str], source: str) -> None:
-    if task.name == "translate" and ("translation" in columns or {"zh", "en"} <= set(columns)):
+    if any(set(option) <= set(columns) for option in task.columns):
         return
-    missing = [c for c in task.columns if c not in columns]
+    missing = [c for c in task.columns[0] if c not in columns]
     if missing:
         raise UserError(f"{source}: missing column '{missing[0]}' for task '{task.name}' "
                         f"(columns found: {', '.join(columns) or 'none'})")
+
+
+def check_plain_name(value: str, what: str) -> None:
+    """A dataset name becomes `<dataset-dir>/<name>.json`: a plain file name, never a path."""
+    if not value.strip() or "/" in value or "\\" in value or ".." in value or Path(value).is_absolute():
+        raise UserError(f"{what} {value!r}: a dataset name must be a plain file name (it becomes "
+                        "<dataset-dir>/<name>.json): not empty, no '/', '\\' or '..', not an absolute path")
+
+
+def check_dataset_dir(folder: Path) -> None:
+    """The dataset folder, or the nearest part of its path that exists, must be a folder."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"--dataset-dir {folder}: {path} is a file, not a folder")
+            return
 
 
 def sample_indices(total: int, n: int, seed: int) -> np.ndarray:
@@ -144,16 +110,23 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
         raise UserError(f"--unanswerable must be 'keep' or 'drop', got '{options.unanswerable}'")
     if (options.cutoff_len is None) != (options.tokenizer is None):
         raise UserError("--cutoff-len and --tokenizer go together")
-    keywords = load_keywords(options.keywords_file) if task.name == "translate" else []
+    keywords = load_keywords(options.keywords_file) if task.keyword_fields else []
     is_hub = not Path(source).exists()
     config = config if config is not None else (task.hub_config if is_hub else None)
 
-    # Fail before a multi-GB download on what can be checked now: a broken registry, a taken name.
+    # Fail before a multi-GB download on what can be checked now: a name that is a path, a
+    # dataset folder that is a file, a broken registry, a taken name.
+    if options.name is not None:
+        check_plain_name(options.name, "--name")
+    else:
+        check_plain_name(split, "--split")     # the default name carries the split
+    check_dataset_dir(Path(options.dataset_dir))
     registry.read_info(options.dataset_dir)
-    if options.name:
+    if options.name is not None:
         registry.check_name_free(options.dataset_dir, options.name, f"{options.name}.json")
 
-    data = load_split(source, config, split)
+    loaded = load_split(source, config, split)
+    data = loaded.data
     if len(data) == 0:
         raise UserError(f"{source}: the source is empty (split '{split}')")
     check_columns(task, data.column_names, source)
@@ -162,20 +135,23 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
 
     indices = sample_indices(len(data), n, options.seed)
     tokenizer = _load_tokenizer(options.tokenizer) if options.tokenizer else None
-    dropped = {"keyword": 0, "unanswerable": 0, "cutoff_len": 0}
+    dropped = {"empty": 0, "keyword": 0, "unanswerable": 0, "cutoff_len": 0}
     rows = []
     for index, row in zip(indices.tolist(), data.select(indices)):
         try:
-            if keywords and has_keyword(translate_pair(row), keywords):
-                dropped["keyword"] += 1
-                continue
-            if task.name == "qa" and not qa_answers(row) and options.unanswerable == "drop":
-                dropped["unanswerable"] += 1
-                continue
-            alpaca = (task.to_alpaca(row, options.no_answer_text) if task.name == "qa"
-                      else task.to_alpaca(row))
+            fields = task.read(row)
         except RowError as err:
-            raise UserError(f"{source}: row {index}: {err}") from None
+            raise UserError(f"{loaded.locate(index)}: {err}") from None
+        if any(not fields[key].strip() for key in task.required):
+            dropped["empty"] += 1
+            continue
+        if keywords and has_keyword(tuple(fields[key] for key in task.keyword_fields), keywords):
+            dropped["keyword"] += 1
+            continue
+        if task.no_answer and not fields["answers"] and options.unanswerable == "drop":
+            dropped["unanswerable"] += 1
+            continue
+        alpaca = task.to_alpaca(fields, options.no_answer_text)
         if tokenizer is not None and _token_count(tokenizer, alpaca) > options.cutoff_len:
             dropped["cutoff_len"] += 1
             continue
@@ -185,7 +161,7 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
     if not rows:
         raise UserError(f"{source}: every sampled row was dropped by the filters ({dropped})")
 
-    name = options.name or f"alpaca_{task.name_prefix}_{split}_{len(rows)}"
+    name = options.name if options.name is not None else f"alpaca_{task.name_prefix}_{split}_{len(rows)}"
     dataset_dir = Path(options.dataset_dir)
     data_file = dataset_dir / f"{name}.json"
     manifest = {
@@ -201,8 +177,9 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
         "sampling": "numpy.random.default_rng(seed).choice(source_rows, n, replace=False)",
         "filters": {
             "keywords": keywords,
-            "unanswerable": options.unanswerable if task.name == "qa" else None,
-            "no_answer_text": options.no_answer_text if task.name == "qa" else None,
+            "non_empty": list(task.required),
+            "unanswerable": options.unanswerable if task.no_answer else None,
+            "no_answer_text": options.no_answer_text if task.no_answer else None,
             "cutoff_len": options.cutoff_len,
             "tokenizer": options.tokenizer,
         },

@@ -15,6 +15,11 @@ time, which fails on an offline cluster. The same numbers are computed here:
   an unanswerable question (no references) is right only when the normalised prediction is
   empty. A prediction equal (after normalisation) to the no-answer text the model was trained
   to say is read as "". 0-1, where `evaluate`'s "squad_v2" reports 0-100.
+- Plain exact match (a user's task with `metric: exact_match`): SQuAD's normalisation, any
+  reference, no no-answer rule.
+
+A task declares a metric family (FAMILIES: bleu, rouge, exact_match, squad_v2); `score_task`
+scores it through that family, whatever the task is called.
 """
 
 from __future__ import annotations
@@ -186,23 +191,50 @@ def squad_v2(predictions: Sequence[str], references: Sequence[Sequence[str]],
     return {"exact_match": exact_total / n if n else 0.0, "f1": f1_total / n if n else 0.0}
 
 
-# ---------------------------------------------------------------- per task
+def exact_match(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Plain exact match (0-1): 1 when the prediction equals any reference after SQuAD's
+    normalisation, mean over rows. No no-answer rule: every row needs a reference."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
+    total = 0
+    for prediction, refs in zip(predictions, references):
+        if not refs:
+            raise ValueError("exact match needs at least one reference per prediction")
+        total += max(_exact(r, prediction) for r in refs)
+    return {"exact_match": total / len(predictions) if predictions else 0.0}
 
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "translate": ("bleu",),
-    "summarize": ROUGE_TYPES,
-    "qa": ("exact_match", "f1"),
-}
-HEADLINE: dict[str, str] = {"translate": "bleu", "summarize": "rouge1", "qa": "exact_match"}
+
+# ---------------------------------------------------------------- families: what a task declares
 
 
-def score_task(task: str, predictions: Sequence[str], references: Sequence[Sequence[str]],
+@dataclass(frozen=True)
+class MetricFamily:
+    """A task's `metric`: the scores it reports (METRICS keys, headline first) and how they are
+    computed from predictions, reference lists and the no-answer text."""
+
+    name: str
+    keys: tuple[str, ...]
+    no_answer: bool          # references [] mean "unanswerable"; the no-answer text reads as ""
+    score: Callable[[Sequence[str], Sequence[Sequence[str]], str | None], dict[str, float]]
+    definition: str | None = None   # where METRICS' text for a key does not describe this family
+
+    def describe(self, key: str) -> str:
+        return self.definition or METRICS[key].definition
+
+
+FAMILIES: dict[str, MetricFamily] = {f.name: f for f in (
+    MetricFamily("bleu", ("bleu",), False, lambda p, r, _: {"bleu": bleu(p, r)["bleu"]}),
+    MetricFamily("rouge", ROUGE_TYPES, False, lambda p, r, _: rouge(p, r)),
+    MetricFamily("exact_match", ("exact_match",), False, lambda p, r, _: exact_match(p, r),
+                 "exact match after SQuAD's normalisation (lower case, no punctuation, no a/an/the, single "
+                 "spaces) against any reference, mean over rows, 0-1; no no-answer rule"),
+    MetricFamily("squad_v2", ("exact_match", "f1"), True, squad_v2),
+)}
+
+
+def score_task(task, predictions: Sequence[str], references: Sequence[Sequence[str]],
                no_answer_text: str | None = None) -> dict[str, float]:
-    """The metrics of one task, keyed by metric name (the keys `lf-wrap score --json` prints)."""
-    if task == "translate":
-        return {"bleu": bleu(predictions, references)["bleu"]}
-    if task == "summarize":
-        return rouge(predictions, references)
-    if task == "qa":
-        return squad_v2(predictions, references, no_answer_text)
-    raise ValueError(f"unknown task '{task}'; choose one of: {', '.join(TASK_METRICS)}")
+    """The metrics of one task (a `lf_wrap.tasks.Task`), keyed by metric name (the keys
+    `lf-wrap score --json` prints). The no-answer text counts only for a no-answer family."""
+    family = FAMILIES[task.metric]
+    return family.score(predictions, references, no_answer_text if family.no_answer else None)

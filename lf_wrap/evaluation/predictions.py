@@ -21,7 +21,7 @@ from pathlib import Path
 from lf_wrap.evaluation import metrics
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json
-from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT
+from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, Task
 
 # What must not change between a run and its resumption (else the file would mix two runs).
 # What decides a prediction: a saved row is reused only when every one of these is unchanged.
@@ -39,9 +39,15 @@ def read_lines(path: Path) -> list[dict]:
     """Every line as a dict; a malformed line is an error naming file and line number."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as err:
         raise UserError(f"{path}: cannot read predictions ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+                        "prediction files are UTF-8 JSON lines") from None
     out = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -56,7 +62,7 @@ def read_lines(path: Path) -> list[dict]:
     return out
 
 
-def _checked(path: Path, records: list[dict], task: str) -> tuple[list[str], list[list[str]]]:
+def _checked(path: Path, records: list[dict], task: Task) -> tuple[list[str], list[list[str]]]:
     preds, refs = [], []
     for number, record in enumerate(records, 1):
         prediction, references = record.get("prediction"), record.get("references")
@@ -64,19 +70,19 @@ def _checked(path: Path, records: list[dict], task: str) -> tuple[list[str], lis
             raise UserError(f"{path}: line {number}: 'prediction' must be a string (\"\" for an empty answer)")
         if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
             raise UserError(f"{path}: line {number}: 'references' must be a list of strings")
-        if not references and task != "qa":
-            raise UserError(f"{path}: line {number}: task '{task}' needs at least one reference "
-                            "([] means unanswerable, for qa only)")
+        if not references and not task.no_answer:
+            raise UserError(f"{path}: line {number}: task '{task.name}' needs at least one reference "
+                            "([] means unanswerable, for qa or a task scored with squad_v2 only)")
         preds.append(prediction)
         refs.append(references)
     return preds, refs
 
 
-def score_records(path: Path, records: list[dict], task: str, no_answer_text: str | None = None) -> dict[str, float]:
+def score_records(path: Path, records: list[dict], task: Task, no_answer_text: str | None = None) -> dict[str, float]:
     if not records:
         raise UserError(f"{path}: no predictions to score")
     preds, refs = _checked(Path(path), records, task)
-    return metrics.score_task(task, preds, refs, no_answer_text if task == "qa" else None)
+    return metrics.score_task(task, preds, refs, no_answer_text)
 
 
 def default_no_answer_text(path: Path) -> str:
@@ -88,11 +94,9 @@ def default_no_answer_text(path: Path) -> str:
         return DEFAULT_NO_ANSWER_TEXT
 
 
-def score_file(path: Path, task: str, no_answer_text: str | None = None) -> dict[str, float]:
+def score_file(path: Path, task: Task, no_answer_text: str | None = None) -> dict[str, float]:
     """`lf-wrap score`: the task's metrics for one predictions file."""
-    if task not in metrics.TASK_METRICS:
-        raise UserError(f"unknown task '{task}'; choose one of: {', '.join(metrics.TASK_METRICS)}")
-    if task == "qa" and no_answer_text is None:
+    if task.no_answer and no_answer_text is None:
         no_answer_text = default_no_answer_text(path)
     return score_records(path, read_lines(path), task, no_answer_text)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe
-from lf_wrap.tasks import TASKS, known_task_or_none
+from lf_wrap.tasks import TASKS, Task, resolve_task
 
 
 class _Strict(BaseModel):
@@ -27,12 +27,8 @@ class ModelEntry(_Strict):
     path: str | None = None
     """A LoRA adapter folder or a full model folder; omitted: the base model itself."""
     task: str | None = None
-    """The task this model was trained for: marked (bold) in the table."""
-
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, value):
-        return known_task_or_none(value)
+    """The task this model was trained for (one of the study's, or one declared under `tasks`):
+    marked (bold) in the table."""
 
 
 class TaskEntry(_Strict):
@@ -41,9 +37,13 @@ class TaskEntry(_Strict):
     (alpaca_wmt19_zh-en_validation_*) when exactly one name matches."""
     max_new_tokens: int = Field(256, ge=1)
     """Greedy decoding stops at the template's stop word or after this many tokens."""
+    metric: str | None = None
+    """A task of your own: how it is scored (bleu, rouge, exact_match, squad_v2); the references
+    are each row's `output`. The study's tasks (translate, summarize, qa) need none."""
     no_answer_text: str | None = None
-    """qa: what the model was taught to say for an unanswerable question (read as "" when
-    scoring); default: the dataset manifest's filters.no_answer_text."""
+    """qa (or a task scored with squad_v2): what the model was taught to say for an unanswerable
+    question (read as "" when scoring); default: the dataset manifest's filters.no_answer_text,
+    else 'unanswerable'."""
 
 
 class EngineSettings(_Strict):
@@ -90,11 +90,19 @@ class EvalRecipe(_Strict):
 
     @field_validator("tasks")
     @classmethod
-    def _known_tasks(cls, value):
-        unknown = [t for t in value if t not in TASKS]
-        if unknown:
-            raise ValueError(f"unknown task {unknown[0]!r}; choose from: {', '.join(TASKS)}")
+    def _known_tasks(cls, value, info: ValidationInfo):
+        """Each task is the study's or declares its metric; a model's own task is one of those."""
+        for name, entry in value.items():
+            resolve_task(name, entry.metric, f"tasks.{name}.metric")
+        for model in info.data.get("models") or []:
+            if model.task is not None and model.task not in TASKS and model.task not in value:
+                raise ValueError(f"model '{model.name}': task '{model.task}' is neither one of the study's tasks "
+                                 f"({', '.join(TASKS)}) nor declared under tasks")
         return value
+
+    def task_definition(self, name: str) -> Task:
+        """How task `name` of this recipe is scored (the study's own, or a declared task of yours)."""
+        return resolve_task(name, self.tasks[name].metric)
 
     @model_validator(mode="after")
     def _unique_names(self):

@@ -1,7 +1,8 @@
 """`lf-wrap report`: the study's results table from an eval folder (SPEC §4).
 
-Rows are each task's headline metric (translate BLEU, summarize ROUGE-1, qa EM) and their mean
-(only where every task was scored, so that means compare);
+Rows are each task's headline metric (translate BLEU, summarize ROUGE-1, qa EM, then each task
+of your own, e.g. my_ner EM) and their mean (only where every task was scored, so that means
+compare);
 columns are the models in recipe order; each adapter's own task is marked (bold in Markdown,
 `own_task` in JSON/CSV). A second block gives each model's gain over the base model. Written
 as table.md, table.csv and table.json, plus chart.png (the same matrix as grouped bars) and
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from lf_wrap.evaluation.metrics import HEADLINE, METRICS, TASK_METRICS
+from lf_wrap.evaluation.metrics import METRICS
+from lf_wrap.tasks import TASKS, Task, resolve_task
 
 
 def _read(path: Path) -> dict:
@@ -29,15 +31,48 @@ def _read(path: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({err})") from None
 
 
-def build_table(metrics_doc: dict, manifest: dict) -> dict:
-    """The table as data: rows, columns, values (None = not scored), gains over base, own tasks."""
-    results = metrics_doc["metrics"]
+def table_tasks(metrics_doc: dict, source: str = "metrics.json") -> list[Task]:
+    """The tasks of the evaluation, one row each: the study's in the study's order, then the
+    user's own in the order the recipe declared them (metrics.json "tasks"). A task is a row when
+    the recipe had it (declared, or counted) or a model has scores for it, so a task nobody
+    could score still shows as missing. Any name neither the study's nor declared is an error."""
+    declared: dict[str, Task] = {}
+    for name, declaration in (metrics_doc.get("tasks") or {}).items():
+        try:
+            declared[name] = resolve_task(name, (declaration or {}).get("metric"), f"tasks.{name}.metric")
+        except ValueError as err:
+            raise UserError(f"{source}: {err}") from None
+    seen = list(declared)
+    for by_task in (*metrics_doc.get("counts", {}).values(), *metrics_doc["metrics"].values()):
+        seen += [t for t in by_task if t not in seen]
+    unknown = [t for t in seen if t not in TASKS and t not in declared]
+    if unknown:
+        raise UserError(f"{source}: unknown task '{unknown[0]}'")
+    return [TASKS[t] for t in TASKS if t in seen] + [declared[t] for t in declared if t not in TASKS]
+
+
+def _row(task: Task) -> str:
+    return f"{task.name} {METRICS[task.headline].label}"
+
+
+def build_table(metrics_doc: dict, manifest: dict, source: str = "metrics.json") -> dict:
+    """The table as data: rows, columns, values (None = not scored), gains over base, own tasks.
+
+    A (model, task) with zero scored rows (every prompt too long) is not scored; a model's mean
+    is there only when every task of the table was scored for it, so that means compare."""
+    results, counts = metrics_doc["metrics"], metrics_doc.get("counts", {})
     models = [m["name"] for m in manifest["models"]]
-    tasks = [t for t in TASK_METRICS if any(t in results.get(m, {}) for m in models)]
-    rows = [f"{t} {METRICS[HEADLINE[t]].label}" for t in tasks] + ["mean"]
+    tasks = table_tasks(metrics_doc, source)
+    rows = [_row(t) for t in tasks] + ["mean"]
+
+    def scored(model: str, task: Task, key: str) -> float | None:
+        if counts.get(model, {}).get(task.name, {}).get("rows", 1) == 0:
+            return None
+        return results.get(model, {}).get(task.name, {}).get(key)
+
     values: dict[str, dict[str, float | None]] = {}
     for model in models:
-        column = {row: results.get(model, {}).get(t, {}).get(HEADLINE[t]) for row, t in zip(rows, tasks)}
+        column = {_row(t): scored(model, t, t.headline) for t in tasks}
         present = [v for v in column.values() if v is not None]
         column["mean"] = sum(present) / len(present) if present and len(present) == len(tasks) else None
         values[model] = column
@@ -48,14 +83,14 @@ def build_table(metrics_doc: dict, manifest: dict) -> dict:
             if model != base:
                 gains[model] = {row: (None if values[model][row] is None or values[base][row] is None
                                       else values[model][row] - values[base][row]) for row in rows}
-    own = {m["name"]: (f"{m['task']} {METRICS[HEADLINE[m['task']]].label}" if m.get("task") in tasks else None)
-           for m in manifest["models"]}
-    all_metrics = {model: {f"{t} {METRICS[k].label}": results.get(model, {}).get(t, {}).get(k)
-                           for t in tasks for k in TASK_METRICS[t]} for model in models}
-    counts = metrics_doc.get("counts", {})
+    by_name = {t.name: t for t in tasks}
+    own = {m["name"]: (_row(by_name[m["task"]]) if m.get("task") in by_name else None) for m in manifest["models"]}
+    all_metrics = {model: {f"{t.name} {METRICS[k].label}": scored(model, t, k) for t in tasks for k in t.metrics}
+                   for model in models}
+    higher = {_row(t): METRICS[t.headline].higher_is_better for t in tasks}
     return {"rows": rows, "columns": models, "values": values, "base": base, "gain_over_base": gains,
             "own_task": own, "all_metrics": all_metrics, "counts": counts,
-            "higher_is_better": {row: True for row in rows}}
+            "higher_is_better": {**higher, "mean": all(higher.values())}}
 
 
 def _fmt(value, signed: bool = False) -> str:
@@ -191,7 +226,7 @@ def write_report(folder: Path) -> dict[str, Path]:
     """Write the tables and PNGs into `folder` (an eval results folder); return what was written."""
     folder = Path(folder)
     metrics_doc, manifest = _read(folder / "metrics.json"), _read(folder / "manifest.json")
-    table = build_table(metrics_doc, manifest)
+    table = build_table(metrics_doc, manifest, str(folder / "metrics.json"))
     written = {"table.md": folder / "table.md", "table.csv": folder / "table.csv",
                "table.json": folder / "table.json", "chart.png": folder / "chart.png"}
     atomic_write_text(written["table.md"], to_markdown(table))

@@ -2,8 +2,9 @@
 
 The datasets are the prepared alpaca files named in dataset_info.json (as LLaMA-Factory reads
 them); the prompt is the training prompt (lf_wrap.evaluation.prompts); the references are what the row's
-`output` says, or its `answers` list when the row carries one. For qa, an `output` equal to the
-dataset's no-answer text (manifest: filters.no_answer_text) means "unanswerable": references []."""
+`output` says, or its `answers` list when the row carries one. For a no-answer task (qa, or a
+task of your own scored with squad_v2), an `output` equal to the dataset's no-answer text
+(manifest: filters.no_answer_text) means "unanswerable": references []."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from lf_wrap.data.dataset_info import INFO_FILE, read_info, read_manifest, resol
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry
 from lf_wrap.core.files import sha256_file
-from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT
+from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, Task
 
 
 @dataclass
@@ -28,6 +29,7 @@ class TaskData:
     sha256: str
     rows: list[dict]
     no_answer_text: str | None = None
+    definition: Task | None = None    # how the task is scored (the study's, or declared in the recipe)
 
 
 @dataclass
@@ -82,15 +84,18 @@ def load_task(recipe: EvalRecipe, task: str, limit: int | None = None) -> TaskDa
         if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) \
                 or not isinstance(row.get("output"), str):
             raise UserError(f"{file}: row {i}: an alpaca row needs string 'instruction' and 'output'")
-    no_answer = _no_answer_text(recipe.dataset_dir, name, entry) if task == "qa" else None
-    return TaskData(task, name, file, sha256_file(file), rows[:limit] if limit else rows, no_answer)
+    definition = recipe.task_definition(task)
+    no_answer = _no_answer_text(recipe.dataset_dir, name, entry) if definition.no_answer else None
+    return TaskData(task, name, file, sha256_file(file), rows[:limit] if limit else rows, no_answer, definition)
 
 
-def references_of(row: dict, task: str, no_answer_text: str | None) -> list[str]:
+def references_of(row: dict, no_answer_text: str | None) -> list[str]:
+    """The row's `answers` list, else [its `output`]; [] when the output is the no-answer text
+    (given only for a no-answer task)."""
     answers = row.get("answers")
     if isinstance(answers, list) and all(isinstance(a, str) for a in answers):
         return list(answers)
-    if task == "qa" and no_answer_text is not None and row["output"] == no_answer_text:
+    if no_answer_text is not None and row["output"] == no_answer_text:
         return []
     return [row["output"]]
 
@@ -101,7 +106,7 @@ def build_requests(data: TaskData, template: str) -> list[Request]:
         text = prompts.render_prompt(row, template)
         out.append(Request(task=data.task, row=i, id=str(row.get("id", i)), prompt=text,
                            prompt_sha256=prompts.prompt_hash(text),
-                           references=references_of(row, data.task, data.no_answer_text)))
+                           references=references_of(row, data.no_answer_text)))
     return out
 
 

@@ -43,7 +43,7 @@ def score_all(out: Path, models: list[ResolvedModel], data: dict[str, TaskData])
         for task, task_data in data.items():
             path = out / "predictions" / model.name / f"{task}.jsonl"
             if path.exists() and path.stat().st_size:
-                results[model.name][task] = pred.score_file(path, task, task_data.no_answer_text)
+                results[model.name][task] = pred.score_file(path, task_data.definition, task_data.no_answer_text)
     return results
 
 
@@ -61,7 +61,7 @@ def write_manifest(out: Path, record: StageRecord, recipe: EvalRecipe, models: l
         "models": [{"name": m.name, "kind": m.kind, "path": m.path, "task": m.task, "rank": m.rank,
                     "fingerprint": identities.get(m.name, {}).get("model_fingerprint")} for m in models],
         "tasks": {t: {"dataset": d.dataset, "file": str(d.file), "sha256": d.sha256, "rows": len(d.rows),
-                      "no_answer_text": d.no_answer_text} for t, d in data.items()},
+                      "no_answer_text": d.no_answer_text, "metric": d.definition.metric} for t, d in data.items()},
         "lora": lora,
         "history": history + [{**{k: header[k] for k in ("started", "ended", "git")},
                                **{k: this_run[k] for k in ("overrides", "force", "generated", "reused", "engines")}}],

@@ -35,6 +35,7 @@ from lf_wrap.evaluation.results import score_all, versions, write_manifest
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 from lf_wrap.core.process import RECORDED_ENV
 from lf_wrap.evaluation.prompts import get_template, rendering_id
+from lf_wrap.tasks import TASKS
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -213,7 +214,9 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
     metric_doc = {
         "metrics": results,
         "counts": dict(counts),
-        "headline": metrics.HEADLINE,
+        "headline": {**{t.name: t.headline for t in TASKS.values()},
+                     **{t: d.definition.headline for t, d in data.items()}},
+        "tasks": {t: d.definition.declaration() for t, d in data.items()},
         "higher_is_better": {name: info.higher_is_better for name, info in metrics.METRICS.items()},
         "definitions": {name: info.definition for name, info in metrics.METRICS.items()},
     }

@@ -1,0 +1,110 @@
+"""A task of your own, declared in the eval recipe with no code change: an alpaca set already
+registered in dataset_info.json plus a metric family, scored and tabled like the study's tasks.
+
+One eval run on the tiny model: the base and one adapter (trained, says the recipe, for the
+user's task), the study's qa beside two tasks of the user's own (exact_match, squad_v2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import read_json, run_lf_wrap
+from test_eval import make_adapter
+
+pytestmark = pytest.mark.slow
+
+# A user's own alpaca set (output = the reference), registered the way LLaMA-Factory reads it.
+NER_ROWS = [{"instruction": f"Which city is named in: {text}", "input": "", "output": city}
+            for text, city in [("I flew to Paris.", "Paris"), ("Oslo is cold.", "Oslo"),
+                               ("Rome was not built in a day.", "Rome"), ("Nothing here.", "unanswerable"),
+                               ("Lima and Quito.", "Lima")]]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_model, prepared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("user_task")
+    dataset_dir = root / "dataset_info"
+    shutil.copytree(prepared, dataset_dir)
+    (dataset_dir / "my_cities.json").write_text(json.dumps(NER_ROWS, ensure_ascii=False), encoding="utf-8")
+    info = read_json(dataset_dir / "dataset_info.json")
+    info["my_cities"] = {"file_name": "my_cities.json"}          # alpaca is LLaMA-Factory's default
+    (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    adapter = make_adapter(tiny_model, root / "adapter_ner", seed=3)
+    recipe = {
+        "model_name_or_path": str(tiny_model), "template": "qwen", "dataset_dir": str(dataset_dir),
+        "models": [{"name": "base"}, {"name": "lora_ner", "path": str(adapter), "task": "my_ner"}],
+        "tasks": {"my_ner": {"dataset": "my_cities", "metric": "exact_match", "max_new_tokens": 4},
+                  "qa": {"dataset": "tiny_qa_validation", "max_new_tokens": 4},
+                  "my_squad": {"dataset": "my_cities", "metric": "squad_v2", "max_new_tokens": 4}},
+        "engine": {"dtype": "float32", "max_model_len": 1024, "gpu_memory_utilization": 0.2, "max_lora_rank": 8},
+    }
+    path = root / "eval-user.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = root / "results"
+    done = run_lf_wrap("eval", path, "--out", out)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return out
+
+
+def _score(out, model: str, task: str, *extra: str) -> dict:
+    done = run_lf_wrap("score", out / "predictions" / model / f"{task}.jsonl", "--task", task, *extra, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_user_task_is_scored_like_lf_wrap_score_and_tabled(evaluated):
+    doc = read_json(evaluated / "metrics.json")
+    for model in ("base", "lora_ner"):
+        assert doc["metrics"][model]["my_ner"] == _score(evaluated, model, "my_ner", "--metric", "exact_match")
+        assert doc["metrics"][model]["my_squad"] == _score(evaluated, model, "my_squad", "--metric", "squad_v2")
+        assert doc["metrics"][model]["qa"] == _score(evaluated, model, "qa")
+    assert set(doc["metrics"]["base"]["my_ner"]) == {"exact_match"}
+    assert set(doc["metrics"]["base"]["my_squad"]) == {"exact_match", "f1"}
+    assert doc["tasks"]["my_ner"]["metric"] == "exact_match" and doc["headline"]["my_ner"] == "exact_match"
+    assert read_json(evaluated / "manifest.json")["tasks"]["my_ner"]["metric"] == "exact_match"
+
+    table = read_json(evaluated / "table.json")
+    assert table["rows"] == ["qa EM", "my_ner EM", "my_squad EM", "mean"]
+    assert table["own_task"] == {"base": None, "lora_ner": "my_ner EM"}
+    markdown = (evaluated / "table.md").read_text(encoding="utf-8")
+    for model in ("base", "lora_ner"):
+        value = doc["metrics"][model]["my_ner"]["exact_match"]
+        assert table["values"][model]["my_ner EM"] == value
+        assert f"{value:.4f}" in next(line for line in markdown.splitlines() if line.startswith("| my_ner EM |"))
+    assert (evaluated / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_references_follow_the_metric_family(evaluated):
+    """squad_v2 has the no-answer rule (the 'unanswerable' row has no reference); exact_match has not."""
+    lines = {task: [json.loads(line) for line in
+                    (evaluated / "predictions" / "base" / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()]
+             for task in ("my_ner", "my_squad")}
+    assert [line["references"] for line in lines["my_ner"]] == [[row["output"]] for row in NER_ROWS]
+    assert [line["references"] for line in lines["my_squad"]] == [
+        [] if row["output"] == "unanswerable" else [row["output"]] for row in NER_ROWS]
+
+
+def test_report_rebuilds_the_user_task_table(evaluated, tmp_path):
+    copy = tmp_path / "results"
+    shutil.copytree(evaluated, copy)
+    (copy / "table.md").unlink()
+    done = run_lf_wrap("report", copy)
+    assert done.returncode == 0, done.stderr
+    assert (copy / "table.md").read_text(encoding="utf-8") == (evaluated / "table.md").read_text(encoding="utf-8")
+
+
+def test_a_task_of_your_own_needs_a_metric(tiny_model, prepared, tmp_path):
+    recipe = {"model_name_or_path": str(tiny_model), "dataset_dir": str(prepared), "models": [{"name": "base"}],
+              "tasks": {"my_ner": {"dataset": "tiny_qa_validation"}}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    done = run_lf_wrap("eval", path, "--out", tmp_path / "out")
+    assert done.returncode == 2 and "tasks.my_ner.metric" in done.stderr
+    assert "bleu, rouge, exact_match, squad_v2" in done.stderr
+    assert not (tmp_path / "out").exists()
+    done = run_lf_wrap("score", tmp_path / "recipe.yaml", "--task", "my_ner")
+    assert done.returncode == 2 and "--metric" in done.stderr
