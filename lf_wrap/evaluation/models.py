@@ -7,13 +7,14 @@ one engine, so an adapter trained on another base is an error here, not garbage 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lf_wrap.core.adapters import Adapter, read_adapter
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.models import same_base
-from lf_wrap.evaluation.recipe import EvalRecipe
+from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry
 
 # vLLM's LoRAConfig.max_lora_rank accepts only these sizes.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -27,6 +28,7 @@ class ResolvedModel:
     path: str                 # what vLLM loads (adapter folder, model folder, or base id/folder)
     task: str | None = None   # its own task, marked in the table
     rank: int | None = None   # adapters: the largest LoRA rank
+    validation_dataset: str | None = None   # from its training run's manifest (lf_wrap.validation_dataset)
 
     @property
     def engine_key(self) -> str:
@@ -67,7 +69,9 @@ def resolve_models(recipe: EvalRecipe) -> list[ResolvedModel]:
                 raise UserError(f"model '{entry.name}': {entry.path} is a file, not a model folder")
             if (folder / "adapter_config.json").is_file():
                 adapter = _resolve_adapter(entry.name, folder, base)
-                model = ResolvedModel(entry.name, "adapter", str(adapter.path), entry.task, adapter.max_rank)
+                run = training_run(adapter.path) or {}
+                model = ResolvedModel(entry.name, "adapter", str(adapter.path), entry.task or run.get("task"),
+                                      adapter.max_rank, run.get("validation_dataset"))
             elif (folder / "config.json").is_file():
                 if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
                     raise UserError(f"model '{entry.name}': {entry.path} has config.json but no weights "
@@ -83,6 +87,36 @@ def resolve_models(recipe: EvalRecipe) -> list[ResolvedModel]:
         seen[key] = entry.name
         resolved.append(model)
     return resolved
+
+
+def training_run(adapter_folder: Path) -> dict | None:
+    """The manifest of the `lf-wrap train` run an adapter folder belongs to (<run_dir>/adapter,
+    <run_dir>/manifest.json), or None for an adapter made elsewhere."""
+    try:
+        manifest = json.loads((Path(adapter_folder).parent / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("stage", "train") != "train" \
+            or "validation_dataset" not in manifest:
+        return None
+    return manifest
+
+
+def tasks_from_training_runs(recipe: EvalRecipe, models: list[ResolvedModel]) -> tuple[EvalRecipe, list[str]]:
+    """An adapter from an `lf-wrap train` run is scored on its run's own task and validation set
+    (the training recipe's `lf_wrap.task` and `lf_wrap.validation_dataset`) unless the eval
+    recipe names that task itself: the recipe wins. Returns the recipe with those tasks added,
+    and one note per task added."""
+    tasks, notes = dict(recipe.tasks), []
+    for model in models:
+        if model.task and model.task not in tasks and model.validation_dataset:
+            tasks[model.task] = TaskEntry(dataset=model.validation_dataset)
+            notes.append(f"tasks.{model.task}: dataset {model.validation_dataset}, from the training run of model "
+                         f"'{model.name}' ({Path(model.path).parent / 'manifest.json'})")
+    if not tasks:
+        raise UserError("tasks: no task to score; name at least one under `tasks:`, or score adapters of "
+                        "`lf-wrap train` runs whose recipe names an lf_wrap.validation_dataset")
+    return (recipe.model_copy(update={"tasks": tasks}) if notes else recipe), notes
 
 
 def lora_settings(models: list[ResolvedModel], max_lora_rank: int, max_loras: int | None) -> tuple[int, int, list[str]]:

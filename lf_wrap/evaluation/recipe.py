@@ -79,7 +79,10 @@ class EvalRecipe(_Strict):
     """LLaMA-Factory template the adapters were trained with; prompts are rendered with it."""
     dataset_dir: Path = Path("dataset_info")
     models: list[ModelEntry] = Field(min_length=1)
-    tasks: dict[str, TaskEntry] = Field(min_length=1)
+    tasks: dict[str, TaskEntry] = {}
+    """What to score each model on. May be left out for adapters of `lf-wrap train` runs: each is
+    then scored on its run's lf_wrap.task and lf_wrap.validation_dataset (the recipe wins where
+    it names the task)."""
     engine: EngineSettings = EngineSettings()
     long_prompts: Literal["skip", "truncate"] = "skip"
     """A prompt with more than max_model_len - max_new_tokens tokens: skip the row (counted in

@@ -24,7 +24,7 @@ from lf_wrap.evaluation import metrics
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
-from lf_wrap.evaluation.models import ResolvedModel, lora_settings, resolve_models
+from lf_wrap.evaluation.models import ResolvedModel, lora_settings, resolve_models, tasks_from_training_runs
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import Request, TaskData, build_requests, load_task, tokenize_requests
 from lf_wrap.core.files import check_output_folder
@@ -175,6 +175,9 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
     out = Path(out or default_out(recipe_path))
     get_template(recipe.template)
     models = resolve_models(recipe)
+    recipe, from_runs = tasks_from_training_runs(recipe, models)
+    for note in from_runs:
+        _say(note)
     data = {task: load_task(recipe, task) for task in recipe.tasks}
     check_output_folder(out, "--out", {**{f"model '{m.name}'": Path(m.path) for m in models if m.kind != "base"},
                                        "the dataset folder": Path(recipe.dataset_dir),
