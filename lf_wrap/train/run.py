@@ -79,6 +79,8 @@ def plan_training(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), smo
     train_datasets = list(datasets)
     model = check_model(raw, origin.get("model_name_or_path", str(recipe.path)))
     schema = lf_schema()
+    for where, layer in _layers(recipe):
+        check_args(layer, dict.fromkeys(layer, where), schema)
     args = check_args(raw, origin, schema)
     if args.get("eval_dataset"):
         datasets |= check_datasets(str(args["eval_dataset"]).split(","), section.dataset_dir,
@@ -86,6 +88,16 @@ def plan_training(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), smo
     check_paths(args, origin, schema.versions)
     return TrainPlan(recipe=recipe, overrides=overrides, smoke=smoke, args=args, train_datasets=train_datasets,
                      datasets=datasets, model=model, versions={"lf-wrap": __version__, **schema.versions})
+
+
+def _layers(recipe: Recipe) -> list[tuple[str, dict[str, Any]]]:
+    """The recipe's own LLaMA-Factory values, the smoke set's included whether or not --smoke
+    is given: each is checked as written, so that a value hidden today by a later layer (the
+    smoke set, a --set) is not found only by the run that first goes without it."""
+    layers = [(str(recipe.path), recipe.train)]
+    if recipe.lf_wrap.smoke:
+        layers.append((f"{recipe.path} (lf_wrap.smoke)", recipe.lf_wrap.smoke))
+    return layers
 
 
 # ---------------------------------------------------------------- launching
