@@ -1,9 +1,9 @@
 """Checks `lf-wrap train` and `lf-wrap validate` run before anything launches: every layer of
 the recipe is type-checked (not only the values that win), every data file parses as
-LLaMA-Factory will read it.
+LLaMA-Factory will read it, and a run directory never is, contains or lies inside an input.
 
 Nothing here trains: the checks raise first, and `run_logged` is replaced by a tripwire so
-that a check that fails to fire cannot launch llamafactory-cli."""
+that a check that fails to fire cannot launch llamafactory-cli into a copy of an input."""
 
 from __future__ import annotations
 
@@ -121,3 +121,48 @@ def test_jsonl_data_files_are_read_line_by_line(tmp_path, tiny_model, prepared):
     (folder / "lines.jsonl").write_text("\n".join(lines[:2] + ['["not", "an object"]']) + "\n", encoding="utf-8")
     with pytest.raises(UserError, match=rf"{folder / 'lines.jsonl'}:3: a row must be a JSON object"):
         plan_training(RECIPES / "translate.yaml", sets, smoke=True)
+
+
+# ---------------------------------------------------------------- the run directory and the inputs
+
+
+def test_run_dir_inside_the_model_is_refused_even_with_force(tmp_path, tiny_model, prepared, no_launch):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    run_dir = model / "runs" / "x"
+    with pytest.raises(UserError, match=rf"run directory {run_dir} lies inside the model "
+                                        rf"\(model_name_or_path\) {model}"):
+        train(RECIPES / "translate.yaml", tiny_sets("translate", model, prepared), run_dir=run_dir, smoke=True,
+              force=True)
+    assert not (model / "runs").exists()
+
+
+def test_run_dir_that_is_or_contains_the_dataset_folder_is_refused(tmp_path, tiny_model, prepared, no_launch):
+    folder = dataset_copy(tmp_path, prepared)
+    sets = tiny_sets("translate", tiny_model, folder)
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(UserError, match=rf"run directory {folder} is the dataset folder "
+                                        rf"\(lf_wrap.dataset_dir\) {folder}"):
+        train(RECIPES / "translate.yaml", sets, run_dir=folder, smoke=True, force=True)
+    with pytest.raises(UserError, match=rf"run directory {tmp_path} contains the dataset folder "
+                                        rf"\(lf_wrap.dataset_dir\) {folder}"):
+        train(RECIPES / "translate.yaml", sets, run_dir=tmp_path, smoke=True, force=True)
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_run_dir_that_holds_an_adapter_named_in_the_args_is_refused(tmp_path, tiny_model, prepared, no_launch,
+                                                                     monkeypatch):
+    """Any existing path an argument names is an input (here a reference model's adapters),
+    whichever key names it; a relative --run-dir is compared by its resolved path."""
+    monkeypatch.chdir(tmp_path)
+    adapters = [tmp_path / "adapters" / "a", tmp_path / "adapters" / "b"]
+    for folder in adapters:
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
+    sets = tiny_sets("translate", tiny_model, prepared) + [f"ref_model_adapters={adapters[0]},{adapters[1]}"]
+    with pytest.raises(UserError, match=r"run directory adapters contains `ref_model_adapters` "
+                                        rf"{adapters[0]}"):
+        train(RECIPES / "translate.yaml", sets, run_dir=Path("adapters"), smoke=True, force=True)
+    with pytest.raises(UserError, match=rf"run directory adapters/b is `ref_model_adapters` {adapters[1]}"):
+        train(RECIPES / "translate.yaml", sets, run_dir=Path("adapters/b"), smoke=True)
+    assert sorted(p.name for p in adapters[1].iterdir()) == ["adapter_config.json"]

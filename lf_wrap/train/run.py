@@ -150,6 +150,39 @@ def default_run_dir(recipe: Recipe, now: datetime | None = None) -> Path:
     return RUNS / f"{recipe.name}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
 
 
+def _inputs(plan: TrainPlan) -> list[tuple[str, str]]:
+    """(what, path as named) for everything on disk a run reads: the model folder, the dataset
+    folder and files, and any existing path an argument names (adapters of a reference or
+    reward model, a deepspeed config...). The checkpoint a run resumes from is left out: it
+    lies inside its run directory by design."""
+    section = plan.recipe.lf_wrap
+    found = [("the model (model_name_or_path)", str(plan.args.get("model_name_or_path", ""))),
+             ("the dataset folder (lf_wrap.dataset_dir)", str(section.dataset_dir))]
+    found += [(f"dataset '{name}'", str(path)) for name, path in plan.datasets.items() if path is not None]
+    for key, value in plan.args.items():
+        if key in ("model_name_or_path", "resume_from_checkpoint"):
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                parts = dict.fromkeys(p.strip() for p in [text, *text.split(",")])   # ordered, no repeats
+                found += [(f"`{key}`", part) for part in parts if part]
+    return [(what, path) for what, path in found if path and Path(path).expanduser().exists()]
+
+
+def check_apart_from_inputs(run_dir: Path, plan: TrainPlan) -> None:
+    """A run directory never is, contains or lies inside something the run reads: --force
+    removes `adapter/` and every run rewrites its manifest, log and arg file. --force does not
+    lift this; no manifest can make a model or a dataset folder a run directory."""
+    mine = Path(run_dir).resolve()
+    for what, path in _inputs(plan):
+        other = Path(path).expanduser().resolve()
+        relation = ("is" if mine == other else "lies inside" if mine.is_relative_to(other)
+                    else "contains" if other.is_relative_to(mine) else None)
+        if relation:
+            raise UserError(f"run directory {run_dir} {relation} {what} {path}; a run directory must lie apart "
+                            "from what the run reads (even with --force); choose another --run-dir")
+
+
 def read_manifest(run_dir: Path) -> dict | None:
     try:
         return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -227,6 +260,7 @@ def train(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), run_dir: Pa
           command: list[str] | None = None) -> TrainResult:
     plan = plan_training(recipe_path, sets, smoke)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(plan.recipe)
+    check_apart_from_inputs(run_dir, plan)
     train_args = plan.train_args(run_dir)
     args_file = run_dir / "train_args.yaml"
     launch = launch_spec(args_file.resolve(), nproc)
