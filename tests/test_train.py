@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from conftest import REPO, read_json, run_lf_wrap
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import sha256_file
 from lf_wrap.train.run import launch_spec, train, update_latest
+from lf_wrap.train.rundir import decide
 
 RECIPES = REPO / "recipes"
 TASKS = ["translate", "summarize", "qa"]
@@ -128,6 +131,14 @@ def test_child_failure_propagates_exit_code_and_log_tail(work, tiny_model, prepa
     assert manifest["status"] == "failed" and manifest["exit_code"] == 1
     latest = work / "runs" / "translate-latest"
     assert not latest.exists() or latest.resolve().name != "broken"
+    # The same command again: a failed run with no checkpoint starts again from step 1, and says so.
+    again = run_lf_wrap("train", RECIPES / "translate.yaml", "--smoke",
+                        *smoke_sets("translate", tiny_model, prepared, "lora_target=no_such_proj"),
+                        "--run-dir", "runs/broken", cwd=work)
+    assert again.returncode == 1
+    assert "lf-wrap: runs/broken holds a failed run with no checkpoint; starting again from step 1" in again.stdout
+    manifest = read_json(work / "runs" / "broken" / "manifest.json")
+    assert manifest["resumed_from"] is None and [a["status"] for a in manifest["earlier_attempts"]] == ["failed"]
 
 
 def _alive(args_file: Path) -> bool:
@@ -170,6 +181,114 @@ def test_ctrl_c_stops_the_child(work, tiny_model, prepared):
     while _alive(run_dir / "train_args.yaml") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _alive(run_dir / "train_args.yaml")
+
+
+def _checkpoints(run_dir: Path) -> list[int]:
+    return sorted(int(p.name[11:]) for p in (run_dir / "adapter").glob("checkpoint-*"))
+
+
+@pytest.mark.slow
+def test_interrupted_run_continues_with_the_command_it_prints(work, tiny_model, prepared, monkeypatch):
+    """Ctrl-C after the first checkpoint; the message ends with the whole command (every --set,
+    --smoke, --run-dir, shell-quoted: this run dir has a space), and that command resumes the run
+    from its last checkpoint with the smoke arguments, instead of the full recipe from step 1."""
+    sets = smoke_sets("translate", tiny_model, prepared, "max_steps=30", "gradient_accumulation_steps=4")
+    command = ["train", str(RECIPES / "translate.yaml"), "--smoke", *sets, "--run-dir", "runs/cut short"]
+    run_dir = work / "runs" / "cut short"
+    child = subprocess.Popen([str(Path(sys.executable).parent / "lf-wrap"), *command], cwd=work,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((run_dir / "adapter").glob("checkpoint-*/trainer_state.json")):
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=90)
+    assert child.returncode == 130, err
+    last = _checkpoints(run_dir)[-1]
+    assert last < 30
+    hints = [line.strip() for line in err.splitlines() if line.strip().startswith("lf-wrap train ")]
+    assert hints == [shlex.join(["lf-wrap", *command])], err
+    assert f"last checkpoint is {run_dir.relative_to(work) / 'adapter' / f'checkpoint-{last}'}" in err
+
+    # Other arguments into the interrupted run: refused, naming the keys, nothing touched.
+    monkeypatch.chdir(work)
+    before = read_json(run_dir / "manifest.json"), (run_dir / "train_args.yaml").read_bytes()
+    with pytest.raises(UserError, match=r"runs/cut short holds an interrupted run with other arguments \(differing: "
+                                        r"bf16, cutoff_len, learning_rate, per_device_train_batch_size, save_steps, "
+                                        r"warmup_steps\); pass --force .*, --force --set 'resume_from_checkpoint="
+                                        rf"runs/cut short/adapter/checkpoint-{last}' to continue"):
+        train(RECIPES / "translate.yaml", sets[1::2], run_dir=Path("runs/cut short"))     # the full recipe
+    assert (read_json(run_dir / "manifest.json"), (run_dir / "train_args.yaml").read_bytes()) == before
+    assert _checkpoints(run_dir)[-1] == last
+
+    done = run_lf_wrap(*shlex.split(hints[0])[1:], cwd=work)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    checkpoint = (run_dir / "adapter" / f"checkpoint-{last}").resolve()
+    assert "holds an interrupted run; resuming from its last checkpoint" in done.stdout
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "finished" and manifest["resumed_from"] == str(checkpoint)
+    assert [a["status"] for a in manifest["earlier_attempts"]] == ["interrupted"]
+    args = yaml.safe_load((run_dir / "train_args.yaml").read_text())
+    assert args["resume_from_checkpoint"] == str(checkpoint)
+    assert args["bf16"] is False and args["cutoff_len"] == 128 and args["max_steps"] == 30   # smoke kept
+    assert read_json(run_dir / "adapter" / "trainer_state.json")["global_step"] == 30
+    assert losses(run_dir)[0][0] == last + 1                                   # continued, not restarted
+
+
+@pytest.mark.slow
+def test_failed_run_resumes_by_itself_and_force_starts_again(smoke_run, work, tiny_model, prepared, monkeypatch,
+                                                              capsys):
+    """A failed run (here: a copy of the smoke run marked failed, its last checkpoint removed)
+    re-run with the same arguments continues from its last checkpoint; --force says which
+    checkpoints it removes and trains from step 1."""
+    done, finished = smoke_run("translate")
+    assert done.returncode == 0
+    monkeypatch.chdir(work)
+    run_dir = Path("runs/failed")
+    shutil.copytree(finished, run_dir, symlinks=True)
+    shutil.rmtree(run_dir / "adapter" / "checkpoint-10")
+    manifest = {**read_json(run_dir / "manifest.json"), "status": "failed", "exit_code": 1}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    args = yaml.safe_load((run_dir / "train_args.yaml").read_text())
+    args["output_dir"] = str((run_dir / "adapter").resolve())
+    (run_dir / "train_args.yaml").write_text(yaml.safe_dump(args, sort_keys=False))
+    sets = smoke_sets("translate", tiny_model, prepared)[1::2]
+
+    result = train(RECIPES / "translate.yaml", sets, run_dir=run_dir, smoke=True)
+    checkpoint = (run_dir / "adapter" / "checkpoint-5").resolve()
+    assert f"holds a failed run; resuming from its last checkpoint {run_dir / 'adapter' / 'checkpoint-5'}" \
+        in capsys.readouterr().out
+    assert result.manifest["resumed_from"] == str(checkpoint)
+    assert losses(run_dir)[0][0] == 6 and losses(run_dir)[-1][0] == 10          # steps 6..10 only
+
+    result = train(RECIPES / "translate.yaml", sets, run_dir=run_dir, smoke=True, force=True)
+    out = capsys.readouterr().out
+    assert (f"lf-wrap: --force: removing {run_dir / 'adapter'} (the adapter and its checkpoints checkpoint-5, "
+            "checkpoint-10); training from step 1") in out
+    assert result.manifest["resumed_from"] is None and losses(run_dir)[0][0] == 1
+    assert [a["status"] for a in result.manifest["earlier_attempts"]] == ["failed", "finished"]
+
+
+def test_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
+    """lf-wrap killed outright leaves its manifest saying `running`; a checkpoint being saved at
+    that moment has no trainer_state.json yet and is passed over (rule checked without a launch)."""
+    run_dir = tmp_path / "run"
+    for step, complete in ((3, True), (4, False)):
+        (run_dir / "adapter" / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (run_dir / "adapter" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    args = {"max_steps": 10, "output_dir": str(run_dir / "adapter")}
+    (run_dir / "train_args.yaml").write_text(yaml.safe_dump(args))
+    rerun = decide(run_dir, {"status": "running"}, args, force=False)
+    assert rerun.resume == run_dir / "adapter" / "checkpoint-3" and not rerun.remove and not rerun.skip
+    assert rerun.say == (f"lf-wrap: {run_dir} holds an unfinished run; resuming from its last checkpoint "
+                         f"{run_dir / 'adapter' / 'checkpoint-3'} (--force starts again from step 1)")
+    assert rerun.earlier_attempts()[0]["status"] == "running"
+    with pytest.raises(UserError, match=r"holds an unfinished run with other arguments \(differing: max_steps\)"):
+        decide(run_dir, {"status": "running"}, {**args, "max_steps": 20}, force=False)
+    forced = decide(run_dir, {"status": "running"}, {**args, "max_steps": 20}, force=True)
+    assert forced.remove and "its checkpoints checkpoint-3, checkpoint-4); training from step 1" in forced.say
 
 
 def test_launch_spec_multi_gpu_multi_node(tmp_path):

@@ -27,13 +27,20 @@ smoke_option = click.option(
               help="Processes (GPUs) on this node: LLaMA-Factory's torchrun launcher with FORCE_TORCHRUN=1, "
                    "NPROC_PER_NODE=N. NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT pass through.")
 @smoke_option
-@click.option("--force", is_flag=True, help="Train again in a run directory that already finished.")
+@click.option("--force", is_flag=True,
+              help="Train again from step 1 in a run directory that holds a run (finished, interrupted or "
+                   "failed, any arguments): removes its adapter/ and checkpoints (kept when --set "
+                   "resume_from_checkpoint names one).")
 def train_command(recipe, sets, run_dir, nproc, smoke, force):
     """Check RECIPE, then run `llamafactory-cli train` on it in the training environment.
 
     Writes RUN_DIR/recipe.yaml (verbatim), train_args.yaml (what llamafactory-cli gets),
     train.log, adapter/ (the LoRA adapter) and manifest.json; on success points
-    runs/<recipe>-latest at RUN_DIR."""
+    runs/<recipe>-latest at RUN_DIR.
+
+    The same command again into the same RUN_DIR skips a finished run and continues an
+    interrupted or failed one from its last checkpoint; other arguments are refused (naming
+    them) unless --force."""
     train(recipe, sets=sets, run_dir=run_dir, nproc=nproc, smoke=smoke, force=force,
           command=["lf-wrap", *sys.argv[1:]])
 

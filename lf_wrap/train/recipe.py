@@ -191,12 +191,69 @@ def check_datasets(names: list[str], dataset_dir: Path, where: str,
             raise UserError(f"{where}: dataset '{name}' is not in {info_file}{hint}")
         remote = isinstance(info[name], dict) and "file_name" not in info[name]
         found[name] = None if remote else resolve_dataset(dataset_dir, name)
+        if found[name] is not None:
+            check_data_file(found[name], f"{where}: dataset '{name}'")
     return found
 
 
-def _offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+def check_data_file(path: Path, where: str) -> None:
+    """Parse a data file the way LLaMA-Factory will read it, so that a bad row costs an error
+    naming its line now, not a `datasets` traceback after a minute of loading (or a queue wait).
+
+    LLaMA-Factory hands .json and .jsonl files (one file, or every file of a folder) to
+    `datasets`' json loader, which reads one JSON object per line (JSON Lines) and otherwise the
+    whole file as one JSON document: an array of objects, as `lf-wrap data prepare` writes.
+    JSON Lines are checked line by line, as they stream; an array is parsed whole (datasets
+    holds it whole too). Other formats (csv, parquet, arrow, txt) are left to LLaMA-Factory."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if file.suffix.lower() in (".json", ".jsonl"):
+            _check_json_rows(file, where)
+
+
+def _check_json_rows(file: Path, where: str) -> None:
+    def bad(place: str, problem: str) -> UserError:
+        return UserError(f"{where}: {file}:{place}: {problem}; LLaMA-Factory reads a JSON array of objects "
+                         "or one JSON object per line (JSON Lines)")
+
+    with open(file, "rb") as handle:
+        if handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+            data = file.read_bytes()
+            try:
+                rows = json.loads(data.decode("utf-8-sig"))
+            except UnicodeDecodeError as err:
+                raise bad(str(data.count(b"\n", 0, err.start) + 1), "not UTF-8 text") from None
+            except json.JSONDecodeError as err:
+                raise bad(str(err.lineno), f"not valid JSON ({err.msg}, column {err.colno})") from None
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise bad(f" row {i + 1} of the array", f"a row must be a JSON object, got {type(row).__name__}")
+            return
+        handle.seek(0)
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise bad(str(number), "not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                if number == 1 and _one_document(file):
+                    return                        # one object of columns: datasets reads that too
+                raise bad(str(number), f"not valid JSON ({err.msg}, column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise bad(str(number), f"a row must be a JSON object, got {type(row).__name__}")
+
+
+def _one_document(file: Path) -> bool:
+    """Is the whole file one JSON object (`{"instruction": [...], "output": [...]}`)?"""
+    try:
+        return isinstance(json.loads(file.read_text(encoding="utf-8-sig")), dict)
+    except ValueError:                            # UnicodeDecodeError and JSONDecodeError both
+        return False
 
 
 def check_model(args: dict[str, Any], where: str) -> str:

@@ -34,10 +34,12 @@ from lf_wrap.core.manifest import git_state, now_utc
 from lf_wrap.core.process import RECORDED_ENV, ProcessFailed, run_logged
 from lf_wrap.train.recipe import (Overrides, Recipe, check_datasets, check_model, check_paths, data_manifest,
                             load_recipe, merged_args, parse_overrides)
+from lf_wrap.train.rundir import (FAILED, FINISHED, INTERRUPTED, RUNNING, Rerun, check_apart_from_inputs,
+                                  checkpoints, continue_command, decide, existing_run, how_to_continue,
+                                  run_inputs)
 
 RUNS = Path("runs")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")   # hashed; checkpoints are not
-FINISHED, FAILED, INTERRUPTED, RUNNING = "finished", "failed", "interrupted", "running"
 
 
 class Interrupted(click.ClickException):
@@ -79,6 +81,8 @@ def plan_training(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), smo
     train_datasets = list(datasets)
     model = check_model(raw, origin.get("model_name_or_path", str(recipe.path)))
     schema = lf_schema()
+    for where, layer in _layers(recipe):
+        check_args(layer, dict.fromkeys(layer, where), schema)
     args = check_args(raw, origin, schema)
     if args.get("eval_dataset"):
         datasets |= check_datasets(str(args["eval_dataset"]).split(","), section.dataset_dir,
@@ -86,6 +90,16 @@ def plan_training(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), smo
     check_paths(args, origin, schema.versions)
     return TrainPlan(recipe=recipe, overrides=overrides, smoke=smoke, args=args, train_datasets=train_datasets,
                      datasets=datasets, model=model, versions={"lf-wrap": __version__, **schema.versions})
+
+
+def _layers(recipe: Recipe) -> list[tuple[str, dict[str, Any]]]:
+    """The recipe's own LLaMA-Factory values, the smoke set's included whether or not --smoke
+    is given: each is checked as written, so that a value hidden today by a later layer (the
+    smoke set, a --set) is not found only by the run that first goes without it."""
+    layers = [(str(recipe.path), recipe.train)]
+    if recipe.lf_wrap.smoke:
+        layers.append((f"{recipe.path} (lf_wrap.smoke)", recipe.lf_wrap.smoke))
+    return layers
 
 
 # ---------------------------------------------------------------- launching
@@ -138,36 +152,6 @@ def default_run_dir(recipe: Recipe, now: datetime | None = None) -> Path:
     return RUNS / f"{recipe.name}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
 
 
-def read_manifest(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _previous_run(run_dir: Path, train_args: dict, force: bool) -> dict | None:
-    """The finished run to skip to, or None to train. Refuses folders lf-wrap did not make."""
-    if not run_dir.exists():
-        return None
-    previous = read_manifest(run_dir)
-    if previous is None:
-        if any(p.name != ".lock" for p in run_dir.iterdir()):
-            raise UserError(f"{run_dir} exists and is not an lf-wrap run directory (no manifest.json); "
-                            "choose another --run-dir")
-        return None
-    if previous.get("status") != FINISHED or force:
-        return None
-    try:
-        old = yaml.safe_load((run_dir / "train_args.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        old = None
-    if old != train_args:
-        changed = sorted(k for k in set(old or {}) | set(train_args) if (old or {}).get(k) != train_args.get(k))
-        raise UserError(f"{run_dir} holds a finished run with other arguments (differing: {', '.join(changed)}); "
-                        "pass --force to train again there, or choose another --run-dir")
-    return previous
-
-
 def update_latest(run_dir: Path, name: str) -> Path:
     """Point <name>-latest beside `run_dir` (runs/<name>-latest for the default run folders) at
     it: a temporary symlink renamed over the old one. A run elsewhere (the demo's, a --run-dir
@@ -213,17 +197,14 @@ class TrainResult:
 def train(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), run_dir: Path | None = None,
           nproc: int | None = None, smoke: bool = False, force: bool = False,
           command: list[str] | None = None) -> TrainResult:
+    """Train, skip a finished run, or continue an unfinished one: see lf_wrap.train.rundir."""
     plan = plan_training(recipe_path, sets, smoke)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(plan.recipe)
+    check_apart_from_inputs(run_dir, run_inputs(plan.args, plan.recipe.lf_wrap.dataset_dir, plan.datasets))
     train_args = plan.train_args(run_dir)
     args_file = run_dir / "train_args.yaml"
     launch = launch_spec(args_file.resolve(), nproc)
-    previous = _previous_run(run_dir, train_args, force)
-    if previous is not None:
-        click.echo(f"lf-wrap: {run_dir} already finished ({previous.get('ended')}); skipping. "
-                   "Pass --force to train again.")
-        return TrainResult(run_dir=run_dir, skipped=True, manifest=previous)
-
+    existing_run(run_dir)                      # refuses a folder that is not ours before writing a lock into it
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = FileLock(str(run_dir / ".lock"), timeout=0)
@@ -231,18 +212,25 @@ def train(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), run_dir: Pa
     except Timeout:
         raise UserError(f"{run_dir} is in use by another `lf-wrap train`") from None
     try:
-        return _run(plan, run_dir, train_args, launch, force, command)
+        rerun = decide(run_dir, existing_run(run_dir), train_args, force)
+        if rerun.skip:
+            click.echo(rerun.say)
+            return TrainResult(run_dir=run_dir, skipped=True, manifest=rerun.previous)
+        return _run(plan, run_dir, train_args, launch, rerun, nproc, command)
     finally:
         lock.release()
 
 
-def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, force: bool,
+def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, rerun: Rerun, nproc: int | None,
          command: list[str] | None) -> TrainResult:
     adapter = run_dir / "adapter"
-    resume = plan.args.get("resume_from_checkpoint")
-    if force and adapter.exists() and not resume:
-        click.echo(f"lf-wrap: --force: removing the previous adapter {adapter}")
+    if rerun.say:
+        click.echo(rerun.say)
+    if rerun.remove:
         shutil.rmtree(adapter)
+    if rerun.resume is not None:
+        train_args = {**train_args, "resume_from_checkpoint": str(rerun.resume.resolve())}
+    resume = train_args.get("resume_from_checkpoint")
     section = plan.recipe.lf_wrap
     manifest: dict[str, Any] = {
         "lf_wrap_version": __version__, "status": RUNNING, "recipe": str(plan.recipe.path),
@@ -252,24 +240,30 @@ def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, force
         "env": launch.switches(os.environ), "versions": plan.versions, "git": git_state(), "model": plan.model,
         "validation_dataset": section.validation_dataset,
         "data": {name: data_manifest(section.dataset_dir, name, path) for name, path in plan.datasets.items()},
+        "resumed_from": str(Path(resume).resolve()) if resume else None,
+        "earlier_attempts": rerun.earlier_attempts(),
         "started": now_utc(), "ended": None, "seconds": None, "exit_code": None,
     }
     atomic_write_json(run_dir / "manifest.json", manifest)     # first: marks the folder as ours
     atomic_write_text(run_dir / "recipe.yaml", plan.recipe.text)
     atomic_write_text(run_dir / "train_args.yaml", yaml.safe_dump(train_args, sort_keys=False, allow_unicode=True))
     click.echo(f"lf-wrap: run dir {run_dir}\nlf-wrap: $ {' '.join(launch.argv)}")
+
+    def again() -> list[str]:         # asked when the run stops: it depends on the checkpoints saved
+        return continue_command(plan.recipe.path, plan.overrides.given, plan.smoke, run_dir, nproc)
+
     start = time.monotonic()
     try:
         record = run_logged(launch.argv, run_dir / "train.log", env=launch.env)
     except ProcessFailed as failed:
         _finish(run_dir, manifest, FAILED, failed.record.exit_code, start)
+        if checkpoints(adapter):
+            click.echo(f"lf-wrap: {run_dir} failed. {how_to_continue(run_dir, again())}", err=True)
         raise
     except KeyboardInterrupt:
         _finish(run_dir, manifest, INTERRUPTED, None, start)
-        steps = [int(p.name[11:]) for p in adapter.glob("checkpoint-*") if p.name[11:].isdigit()]
-        hint = (f"; continue with --run-dir {run_dir} --set resume_from_checkpoint="
-                f"{adapter / f'checkpoint-{max(steps)}'}" if steps else "")
-        raise Interrupted(f"interrupted; llamafactory-cli was stopped. Log: {run_dir / 'train.log'}{hint}") from None
+        raise Interrupted(f"interrupted; llamafactory-cli was stopped. Log: {run_dir / 'train.log'}\n"
+                          f"{how_to_continue(run_dir, again())}") from None
     manifest["adapter_sha256"] = {name: sha256_file(adapter / name) for name in ADAPTER_FILES
                                   if (adapter / name).is_file()}
     manifest["train_metrics"] = _train_metrics(adapter, resume)
