@@ -80,7 +80,8 @@ def test_smoke_run_trains_an_adapter(task, smoke_run, work, prepared):
 
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["status"] == "finished" and manifest["exit_code"] == 0
-    assert manifest["argv"][1:] == ["train", str((run_dir / "train_args.yaml").resolve())]
+    assert manifest["llamafactory_argv"][1:] == ["train", str((run_dir / "train_args.yaml").resolve())]
+    assert manifest["stage"] == "train" and manifest["argv"][:2] == ["lf-wrap", "train"] and manifest["git"]["commit"]
     assert {"lf-wrap", "llamafactory", "transformers", "peft", "torch"} <= set(manifest["versions"])
     data = manifest["data"][f"tiny_{task}_train"]
     assert data["sha256"] == sha256_file(prepared / f"tiny_{task}_train.json") == data["prepared"]["sha256"]

@@ -256,6 +256,11 @@ def _one_document(file: Path) -> bool:
         return False
 
 
+def _offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
 def check_model(args: dict[str, Any], where: str) -> str:
     """model_name_or_path: a local model folder, or a Hub id (in the local cache when offline)."""
     value = args.get("model_name_or_path")

@@ -10,42 +10,36 @@ at it, which is where merge and eval recipes look for adapters."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 from filelock import FileLock, Timeout
 
 from lf_wrap import __version__
 from lf_wrap.core.environments import llamafactory_cli
-from lf_wrap.core.errors import UserError
+from lf_wrap.core.errors import Interrupted, UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, sha256_file
 from lf_wrap.train.lf_args import check_args, lf_schema
-from lf_wrap.core.manifest import git_state, now_utc
+from lf_wrap.core.manifest import FAILED, FINISHED, INTERRUPTED, StageRecord
 from lf_wrap.core.process import RECORDED_ENV, ProcessFailed, run_logged
 from lf_wrap.train.recipe import (Overrides, Recipe, check_datasets, check_model, check_paths, data_manifest,
                             load_recipe, merged_args, parse_overrides)
-from lf_wrap.train.rundir import (FAILED, FINISHED, INTERRUPTED, RUNNING, Rerun, check_apart_from_inputs,
+from lf_wrap.train.rundir import (Rerun, check_apart_from_inputs,
                                   checkpoints, continue_command, decide, existing_run, how_to_continue,
                                   run_inputs)
 
+log = logging.getLogger(__name__)
+
 RUNS = Path("runs")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")   # hashed; checkpoints are not
-
-
-class Interrupted(click.ClickException):
-    """Ctrl-C: the child was stopped; exit code 130 as a shell would give."""
-
-    exit_code = 130
 
 
 @dataclass
@@ -167,7 +161,7 @@ def update_latest(run_dir: Path, name: str) -> Path:
         os.replace(tmp, link)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        click.echo(f"lf-wrap: warning: could not point {link} at {run_dir} ({err.strerror})", err=True)
+        log.warning(f"could not point {link} at {run_dir} ({err.strerror})")
     return link
 
 
@@ -214,7 +208,7 @@ def train(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), run_dir: Pa
     try:
         rerun = decide(run_dir, existing_run(run_dir), train_args, force)
         if rerun.skip:
-            click.echo(rerun.say)
+            log.info(rerun.say)
             return TrainResult(run_dir=run_dir, skipped=True, manifest=rerun.previous)
         return _run(plan, run_dir, train_args, launch, rerun, nproc, command)
     finally:
@@ -225,56 +219,56 @@ def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, rerun
          command: list[str] | None) -> TrainResult:
     adapter = run_dir / "adapter"
     if rerun.say:
-        click.echo(rerun.say)
+        log.info(rerun.say)
     if rerun.remove:
         shutil.rmtree(adapter)
     if rerun.resume is not None:
         train_args = {**train_args, "resume_from_checkpoint": str(rerun.resume.resolve())}
     resume = train_args.get("resume_from_checkpoint")
     section = plan.recipe.lf_wrap
-    manifest: dict[str, Any] = {
-        "lf_wrap_version": __version__, "status": RUNNING, "recipe": str(plan.recipe.path),
+    record = StageRecord("train", command)
+    manifest: dict[str, Any] = record.manifest({
+        "recipe": str(plan.recipe.path),
         "recipe_sha256": sha256_file(plan.recipe.path), "task": section.task, "smoke": plan.smoke,
-        "overrides": plan.overrides.given, "command": list(command if command is not None else sys.argv),
-        "cwd": os.getcwd(), "run_dir": str(run_dir.resolve()), "argv": launch.argv,
-        "env": launch.switches(os.environ), "versions": plan.versions, "git": git_state(), "model": plan.model,
-        "validation_dataset": section.validation_dataset,
+        "overrides": plan.overrides.given, "cwd": os.getcwd(), "run_dir": str(run_dir.resolve()),
+        "llamafactory_argv": launch.argv, "env": launch.switches(os.environ), "versions": plan.versions,
+        "model": plan.model, "validation_dataset": section.validation_dataset,
         "data": {name: data_manifest(section.dataset_dir, name, path) for name, path in plan.datasets.items()},
         "resumed_from": str(Path(resume).resolve()) if resume else None,
         "earlier_attempts": rerun.earlier_attempts(),
-        "started": now_utc(), "ended": None, "seconds": None, "exit_code": None,
-    }
+        "exit_code": None,
+    })
     atomic_write_json(run_dir / "manifest.json", manifest)     # first: marks the folder as ours
     atomic_write_text(run_dir / "recipe.yaml", plan.recipe.text)
     atomic_write_text(run_dir / "train_args.yaml", yaml.safe_dump(train_args, sort_keys=False, allow_unicode=True))
-    click.echo(f"lf-wrap: run dir {run_dir}\nlf-wrap: $ {' '.join(launch.argv)}")
+    log.info(f"run dir {run_dir}")
+    log.info(f"$ {' '.join(launch.argv)}")
 
     def again() -> list[str]:         # asked when the run stops: it depends on the checkpoints saved
         return continue_command(plan.recipe.path, plan.overrides.given, plan.smoke, run_dir, nproc)
 
-    start = time.monotonic()
     try:
-        record = run_logged(launch.argv, run_dir / "train.log", env=launch.env)
+        done = run_logged(launch.argv, run_dir / "train.log", env=launch.env)
     except ProcessFailed as failed:
-        _finish(run_dir, manifest, FAILED, failed.record.exit_code, start)
+        _finish(run_dir, manifest, record, FAILED, failed.record.exit_code)
         if checkpoints(adapter):
-            click.echo(f"lf-wrap: {run_dir} failed. {how_to_continue(run_dir, again())}", err=True)
+            log.info(f"{run_dir} failed. {how_to_continue(run_dir, again())}")
         raise
     except KeyboardInterrupt:
-        _finish(run_dir, manifest, INTERRUPTED, None, start)
+        _finish(run_dir, manifest, record, INTERRUPTED, None)
         raise Interrupted(f"interrupted; llamafactory-cli was stopped. Log: {run_dir / 'train.log'}\n"
                           f"{how_to_continue(run_dir, again())}") from None
     manifest["adapter_sha256"] = {name: sha256_file(adapter / name) for name in ADAPTER_FILES
                                   if (adapter / name).is_file()}
     manifest["train_metrics"] = _train_metrics(adapter, resume)
-    _finish(run_dir, manifest, FINISHED, record.exit_code, start)
+    _finish(run_dir, manifest, record, FINISHED, done.exit_code)
     link = update_latest(run_dir, plan.recipe.name)
     spent = manifest["train_metrics"].get("seconds_per_step")
-    click.echo(f"lf-wrap: finished in {manifest['seconds']:.0f}s"
-               + (f" ({spent} s/step)" if spent else "") + f"; adapter in {adapter}; {link} -> {run_dir}")
+    log.info(f"finished in {manifest['seconds']:.0f}s" + (f" ({spent} s/step)" if spent else "")
+             + f"; adapter in {adapter}; {link} -> {run_dir}")
     return TrainResult(run_dir=run_dir, skipped=False, manifest=manifest)
 
 
-def _finish(run_dir: Path, manifest: dict, status: str, exit_code: int | None, start: float) -> None:
-    manifest.update(status=status, exit_code=exit_code, ended=now_utc(), seconds=round(time.monotonic() - start, 1))
+def _finish(run_dir: Path, manifest: dict, record: StageRecord, status: str, exit_code: int | None) -> None:
+    manifest.update(record.finish(status), exit_code=exit_code)
     atomic_write_json(run_dir / "manifest.json", manifest)

@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from lf_wrap.core.errors import UserError
+from lf_wrap.core.manifest import FAILED, FINISHED, INTERRUPTED
 
-FINISHED, FAILED, INTERRUPTED, RUNNING = "finished", "failed", "interrupted", "running"
 RESUME_KEY = "resume_from_checkpoint"
 _HOLDS = {FINISHED: "a finished run", FAILED: "a failed run", INTERRUPTED: "an interrupted run"}
 
@@ -128,7 +128,7 @@ class Rerun:
         """For the new manifest: every attempt before this one, oldest first."""
         if self.previous is None:
             return []
-        keep = ("status", "started", "ended", "exit_code", "resumed_from", "command")
+        keep = ("status", "started", "ended", "exit_code", "resumed_from", "argv")
         return [*self.previous.get("earlier_attempts", []), {k: self.previous.get(k) for k in keep}]
 
 
