@@ -36,3 +36,19 @@ def test_tiny_demo_runs_every_stage_and_prints_the_table(tmp_path):
         assert stage in proc.stderr
     # The demo never touches the runs/ links of the folder it was started from.
     assert not (tmp_path / "runs").exists()
+    # One manifest contract: prepare, train, merge and eval manifests open with the same header.
+    from lf_wrap.core.manifest import HEADER_KEYS
+
+    manifests = {"prepare": out / "dataset_info" / "demo_qa_train.manifest.json",
+                 "train": out / "runs" / "qa" / "manifest.json",
+                 "merge": out / "merges" / "linear" / "merge_manifest.json",
+                 "eval": out / "eval" / "manifest.json"}
+    commits = set()
+    for stage, path in manifests.items():
+        manifest = read_json(path)
+        assert list(manifest)[:len(HEADER_KEYS)] == list(HEADER_KEYS), (stage, list(manifest)[:10])
+        assert manifest["stage"] == stage and manifest["status"] == "finished", stage
+        assert manifest["argv"][:2] == ["lf-wrap", "demo"] and manifest["seconds"] >= 0, stage
+        assert manifest["started"] <= manifest["ended"], stage
+        commits.add(None if manifest["git"] is None else manifest["git"]["commit"])
+    assert len(commits) == 1

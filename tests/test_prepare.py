@@ -83,11 +83,16 @@ def test_sampling_is_deterministic_and_seeded(tmp_path, sample_sources):
     c = prepare("summarize", source, "train", 20, options=PrepareOptions(dataset_dir=tmp_path / "c", seed=8))
     assert a.data_file.read_bytes() == b.data_file.read_bytes()
     assert a.data_file.read_bytes() != c.data_file.read_bytes()
-    # Re-running the same command rewrites the same bytes, manifest and dataset_info.json included.
+    # Re-running the same command leaves every byte as it was (manifest and dataset_info.json
+    # included) and says it skipped; another seed into the same folder rewrites it.
     before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir() if p.is_file()}
-    prepare("summarize", source, "train", 20, options=PrepareOptions(dataset_dir=tmp_path / "a", seed=7))
+    again = prepare("summarize", source, "train", 20, options=PrepareOptions(dataset_dir=tmp_path / "a", seed=7))
     after = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir() if p.is_file()}
-    assert before == after
+    assert before == after and again.skipped and "unchanged" in summary(again)
+    other = prepare("summarize", source, "train", 20, options=PrepareOptions(dataset_dir=tmp_path / "a", seed=9,
+                                                                               name=a.name))
+    assert not other.skipped and other.manifest["seed"] == 9
+    assert other.data_file.read_bytes() != before[other.data_file.name]
 
 
 def test_manifest_records_counts_and_hash(tmp_path, sample_sources):
@@ -164,3 +169,13 @@ def test_rows_with_an_empty_field_are_dropped_and_counted(tmp_path, task, rows):
     assert result.manifest["rows_dropped"]["empty"] == len(rows) - 1
     assert result.manifest["rows_written"] + sum(result.manifest["rows_dropped"].values()) == len(rows)
     assert f"empty {len(rows) - 1}" in summary(result)
+
+
+def test_manifest_opens_with_the_shared_header(tmp_path, sample_sources):
+    from lf_wrap.core.manifest import HEADER_KEYS
+
+    result = prepare("qa", str(sample_sources / "squad_v2" / "validation.jsonl"), "validation", 10,
+                     options=PrepareOptions(dataset_dir=tmp_path))
+    manifest = read_json(tmp_path / f"{result.name}.manifest.json")
+    assert list(manifest)[:len(HEADER_KEYS)] == list(HEADER_KEYS)
+    assert manifest["stage"] == "prepare" and manifest["status"] == "finished" and manifest["seconds"] >= 0

@@ -9,17 +9,18 @@ writes the same bytes."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from lf_wrap import __version__
 from lf_wrap.data import dataset_info as registry
 from lf_wrap.data.sources import load_split
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.files import atomic_write_json, sha256_file
+from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, dump_json, sha256_file
+from lf_wrap.core.manifest import HEADER_KEYS, StageRecord
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task
 
 DEFAULT_KEYWORDS = Path(__file__).resolve().parents[1] / "defaults" / "keywords.yaml"
@@ -42,6 +43,7 @@ class PrepareResult:
     name: str
     data_file: Path
     manifest: dict = field(default_factory=dict)
+    skipped: bool = False          # the same set was already there, byte for byte
 
 
 # ---------------------------------------------------------------- checks
@@ -102,6 +104,7 @@ def has_keyword(texts: tuple[str, ...], keywords: list[str]) -> bool:
 
 def prepare(task_name: str, source: str, split: str, n: int, config: str | None = None,
             options: PrepareOptions | None = None) -> PrepareResult:
+    record = StageRecord("prepare")
     options = options or PrepareOptions()
     task = get_task(task_name)
     if n <= 0:
@@ -164,9 +167,8 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
     name = options.name if options.name is not None else f"alpaca_{task.name_prefix}_{split}_{len(rows)}"
     dataset_dir = Path(options.dataset_dir)
     data_file = dataset_dir / f"{name}.json"
-    manifest = {
+    body = {
         "written_by": registry.WRITER,
-        "lf_wrap_version": __version__,
         "task": task.name,
         "source": source,
         "config": config,
@@ -188,13 +190,29 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
         "rows_written": len(rows),
         "file_name": data_file.name,
     }
+    payload = dump_json(rows).encode("utf-8")
+    body["sha256"] = hashlib.sha256(payload).hexdigest()
     with registry.locked(dataset_dir):
         registry.check_name_free(dataset_dir, name, data_file.name)
-        atomic_write_json(data_file, rows)
-        manifest["sha256"] = sha256_file(data_file)
+        previous = registry.read_manifest(dataset_dir, name)
+        if _unchanged(previous, body, data_file, registry.read_info(dataset_dir).get(name)):
+            # Idempotent: the same command on the same source leaves every byte as it was
+            # (manifest times included) and says so, like any stage whose output exists.
+            return PrepareResult(name=name, data_file=data_file, manifest=previous, skipped=True)
+        atomic_write_bytes(data_file, payload)
+        manifest = record.manifest(body)
+        manifest.update(record.finish())
         atomic_write_json(registry.manifest_path(dataset_dir, name), manifest)
         registry.register(dataset_dir, name, registry.alpaca_entry(data_file.name))
     return PrepareResult(name=name, data_file=data_file, manifest=manifest)
+
+
+def _unchanged(previous: dict | None, body: dict, data_file: Path, entry) -> bool:
+    """The manifest, data file and registry entry already hold exactly what this run would write."""
+    if previous is None or {k: v for k, v in previous.items() if k not in HEADER_KEYS} != body:
+        return False
+    return (entry == registry.alpaca_entry(data_file.name) and data_file.is_file()
+            and sha256_file(data_file) == body["sha256"])
 
 
 def _load_tokenizer(name: str):
@@ -213,6 +231,9 @@ def _token_count(tokenizer, row: dict) -> int:
 
 def summary(result: PrepareResult) -> str:
     m = result.manifest
+    if result.skipped:
+        return (f"{result.data_file}: unchanged ({m['rows_written']} rows, the same sample and filters as the "
+                f"manifest beside it); '{result.name}' already registered; nothing written")
     drops = ", ".join(f"{k} {v}" for k, v in m["rows_dropped"].items() if v) or "none"
     return (f"wrote {result.data_file} ({m['rows_written']} rows; sampled {m['rows_read']} of "
             f"{m['source_rows']}; dropped: {drops}); registered '{result.name}' in "
