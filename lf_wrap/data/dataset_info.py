@@ -6,6 +6,7 @@ whole read-check-write so that two `prepare` commands running at once both land.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +88,23 @@ def register(dataset_dir: Path, name: str, entry: dict) -> None:
     info = read_info(dataset_dir)
     info[name] = entry
     atomic_write_json(Path(dataset_dir) / INFO_FILE, info)
+
+
+def match_name(dataset_dir: Path, pattern: str, where: str) -> str:
+    """The registered name `pattern` stands for: the name itself, or the one name a shell
+    pattern matches (`alpaca_wmt19_zh-en_validation_*`: how many rows the keyword filter keeps
+    is known only after `make data`). Case-sensitive, as dataset names are file names. The one
+    resolver for training, eval and search recipes."""
+    info = read_info(dataset_dir)
+    info_file = Path(dataset_dir) / INFO_FILE
+    if pattern in info or not any(ch in pattern for ch in "*?["):
+        return pattern
+    matches = sorted(n for n in info if fnmatch.fnmatchcase(n, pattern))
+    if len(matches) != 1:
+        found = ", ".join(matches) if matches else f"none; registered: {', '.join(sorted(info)) or 'none'}"
+        raise UserError(f"{where}: dataset pattern '{pattern}' matches {len(matches)} names in {info_file} "
+                        f"({found}); it must match exactly one dataset")
+    return matches[0]
 
 
 def resolve_dataset(dataset_dir: Path, name: str) -> Path:

@@ -8,13 +8,12 @@ task of your own scored with squad_v2), an `output` equal to the dataset's no-an
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lf_wrap.evaluation import prompts
-from lf_wrap.data.dataset_info import INFO_FILE, read_info, read_manifest, resolve_dataset
+from lf_wrap.data.dataset_info import INFO_FILE, match_name, read_info, read_manifest, resolve_dataset
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry
 from lf_wrap.core.files import sha256_file
@@ -51,15 +50,9 @@ def resolve_name(dataset_dir: Path, pattern: str, task: str) -> str:
     if not info:
         raise UserError(f"tasks.{task}.dataset: {Path(dataset_dir) / INFO_FILE} is missing or empty; "
                         "prepare the validation sets first (`make data` or `lf-wrap data prepare`)")
-    if not any(ch in pattern for ch in "*?["):
-        resolve_dataset(dataset_dir, pattern)   # clear error if unknown or its file is gone
-        return pattern
-    matches = sorted(n for n in info if fnmatch.fnmatchcase(n, pattern))
-    if len(matches) != 1:
-        found = ", ".join(matches) if matches else f"none (registered: {', '.join(sorted(info))})"
-        raise UserError(f"tasks.{task}.dataset: '{pattern}' must match exactly one dataset in "
-                        f"{Path(dataset_dir) / INFO_FILE}; matches: {found}")
-    return matches[0]
+    name = match_name(dataset_dir, pattern, f"tasks.{task}.dataset")
+    resolve_dataset(dataset_dir, name)   # clear error if unknown or its file is gone
+    return name
 
 
 def _no_answer_text(dataset_dir: Path, name: str, entry: TaskEntry) -> str:

@@ -12,7 +12,6 @@ the user: each has a dedicated place, named in the error."""
 from __future__ import annotations
 
 import copy
-import fnmatch
 import json
 import os
 from dataclasses import dataclass, field
@@ -170,7 +169,7 @@ def check_datasets(names: list[str], dataset_dir: Path, where: str,
     With `patterns`, a name may be a shell pattern matching exactly one registered name
     (`alpaca_wmt19_zh-en_train_*`: how many rows the keyword filter keeps is known only after
     `make data`); the result is keyed by the names matched."""
-    from lf_wrap.data.dataset_info import INFO_FILE, read_info, resolve_dataset
+    from lf_wrap.data.dataset_info import INFO_FILE, match_name, read_info, resolve_dataset
 
     dataset_dir = Path(dataset_dir)
     info_file = dataset_dir / INFO_FILE
@@ -180,12 +179,8 @@ def check_datasets(names: list[str], dataset_dir: Path, where: str,
     info = read_info(dataset_dir)
     found: dict[str, Path | None] = {}
     for name in names:
-        if patterns and any(c in name for c in "*?[") and name not in info:
-            matches = fnmatch.filter(sorted(info), name)
-            if len(matches) != 1:
-                raise UserError(f"{where}: dataset pattern '{name}' matches {len(matches)} names in {info_file}"
-                                f" ({', '.join(matches) or 'none'}); it must match exactly one")
-            name = matches[0]
+        if patterns:
+            name = match_name(dataset_dir, name, where)
         if name not in info:
             hint = did_you_mean(name, info) or f" (registered: {', '.join(sorted(info)) or 'none'})"
             raise UserError(f"{where}: dataset '{name}' is not in {info_file}{hint}")
