@@ -237,7 +237,7 @@ def test_missing_checkpoint_and_deepspeed_config(tiny_model, prepared, tmp_path)
 
 
 def test_deepspeed_needs_deepspeed_in_the_training_env():
-    from lf_wrap.train.recipe import check_paths
+    from lf_wrap.train.checks import check_paths
 
     args = {"deepspeed": str(RECIPES / "deepspeed" / "ds_z3_config.json")}
     check_paths(args, {}, {"deepspeed": "0.16.9"})

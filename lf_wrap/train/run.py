@@ -30,11 +30,10 @@ from lf_wrap.core.files import atomic_write_json, atomic_write_text, sha256_file
 from lf_wrap.train.lf_args import check_args, lf_schema
 from lf_wrap.core.manifest import FAILED, FINISHED, INTERRUPTED, StageRecord
 from lf_wrap.core.process import RECORDED_ENV, ProcessFailed, run_logged
-from lf_wrap.train.recipe import (Overrides, Recipe, check_datasets, check_model, check_paths, data_manifest,
-                            load_recipe, merged_args, parse_overrides)
-from lf_wrap.train.rundir import (Rerun, check_apart_from_inputs,
-                                  checkpoints, continue_command, decide, existing_run, how_to_continue,
-                                  run_inputs)
+from lf_wrap.train.checks import check_datasets, check_model, check_paths, data_manifest
+from lf_wrap.train.recipe import Overrides, Recipe, load_recipe, merged_args, parse_overrides
+from lf_wrap.train.rundir import (Rerun, check_apart_from_inputs, checkpoints, continue_command, decide,
+                                  existing_run, how_to_continue, run_inputs)
 
 log = logging.getLogger(__name__)
 
