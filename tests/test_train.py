@@ -7,6 +7,7 @@ is checked on the function that builds it; `--nproc 1` also runs for real (torch
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -91,14 +92,15 @@ def test_smoke_run_trains_an_adapter(task, smoke_run, work, prepared):
 
 
 @pytest.mark.slow
-def test_finished_run_skips_and_changed_args_need_force(smoke_run, work, tiny_model, prepared, monkeypatch, capsys):
+def test_finished_run_skips_and_changed_args_need_force(smoke_run, work, tiny_model, prepared, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="lf_wrap")
     done, run_dir = smoke_run("translate")
     assert done.returncode == 0
     monkeypatch.chdir(work)
     before = (run_dir / "train.log").read_bytes(), read_json(run_dir / "manifest.json")
     sets = smoke_sets("translate", tiny_model, prepared)[1::2]
     result = train(RECIPES / "translate.yaml", sets, run_dir=run_dir, smoke=True)
-    assert result.skipped and "already finished" in capsys.readouterr().out
+    assert result.skipped and "already finished" in caplog.text
     assert ((run_dir / "train.log").read_bytes(), read_json(run_dir / "manifest.json")) == before
     with pytest.raises(UserError, match=r"holds a finished run with other arguments \(differing: max_steps\); "
                                         r"pass --force"):
@@ -137,7 +139,7 @@ def test_child_failure_propagates_exit_code_and_log_tail(work, tiny_model, prepa
                         *smoke_sets("translate", tiny_model, prepared, "lora_target=no_such_proj"),
                         "--run-dir", "runs/broken", cwd=work)
     assert again.returncode == 1
-    assert "lf-wrap: runs/broken holds a failed run with no checkpoint; starting again from step 1" in again.stdout
+    assert "lf-wrap: runs/broken holds a failed run with no checkpoint; starting again from step 1" in again.stderr
     manifest = read_json(work / "runs" / "broken" / "manifest.json")
     assert manifest["resumed_from"] is None and [a["status"] for a in manifest["earlier_attempts"]] == ["failed"]
 
@@ -226,7 +228,7 @@ def test_interrupted_run_continues_with_the_command_it_prints(work, tiny_model, 
     done = run_lf_wrap(*shlex.split(hints[0])[1:], cwd=work)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     checkpoint = (run_dir / "adapter" / f"checkpoint-{last}").resolve()
-    assert "holds an interrupted run; resuming from its last checkpoint" in done.stdout
+    assert "holds an interrupted run; resuming from its last checkpoint" in done.stderr
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["status"] == "finished" and manifest["resumed_from"] == str(checkpoint)
     assert [a["status"] for a in manifest["earlier_attempts"]] == ["interrupted"]
@@ -239,10 +241,11 @@ def test_interrupted_run_continues_with_the_command_it_prints(work, tiny_model, 
 
 @pytest.mark.slow
 def test_failed_run_resumes_by_itself_and_force_starts_again(smoke_run, work, tiny_model, prepared, monkeypatch,
-                                                              capsys):
+                                                              caplog):
     """A failed run (here: a copy of the smoke run marked failed, its last checkpoint removed)
     re-run with the same arguments continues from its last checkpoint; --force says which
     checkpoints it removes and trains from step 1."""
+    caplog.set_level(logging.INFO, logger="lf_wrap")
     done, finished = smoke_run("translate")
     assert done.returncode == 0
     monkeypatch.chdir(work)
@@ -259,13 +262,14 @@ def test_failed_run_resumes_by_itself_and_force_starts_again(smoke_run, work, ti
     result = train(RECIPES / "translate.yaml", sets, run_dir=run_dir, smoke=True)
     checkpoint = (run_dir / "adapter" / "checkpoint-5").resolve()
     assert f"holds a failed run; resuming from its last checkpoint {run_dir / 'adapter' / 'checkpoint-5'}" \
-        in capsys.readouterr().out
+        in caplog.text
+    caplog.clear()
     assert result.manifest["resumed_from"] == str(checkpoint)
     assert losses(run_dir)[0][0] == 6 and losses(run_dir)[-1][0] == 10          # steps 6..10 only
 
     result = train(RECIPES / "translate.yaml", sets, run_dir=run_dir, smoke=True, force=True)
-    out = capsys.readouterr().out
-    assert (f"lf-wrap: --force: removing {run_dir / 'adapter'} (the adapter and its checkpoints checkpoint-5, "
+    out = caplog.text
+    assert (f"--force: removing {run_dir / 'adapter'} (the adapter and its checkpoints checkpoint-5, "
             "checkpoint-10); training from step 1") in out
     assert result.manifest["resumed_from"] is None and losses(run_dir)[0][0] == 1
     assert [a["status"] for a in result.manifest["earlier_attempts"]] == ["failed", "finished"]

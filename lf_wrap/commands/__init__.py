@@ -31,7 +31,6 @@ class _ConsoleHandler(logging.Handler):
 def console_logging(level: int = logging.INFO) -> None:
     logger = logging.getLogger("lf_wrap")
     logger.setLevel(level)
-    logger.propagate = False
     if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
         logger.addHandler(_ConsoleHandler())
 

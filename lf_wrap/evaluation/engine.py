@@ -13,9 +13,9 @@ the cores."""
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing as mp
 import os
-import sys
 import queue
 from dataclasses import dataclass, field
 
@@ -83,8 +83,8 @@ def _prefer_in_process() -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = CPU_KVCACHE_GIB
-        print(f"lf-wrap: VLLM_CPU_KVCACHE_SPACE is not set; using {CPU_KVCACHE_GIB} GiB for the CPU KV cache",
-              file=sys.stderr)
+        logging.getLogger(__name__).info(f"VLLM_CPU_KVCACHE_SPACE is not set; using {CPU_KVCACHE_GIB} GiB for "
+                                         "the CPU KV cache")
 
 
 class Engine:

@@ -139,10 +139,10 @@ def decide(run_dir: Path, previous: dict | None, train_args: dict, force: bool) 
     explicit = train_args.get(RESUME_KEY)
     if force:
         if explicit or not adapter.exists():
-            return Rerun(previous, say=f"lf-wrap: --force: training again in {run_dir}"
+            return Rerun(previous, say=f"--force: training again in {run_dir}"
                                        + (f", from {explicit}" if explicit else " from step 1"))
         saved = ", ".join(p.name for p in checkpoints(adapter, complete=False))
-        return Rerun(previous, remove=True, say=f"lf-wrap: --force: removing {adapter} (the adapter"
+        return Rerun(previous, remove=True, say=f"--force: removing {adapter} (the adapter"
                                                 + (f" and its checkpoints {saved}" if saved else "")
                                                 + "); training from step 1")
     own = checkpoints(adapter)
@@ -154,18 +154,18 @@ def decide(run_dir: Path, previous: dict | None, train_args: dict, force: bool) 
                         f"pass --force to train again there from step 1 (it removes the adapter and its "
                         f"checkpoints){keep}, or choose another --run-dir")
     if status == FINISHED:
-        return Rerun(previous, skip=True, say=f"lf-wrap: {run_dir} already finished ({previous.get('ended')}); "
+        return Rerun(previous, skip=True, say=f"{run_dir} already finished ({previous.get('ended')}); "
                                               "skipping. Pass --force to train again.")
     if explicit:
         other = (f" (its own last checkpoint is {own[-1]}: leave out that --set to continue from there)"
                  if own and Path(explicit).resolve() != own[-1].resolve() else "")
-        return Rerun(previous, say=f"lf-wrap: {run_dir} holds {_holds(status)}; resuming from {explicit}, as "
+        return Rerun(previous, say=f"{run_dir} holds {_holds(status)}; resuming from {explicit}, as "
                                    f"--set {RESUME_KEY} says{other}")
     if own:
-        return Rerun(previous, resume=own[-1], say=f"lf-wrap: {run_dir} holds {_holds(status)}; resuming from its "
+        return Rerun(previous, resume=own[-1], say=f"{run_dir} holds {_holds(status)}; resuming from its "
                                                    f"last checkpoint {own[-1]} (--force starts again from step 1)")
     return Rerun(previous, remove=adapter.exists(),
-                 say=f"lf-wrap: {run_dir} holds {_holds(status)} with no checkpoint; starting again from step 1")
+                 say=f"{run_dir} holds {_holds(status)} with no checkpoint; starting again from step 1")
 
 
 # ---------------------------------------------------------------- how to continue
