@@ -86,7 +86,7 @@ def test_a_clearly_better_system_is_significant(tmp_path, task):
     assert list(result["metrics"]) == list(TASKS[task].metrics)
     for metric, test in result["metrics"].items():
         assert test["difference"] == test["b"] - test["a"] > 0
-        assert test["ci95"][0] > 0 and test["p_value"] < 0.01, metric
+        assert test["ci95"][0] > 0 and test["p_value"] < 0.01 and test["significant"] is True, metric
     # A and B are exactly what `lf-wrap score` prints for each file.
     for side, path in (("a", worse), ("b", better)):
         scores = _json(run_lf_wrap("score", path, "--task", task, "--json"))

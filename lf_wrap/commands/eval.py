@@ -31,7 +31,7 @@ def eval_command(recipe, out, overrides, force):
 
 def _draw_options(command):
     """--resamples and --seed, shared by `score` and `compare`."""
-    command = click.option("--seed", type=int, default=12345, show_default=True,
+    command = click.option("--seed", type=click.IntRange(min=0), default=12345, show_default=True,
                            help="Seed of the bootstrap draw (sacrebleu's default).")(command)
     return click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True,
                         help="Bootstrap resamples of the rows for the 95% intervals.")(command)
@@ -108,10 +108,10 @@ def compare_command(a, b, task, metric, no_answer_text, as_json, resamples, seed
     click.echo(f"A: {a}\nB: {b}\n{result['rows']} rows paired, {resamples} resamples, seed {seed}\n")
     click.echo(f"{'metric':<12} {'A':>7} {'B':>7} {'B - A':>8}  {'95% interval of B - A':<22} {'p-value':>7}")
     for name, test in result["metrics"].items():
-        noise = "  n.s." if test["ci95"][0] <= 0 <= test["ci95"][1] else ""
         click.echo(f"{name:<12} {test['a']:7.4f} {test['b']:7.4f} {test['difference']:+8.4f}  "
-                   f"{_interval(*test['ci95'], signed=True):<22} {test['p_value']:7.4f}{noise}")
-    if any(t["ci95"][0] <= 0 <= t["ci95"][1] for t in result["metrics"].values()):
+                   f"{_interval(*test['ci95'], signed=True):<22} {test['p_value']:7.4f}"
+                   + ("" if test["significant"] else "  n.s."))
+    if not all(t["significant"] for t in result["metrics"].values()):
         click.echo("\nn.s.: the 95% interval of the difference includes 0: this difference may be resampling noise")
 
 

@@ -154,8 +154,8 @@ def match_rows(a: ScoredFile, b: ScoredFile) -> list[tuple[int, int]]:
 def compare_files(path_a: Path, path_b: Path, task: Task, no_answer_text: str | None = None,
                   draw: Draw = Draw()) -> dict:
     """`lf-wrap compare A B`: is B better than A on the same rows? Each metric of A and of B
-    (exactly as `lf-wrap score` gives them), B - A, the interval of B - A and the p-value of the
-    paired bootstrap test."""
+    (exactly as `lf-wrap score` gives them), B - A, the interval of B - A, the p-value of the
+    paired bootstrap test, and `significant`: whether that interval excludes 0."""
     a = score_with_rows(path_a, task, no_answer_text)
     b = score_with_rows(path_b, task, no_answer_text)
     pairs = match_rows(a, b)
@@ -164,5 +164,6 @@ def compare_files(path_a: Path, path_b: Path, task: Task, no_answer_text: str | 
             "resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence,
             "metrics": {metric: {"a": a.metrics[metric], "b": b.metrics[metric],
                                  "difference": b.metrics[metric] - a.metrics[metric],
-                                 "ci95": tests[metric]["ci95"], "p_value": tests[metric]["p_value"]}
+                                 "ci95": tests[metric]["ci95"], "p_value": tests[metric]["p_value"],
+                                 "significant": not tests[metric]["ci95"][0] <= 0 <= tests[metric]["ci95"][1]}
                         for metric in task.metrics}}
