@@ -90,6 +90,7 @@ def setup(tiny_model, prepared, tmp_path_factory):
                    "max_lora_rank": 8, "max_loras": 2},
         "long_prompts": "skip",
         "batch_size": 12,
+        "bootstrap": {"resamples": 200, "seed": 7, "compare_to": ["lora_translate"]},
     }
     path = root / "eval-tiny.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -206,9 +207,50 @@ def test_metrics_equal_lf_wrap_score_on_the_same_files(evaluated):
     for model in ("base", "lora_qa"):
         for task in TASKS:
             done = run_lf_wrap("score", evaluated["out"] / "predictions" / model / f"{task}.jsonl",
-                               "--task", task, "--json")
+                               "--task", task, "--json", "--resamples", "200", "--seed", "7")
             assert done.returncode == 0, done.stderr
-            assert json.loads(done.stdout) == results["metrics"][model][task]
+            scores = json.loads(done.stdout)
+            assert {k: v for k, v in scores.items() if not k.endswith("_ci95")} == results["metrics"][model][task]
+            assert {k[:-5]: v for k, v in scores.items() if k.endswith("_ci95")} == results["intervals"][model][task]
+
+
+def test_row_scores_are_written_beside_every_predictions_file(evaluated):
+    keys = {"translate": {"bleu_stats"}, "summarize": {"rouge1", "rouge2", "rougeL", "rougeLsum"},
+            "qa": {"exact_match", "f1"}}
+    for model in MODELS:
+        for task in TASKS:
+            lines = predictions(evaluated["out"], model, task)
+            scores = [json.loads(line) for line in (evaluated["out"] / "predictions" / model / f"{task}.scores.jsonl")
+                      .read_text(encoding="utf-8").splitlines()]
+            assert [(s["row"], s["id"]) for s in scores] == sorted((p["row"], p["id"]) for p in lines)
+            assert all(set(s) == {"row", "id"} | keys[task] for s in scores)
+    assert not list((evaluated["out"] / "predictions").glob("*/.*.tmp"))        # written atomically
+
+
+def test_metrics_json_carries_intervals_and_paired_tests(evaluated):
+    doc = read_json(evaluated["out"] / "metrics.json")
+    assert doc["bootstrap"] == {"resamples": 200, "seed": 7, "confidence": 0.95, "compare_to": ["lora_translate"],
+                                "against": ["base", "lora_translate"]}
+    for model in MODELS:
+        for task in TASKS:
+            for metric, value in doc["metrics"][model][task].items():
+                low, high = doc["intervals"][model][task][metric]
+                assert low <= value <= high
+    # Every model against base, and every model but lora_translate against lora_translate.
+    assert {m: sorted(v) for m, v in doc["paired"].items()} == {
+        "base": ["lora_translate"], "lora_translate": ["base"], "lora_qa": ["base", "lora_translate"],
+        "merged_qa": ["base", "lora_translate"]}
+    rows = doc["counts"]["lora_qa"]
+    for task in TASKS:
+        for metric, test in doc["paired"]["lora_qa"]["base"][task].items():
+            gain = doc["metrics"]["lora_qa"][task][metric] - doc["metrics"]["base"][task][metric]
+            assert test["difference"] == pytest.approx(gain, abs=1e-12) and test["rows"] == rows[task]["rows"]
+            assert test["ci95"][0] <= test["difference"] <= test["ci95"][1] and 0 < test["p_value"] <= 1
+    markdown = (evaluated["out"] / "table.md").read_text()
+    assert "[low, high]: the 95% bootstrap interval (200 resamples of the rows, seed 7)" in markdown
+    assert "Difference from lora_translate:" in markdown
+    qa_line = next(line for line in markdown.splitlines() if line.startswith("| qa EM |"))
+    assert qa_line.count("[") == len(MODELS)
 
 
 def test_table_marks_own_task_and_gains(evaluated):
@@ -251,6 +293,10 @@ def test_killed_run_resumes_without_regenerating_finished_rows(evaluated, tmp_pa
         assert rows_now == sorted(json.loads(line)["row"] for line in before.decode().splitlines()), path
         if path not in (translate, summarize):
             assert path.read_bytes() == before, f"{path} was rewritten"
+    # The scores beside each file were rewritten with it: every row again, the same as before the kill.
+    for path in (translate, summarize):
+        assert path.with_suffix(".scores.jsonl").read_bytes() == (
+            evaluated["out"] / path.relative_to(out)).with_suffix(".scores.jsonl").read_bytes()
     again = run_lf_wrap("eval", evaluated["recipe"], "--out", out)
     assert again.returncode == 0 and "0 predictions generated" in again.stdout
 
@@ -262,6 +308,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _recipe_with(setup, tmp_path, **changes) -> Path:
     recipe = yaml.safe_load(setup["recipe"].read_text())
+    if "models" in changes:
+        recipe.pop("bootstrap")        # its compare_to names a model of the original list
     for key, value in changes.items():
         recipe[key] = value
     path = tmp_path / "recipe.yaml"

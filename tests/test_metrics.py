@@ -173,15 +173,27 @@ def test_score_command_json_keys_and_values(tmp_path):
                                         {"prediction": "the Paris", "references": ["Paris", "in Paris"]}])
     done = run_lf_wrap("score", qa, "--task", "qa", "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"exact_match": 0.75, "f1": 0.75}
+    scores = json.loads(done.stdout)
+    assert list(scores) == ["exact_match", "exact_match_ci95", "f1", "f1_ci95"]      # each metric, then its interval
+    assert {k: v for k, v in scores.items() if not k.endswith("_ci95")} == {"exact_match": 0.75, "f1": 0.75}
+    # Rows right, right, wrong, right. The interval's ends are the sorted resample means at k = 1000 // 40
+    # = 25 from each end. Of 1,000 resamples of 4 rows, about 4 hold no right row (mean 0) and 47 one
+    # (0.25): the mean at k is 0.25; 0.75^4 = 32% are all right (1.0), so the mean at k from the top is 1.0.
+    assert scores["exact_match_ci95"] == scores["f1_ci95"] == [0.25, 1.0]
     summaries = _write(tmp_path / "sum.jsonl", [{"prediction": "hello goodbye", "references": ["goodbye"]},
                                                 {"prediction": "ankh morpork", "references": ["general kenobi"]}])
     done = run_lf_wrap("score", summaries, "--task", "summarize", "--json")
-    assert json.loads(done.stdout) == {"rouge1": 1 / 3, "rouge2": 0.0, "rougeL": 1 / 3, "rougeLsum": 1 / 3}
+    scores = json.loads(done.stdout)
+    assert {k: v for k, v in scores.items() if not k.endswith("_ci95")} == {
+        "rouge1": 1 / 3, "rouge2": 0.0, "rougeL": 1 / 3, "rougeLsum": 1 / 3}
+    # Two rows, rouge1 2/3 and 0: a resample holds 0, 1 or 2 of the first (1/4, 1/2, 1/4 of them).
+    assert scores["rouge1_ci95"] == [0.0, 2 / 3] and scores["rouge2_ci95"] == [0.0, 0.0]
     translations = _write(tmp_path / "tr.jsonl", [{"prediction": "the cat sat on the mat",
                                                    "references": ["the cat sat on the red mat today"]}])
     done = run_lf_wrap("score", translations, "--task", "translate")
     assert done.returncode == 0 and "bleu" in done.stdout and "0.5698" in done.stdout
+    # One row: every resample is that row, so the interval is the value itself.
+    assert "0.5698 [0.5698, 0.5698]" in done.stdout
 
 
 def test_score_command_bad_file_names_the_line(tmp_path):

@@ -62,6 +62,95 @@ def test_report_reproduces_the_study_table(results):
     assert markdown in done.stdout
 
 
+def _with_intervals(results, compare_to=("lora_translate",)):
+    """The study's folder as an eval of this version writes it: each value with an interval, each
+    model against base (and against `compare_to`) with a paired test. The study published no per-row
+    scores, so these intervals are made up (value +- 0.02, difference +- 0.01): only the layout is checked."""
+    doc = read_json(results / "metrics.json")
+    doc["intervals"] = {m: {t: {k: [v - 0.02, v + 0.02] for k, v in by_key.items()} for t, by_key in by_task.items()}
+                        for m, by_task in doc["metrics"].items()}
+    doc["paired"] = {}
+    for model in STUDY:
+        for other in ("base", *compare_to):
+            for task, key in KEY.items():
+                if model == other or STUDY[model][task] is None or STUDY[other][task] is None:
+                    continue
+                d = STUDY[model][task] - STUDY[other][task]
+                doc["paired"].setdefault(model, {}).setdefault(other, {})[task] = {key: {
+                    "difference": d, "ci95": [d - 0.01, d + 0.01], "p_value": 0.01 if abs(d) > 0.01 else 0.3,
+                    "rows": 990}}
+    doc["bootstrap"] = {"resamples": 1000, "seed": 12345, "confidence": 0.95, "compare_to": list(compare_to)}
+    atomic_write_json(results / "metrics.json", doc)
+    return results
+
+
+def test_report_shows_every_value_with_its_interval_and_marks_gains_that_may_be_noise(results):
+    done = run_lf_wrap("report", _with_intervals(results))
+    assert done.returncode == 0, done.stderr
+    markdown = (results / "table.md").read_text()
+    assert markdown.startswith(
+        "| metric | base | lora_translate | lora_summarize | lora_qa | merge_3in1 |\n"
+        "| --- | --- | --- | --- | --- | --- |\n"
+        "| translate BLEU | 0.1964 [0.1764, 0.2164] | **0.2095** [0.1895, 0.2295] | 0.2128 [0.1928, 0.2328] "
+        "| 0.2041 [0.1841, 0.2241] | 0.2047 [0.1847, 0.2247] |\n"
+        "| summarize ROUGE-1 | 0.2967 [0.2767, 0.3167] | 0.2966 [0.2766, 0.3166] | **0.3759** [0.3559, 0.3959] "
+        "| 0.3078 [0.2878, 0.3278] | 0.3117 [0.2917, 0.3317] |\n"
+        "| qa EM | (missing) | 0.7783 [0.7583, 0.7983] | 0.7506 [0.7306, 0.7706] | **0.8289** [0.8089, 0.8489] "
+        "| 0.7811 [0.7611, 0.8011] |\n"
+        "| mean | (missing) | 0.4281 | 0.4464 | 0.4469 | 0.4325 |\n")     # the same values, the same means
+    # Gains whose interval includes 0 carry the dagger, and the footnote says how to read it.
+    assert ("| translate BLEU | **+0.0131** [+0.0031, +0.0231] p=0.010 | +0.0164 [+0.0064, +0.0264] p=0.010 "
+            "| +0.0077 [-0.0023, +0.0177] p=0.300 † | +0.0083 [-0.0017, +0.0183] p=0.300 † |") in markdown
+    assert ("| summarize ROUGE-1 | -0.0001 [-0.0101, +0.0099] p=0.300 † | **+0.0792** [+0.0692, +0.0892] p=0.010 "
+            "| +0.0111 [+0.0011, +0.0211] p=0.010 | +0.0150 [+0.0050, +0.0250] p=0.010 |") in markdown
+    assert ("† n.s.: the 95% interval of the difference includes 0: this gain may be resampling noise."
+            in markdown)
+    assert "[low, high]: the 95% bootstrap interval (1000 resamples of the rows, seed 12345)" in markdown
+    # compare_to: the study's "summarisation helped translation more than translation did" (+0.0033).
+    block = markdown.split("Difference from lora_translate:")[1]
+    assert ("| translate BLEU | -0.0131 [-0.0231, -0.0031] p=0.010 | +0.0033 [-0.0067, +0.0133] p=0.300 † "
+            "| -0.0054 [-0.0154, +0.0046] p=0.300 † | -0.0048 [-0.0148, +0.0052] p=0.300 † |") in block
+    # The value is still the first word of every cell.
+    for line in markdown.split("\n\n")[0].splitlines()[2:]:
+        for cell in line.strip("|").split("|")[1:]:
+            first = cell.split()[0].strip("*")
+            assert first == "(missing)" or float(first) >= 0, line
+    assert markdown in done.stdout
+
+
+def test_report_csv_and_json_carry_intervals_and_p_values(results):
+    run_lf_wrap("report", _with_intervals(results))
+    rows = list(csv.reader(io.StringIO((results / "table.csv").read_text())))
+    assert rows[0][:9] == ["metric", "base", "base ci95_low", "base ci95_high", "base p_value",
+                           "lora_translate", "lora_translate ci95_low", "lora_translate ci95_high", "lora_translate p_value"]
+    assert rows[1][:5] == ["translate BLEU", "0.196400", "0.176400", "0.216400", ""]
+    assert rows[5][0] == "translate BLEU gain over base" and rows[5][5:9] == ["+0.013100", "+0.003100", "+0.023100",
+                                                                              "0.010000"]
+    assert rows[9][0] == "translate BLEU minus lora_translate" and rows[9][9:13] == [
+        "+0.003300", "-0.006700", "+0.013300", "0.300000"]
+    assert all(len(row) == 21 for row in rows)
+    table = read_json(results / "table.json")
+    assert table["values"]["lora_summarize"]["summarize ROUGE-1"] == 0.3759          # values unchanged
+    assert table["ci95"]["lora_summarize"]["summarize ROUGE-1"] == {"ci95_low": pytest.approx(0.3559),
+                                                                    "ci95_high": pytest.approx(0.3959)}
+    assert table["ci95"]["base"]["qa EM"] is None and table["ci95"]["base"]["mean"] is None
+    gain = table["gain_ci95"]["lora_qa"]["translate BLEU"]
+    assert gain["significant"] is False and gain["p_value"] == 0.3 and gain["rows"] == 990
+    assert table["gain_ci95"]["lora_translate"]["translate BLEU"]["significant"] is True
+    assert table["differences"]["lora_translate"]["ci95"]["lora_summarize"]["translate BLEU"]["significant"] is False
+    assert table["bootstrap"]["resamples"] == 1000
+    assert (results / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_on_a_metrics_json_without_intervals_has_no_interval_columns(results):
+    done = run_lf_wrap("report", results)
+    assert done.returncode == 0, done.stderr
+    markdown = (results / "table.md").read_text()
+    assert "[" not in markdown and "†" not in markdown and "p=" not in markdown
+    assert "ci95" not in (results / "table.csv").read_text()
+    assert not {"ci95", "gain_ci95", "differences", "bootstrap"} & set(read_json(results / "table.json"))
+
+
 def test_report_json_and_csv_carry_the_same_matrix(results):
     run_lf_wrap("report", results)
     table = read_json(results / "table.json")
@@ -85,7 +174,7 @@ def test_report_draws_the_chart_and_the_loss_curves(results):
     for name in ("chart.png", "loss_curves.png"):
         data = (results / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
-    from lf_wrap.evaluation.report import read_loss
+    from lf_wrap.evaluation.charts import read_loss
 
     steps, losses = read_loss(results.parent / "runs" / "lora_qa" / "trainer_log.jsonl")
     assert steps == list(range(1, 21)) and losses[0] == 2.5      # the eval_loss line is not a training loss

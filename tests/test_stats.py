@@ -15,6 +15,13 @@ from sacrebleu.significance import PairedTest, _bootstrap_resample
 
 from lf_wrap.evaluation import metrics
 from lf_wrap.evaluation import stats
+from lf_wrap.tasks import TASKS
+
+FAMILY = {name: task.metric for name, task in TASKS.items()}    # translate: bleu, summarize: rouge, qa: squad_v2
+
+
+def keys(task: str) -> tuple[str, ...]:
+    return metrics.FAMILIES[FAMILY[task]].keys
 
 WORDS = ("the a cat dog bird sat ran flew on under over mat house tree red blue green quickly slowly "
          "today yesterday big small old new river").split()
@@ -60,38 +67,48 @@ SAMPLES = {
 @pytest.mark.parametrize("task", sorted(SAMPLES))
 def test_corpus_value_equals_score_task(task):
     predictions, references = SAMPLES[task]
-    rows = stats.row_scores(task, predictions, references, "No answer" if task == "qa" else None)
+    rows = stats.row_scores(FAMILY[task], predictions, references, "No answer" if task == "qa" else None)
     assert len(rows) == len(predictions)
-    expected = metrics.score_task(task, predictions, references, "No answer" if task == "qa" else None)
-    assert {m: stats.corpus_value(m, rows) for m in metrics.TASK_METRICS[task]} == expected
+    expected = metrics.score_task(TASKS[task], predictions, references, "No answer" if task == "qa" else None)
+    assert {m: stats.corpus_value(m, rows) for m in keys(task)} == expected
+
+
+def test_plain_exact_match_family_has_no_no_answer_rule():
+    # A task of your own scored with exact_match: "No answer" is just a string, every row has a reference.
+    predictions, references = ["Paris", "No answer", "the Rome!"], [["paris"], ["No answer"], ["Rome", "Roma"]]
+    rows = stats.row_scores("exact_match", predictions, references, "No answer")
+    assert rows == [{"exact_match": 1}, {"exact_match": 1}, {"exact_match": 1}]
+    assert stats.corpus_value("exact_match", rows) == metrics.exact_match(predictions, references)["exact_match"]
+    squad = stats.row_scores("squad_v2", ["No answer"], [["No answer"]], "No answer")
+    assert squad == [{"exact_match": 0.0, "f1": 0.0}]     # squad_v2 reads the no-answer text as ""
 
 
 @pytest.mark.parametrize("task", sorted(SAMPLES))
 def test_rows_are_json_lines(task):
     predictions, references = SAMPLES[task]
-    rows = stats.row_scores(task, predictions, references)
+    rows = stats.row_scores(FAMILY[task], predictions, references)
     assert [json.loads(json.dumps(row)) for row in rows] == rows
-    keys = ["bleu_stats"] if task == "translate" else list(metrics.TASK_METRICS[task])
-    assert all(sorted(row) == sorted(keys) for row in rows)
+    expected_keys = ["bleu_stats"] if task == "translate" else list(keys(task))
+    assert all(sorted(row) == sorted(expected_keys) for row in rows)
 
 
 def test_bleu_stats_are_sacrebleus():
     (hyps,), refs = _systems((0.3,))
-    rows = stats.row_scores("translate", hyps, [[r] for r in refs])
+    rows = stats.row_scores("bleu", hyps, [[r] for r in refs])
     sacre = BLEU(tokenize="13a", smooth_method="none")._extract_corpus_statistics(hyps, [refs])
     assert [row["bleu_stats"] for row in rows] == sacre
     # Several references: evaluate's shortest reference length, where sacrebleu takes the closest.
-    (row,) = stats.row_scores("translate", ["a b c d e"], [["a b c d e f", "a b"]])
+    (row,) = stats.row_scores("bleu", ["a b c d e"], [["a b c d e f", "a b"]])
     assert row["bleu_stats"][:2] == [5, 2]
 
 
 def test_row_scores_refuses_bad_input():
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ValueError, match="unknown metric family 'poetry'"):
         stats.row_scores("poetry", ["x"], [["x"]])
     with pytest.raises(ValueError, match="2 predictions but 1"):
-        stats.row_scores("qa", ["x", "y"], [["x"]])
+        stats.row_scores("squad_v2", ["x", "y"], [["x"]])
     with pytest.raises(ValueError, match="at least one reference"):
-        stats.row_scores("translate", ["x"], [[]])
+        stats.row_scores("bleu", ["x"], [[]])
 
 
 # ---------------------------------------------------------------- intervals
@@ -136,8 +153,8 @@ def test_numpy_resampling_is_the_index_matrix_mean():
 
 def test_chunked_draw_equals_one_draw(monkeypatch):
     (a, b), refs = _systems((0.3, 0.4))
-    rows_a = stats.row_scores("translate", a, [[r] for r in refs])
-    rows_b = stats.row_scores("translate", b, [[r] for r in refs])
+    rows_a = stats.row_scores("bleu", a, [[r] for r in refs])
+    rows_b = stats.row_scores("bleu", b, [[r] for r in refs])
     whole = stats.bootstrap_interval("bleu", rows_a, 200), stats.paired_test("bleu", rows_a, rows_b, 200)
     monkeypatch.setattr(stats, "_CACHED_ENTRIES", 0)
     monkeypatch.setattr(stats, "_CHUNK_ENTRIES", 70)        # 2 resamples a chunk, 100 chunks
@@ -147,8 +164,8 @@ def test_chunked_draw_equals_one_draw(monkeypatch):
 @pytest.mark.parametrize("task", ["translate", "summarize", "qa"])
 def test_interval_contains_point_and_repeats_with_its_seed(task):
     (hyps,), refs = _systems((0.3,))
-    rows = stats.row_scores(task, hyps, [[r] for r in refs])
-    for metric in metrics.TASK_METRICS[task]:
+    rows = stats.row_scores(FAMILY[task], hyps, [[r] for r in refs])
+    for metric in keys(task):
         low, high = stats.bootstrap_interval(metric, rows)
         assert low <= stats.corpus_value(metric, rows) <= high and low < high
         assert stats.bootstrap_interval(metric, rows) == (low, high)
@@ -160,7 +177,7 @@ def test_interval_contains_point_and_repeats_with_its_seed(task):
 
 def test_bleu_resamples_are_sacrebleus(monkeypatch):
     (hyps,), refs = _systems((0.3,))
-    rows = stats.row_scores("translate", hyps, [[r] for r in refs])
+    rows = stats.row_scores("bleu", hyps, [[r] for r in refs])
     sacre_bleu = BLEU(tokenize="13a", smooth_method="none")
     sacre_stats = sacre_bleu._extract_corpus_statistics(hyps, [refs])
     for seed, n in ((12345, 1000), (4, 77)):
@@ -178,7 +195,7 @@ def test_bleu_resamples_are_sacrebleus(monkeypatch):
 def test_perfect_bleu_interval_is_one():
     # sacrebleu's own resamples score 100.00000000000004 here (float32 precisions, log then exp).
     refs = ["the cat sat on the mat today", "a dog ran home fast now"] * 10
-    rows = stats.row_scores("translate", refs, [[r] for r in refs])
+    rows = stats.row_scores("bleu", refs, [[r] for r in refs])
     assert stats.corpus_value("bleu", rows) == 1.0 and stats.bootstrap_interval("bleu", rows) == (1.0, 1.0)
 
 
@@ -188,8 +205,8 @@ def test_perfect_bleu_interval_is_one():
 @pytest.mark.parametrize("task", ["translate", "summarize", "qa"])
 def test_system_against_itself(task):
     (hyps,), refs = _systems((0.3,))
-    rows = stats.row_scores(task, hyps, [[r] for r in refs])
-    for metric in metrics.TASK_METRICS[task]:
+    rows = stats.row_scores(FAMILY[task], hyps, [[r] for r in refs])
+    for metric in keys(task):
         result = stats.paired_test(metric, rows, [dict(row) for row in rows])
         assert result["difference"] == 0 and result["ci95"] == [0.0, 0.0]
         assert result["p_value"] == 1.0         # sacrebleu says 1/(N+1) here; see stats._p_value
@@ -198,9 +215,9 @@ def test_system_against_itself(task):
 @pytest.mark.parametrize("task", ["translate", "summarize", "qa"])
 def test_clearly_better_system_is_significant(task):
     (worse, better), refs = _systems((0.8, 0.1))
-    rows_worse = stats.row_scores(task, worse, [[r] for r in refs])
-    rows_better = stats.row_scores(task, better, [[r] for r in refs])
-    for metric in metrics.TASK_METRICS[task]:
+    rows_worse = stats.row_scores(FAMILY[task], worse, [[r] for r in refs])
+    rows_better = stats.row_scores(FAMILY[task], better, [[r] for r in refs])
+    for metric in keys(task):
         result = stats.paired_test(metric, rows_worse, rows_better)
         assert result["difference"] == result["b"] - result["a"] > 0
         assert result["ci95"][0] > 0 and result["p_value"] < 0.01
@@ -212,8 +229,8 @@ def test_clearly_better_system_is_significant(task):
 @pytest.mark.parametrize("rates", [(0.3, 0.35), (0.3, 0.25), (0.5, 0.2)])
 def test_bleu_p_value_equals_sacrebleus(monkeypatch, rates):
     (a, b), refs = _systems(rates, n=40, seed=3)
-    rows_a = stats.row_scores("translate", a, [[r] for r in refs])
-    rows_b = stats.row_scores("translate", b, [[r] for r in refs])
+    rows_a = stats.row_scores("bleu", a, [[r] for r in refs])
+    rows_b = stats.row_scores("bleu", b, [[r] for r in refs])
     for seed, n in ((12345, 1000), (99, 300)):
         monkeypatch.setenv("SACREBLEU_SEED", str(seed))
         _, scores = PairedTest([("a", a), ("b", b)], {"BLEU": BLEU(tokenize="13a", smooth_method="none")},
@@ -221,6 +238,17 @@ def test_bleu_p_value_equals_sacrebleus(monkeypatch, rates):
         result = stats.paired_test("bleu", rows_a, rows_b, n_resamples=n, seed=seed)
         assert result["p_value"] == scores["BLEU"][1].p_value
         assert result["b"] == pytest.approx(scores["BLEU"][1].score / 100, rel=1e-12)
+
+
+def test_paired_interval_follows_the_confidence_and_the_p_value_does_not():
+    (a, b), refs = _systems((0.3, 0.35))
+    rows_a, rows_b = (stats.row_scores("rouge", s, [[r] for r in refs]) for s in (a, b))
+    wide = stats.paired_test("rouge1", rows_a, rows_b, 400)
+    narrow = stats.paired_test("rouge1", rows_a, rows_b, 400, confidence=0.5)
+    assert wide["ci95"][0] < narrow["ci95"][0] <= narrow["ci95"][1] < wide["ci95"][1]
+    assert narrow["p_value"] == wide["p_value"] and narrow["difference"] == wide["difference"]
+    with pytest.raises(ValueError, match="confidence"):
+        stats.paired_test("rouge1", rows_a, rows_b, confidence=1.0)
 
 
 def test_paired_test_refuses_mismatched_rows():

@@ -50,18 +50,27 @@ def evaluated(tiny_model, prepared, tmp_path_factory):
     return out
 
 
-def _score(out, model: str, task: str, *extra: str) -> dict:
+def _score(out, model: str, task: str, *extra: str) -> tuple[dict, dict]:
+    """`lf-wrap score --json`: (the metrics, their intervals)."""
     done = run_lf_wrap("score", out / "predictions" / model / f"{task}.jsonl", "--task", task, *extra, "--json")
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    scores = json.loads(done.stdout)
+    return ({k: v for k, v in scores.items() if not k.endswith("_ci95")},
+            {k[:-5]: v for k, v in scores.items() if k.endswith("_ci95")})
 
 
 def test_a_user_task_is_scored_like_lf_wrap_score_and_tabled(evaluated):
     doc = read_json(evaluated / "metrics.json")
     for model in ("base", "lora_ner"):
-        assert doc["metrics"][model]["my_ner"] == _score(evaluated, model, "my_ner", "--metric", "exact_match")
-        assert doc["metrics"][model]["my_squad"] == _score(evaluated, model, "my_squad", "--metric", "squad_v2")
-        assert doc["metrics"][model]["qa"] == _score(evaluated, model, "qa")
+        for task, extra in (("my_ner", ("--metric", "exact_match")), ("my_squad", ("--metric", "squad_v2")),
+                            ("qa", ())):
+            assert (doc["metrics"][model][task], doc["intervals"][model][task]) == _score(evaluated, model, task, *extra)
+    assert set(doc["paired"]["lora_ner"]["base"]["my_ner"]) == {"exact_match"}
+    lines = (evaluated / "predictions" / "base" / "my_ner.scores.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]          # a set without ids: the row's index; exact_match only
+    assert [(r["row"], r["id"], sorted(r)) for r in rows] == [(i, str(i), ["exact_match", "id", "row"])
+                                                             for i in range(len(NER_ROWS))]
+    assert sum(r["exact_match"] for r in rows) / len(rows) == doc["metrics"]["base"]["my_ner"]["exact_match"]
     assert set(doc["metrics"]["base"]["my_ner"]) == {"exact_match"}
     assert set(doc["metrics"]["base"]["my_squad"]) == {"exact_match", "f1"}
     assert doc["tasks"]["my_ner"]["metric"] == "exact_match" and doc["headline"]["my_ner"] == "exact_match"

@@ -1,4 +1,4 @@
-"""`lf-wrap eval`, `lf-wrap score` and `lf-wrap report`."""
+"""`lf-wrap eval`, `lf-wrap score`, `lf-wrap compare` and `lf-wrap report`."""
 
 import json
 from pathlib import Path
@@ -29,36 +29,90 @@ def eval_command(recipe, out, overrides, force):
     click.echo(f"{result.generated} predictions generated, {result.reused} reused; results in {result.out}/")
 
 
-@click.command("score")
-@click.argument("predictions", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--task", required=True,
-              help="translate, summarize or qa; or the name of a task of your own, with --metric.")
-@click.option("--metric", type=click.Choice(list(FAMILIES)), default=None,
-              help="A task of your own: how it is scored (as `metric:` in the eval recipe).")
-@click.option("--no-answer-text", default=None,
-              help="qa (or --metric squad_v2): the model's answer for an unanswerable question, scored as \"\" "
-                   "[default: recorded beside the file by lf-wrap eval, else 'unanswerable'].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object keyed by metric name.")
-def score_command(predictions, task, metric, no_answer_text, as_json):
-    """Score a predictions JSONL (one object a line: `prediction`, `references` list; [] for an
-    unanswerable question) with the task's metrics, offline."""
+def _draw_options(command):
+    """--resamples and --seed, shared by `score` and `compare`."""
+    command = click.option("--seed", type=click.IntRange(min=0), default=12345, show_default=True,
+                           help="Seed of the bootstrap draw (sacrebleu's default).")(command)
+    return click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True,
+                        help="Bootstrap resamples of the rows for the 95% intervals.")(command)
+
+
+def _task(task, metric):
     from lf_wrap.core.errors import UserError
-    from lf_wrap.evaluation.metrics import METRICS
-    from lf_wrap.evaluation.predictions import score_file
     from lf_wrap.tasks import resolve_task
 
     try:
-        definition = resolve_task(task, metric, "--metric")
+        return resolve_task(task, metric, "--metric")
     except ValueError as err:
         raise UserError(str(err)) from None
-    scores = score_file(predictions, definition, no_answer_text)
+
+
+_TASK_HELP = "translate, summarize or qa; or the name of a task of your own, with --metric."
+_METRIC_HELP = "A task of your own: how it is scored (as `metric:` in the eval recipe)."
+_NO_ANSWER_HELP = ("qa (or --metric squad_v2): the model's answer for an unanswerable question, scored as \"\" "
+                   "[default: recorded beside the file by lf-wrap eval, else 'unanswerable'].")
+
+
+def _interval(low: float, high: float, signed: bool = False) -> str:
+    return f"[{low:+.4f}, {high:+.4f}]" if signed else f"[{low:.4f}, {high:.4f}]"
+
+
+@click.command("score")
+@click.argument("predictions", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--task", required=True, help=_TASK_HELP)
+@click.option("--metric", type=click.Choice(list(FAMILIES)), default=None, help=_METRIC_HELP)
+@click.option("--no-answer-text", default=None, help=_NO_ANSWER_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object keyed by metric name, with <metric>_ci95: [low, high] beside each.")
+@_draw_options
+def score_command(predictions, task, metric, no_answer_text, as_json, resamples, seed):
+    """Score a predictions JSONL (one object a line: `prediction`, `references` list; [] for an
+    unanswerable question) with the task's metrics and their 95% bootstrap intervals, offline."""
+    from lf_wrap.evaluation.metrics import METRICS
+    from lf_wrap.evaluation.uncertainty import Draw, intervals, score_with_rows
+
+    definition = _task(task, metric)
+    scored = score_with_rows(predictions, definition, no_answer_text)
+    bounds = intervals(definition, scored.row_scores(), Draw(resamples, seed))
     if as_json:
-        click.echo(json.dumps(scores))
+        click.echo(json.dumps({key: value for name, score in scored.metrics.items()
+                               for key, value in ((name, score), (f"{name}_ci95", bounds[name]))}))
         return
-    for name, value in scores.items():
+    for name, value in scored.metrics.items():
         info = METRICS[name]
-        click.echo(f"{name:<12} {value:.4f}   ({FAMILIES[definition.metric].describe(name)}; "
+        click.echo(f"{name:<12} {value:.4f} {_interval(*bounds[name])}   ({FAMILIES[definition.metric].describe(name)}; "
                    f"higher is better: {info.higher_is_better})")
+    click.echo(f"[95% interval]: percentile bootstrap over the {len(scored.records)} rows, {resamples} resamples, "
+               f"seed {seed}")
+
+
+@click.command("compare")
+@click.argument("a", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("b", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--task", required=True, help=_TASK_HELP)
+@click.option("--metric", type=click.Choice(list(FAMILIES)), default=None, help=_METRIC_HELP)
+@click.option("--no-answer-text", default=None, help=_NO_ANSWER_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (metrics keyed by name).")
+@_draw_options
+def compare_command(a, b, task, metric, no_answer_text, as_json, resamples, seed):
+    """Is B better than A on the same rows? Each metric of two predictions files of one task,
+    B - A, its 95% interval and the p-value of a paired bootstrap test (the same resampled rows
+    for both). The files must hold the same rows (by `row`, else by line) with the same ids and
+    references."""
+    from lf_wrap.evaluation.uncertainty import Draw, compare_files
+
+    result = compare_files(a, b, _task(task, metric), no_answer_text, Draw(resamples, seed))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"A: {a}\nB: {b}\n{result['rows']} rows paired, {resamples} resamples, seed {seed}\n")
+    click.echo(f"{'metric':<12} {'A':>7} {'B':>7} {'B - A':>8}  {'95% interval of B - A':<22} {'p-value':>7}")
+    for name, test in result["metrics"].items():
+        click.echo(f"{name:<12} {test['a']:7.4f} {test['b']:7.4f} {test['difference']:+8.4f}  "
+                   f"{_interval(*test['ci95'], signed=True):<22} {test['p_value']:7.4f}"
+                   + ("" if test["significant"] else "  n.s."))
+    if not all(t["significant"] for t in result["metrics"].values()):
+        click.echo("\nn.s.: the 95% interval of the difference includes 0: this difference may be resampling noise")
 
 
 @click.command("report")

@@ -6,6 +6,9 @@ models.py       what each named model is (base, adapter, full model folder) and 
 requests.py     validation rows -> prompts (LLaMA-Factory's template), long-prompt policy
 predictions.py  the per-(model, task) JSONL files: schema, resume, scoring
 engine.py       one vLLM engine per group (base + every adapter together; each full model)
-results.py      metrics.json (scores of the files on disk) and manifest.json
+results.py      metrics.json (scores of the files on disk, intervals, paired tests) and manifest.json
+stats.py        bootstrap intervals and paired tests over per-row scores (numbers only)
+uncertainty.py  per-row scores beside each predictions file; `lf-wrap compare`
+report.py       `lf-wrap report`: the table from metrics.json (charts.py: its PNGs)
 run.py          the stage: plan, generate what is missing, score, write the results folder
 """

@@ -10,7 +10,8 @@ so a file made anywhere else scores the same way.
 Lines are appended as batches finish and fsync'ed, so a killed run leaves every finished row on
 disk; at most a torn last line, which the next run cuts off. Beside each file,
 `<task>.meta.json` records what the lines were generated with; a run whose settings differ
-refuses to mix old and new lines unless --force."""
+refuses to mix old and new lines unless --force. `<task>.scores.jsonl` holds each row's scores,
+rewritten whenever the eval scores the file (lf_wrap.evaluation.uncertainty)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ RESUME_KEYS = ("model_path", "model_fingerprint", "dataset", "dataset_sha256", "
 
 def meta_path(predictions: Path) -> Path:
     return Path(predictions).with_suffix(".meta.json")
+
+
+def scores_path(predictions: Path) -> Path:
+    """`<task>.scores.jsonl` beside `<task>.jsonl`: per-row scores, written when the eval scores the file."""
+    return Path(predictions).with_suffix(".scores.jsonl")
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -62,7 +68,8 @@ def read_lines(path: Path) -> list[dict]:
     return out
 
 
-def _checked(path: Path, records: list[dict], task: Task) -> tuple[list[str], list[list[str]]]:
+def checked(path: Path, records: list[dict], task: Task) -> tuple[list[str], list[list[str]]]:
+    """The predictions and reference lists of the records; a malformed line is a UserError naming it."""
     preds, refs = [], []
     for number, record in enumerate(records, 1):
         prediction, references = record.get("prediction"), record.get("references")
@@ -81,7 +88,7 @@ def _checked(path: Path, records: list[dict], task: Task) -> tuple[list[str], li
 def score_records(path: Path, records: list[dict], task: Task, no_answer_text: str | None = None) -> dict[str, float]:
     if not records:
         raise UserError(f"{path}: no predictions to score")
-    preds, refs = _checked(Path(path), records, task)
+    preds, refs = checked(Path(path), records, task)
     return metrics.score_task(task, preds, refs, no_answer_text)
 
 

@@ -72,6 +72,21 @@ class EngineSettings(_Strict):
     """Any other vllm.LLM(...) argument, passed as is (e.g. max_num_seqs, enable_prefix_caching)."""
 
 
+class BootstrapSettings(_Strict):
+    """Uncertainty of every number in the table (lf_wrap.evaluation.uncertainty): a percentile
+    bootstrap over the rows for each metric, and a paired bootstrap test of each model against
+    the base and against each model named in compare_to."""
+
+    resamples: int = Field(1000, ge=1)
+    """Resamples of the rows; each interval and test is computed on the same seeded draw."""
+    seed: int = Field(12345, ge=0)
+    """Seed of the draw (12345 is sacrebleu's default: BLEU p-values then equal sacrebleu's)."""
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """Coverage of the intervals (metrics.json keeps the key name ci95 whatever it is)."""
+    compare_to: list[str] = []
+    """Models (by name) every other model is also tested against, beside the base."""
+
+
 class EvalRecipe(_Strict):
     model_name_or_path: str
     """The base model: Hub id or local folder. Adapters must have been trained on it."""
@@ -90,6 +105,7 @@ class EvalRecipe(_Strict):
     batch_size: int = Field(256, ge=1)
     """Rows handed to vLLM at once; predictions are written (fsync) after each batch, so a
     killed run loses at most one batch."""
+    bootstrap: BootstrapSettings = BootstrapSettings()
 
     @field_validator("tasks")
     @classmethod
@@ -113,6 +129,9 @@ class EvalRecipe(_Strict):
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:
             raise ValueError(f"model name {duplicate!r} is used twice")
+        unknown = next((n for n in self.bootstrap.compare_to if n not in names), None)
+        if unknown:
+            raise ValueError(f"bootstrap.compare_to: no model is named {unknown!r}; the models are {', '.join(names)}")
         return self
 
 

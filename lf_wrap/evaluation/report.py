@@ -7,7 +7,12 @@ columns are the models in recipe order; each adapter's own task is marked (bold 
 `own_task` in JSON/CSV). A second block gives each model's gain over the base model. Written
 as table.md, table.csv and table.json, plus chart.png (the same matrix as grouped bars) and
 loss_curves.png (each adapter's training loss from its trainer_log.jsonl, side by side).
-Reads only metrics.json and manifest.json, so it can be rerun at any time."""
+Reads only metrics.json and manifest.json, so it can be rerun at any time.
+
+Where metrics.json has them (an eval by this version), every value carries its bootstrap
+interval and every gain its paired test (interval of the difference, p-value); a gain whose
+interval includes 0 is marked † (it may be resampling noise), and each `bootstrap.compare_to`
+model gets a block of differences of its own. An older metrics.json gives the table without."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pathlib import Path
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lf_wrap.evaluation.charts import chart, loss_curves
 from lf_wrap.evaluation.metrics import METRICS
 from lf_wrap.tasks import TASKS, Task, resolve_task
 
@@ -88,9 +94,53 @@ def build_table(metrics_doc: dict, manifest: dict, source: str = "metrics.json")
     all_metrics = {model: {f"{t.name} {METRICS[k].label}": scored(model, t, k) for t in tasks for k in t.metrics}
                    for model in models}
     higher = {_row(t): METRICS[t.headline].higher_is_better for t in tasks}
-    return {"rows": rows, "columns": models, "values": values, "base": base, "gain_over_base": gains,
-            "own_task": own, "all_metrics": all_metrics, "counts": counts,
-            "higher_is_better": {**higher, "mean": all(higher.values())}}
+    table = {"rows": rows, "columns": models, "values": values, "base": base, "gain_over_base": gains,
+             "own_task": own, "all_metrics": all_metrics, "counts": counts,
+             "higher_is_better": {**higher, "mean": all(higher.values())}}
+    if "intervals" in metrics_doc:
+        table.update(_uncertainty(metrics_doc, tasks, models, values, base))
+    return table
+
+
+def _uncertainty(metrics_doc: dict, tasks: list[Task], models: list[str], values: dict, base: str | None) -> dict:
+    """The table's intervals (ci95), gains' paired tests (gain_ci95) and the differences from each
+    compare_to model, from metrics.json's `intervals` and `paired`; None where a value is missing."""
+    intervals, paired = metrics_doc.get("intervals") or {}, metrics_doc.get("paired") or {}
+    counts = metrics_doc.get("counts") or {}
+
+    def bounds(model: str, task: Task, key: str) -> dict | None:
+        pair = intervals.get(model, {}).get(task.name, {}).get(key)
+        return None if pair is None else {"ci95_low": pair[0], "ci95_high": pair[1]}
+
+    def test(model: str, other: str, task: Task) -> dict | None:
+        if values[model][_row(task)] is None or values[other][_row(task)] is None:
+            return None
+        found = paired.get(model, {}).get(other, {}).get(task.name, {}).get(task.headline)
+        if found is None:
+            return None
+        low, high = found["ci95"]
+        scored = [counts.get(x, {}).get(task.name, {}).get("rows") for x in (model, other)]
+        return {"difference": found["difference"], "ci95_low": low, "ci95_high": high, "p_value": found["p_value"],
+                "significant": not low <= 0 <= high, "rows": found.get("rows"),
+                "fewer_rows": found.get("rows") is not None and any(n and found["rows"] < n for n in scored)}
+
+    def tests_against(other: str) -> dict:
+        return {m: {**{_row(t): test(m, other, t) for t in tasks}, "mean": None} for m in models if m != other}
+
+    settings = metrics_doc.get("bootstrap") or {}
+    compare_to = [m for m in settings.get("compare_to") or [] if m in models and m != base]
+    return {
+        "bootstrap": settings,
+        "ci95": {m: {**{_row(t): bounds(m, t, t.headline) if values[m][_row(t)] is not None else None
+                        for t in tasks}, "mean": None} for m in models},
+        "all_metrics_ci95": {m: {f"{t.name} {METRICS[k].label}": bounds(m, t, k) if values[m][_row(t)] is not None
+                                 else None for t in tasks for k in t.metrics} for m in models},
+        "gain_ci95": tests_against(base) if base is not None else {},
+        "differences": {other: {"values": {m: {row: None if values[m][row] is None or values[other][row] is None
+                                                   else values[m][row] - values[other][row] for row in values[m]}
+                                               for m in models if m != other},
+                                    "ci95": tests_against(other)} for other in compare_to},
+    }
 
 
 def _fmt(value, signed: bool = False) -> str:
@@ -99,30 +149,69 @@ def _fmt(value, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def _cell(value, bold: bool, signed: bool = False) -> str:
+NOISE = "†"
+
+
+def _cell(value, bold: bool, signed: bool = False, interval: dict | None = None) -> str:
+    """`0.2095`, bold on a model's own task; with an interval `0.2095 [0.1923, 0.2270]`, and for a
+    paired test `+0.0033 [-0.0050, +0.0110] p=0.221 †` († where the interval includes 0). The value
+    always comes first, alone, so that the cell still parses as its number's first word."""
     text = _fmt(value, signed)
-    return f"**{text}**" if bold and value is not None else text
+    text = f"**{text}**" if bold and value is not None else text
+    if value is None or interval is None:
+        return text
+    low, high = interval["ci95_low"], interval["ci95_high"]
+    text += f" [{_fmt(low, signed)}, {_fmt(high, signed)}]"
+    if "p_value" in interval:
+        p_value = interval["p_value"]
+        text += (f" p={p_value:.3f}" if p_value >= 0.001 else " p<0.001") + ("" if interval["significant"] else f" {NOISE}")
+    return text
+
+
+def _block(table: dict, cols: list[str], values: dict, intervals: dict | None, signed: bool) -> list[str]:
+    own = table["own_task"]
+    lines = ["| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    for row in table["rows"]:
+        cells = [_cell(values[c][row], own.get(c) == row, signed, (intervals or {}).get(c, {}).get(row))
+                 for c in cols]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _how_to_read(table: dict) -> list[str]:
+    settings = table["bootstrap"]
+    level = f"{100 * settings.get('confidence', 0.95):g}%"
+    draw = f"{settings.get('resamples', '?')} resamples of the rows, seed {settings.get('seed', '?')}"
+    return ["", f"[low, high]: the {level} bootstrap interval ({draw}); the mean has none. Differences: paired "
+                f"bootstrap, both models on the same resampled rows; p: its p-value (for BLEU, sacrebleu's paired "
+                f"bootstrap test). {NOISE} n.s.: the {level} interval of the difference includes 0: this gain may be "
+                "resampling noise."]
 
 
 def to_markdown(table: dict) -> str:
-    cols, own = table["columns"], table["own_task"]
-    lines = ["| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
-    for row in table["rows"]:
-        cells = [_cell(table["values"][c][row], own.get(c) == row) for c in cols]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    cols, uncertain = table["columns"], "ci95" in table
+    lines = _block(table, cols, table["values"], table.get("ci95"), signed=False)
     lines.append("")
     lines.append("Bold: each model on its own task. mean: mean of the task rows (missing if one is).")
     gains = table["gain_over_base"]
     if gains:
-        gcols = list(gains)
-        lines += ["", f"Gain over {table['base']}:", "",
-                  "| metric | " + " | ".join(gcols) + " |", "| --- |" + " --- |" * len(gcols)]
-        for row in table["rows"]:
-            cells = [_cell(gains[c][row], own.get(c) == row, signed=True) for c in gcols]
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines += ["", f"Gain over {table['base']}:", ""]
+        lines += _block(table, list(gains), gains, table.get("gain_ci95"), signed=True)
+    for other, block in (table.get("differences") or {}).items():
+        lines += ["", f"Difference from {other}:", ""]
+        lines += _block(table, list(block["values"]), block["values"], block["ci95"], signed=True)
+    if uncertain:
+        lines += _how_to_read(table)
+        fewer = [f"{m} against {o}, {row}: {t['rows']} rows" for o, by_model in
+                 [(table["base"], table["gain_ci95"])] + [(o, b["ci95"]) for o, b in table["differences"].items()]
+                 for m, by_row in by_model.items() for row, t in by_row.items() if t and t["fewer_rows"]]
+        if fewer:
+            lines += ["", "Compared on the rows both models scored only: " + "; ".join(fewer)]
     lines += ["", "All metrics:", "", "| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
     for row in next(iter(table["all_metrics"].values()), {}):
-        lines.append(f"| {row} | " + " | ".join(_fmt(table["all_metrics"][c][row]) for c in cols) + " |")
+        cells = [_cell(table["all_metrics"][c][row], False, False, (table.get("all_metrics_ci95") or {}).get(c, {}).get(row))
+                 for c in cols]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     skipped = [f"{m}/{t}: {c['skipped_too_long']}" for m, by_task in table["counts"].items()
                for t, c in by_task.items() if c.get("skipped_too_long")]
     if skipped:
@@ -130,96 +219,40 @@ def to_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _number(value, signed: bool = False) -> str:
+    return "" if value is None else f"{value:+.6f}" if signed else f"{value:.6f}"
+
+
 def to_csv(table: dict) -> str:
+    """One line per row (values, then gains over base, then differences from each compare_to
+    model), one column per model; with intervals, each model's column is followed by its
+    `ci95_low`, `ci95_high` and `p_value` (the paired test's, on gain and difference lines)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    cols = table["columns"]
-    writer.writerow(["metric", *cols])
+    cols, uncertain = table["columns"], "ci95" in table
+    extra = ("ci95_low", "ci95_high", "p_value") if uncertain else ()
+    writer.writerow(["metric", *(x for c in cols for x in (c, *(f"{c} {e}" for e in extra)))])
+
+    def line(label: str, values: dict, intervals: dict | None, row: str, signed: bool) -> None:
+        cells = [label]
+        for c in cols:
+            value = values.get(c, {}).get(row)
+            cells.append(_number(value, signed))
+            if uncertain:
+                found = (intervals or {}).get(c, {}).get(row) if value is not None else None
+                cells += [_number(found and found["ci95_low"], signed), _number(found and found["ci95_high"], signed),
+                          "" if not found or "p_value" not in found else f"{found['p_value']:.6f}"]
+        writer.writerow(cells)
+
     for row in table["rows"]:
-        writer.writerow([row, *("" if table["values"][c][row] is None else f"{table['values'][c][row]:.6f}"
-                                for c in cols)])
+        line(row, table["values"], table.get("ci95"), row, signed=False)
     for row in table["rows"]:
-        writer.writerow([f"{row} gain over {table['base']}",
-                         *("" if c not in table["gain_over_base"] or table["gain_over_base"][c][row] is None
-                           else f"{table['gain_over_base'][c][row]:+.6f}" for c in cols)])
-    writer.writerow(["own_task", *(table["own_task"].get(c) or "" for c in cols)])
+        line(f"{row} gain over {table['base']}", table["gain_over_base"], table.get("gain_ci95"), row, signed=True)
+    for other, block in (table.get("differences") or {}).items():
+        for row in table["rows"]:
+            line(f"{row} minus {other}", block["values"], block["ci95"], row, signed=True)
+    writer.writerow(["own_task", *(x for c in cols for x in (table["own_task"].get(c) or "", *("" for _ in extra)))])
     return buffer.getvalue()
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def chart(table: dict) -> bytes:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from matplotlib.patches import Patch
-
-    rows, cols = table["rows"], table["columns"]
-    width = 0.8 / max(len(cols), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(cols) / 3)), 4))
-    handles = []
-    for i, col in enumerate(cols):
-        color = f"C{i % 10}"
-        handles.append(Patch(color=color, label=col))
-        xs = [r + (i - (len(cols) - 1) / 2) * width for r in range(len(rows))]
-        ys = [table["values"][col][row] or 0.0 for row in rows]     # not scored: no bar
-        bars = ax.bar(xs, ys, width, color=color)
-        for bar, row in zip(bars, rows):
-            if table["own_task"].get(col) == row:
-                bar.set_edgecolor("black")
-                bar.set_linewidth(2)
-                bar.set_hatch("//")
-    ax.set_xticks(range(len(rows)), rows)
-    ax.set_ylabel("score (0-1, higher is better)")
-    ax.set_title("Every model on every task (hatched: the model's own task)")
-    ax.legend(handles=handles, fontsize="small")
-    data = _png(fig)
-    plt.close(fig)
-    return data
-
-
-def read_loss(log: Path) -> tuple[list[float], list[float]]:
-    steps, losses = [], []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("loss") is not None:
-            steps.append(record.get("current_steps", len(steps) + 1))
-            losses.append(record["loss"])
-    return steps, losses
-
-
-def loss_curves(manifest: dict) -> bytes | None:
-    """Each adapter's training loss (LLaMA-Factory writes trainer_log.jsonl into its output_dir)."""
-    curves = []
-    for model in manifest["models"]:
-        log = Path(model["path"]) / "trainer_log.jsonl"
-        if model["kind"] == "adapter" and log.is_file():
-            steps, losses = read_loss(log)
-            if losses:
-                curves.append((model["name"], steps, losses))
-    if not curves:
-        return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.5), squeeze=False)
-    for ax, (name, steps, losses) in zip(axes[0], curves):
-        ax.plot(steps, losses, linewidth=1)
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-    data = _png(fig)
-    plt.close(fig)
-    return data
 
 
 def write_report(folder: Path) -> dict[str, Path]:

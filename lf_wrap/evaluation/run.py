@@ -1,7 +1,9 @@
 """`lf-wrap eval`: generate every missing prediction, score every file, write the results folder.
 
     <out>/predictions/<model>/<task>.jsonl   one line per row (lf_wrap.evaluation.predictions)
-    <out>/metrics.json                       every metric of every (model, task), higher_is_better
+    <out>/predictions/<model>/<task>.scores.jsonl   each row's scores (lf_wrap.evaluation.uncertainty)
+    <out>/metrics.json                       every metric of every (model, task), higher_is_better,
+                                             intervals, paired tests against base and compare_to
     <out>/manifest.json                      recipe, models, datasets, engines, versions, git commit
     <out>/recipe.yaml                        the recipe verbatim
     <out>/table.{md,csv,json}, chart.png, loss_curves.png   (lf_wrap.evaluation.report)
@@ -31,7 +33,7 @@ from lf_wrap.core.files import check_output_folder
 from lf_wrap.core.manifest import StageRecord
 from lf_wrap.core.models import resolve_base
 from lf_wrap.evaluation.identity import model_identity
-from lf_wrap.evaluation.results import score_all, versions, write_manifest
+from lf_wrap.evaluation.results import score_all, uncertainty_section, versions, write_manifest
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 from lf_wrap.core.process import RECORDED_ENV
 from lf_wrap.evaluation.prompts import get_template, rendering_id
@@ -222,6 +224,7 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
         "tasks": {t: d.definition.declaration() for t, d in data.items()},
         "higher_is_better": {name: info.higher_is_better for name, info in metrics.METRICS.items()},
         "definitions": {name: info.definition for name, info in metrics.METRICS.items()},
+        **uncertainty_section(out, models, data, results, recipe.bootstrap),
     }
     atomic_write_json(out / "metrics.json", metric_doc)
     atomic_write_text(out / "recipe.yaml", recipe_text)

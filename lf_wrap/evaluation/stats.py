@@ -3,11 +3,14 @@
 A corpus metric is recomputed on resamples of the test rows, so each row keeps what its metric
 needs: for ROUGE and SQuAD v2 the row's own score (the corpus value is their mean), for BLEU the
 row's sufficient statistics (the corpus value is BLEU of their sums, not a mean of sentence
-BLEUs). `row_scores` returns one JSON-serialisable dict per row, in the order of the predictions:
+BLEUs). `row_scores` takes a task's metric family (`metrics.FAMILIES`: translate is scored with
+bleu, summarize with rouge, qa with squad_v2; a task of your own with any of them, or
+exact_match) and returns one JSON-serialisable dict per row, in the order of the predictions:
 
-    translate  {"bleu_stats": [hyp_len, ref_len, match_1..match_4, total_1..total_4]}   (ints)
-    summarize  {"rouge1": f, "rouge2": f, "rougeL": f, "rougeLsum": f}
-    qa         {"exact_match": 0.0 or 1.0, "f1": f}
+    bleu         {"bleu_stats": [hyp_len, ref_len, match_1..match_4, total_1..total_4]}   (ints)
+    rouge        {"rouge1": f, "rouge2": f, "rougeL": f, "rougeLsum": f}
+    squad_v2     {"exact_match": 0.0 or 1.0, "f1": f}
+    exact_match  {"exact_match": 0.0 or 1.0}
 
 which is what `<task>.scores.jsonl` holds; `corpus_value`, `bootstrap_interval` and `paired_test`
 read only the key of their metric, so a writer may add `row` or `id` to each dict.
@@ -93,21 +96,24 @@ def _bleu_rows(predictions: Sequence[str], references: Sequence[Sequence[str]]) 
     return rows
 
 
-def row_scores(task: str, predictions: Sequence[str], references: Sequence[Sequence[str]],
+def row_scores(family: str, predictions: Sequence[str], references: Sequence[Sequence[str]],
                no_answer_text: str | None = None) -> list[dict]:
-    """One dict per row with what the task's metrics need to be recomputed on any resample."""
-    if task not in metrics.TASK_METRICS:
-        raise ValueError(f"unknown task '{task}'; choose one of: {', '.join(metrics.TASK_METRICS)}")
+    """One dict per row with what the family's metrics need to be recomputed on any resample.
+    `no_answer_text` counts only for a no-answer family (squad_v2), as in `metrics.score_task`."""
+    if family not in metrics.FAMILIES:
+        raise ValueError(f"unknown metric family '{family}'; choose one of: {', '.join(metrics.FAMILIES)}")
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
-    if task == "translate":
+    if family == "bleu":
         return _bleu_rows(predictions, references)
-    if task == "summarize":
+    if family == "rouge":
         per_type = metrics.rouge_per_example(predictions, references)
         return [{t: per_type[t][i] for t in metrics.ROUGE_TYPES} for i in range(len(predictions))]
-    # SQuAD v2 of one row is that row's score: the study's own function, row by row, so the
-    # normalisation, the no-answer mapping and the max over gold answers cannot drift apart.
-    return [metrics.squad_v2([p], [refs], no_answer_text) for p, refs in zip(predictions, references)]
+    # Exact match and SQuAD v2 of one row are that row's score: the family's own function, row by
+    # row, so the normalisation, the no-answer mapping and the max over gold answers cannot drift.
+    score = metrics.FAMILIES[family].score
+    no_answer_text = no_answer_text if metrics.FAMILIES[family].no_answer else None
+    return [score([p], [refs], no_answer_text) for p, refs in zip(predictions, references)]
 
 
 def _values(metric: str, rows: Sequence[dict]) -> np.ndarray:
@@ -248,15 +254,16 @@ def _p_value(point_a: float, point_b: float, resampled_a: np.ndarray, resampled_
 
 
 def paired_test(metric: str, rows_a: Sequence[dict], rows_b: Sequence[dict], n_resamples: int = 1000,
-                seed: int = 12345) -> dict:
+                seed: int = 12345, confidence: float = 0.95) -> dict:
     """Paired bootstrap of system b against system a on the same resampled rows.
 
     Returns {"a", "b": corpus values, "difference": b - a, "ci95": [low, high] of b - a over the
-    resamples, "p_value"}. Row i of a and row i of b must be the same test item. For BLEU the
-    p-value is computed on sacrebleu's own scores, so it equals `PairedTest(..., test_type="bs")`'s."""
+    resamples (at `confidence`, 95% unless asked otherwise), "p_value"}. Row i of a and row i of b
+    must be the same test item. For BLEU the p-value is computed on sacrebleu's own scores, so it
+    equals `PairedTest(..., test_type="bs")`'s; the p-value does not depend on `confidence`."""
     if len(rows_a) != len(rows_b):
         raise ValueError(f"paired test needs the same rows: {len(rows_a)} rows against {len(rows_b)}")
-    _check_draw(n_resamples)
+    _check_draw(n_resamples, confidence)
     values_a, values_b = _values(metric, rows_a), _values(metric, rows_b)
     totals_a, totals_b = _resampled_totals([values_a, values_b], n_resamples, seed)
     resampled_a, resampled_b = (_study_values(metric, t, len(values_a)) for t in (totals_a, totals_b))
@@ -269,4 +276,4 @@ def paired_test(metric: str, rows_a: Sequence[dict], rows_b: Sequence[dict], n_r
     else:
         p_value = _p_value(a, b, resampled_a, resampled_b)
     return {"a": a, "b": b, "difference": b - a,
-            "ci95": list(_percentile_interval(resampled_b - resampled_a, 0.95)), "p_value": p_value}
+            "ci95": list(_percentile_interval(resampled_b - resampled_a, confidence)), "p_value": p_value}
