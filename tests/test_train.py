@@ -287,7 +287,7 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
     (run_dir / "train_args.yaml").write_text(yaml.safe_dump(args))
     rerun = decide(run_dir, {"status": "running"}, args, force=False)
     assert rerun.resume == run_dir / "adapter" / "checkpoint-3" and not rerun.remove and not rerun.skip
-    assert rerun.say == (f"lf-wrap: {run_dir} holds an unfinished run; resuming from its last checkpoint "
+    assert rerun.say == (f"{run_dir} holds an unfinished run; resuming from its last checkpoint "
                          f"{run_dir / 'adapter' / 'checkpoint-3'} (--force starts again from step 1)")
     assert rerun.earlier_attempts()[0]["status"] == "running"
     with pytest.raises(UserError, match=r"holds an unfinished run with other arguments \(differing: max_steps\)"):
