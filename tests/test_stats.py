@@ -268,3 +268,24 @@ def test_bad_requests_are_refused():
         stats.bootstrap_interval("f1", F1_ROWS, n_resamples=0)
     with pytest.raises(ValueError, match="confidence"):
         stats.bootstrap_interval("f1", F1_ROWS, confidence=95)
+
+
+def test_retained_gain_and_its_interval_by_hand():
+    """Base scores 0 on every row, the specialist 1 on every row, a candidate 1 on half the rows:
+    it keeps half the gain. Every resample keeps the specialist's full gain, so the interval is
+    the candidate's own resampling spread around 0.5, and a candidate equal to the specialist
+    keeps exactly 1 on every resample."""
+    n = 40
+    base = [{"exact_match": 0.0} for _ in range(n)]
+    spec = [{"exact_match": 1.0} for _ in range(n)]
+    half = [{"exact_match": float(i % 2)} for i in range(n)]
+    result = stats.retained_gain("exact_match", base, spec, half, n_resamples=400, seed=3)
+    assert result["value"] == 0.5 and result["resamples_used"] == 400
+    low, high = result["ci95"]
+    assert low < 0.5 < high and 0.25 < low and high < 0.75
+    same = stats.retained_gain("exact_match", base, spec, spec, n_resamples=400, seed=3)
+    assert same["value"] == 1.0 and same["ci95"] == [1.0, 1.0]
+    no_gain = stats.retained_gain("exact_match", base, base, half, n_resamples=400, seed=3)
+    assert no_gain["value"] is None and no_gain["ci95"] is None and no_gain["resamples_used"] == 0
+    with pytest.raises(ValueError, match="same rows"):
+        stats.retained_gain("exact_match", base, spec, half[:-1])

@@ -277,3 +277,24 @@ def paired_test(metric: str, rows_a: Sequence[dict], rows_b: Sequence[dict], n_r
         p_value = _p_value(a, b, resampled_a, resampled_b)
     return {"a": a, "b": b, "difference": b - a,
             "ci95": list(_percentile_interval(resampled_b - resampled_a, confidence)), "p_value": p_value}
+
+
+def retained_gain(metric: str, base: Sequence[dict], specialist: Sequence[dict], candidate: Sequence[dict],
+                  n_resamples: int = 1000, seed: int = 12345, confidence: float = 0.95) -> dict:
+    """How much of a specialist's gain over the base a candidate (a merge) keeps, with its interval:
+    g = (s(candidate) - s(base)) / (s(specialist) - s(base)), all three scored on the same rows and
+    resampled together (one draw), so the interval carries the noise of all three. Resamples where
+    the specialist does not beat the base are left out of the interval (g is undefined there) and
+    counted; {"value", "ci95", "resamples_used"}. The merge search ranks candidates by it."""
+    if not len(base) == len(specialist) == len(candidate):
+        raise ValueError(f"retained gain needs the same rows: {len(base)}, {len(specialist)}, {len(candidate)}")
+    _check_draw(n_resamples, confidence)
+    values = [_values(metric, rows) for rows in (base, specialist, candidate)]
+    resampled = [_study_values(metric, t, len(values[0])) for t in _resampled_totals(values, n_resamples, seed)]
+    s_base, s_spec, s_cand = (corpus_value(metric, rows) for rows in (base, specialist, candidate))
+    gain = resampled[1] - resampled[0]
+    usable = gain > 0
+    ratios = (resampled[2][usable] - resampled[0][usable]) / gain[usable]
+    value = (s_cand - s_base) / (s_spec - s_base) if s_spec > s_base else None
+    interval = list(_percentile_interval(ratios, confidence)) if usable.sum() >= 40 else None
+    return {"value": value, "ci95": interval, "resamples_used": int(usable.sum())}
