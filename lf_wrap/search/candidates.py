@@ -1,0 +1,147 @@
+"""Candidate merges (method, weights, density, seed): how they are generated, how simple each
+is, and their per-module deltas, computed from adapters read once (lf_wrap.merge.checks) by the
+function `lf-wrap merge` uses (lf_wrap.merge.run.merged_delta): a candidate patched into an
+engine and the same merge written to disk are the same numbers.
+
+Generation is plain and reproducible: a grid of weights (and densities, seeds) per method,
+seeded random weights, and the neighbours of a good candidate (one weight or the density moved
+by a step): enough for three to five adapters, no optimiser library needed."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from lf_wrap.merge.checks import MergePlan
+from lf_wrap.merge.config import MergeConfig
+from lf_wrap.merge.methods import METHODS
+
+
+@dataclass(frozen=True)
+class Candidate:
+    method: str
+    weights: tuple[float, ...]
+    density: float | None = None
+    seed: int | None = None
+
+    def label(self) -> str:
+        text = f"{self.method}[{','.join(f'{w:g}' for w in self.weights)}]"
+        if self.density is not None:
+            text += f" density {self.density:g}"
+        return text + (f" seed {self.seed}" if self.seed is not None else "")
+
+    def complexity(self) -> tuple:
+        """Smaller is simpler, the objective's last tie-break: the method first (plain weighted
+        sum, then TIES' trimming, then DARE's random drop), then how many different weights
+        (one shared weight is one knob), then how much is trimmed or dropped (1 - density)."""
+        rank = METHOD_ORDER.index(self.method) if self.method in METHOD_ORDER else len(METHOD_ORDER)
+        return (rank, len(set(self.weights)), round(1 - (self.density if self.density is not None else 1), 6))
+
+
+# From the simplest method to the most involved (`sum` is linear with every weight 1).
+METHOD_ORDER = ("sum", "linear", "ties", "dare_linear", "dare_ties")
+
+
+def _make(method: str, weights: Iterable[float], density: float | None, seed: int | None) -> Candidate:
+    if method not in METHODS:
+        raise ValueError(f"unknown merge method {method!r}; choose from {', '.join(METHODS)}")
+    info = METHODS[method]
+    if not info.weighted:
+        raise ValueError(f"{method} takes no weights; search `linear` instead")
+    return Candidate(method, tuple(float(w) for w in weights), density if info.density else None,
+                     seed if info.seeded else None)
+
+
+def _variants(method: str, densities: Iterable[float], seeds: Iterable[int]) -> list[tuple]:
+    info = METHODS[method]
+    return list(itertools.product(densities if info.density else [None], seeds if info.seeded else [None]))
+
+
+def grid(n_adapters: int, values: Iterable[float], methods: Iterable[str] = ("linear",),
+         densities: Iterable[float] = (0.5,), seeds: Iterable[int] = (0,)) -> list[Candidate]:
+    """Every weight tuple from `values` (one per adapter) under every method, density and seed;
+    all-zero weights left out. Simplest first."""
+    values, densities, seeds = list(values), list(densities), list(seeds)
+    out = []
+    for method in methods:
+        for weights in itertools.product(values, repeat=n_adapters):
+            if any(weights):
+                out += [_make(method, weights, d, s) for d, s in _variants(method, densities, seeds)]
+    return sorted(dict.fromkeys(out), key=Candidate.complexity)
+
+
+def sample(n_adapters: int, count: int, seed: int, low: float = 0.0, high: float = 1.5,
+           methods: Iterable[str] = ("linear",), densities: Iterable[float] = (0.3, 0.5, 0.7),
+           step: float = 0.05) -> list[Candidate]:
+    """`count` candidates with weights drawn uniformly in [low, high], rounded to `step` (so a
+    candidate reads well and repeats are found); method, density, seed drawn likewise. The same
+    `seed` gives the same list."""
+    rng = random.Random(seed)
+    methods, densities = list(methods), list(densities)
+    out: dict[Candidate, None] = {}
+    for _ in range(count * 20):
+        if len(out) == count:
+            break
+        weights = [round(round(rng.uniform(low, high) / step) * step, 6) for _ in range(n_adapters)]
+        if any(weights):
+            out[_make(rng.choice(methods), weights, rng.choice(densities), rng.randrange(2**31))] = None
+    return list(out)
+
+
+def neighbours(candidate: Candidate, step: float = 0.1, low: float = 0.0, high: float = 2.0) -> list[Candidate]:
+    """One weight moved by +-step (within [low, high]), or the density by +-step (within (0, 1]):
+    the candidates next to a good one, for a local search after a grid or a sample."""
+    out = []
+    for i, sign in itertools.product(range(len(candidate.weights)), (-1, 1)):
+        weights = list(candidate.weights)
+        weights[i] = round(weights[i] + sign * step, 6)
+        if low <= weights[i] <= high and any(weights):
+            out.append(dataclasses.replace(candidate, weights=tuple(weights)))
+    if candidate.density is not None:
+        for sign in (-1, 1):
+            density = round(candidate.density + sign * step, 6)
+            if 0 < density <= 1:
+                out.append(dataclasses.replace(candidate, density=density))
+    return out
+
+
+def candidate_plan(plan: MergePlan, candidate: Candidate) -> MergePlan:
+    """`plan` (adapters and base already read and checked) with the candidate's settings,
+    validated like a merge recipe."""
+    data = plan.config.model_dump(by_alias=True)
+    data.update(method=candidate.method, weights=list(candidate.weights), density=candidate.density,
+                seed=candidate.seed, rank=None)
+    config = MergeConfig.model_validate(data)
+    seed = (candidate.seed if candidate.seed is not None else 0) if METHODS[candidate.method].seeded else None
+    return dataclasses.replace(plan, config=config, weights=[float(w) for w in candidate.weights], seed=seed)
+
+
+class Deltas(Mapping):
+    """{base weight name: merged float32 delta}, each computed when asked (one module in memory
+    at a time when a consumer walks it, as WeightPatcher.apply does)."""
+
+    def __init__(self, plan: MergePlan):
+        self.plan = plan
+
+    def __getitem__(self, name: str):
+        from lf_wrap.merge.run import merged_delta
+
+        if name not in self.plan.modules:
+            raise KeyError(name)
+        return merged_delta(self.plan, name)
+
+    def __contains__(self, name) -> bool:       # Mapping's default would compute the delta
+        return name in self.plan.modules
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.plan.modules)
+
+    def __len__(self) -> int:
+        return len(self.plan.modules)
+
+
+def deltas(plan: MergePlan, candidate: Candidate) -> Deltas:
+    return Deltas(candidate_plan(plan, candidate))

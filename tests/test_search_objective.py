@@ -1,0 +1,110 @@
+"""The search's objective (retained gain, worst task, ties) and candidate generation, on
+numbers worked out by hand. No model, no engine."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from lf_wrap.search.candidates import Candidate, grid, neighbours, sample
+from lf_wrap.search.objective import rank_key, reference, retained_gains
+
+BASE = {"translate": 0.20, "summarize": 0.30, "qa": 0.70}
+SPECIALIST = {"translate": 0.25, "summarize": 0.40, "qa": 0.80}
+
+
+def test_retained_gain_by_hand():
+    ref = reference(BASE, SPECIALIST)
+    gains = retained_gains(ref, {"translate": 0.24, "summarize": 0.33, "qa": 0.78})
+    # (0.24-0.20)/(0.25-0.20) = 0.8; (0.33-0.30)/(0.40-0.30) = 0.3; (0.78-0.70)/(0.80-0.70) = 0.8
+    assert gains.per_task == pytest.approx({"translate": 0.8, "summarize": 0.3, "qa": 0.8})
+    assert gains.worst == pytest.approx(0.3) and gains.mean == pytest.approx(1.9 / 3)
+    # as good as the specialist everywhere: 1; as the base: 0; worse than the base: negative
+    assert retained_gains(ref, SPECIALIST).worst == pytest.approx(1.0)
+    assert retained_gains(ref, BASE).mean == pytest.approx(0.0)
+    assert retained_gains(ref, {**SPECIALIST, "qa": 0.65}).worst == pytest.approx(-0.5)
+
+
+def test_the_studys_three_in_one():
+    """SPEC §4: BLEU 0.1964 -> 0.2095 (specialist) / 0.2047 (3-in-1); ROUGE-1 0.2967 -> 0.3759 / 0.3117."""
+    ref = reference({"translate": 0.1964, "summarize": 0.2967}, {"translate": 0.2095, "summarize": 0.3759})
+    gains = retained_gains(ref, {"translate": 0.2047, "summarize": 0.3117})
+    assert gains.per_task["translate"] == pytest.approx(0.0083 / 0.0131)     # 0.634
+    assert gains.per_task["summarize"] == pytest.approx(0.0150 / 0.0792)     # 0.189: most of the gain lost
+    assert gains.worst == gains.per_task["summarize"]
+
+
+def test_worst_task_first_then_mean_then_simpler():
+    ref = reference(BASE, SPECIALIST)
+    scored = {
+        "uneven": (Candidate("linear", (1.0, 0.5, 1.0)), {"translate": 0.24, "summarize": 0.33, "qa": 0.78}),  # 0.8 .3 .8
+        "even": (Candidate("ties", (1.0, 1.0, 1.0), density=0.5), {"translate": 0.22, "summarize": 0.34,
+                                                                   "qa": 0.74}),                      # .4 .4 .4
+        "better_mean": (Candidate("ties", (1.0, 0.7, 1.0), density=0.5), {"translate": 0.23, "summarize": 0.34,
+                                                                          "qa": 0.80}),               # .6 .4 1
+        "same_as_better_mean_simpler": (Candidate("linear", (0.9, 0.9, 0.9)), {"translate": 0.23,
+                                                                               "summarize": 0.34, "qa": 0.80}),
+    }
+    order = sorted(scored, key=lambda k: rank_key(retained_gains(ref, scored[k][1]), scored[k][0].complexity()))
+    assert order == ["same_as_better_mean_simpler", "better_mean", "even", "uneven"]
+
+
+def test_float_noise_is_a_tie():
+    ref = reference(BASE, SPECIALIST)
+    # g = 0.4 on every task, computed three ways: 0.3999999999999999, 0.40000000000000024, 0.4
+    a = retained_gains(ref, {"translate": 0.22, "summarize": 0.34, "qa": 0.74})
+    assert len(set(a.per_task.values())) == 3                        # the noise is real
+    b = retained_gains(ref, {"translate": 0.22, "summarize": 0.34, "qa": 0.74 + 1e-15})
+    simple, involved = Candidate("linear", (1.0, 1.0, 1.0)), Candidate("ties", (1.0, 1.0, 1.0), density=0.5)
+    assert rank_key(b, simple.complexity()) < rank_key(a, involved.complexity())
+    assert rank_key(a, simple.complexity()) < rank_key(b, involved.complexity())
+
+
+def test_a_task_without_gain_is_left_out_with_a_message(caplog):
+    with caplog.at_level(logging.WARNING):
+        ref = reference(BASE, {**SPECIALIST, "qa": 0.70})
+    assert ref.tasks == ("translate", "summarize") and set(ref.left_out) == {"qa"}
+    assert "qa: the specialist scores 0.7, the base 0.7; no gain to keep" in caplog.text
+    gains = retained_gains(ref, {"translate": 0.25, "summarize": 0.35, "qa": 0.10})   # qa does not count
+    assert gains.worst == pytest.approx(0.5) and set(gains.per_task) == {"translate", "summarize"}
+    with pytest.raises(ValueError, match="no specialist beats the base"):
+        reference(BASE, {"translate": 0.2, "summarize": 0.1, "qa": 0.7})
+    with pytest.raises(ValueError, match="only one of"):
+        reference(BASE, {"translate": 0.3})
+    with pytest.raises(ValueError, match="not scored on summarize"):
+        retained_gains(ref, {"translate": 0.3})
+
+
+def test_complexity():
+    assert Candidate("linear", (1, 1, 1)).complexity() < Candidate("linear", (1, 0.5, 1)).complexity()
+    assert Candidate("linear", (1, 0.5, 0.2)).complexity() < Candidate("ties", (1, 1, 1), 0.9).complexity()
+    assert Candidate("ties", (1, 1, 1), 0.9).complexity() < Candidate("ties", (1, 1, 1), 0.5).complexity()
+    assert Candidate("ties", (1, 0.5), 0.1).complexity() < Candidate("dare_ties", (1, 1), 0.9, 0).complexity()
+
+
+def test_grid():
+    got = grid(2, (0.0, 0.5, 1.0))
+    assert len(got) == 8 and Candidate("linear", (0.0, 0.0)) not in got          # 3^2 minus all-zero
+    assert got[0].complexity()[1] == 1                                            # equal weights first
+    mixed = grid(2, (1.0,), methods=("linear", "ties", "dare_linear"), densities=(0.3, 0.6), seeds=(1, 2))
+    assert [c.method for c in mixed] == ["linear"] + ["ties"] * 2 + ["dare_linear"] * 4
+    assert {c.seed for c in mixed if c.method == "ties"} == {None}
+    assert [c.density for c in mixed if c.method == "ties"] == [0.6, 0.3]          # less trimming is simpler
+    with pytest.raises(ValueError, match="takes no weights"):
+        grid(2, (1.0,), methods=("sum",))
+
+
+def test_sample_is_reproducible_and_rounded():
+    a, b = sample(3, 10, seed=7), sample(3, 10, seed=7)
+    assert a == b and len(set(a)) == 10 and a != sample(3, 10, seed=8)
+    assert all(0 <= w <= 1.5 and abs(w / 0.05 - round(w / 0.05)) < 1e-9 for c in a for w in c.weights)
+    mixed = sample(2, 20, seed=0, methods=("ties", "dare_ties"), densities=(0.4,))
+    assert {c.density for c in mixed} == {0.4} and all((c.seed is None) == (c.method == "ties") for c in mixed)
+
+
+def test_neighbours():
+    near = neighbours(Candidate("ties", (0.5, 0.0), density=0.95), step=0.1)
+    assert set(near) == {Candidate("ties", (0.4, 0.0), 0.95), Candidate("ties", (0.6, 0.0), 0.95),
+                         Candidate("ties", (0.5, 0.1), 0.95), Candidate("ties", (0.5, 0.0), 0.85)}
+    assert neighbours(Candidate("linear", (0.1,)), step=0.1) == [Candidate("linear", (0.2,))]   # never all zero
