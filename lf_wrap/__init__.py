@@ -11,6 +11,8 @@ The layout is the architecture:
     lf_wrap/train/       stage 2: training recipe -> `llamafactory-cli train` -> run directory
     lf_wrap/merge/       stage 3: adapters -> merged model or adapter (methods/: one per family)
     lf_wrap/evaluation/  stage 4: vLLM predictions, metrics, intervals, the report
+    lf_wrap/search/      the merge search's parts: candidates, the retained-gain objective, and
+                         merges patched into a running vLLM engine (no command yet)
     lf_wrap/demo/        the whole study at small scale, and the models it runs on
     lf_wrap/commands/    the click layer: parses options, calls one stage function, prints
 
