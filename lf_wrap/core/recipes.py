@@ -169,37 +169,35 @@ def apply_override(data: dict, override: Override) -> None:
 # ---------------------------------------------------------------- validating
 
 
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _model_at(schema: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that holds the last key of `loc` (for "did you mean" and its keys)."""
     current: Any = schema
     for part in loc:
-        if isinstance(current, type) and issubclass(current, BaseModel):
+        if _is_model(current):
             field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = field.annotation
+            current = field.annotation if field is not None else None
         else:
-            current = _unwrap(current, part)
-            if current is None:
-                return None
-    return _unwrap(current, None) if not (isinstance(current, type) and issubclass(current, BaseModel)) else current
+            current = _unwrap(current)
+        if current is None:
+            return None
+    return current if _is_model(current) else _unwrap(current)
 
 
-def _unwrap(annotation: Any, part) -> Any:
-    """Step into list[X] / dict[str, X] / X | None to reach X."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
+def _unwrap(annotation: Any) -> Any:
+    """Step into list[X] / dict[str, X] / X | None to reach the model X (None if there is none)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            found = _unwrap(arg, part) if typing.get_origin(arg) else arg
-            if isinstance(found, type) and issubclass(found, BaseModel):
-                return found
-        return None
+        return next((found for found in (_unwrap(a) if typing.get_origin(a) else a for a in args)
+                     if _is_model(found)), None)
     if origin in (list, tuple) and args:
         return args[0]
     if origin is dict and len(args) == 2:
         return args[1]
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return annotation if _is_model(annotation) else None
 
 
 def format_validation_error(err: ValidationError, schema: type[BaseModel], recipe: RecipeText | None,
