@@ -91,9 +91,21 @@ def test_smoke_run_trains_an_adapter(task, smoke_run, work, prepared):
     print(f"{task}: {manifest['train_metrics']['seconds_per_step']} s/step, {manifest['seconds']} s in all")
 
 
+@pytest.fixture
+def lf_log(caplog):
+    """lf-wrap's log lines, whether or not the console handler (which stops propagation) is on."""
+    logger = logging.getLogger("lf_wrap")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
 @pytest.mark.slow
-def test_finished_run_skips_and_changed_args_need_force(smoke_run, work, tiny_model, prepared, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="lf_wrap")
+def test_finished_run_skips_and_changed_args_need_force(smoke_run, work, tiny_model, prepared, monkeypatch, lf_log):
+    caplog = lf_log
     done, run_dir = smoke_run("translate")
     assert done.returncode == 0
     monkeypatch.chdir(work)
@@ -241,11 +253,11 @@ def test_interrupted_run_continues_with_the_command_it_prints(work, tiny_model, 
 
 @pytest.mark.slow
 def test_failed_run_resumes_by_itself_and_force_starts_again(smoke_run, work, tiny_model, prepared, monkeypatch,
-                                                              caplog):
+                                                              lf_log):
     """A failed run (here: a copy of the smoke run marked failed, its last checkpoint removed)
     re-run with the same arguments continues from its last checkpoint; --force says which
     checkpoints it removes and trains from step 1."""
-    caplog.set_level(logging.INFO, logger="lf_wrap")
+    caplog = lf_log
     done, finished = smoke_run("translate")
     assert done.returncode == 0
     monkeypatch.chdir(work)

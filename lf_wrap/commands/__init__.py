@@ -31,6 +31,7 @@ class _ConsoleHandler(logging.Handler):
 def console_logging(level: int = logging.INFO) -> None:
     logger = logging.getLogger("lf_wrap")
     logger.setLevel(level)
+    logger.propagate = False    # a library that configures the root logger must not print our lines twice
     if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
         logger.addHandler(_ConsoleHandler())
 
