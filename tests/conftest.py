@@ -4,6 +4,7 @@ model, the sample sources and every dataset folder live under pytest's temporary
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -70,6 +71,19 @@ def prepared(tmp_path_factory, sample_sources) -> Path:
             prepare(task, str(sample_sources / src / f"{split}.jsonl"), split, n,
                     options=PrepareOptions(name=f"tiny_{task}_{split}", dataset_dir=folder))
     return folder
+
+
+@pytest.fixture
+def lf_log(caplog):
+    """lf-wrap's log lines (INFO and up), whether or not a CLI test earlier in the session turned on
+    the console handler, which stops propagation to the root logger where caplog listens."""
+    logger = logging.getLogger("lf_wrap")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
 
 
 def run_lf_wrap(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

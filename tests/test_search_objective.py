@@ -3,7 +3,6 @@ numbers worked out by hand. No model, no engine."""
 
 from __future__ import annotations
 
-import logging
 
 import pytest
 
@@ -61,11 +60,10 @@ def test_float_noise_is_a_tie():
     assert rank_key(a, simple.complexity()) < rank_key(b, involved.complexity())
 
 
-def test_a_task_without_gain_is_left_out_with_a_message(caplog):
-    with caplog.at_level(logging.WARNING):
-        ref = reference(BASE, {**SPECIALIST, "qa": 0.70})
+def test_a_task_without_gain_is_left_out_with_a_message(lf_log):
+    ref = reference(BASE, {**SPECIALIST, "qa": 0.70})
     assert ref.tasks == ("translate", "summarize") and set(ref.left_out) == {"qa"}
-    assert "qa: the specialist scores 0.7, the base 0.7; no gain to keep" in caplog.text
+    assert "qa: the specialist scores 0.7, the base 0.7; no gain to keep" in lf_log.text
     gains = retained_gains(ref, {"translate": 0.25, "summarize": 0.35, "qa": 0.10})   # qa does not count
     assert gains.worst == pytest.approx(0.5) and set(gains.per_task) == {"translate", "summarize"}
     with pytest.raises(ValueError, match="no specialist beats the base"):

@@ -7,7 +7,6 @@ is checked on the function that builds it; `--nproc 1` also runs for real (torch
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import shutil
@@ -89,18 +88,6 @@ def test_smoke_run_trains_an_adapter(task, smoke_run, work, prepared):
     assert manifest["started"] <= manifest["ended"] and manifest["train_metrics"]["seconds_per_step"] > 0
     assert (work / "runs" / f"{task}-latest").resolve() == run_dir.resolve()
     print(f"{task}: {manifest['train_metrics']['seconds_per_step']} s/step, {manifest['seconds']} s in all")
-
-
-@pytest.fixture
-def lf_log(caplog):
-    """lf-wrap's log lines, whether or not the console handler (which stops propagation) is on."""
-    logger = logging.getLogger("lf_wrap")
-    level = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(level)
 
 
 @pytest.mark.slow
