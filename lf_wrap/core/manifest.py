@@ -69,7 +69,3 @@ class StageRecord:
             raise ValueError(f"manifest keys {clash} belong to the header")
         return {**self.header, **body}
 
-
-def header_of(manifest: dict) -> dict:
-    """The header keys of a manifest that lf-wrap wrote (missing ones as None)."""
-    return {key: manifest.get(key) for key in HEADER_KEYS}

@@ -16,7 +16,6 @@ their config.json files agree (a fine-tuned model has its base's config)."""
 from __future__ import annotations
 
 import fnmatch
-import json
 from pathlib import Path
 
 from lf_wrap.core.errors import UserError
@@ -93,9 +92,3 @@ def same_base(declared: str, base: str) -> bool:
         return folder.resolve().name.lower() == hub.split("/")[1].lower()
     return False
 
-
-def read_config(folder: Path) -> dict:
-    try:
-        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
