@@ -75,3 +75,71 @@ def recipe_command(recipe, overrides, force, check):
                    f"method {config.method}, as {config.output_form} -> {plan.out}")
         return
     click.echo(summary(run_merge(config, force=force, recipe_text=text)))
+
+
+def _names(ctx, param, value):
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+@merge.command("search")
+@click.argument("inputs", nargs=-1, required=True, metavar="RECIPE | ADAPTER...")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Recipe form: override a key, e.g. --set budget=64 --set rows.search=200.")
+@click.option("--eval", "eval_recipe", type=click.Path(path_type=Path),
+              help="Direct form: the eval recipe (base, template, datasets, engine).")
+@click.option("--tasks", callback=_names, help="Direct form: each adapter's task, in order (default: its training run's).")
+@click.option("--methods", callback=_names, help="Direct form: merge methods to search, e.g. linear,ties,dare_ties.")
+@click.option("--budget", type=int, help="Direct form: candidates to score (default 32).")
+@click.option("--sampler", type=click.Choice(["tpe", "cmaes", "random", "grid"]), help="Direct form: Optuna sampler.")
+@click.option("--search-rows", type=int, help="Direct form: rows per task to search on (default 100).")
+@click.option("--seed", type=int, help="Direct form: seed of the sampler and of the row draw.")
+@click.option("--objective", type=click.Choice(["worst", "mean"]), help="Direct form: worst task (default) or mean.")
+@click.option("--as", "output_form", type=click.Choice(["adapter", "model"]), help="Direct form: how the best is written.")
+@click.option("--out", type=click.Path(path_type=Path), help="Direct form: the search folder (default runs/search).")
+@click.option("--force", is_flag=True, help="Start over in a search folder that holds another search.")
+def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampler, search_rows, seed, objective,
+                   output_form, out, force):
+    """Search merges of task adapters for the one that keeps every specialist's gain.
+
+    \b
+    lf-wrap merge search recipes/search.yaml [--set key=value ...]
+    lf-wrap merge search A1 A2 A3 --eval recipes/eval.yaml --tasks translate,summarize,qa \\
+        --methods linear,ties --budget 32 --out runs/search
+
+    Every candidate is scored in one running vLLM engine (its weights patched in place) on search
+    rows; the best and the study's sum merge are then scored on other rows (the report rows).
+    Killed, the same command goes on where it stopped."""
+    import yaml
+
+    from lf_wrap.search.recipe import direct_recipe, load_search_recipe
+    from lf_wrap.search.run import search, summary
+
+    direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "budget": budget, "sampler": sampler,
+              "search_rows": search_rows, "seed": seed, "objective": objective, "as": output_form, "out": out}
+    recipe_form = len(inputs) == 1 and Path(inputs[0]).suffix in (".yaml", ".yml")
+    if recipe_form:
+        given = [f"--{k.replace('_', '-')}" for k, v in direct.items() if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)}: options of the direct form; with a recipe use --set "
+                            "(e.g. --set budget=64)")
+        recipe, text = load_search_recipe(Path(inputs[0]), tuple(overrides))
+    else:
+        if overrides:
+            raise UserError("--set is for the recipe form (lf-wrap merge search RECIPE.yaml); give options here")
+        if eval_recipe is None:
+            raise UserError("--eval: the direct form needs an eval recipe (base, template, datasets, engine), "
+                            "e.g. --eval recipes/eval.yaml")
+        if tasks is not None and len(tasks) != len(inputs):
+            raise UserError(f"--tasks: {len(tasks)} tasks for {len(inputs)} adapters; give one per adapter, in order")
+        data = {"eval": str(eval_recipe),
+                "adapters": [{"path": p, **({"task": tasks[i]} if tasks else {})} for i, p in enumerate(inputs)]}
+        data.update({k: v for k, v in (("methods", methods), ("budget", budget), ("sampler", sampler), ("seed", seed),
+                                       ("objective", objective), ("as", output_form)) if v is not None})
+        if search_rows is not None or seed is not None:
+            data["rows"] = {k: v for k, v in (("search", search_rows), ("seed", seed)) if v is not None}
+        if out is not None:
+            data["out"] = str(out)
+        recipe = direct_recipe(data)
+        text = "# lf-wrap merge search, direct form, as resolved\n" + yaml.safe_dump(
+            recipe.model_dump(mode="json", by_alias=True), sort_keys=False)
+    click.echo(summary(search(recipe, text, force=force)))

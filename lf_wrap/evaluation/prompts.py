@@ -79,6 +79,12 @@ def prompt_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def stop_token_ids(tokenizer, template: str) -> list[int]:
+    """The template's stop words as the tokenizer's token ids (those it knows as single tokens)."""
+    ids = (tokenizer.convert_tokens_to_ids(word) for word in get_template(template).stop_words)
+    return [i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id]
+
+
 def encode_prompt(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 

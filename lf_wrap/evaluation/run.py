@@ -36,7 +36,7 @@ from lf_wrap.evaluation.identity import model_identity
 from lf_wrap.evaluation.results import score_all, uncertainty_section, versions, write_manifest
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 from lf_wrap.core.process import RECORDED_ENV
-from lf_wrap.evaluation.prompts import get_template, rendering_id
+from lf_wrap.evaluation.prompts import get_template, rendering_id, stop_token_ids
 from lf_wrap.tasks import TASKS
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -62,7 +62,7 @@ def _say(message: str) -> None:
     log.info(f"eval: {message}")
 
 
-def _load_tokenizer(path: str):
+def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     try:
@@ -193,9 +193,8 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
     base_folder = resolve_base(recipe.model_name_or_path)    # what is hashed is what vLLM loads
     identities: dict[str, dict] = {}
     for model_path, tokenizer_path, members in _engine_groups(models, str(base_folder)):
-        tokenizer = _load_tokenizer(tokenizer_path)
-        stop_ids = [i for i in (tokenizer.convert_tokens_to_ids(w) for w in get_template(recipe.template).stop_words)
-                    if isinstance(i, int) and i != tokenizer.unk_token_id]
+        tokenizer = load_tokenizer(tokenizer_path)
+        stop_ids = stop_token_ids(tokenizer, recipe.template)
         for model in members:
             identities[model.name] = model_identity(model, base_folder, Path(tokenizer_path))
         files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts, identities, stop_ids)

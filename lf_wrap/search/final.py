@@ -1,0 +1,49 @@
+"""The figures a search reports: the best candidate and the study-style sum merge scored on the
+report rows (never the rows the best was chosen on), beside the base and the specialists on the
+same rows, each retained gain with its bootstrap interval (lf_wrap.evaluation.stats.retained_gain:
+base, specialist and candidate resampled together), with the eval recipe's bootstrap settings."""
+
+from __future__ import annotations
+
+from lf_wrap.evaluation import stats
+from lf_wrap.search.candidates import Candidate
+from lf_wrap.search.scoring import Scorer, from_dict
+
+
+def references(n_adapters: int) -> dict[str, Candidate]:
+    """The merges every search is compared with: the study's 3-in-1 (every adapter at weight 1,
+    what LLaMA-Factory's export does) and linear at 0.5 each."""
+    return {"sum": Candidate("linear", (1.0,) * n_adapters), "linear 0.5": Candidate("linear", (0.5,) * n_adapters)}
+
+
+def specialist(index: int, n_adapters: int) -> Candidate:
+    """Adapter `index` alone at weight 1: the specialist merged into the base."""
+    return Candidate("linear", tuple(1.0 if j == index else 0.0 for j in range(n_adapters)))
+
+
+def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> dict:
+    rows = scorer.rows
+    n = len(tasks)
+    entries = {"base": scorer.score("report", None)}
+    entries.update({f"specialist {t}": scorer.score("report", specialist(i, n)) for i, t in enumerate(tasks)})
+    entries["best"] = scorer.score("report", from_dict(best["candidate"]))
+    entries["sum"] = scorer.score("report", references(n)["sum"])
+    draw = {"n_resamples": bootstrap.resamples, "seed": bootstrap.seed, "confidence": bootstrap.confidence}
+    scores: dict[str, dict] = {name: {} for name in entries}
+    retained: dict[str, dict] = {"best": {}, "sum": {}}
+    for task in tasks:
+        metric = rows[task].data.definition.headline
+        per_row = {name: e["report_rows"][task]["row_scores"] for name, e in entries.items()}
+        for name, values in per_row.items():
+            scores[name][task] = {"metric": metric, "value": stats.corpus_value(metric, values),
+                                  "ci95": list(stats.bootstrap_interval(metric, values, **draw))}
+        for name in retained:
+            retained[name][task] = stats.retained_gain(metric, per_row["base"], per_row[f"specialist {task}"],
+                                                       per_row[name], **draw)
+    summary = {}
+    for name, per_task in retained.items():
+        values = [g["value"] for g in per_task.values() if g["value"] is not None]
+        summary[name] = {"worst": min(values) if values else None,
+                         "mean": sum(values) / len(values) if values else None}
+    return {"rows": {t: len(rows[t].report) for t in tasks}, "labels": {"best": best["label"], "sum": "sum"},
+            "scores": scores, "retained": retained, "summary": summary, "bootstrap": draw}

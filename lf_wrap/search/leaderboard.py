@@ -1,0 +1,165 @@
+"""What a search leaves to read: the leaderboard (every candidate scored on the search rows,
+best first, with the sum and linear-0.5 merges as reference rows), the final figures on the
+report rows, a chart of retained gain per task, and the best merge written by the merge stage.
+
+    leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
+                                    and retained gain, worst, mean, role, Optuna trial numbers
+    final.md                        best vs sum on the report rows, with 95% intervals
+    chart.png                       retained gain per task: the best candidates and the sum merge
+                                    (search rows), best vs sum with intervals (report rows)"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lf_wrap.search.ledger import Ledger
+from lf_wrap.search.objective import Reference, rank_key, retained_gains
+from lf_wrap.search.scoring import from_dict, headline_scores, key_of
+from lf_wrap.search.rows import TaskRows
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _row(entry: dict, ref: Reference, rows: dict[str, TaskRows], tasks: list[str]) -> dict:
+    candidate = from_dict(entry["candidate"])
+    scores = headline_scores(entry, rows)
+    gains = retained_gains(ref, scores)
+    return {"label": candidate.label(), "key": entry["key"], "role": "candidate", "method": candidate.method,
+            "weights": dict(zip(tasks, candidate.weights)), "density": candidate.density, "seed": candidate.seed,
+            "scores": scores, "retained": gains.per_task, "worst": gains.worst, "mean": gains.mean,
+            "trials": [], "complexity": list(candidate.complexity()), "candidate": entry["candidate"]}
+
+
+def rows(study, ledger: Ledger, ref: Reference, task_rows: dict[str, TaskRows], references: dict | None = None) -> list[dict]:
+    """Every completed trial's candidate (one row per distinct candidate) and the reference
+    merges, ranked best first (lf_wrap.search.objective.rank_key)."""
+    from lf_wrap.search.study import completed
+
+    tasks = list(task_rows)
+    table: dict[str, dict] = {}
+    for trial in completed(study):
+        key = trial.user_attrs.get("candidate")
+        entry = ledger.get("search", key) if key else None
+        if entry is None:
+            continue
+        table.setdefault(key, _row(entry, ref, task_rows, tasks))["trials"].append(trial.number)
+    for role, candidate in (references or {}).items():
+        entry = ledger.get("search", key_of(candidate))
+        if entry is not None:
+            table.setdefault(entry["key"], _row(entry, ref, task_rows, tasks))["role"] = f"reference: {role}"
+    ranked = sorted(table.values(), key=lambda r: rank_key(retained_gains(ref, r["scores"]), tuple(r["complexity"])))
+    for rank, row in enumerate(ranked, 1):
+        row["rank"] = rank
+    return ranked
+
+
+def best_row(table: list[dict]) -> dict:
+    return table[0]
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def leaderboard_markdown(table: list[dict], ref: Reference, tasks: list[str]) -> str:
+    head = ["rank", "candidate", "role"] + [f"{t} score" for t in tasks] + [f"{t} kept" for t in ref.tasks] + \
+        ["worst", "mean", "trials"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in table:
+        cells = [str(r["rank"]), f"`{r['label']}`", r["role"]] + [f"{r['scores'][t]:.4f}" for t in tasks] + \
+            [_pct(r["retained"][t]) for t in ref.tasks] + [_pct(r["worst"]), _pct(r["mean"]),
+                                                           ",".join(map(str, r["trials"])) or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    base = ", ".join(f"{t} {ref.base[t]:.4f}" for t in tasks)
+    own = ", ".join(f"{t} {ref.specialist[t]:.4f}" for t in tasks)
+    notes = [f"Search rows. Base: {base}. Specialists on their own task: {own}.",
+             "kept: (candidate - base) / (specialist - base) on that task; worst and mean over the counted tasks."]
+    notes += [f"Not counted: {why}" for why in ref.left_out.values()]
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def leaderboard_csv(table: list[dict], tasks: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["rank", "candidate", "role", "method", *[f"weight_{t}" for t in tasks], "density", "seed",
+                     *[f"score_{t}" for t in tasks], *[f"retained_{t}" for t in tasks], "worst", "mean", "trials"])
+    for r in table:
+        writer.writerow([r["rank"], r["label"], r["role"], r["method"], *[r["weights"][t] for t in tasks],
+                         r["density"], r["seed"], *[r["scores"][t] for t in tasks],
+                         *[r["retained"].get(t) for t in tasks], r["worst"], r["mean"],
+                         " ".join(map(str, r["trials"]))])
+    return buffer.getvalue()
+
+
+def final_markdown(final: dict, tasks: list[str]) -> str:
+    label = final["labels"]["best"]
+    lines = [f"Report rows ({', '.join(f'{t} {n}' for t, n in final['rows'].items())}; none of them was searched on). "
+             f"best: `{label}`; sum: every adapter at weight 1 (the study's 3-in-1).", "",
+             "| task | metric | base | specialist | sum | best | sum kept | best kept |", "|" + " --- |" * 8]
+    for t in tasks:
+        s = final["scores"]
+        cell = lambda name: f"{s[name][t]['value']:.4f} [{s[name][t]['ci95'][0]:.4f}, {s[name][t]['ci95'][1]:.4f}]"  # noqa: E731
+        kept = [final["retained"][name][t] for name in ("sum", "best")]
+        kept_text = [f"{_pct(g['value'])} [{_pct(g['ci95'][0])}, {_pct(g['ci95'][1])}]" if g["ci95"] else _pct(g["value"])
+                     for g in kept]
+        lines.append(f"| {t} | {s['base'][t]['metric']} | {cell('base')} | {cell(f'specialist {t}')} | {cell('sum')} | "
+                     f"{cell('best')} | {kept_text[0]} | {kept_text[1]} |")
+    summary = final["summary"]
+    lines += ["", f"Worst task kept: sum {_pct(summary['sum']['worst'])}, best {_pct(summary['best']['worst'])}; "
+              f"mean: sum {_pct(summary['sum']['mean'])}, best {_pct(summary['best']['mean'])}.",
+              f"[low, high]: {final['bootstrap']['confidence']:.0%} bootstrap interval over the report rows "
+              f"({final['bootstrap']['n_resamples']} resamples, seed {final['bootstrap']['seed']}); a retained "
+              "gain's interval resamples base, specialist and merge together."]
+    return "\n".join(lines) + "\n"
+
+
+def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lf_wrap.evaluation.charts import _png
+
+    shown = table[:top] + [r for r in table[top:] if r["role"] == "reference: sum"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    width = 0.8 / max(len(shown), 1)
+    for i, r in enumerate(shown):
+        xs = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(tasks))]
+        left.bar(xs, [r["retained"].get(t) or 0.0 for t in tasks], width, label=f"#{r['rank']} {r['label']}" + (" (sum)" if r["role"] == "reference: sum" else ""))
+    left.set_title("search rows: retained gain per task")
+    for i, name in enumerate(("sum", "best")):
+        gains = [final["retained"][name][t] for t in tasks]
+        ys = [g["value"] or 0.0 for g in gains]
+        nan = float("nan")
+        errors = [[y - g["ci95"][0] if g["ci95"] else nan for y, g in zip(ys, gains)],
+                  [g["ci95"][1] - y if g["ci95"] else nan for y, g in zip(ys, gains)]]
+        right.bar([k + (i - 0.5) * 0.4 for k in range(len(tasks))], ys, 0.4, yerr=errors, capsize=3,
+                  label=name if name == "sum" else f"best: {final['labels']['best']}")
+    right.set_title("report rows: retained gain, 95% interval")
+    for ax in (left, right):
+        ax.set_xticks(range(len(tasks)), tasks)
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.legend(fontsize=7)
+    left.set_ylabel("(merge - base) / (specialist - base)")
+    return _png(fig)
+
+
+def write_all(out: Path, table: list[dict], ref: Reference, final: dict, tasks: list[str]) -> None:
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, ref, tasks))
+    atomic_write_text(out / "leaderboard.csv", leaderboard_csv(table, tasks))
+    atomic_write_json(out / "leaderboard.json", {"tasks": tasks, "counted": list(ref.tasks), "base": ref.base,
+                                                 "specialist": ref.specialist, "left_out": ref.left_out,
+                                                 "rows": table})
+    atomic_write_text(out / "final.md", final_markdown(final, tasks))
+    atomic_write_bytes(out / "chart.png", chart(table, final, tasks))

@@ -1,0 +1,124 @@
+"""The merge search's settings (`recipes/search.yaml`, or the options of the direct form
+`lf-wrap merge search ADAPTER... --eval ...`): one pydantic model, read and overridden by the
+one recipe reader (lf_wrap.core.recipes), validated before anything is loaded.
+
+What a search needs that an eval recipe already says (the base, the template, the datasets,
+max_new_tokens, the engine, the bootstrap) is read from the eval recipe named under `eval`,
+never repeated here: the numbers a search reports are the numbers `lf-wrap eval` would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lf_wrap.core.recipes import read_recipe, validate
+from lf_wrap.merge.methods import METHODS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+
+
+class AdapterEntry(_Strict):
+    path: str
+    """A LoRA adapter folder (a specialist), trained on the eval recipe's base."""
+    task: str | None = None
+    """Its own task (a task of the eval recipe). Default: the task of its `lf-wrap train` run."""
+
+
+class Range(_Strict):
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    """Values are low + k * step (readable candidates; a repeat is found and never scored twice)."""
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class Rows(_Strict):
+    """Which rows of each task the search scores candidates on, and which rows the final figures
+    come from: never the same rows (a candidate chosen on rows is flattered by them)."""
+
+    search: int = Field(100, ge=1)
+    """Rows per task the candidates are scored on: a seeded draw from the eval recipe's dataset
+    (or all of `search_datasets`' set, where one is named)."""
+    report: int | None = Field(None, ge=1)
+    """At most this many of the remaining rows are the report rows (default: all of them)."""
+    seed: int = 0
+    """Seed of the draw."""
+    search_datasets: dict[str, str] = {}
+    """task -> a dataset in the eval recipe's dataset_dir to search on instead of a draw; the report
+    rows are then the eval dataset's. A row in both (same id or same prompt) is refused."""
+
+
+class SearchRecipe(_Strict):
+    eval: Path
+    """The eval recipe: base model, template, dataset_dir, tasks (datasets, max_new_tokens), engine,
+    bootstrap. Its `models` list is not used."""
+    eval_overrides: list[str] = []
+    """`--set` overrides applied to the eval recipe, e.g. [engine.dtype=float32]."""
+    adapters: list[AdapterEntry] = Field(min_length=2)
+    """The specialists to merge, one per task."""
+    methods: list[str] = ["linear"]
+    """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties."""
+    weights: Range = Range(low=0.0, high=1.5, step=0.05)
+    """One weight per adapter, in this range."""
+    density: Range = Range(low=0.1, high=1.0, step=0.1)
+    """ties and dare_*: the fraction of each delta kept."""
+    sampler: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
+    """Optuna's sampler: tpe (default), cmaes (continuous weights; the method is then sampled at
+    random), random, or grid (every combination of `grid`, a baseline)."""
+    grid: list[float] = [0.0, 0.5, 1.0, 1.5]
+    """sampler grid: the weight values tried for each adapter."""
+    budget: int = Field(32, ge=1)
+    """Candidates to score (Optuna trials, the reference merges enqueued first included)."""
+    round_size: int = Field(4, ge=1)
+    """Candidates asked of the optimiser at once (one progress line per round)."""
+    seed: int = 0
+    """Seed of the sampler, and of dare_*'s random drop."""
+    objective: Literal["worst", "mean"] = "worst"
+    """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean."""
+    rows: Rows = Rows()
+    output: Literal["adapter", "model"] = Field("adapter", alias="as")
+    """The best merge is written as one LoRA adapter (exact for linear; ties/dare via SVD) or a model."""
+    out: Path = Path("runs/search")
+    """The search folder: its Optuna journal, every score, the leaderboard, the best merge."""
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one merge method")
+        for name in value:
+            if name not in METHODS:
+                raise ValueError(f"unknown merge method {name!r}; choose from {', '.join(METHODS)}")
+            if not METHODS[name].weighted:
+                raise ValueError(f"{name} takes no weights (it is scored as a reference row anyway); "
+                                 "search `linear` instead")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not 0 < self.density.low <= self.density.high <= 1:
+            raise ValueError("density: low and high must lie in (0, 1]")
+        if self.sampler == "grid" and len(self.grid) < 2:
+            raise ValueError("grid: give at least two weight values for sampler grid")
+        return self
+
+
+def load_search_recipe(path: Path, overrides=()) -> tuple[SearchRecipe, str]:
+    """The validated recipe and its verbatim text (copied into the search folder)."""
+    recipe, read = read_recipe(path, SearchRecipe, overrides, what="search recipe",
+                               shape="a search recipe is a YAML mapping (eval:, adapters:, methods:, budget:, out:)")
+    return recipe, read.text
+
+
+def direct_recipe(data: dict) -> SearchRecipe:
+    """The direct form's options, checked like a recipe's."""
+    return validate(SearchRecipe, data, "lf-wrap merge search")

@@ -1,0 +1,219 @@
+"""`lf-wrap merge search`: find the merge of task adapters that keeps every specialist's gain.
+
+    <out>/manifest.json      header, inputs (sha256/BLAKE3 digests), rows (ids of both sets), seed,
+                             sampler, budget, objective, identity, timings, the best merge
+    <out>/search.yaml        the recipe as given (direct form: as resolved)
+    <out>/optuna.journal     the optimiser's storage (Optuna JournalStorage): the single record
+    <out>/scores.jsonl       every score computed (lf_wrap.search.ledger), reused on a rerun
+    <out>/leaderboard.{md,csv,json}, chart.png, final.md   (lf_wrap.search.leaderboard)
+    <out>/best/              the best merge (merge stage: adapter or model, with its own manifest)
+
+Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
+base and specialists on the search rows (the reference of every retained gain); rounds of
+candidates from the optimiser until `budget` trials are complete; the leaderboard; the best and
+the study-style sum merge on the report rows with intervals; the best merge written."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lf_wrap import __version__
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder, check_replaceable
+from lf_wrap.core.manifest import StageRecord
+from lf_wrap.core.models import resolve_base, weights_fingerprint
+from lf_wrap.evaluation.engine import engine_spec
+from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
+from lf_wrap.evaluation.recipe import load_eval_recipe
+from lf_wrap.evaluation.run import load_tokenizer
+from lf_wrap.merge.checks import check_inputs
+from lf_wrap.merge.config import MergeConfig
+from lf_wrap.search import leaderboard, study as optimiser
+from lf_wrap.search.final import final_figures, references, specialist
+from lf_wrap.search.ledger import Ledger, identity
+from lf_wrap.search.objective import reference, retained_gains
+from lf_wrap.search.recipe import SearchRecipe
+from lf_wrap.search.rows import row_ids, specialists, split_rows
+from lf_wrap.search.scoring import Scorer, headline_scores
+
+MANIFEST = "manifest.json"
+SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objective")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchResult:
+    out: Path
+    best: dict
+    final: dict
+    scored: int
+    reused: int
+    merge_out: Path
+
+
+def _say(message: str) -> None:
+    log.info(f"search: {message}")
+
+
+def _prepare_folder(out: Path, ident: str, space: dict, force: bool) -> bool:
+    """True when an earlier search with the same inputs and space is continued."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return False
+    check_replaceable(out, MANIFEST, "search", option="out")
+    earlier = leaderboard.read_json(out / MANIFEST)
+    same = earlier.get("identity") == ident and earlier.get("space") == space
+    if same and not force:
+        return True
+    if not force:
+        what = "the inputs (base, adapters, rows or generation settings)" if earlier.get("identity") != ident \
+            else "the search space (" + ", ".join(k for k in SPACE_KEYS if (earlier.get("space") or {}).get(k)
+                                                 != space.get(k)) + ")"
+        raise UserError(f"out {out} holds a search with other {what}; its scores cannot be reused: choose another "
+                        "out, or pass --force to start it over")
+    shutil.rmtree(out)
+    return False
+
+
+def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> SearchResult:
+    record = StageRecord("search")
+    out = Path(recipe.out)
+    eval_recipe, _ = load_eval_recipe(Path(recipe.eval), recipe.eval_overrides)
+    eval_recipe, models, notes = specialists(recipe, eval_recipe)
+    for note in notes:
+        _say(note)
+    tasks = [m.task for m in models]
+    base_dir = resolve_base(eval_recipe.model_name_or_path)
+    plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
+                                    base=eval_recipe.model_name_or_path, out=str(out / "best")))
+    check_output_folder(out, "out", {**{f"adapter {m.path}": Path(m.path) for m in models},
+                                     "the base model": base_dir, "the dataset folder": Path(eval_recipe.dataset_dir)})
+    if eval_recipe.engine.data_parallel_size > 1 or eval_recipe.engine.tensor_parallel_size > 1:
+        _say("one engine on one device scores every candidate (tensor/data parallel settings of the eval recipe "
+             "are not used by the search)")
+    tokenizer = load_tokenizer(str(base_dir))
+    stop_ids = stop_token_ids(tokenizer, eval_recipe.template)
+    rows = split_rows(recipe, eval_recipe, tasks, tokenizer)
+    settings = eval_recipe.engine.model_copy(update={"tensor_parallel_size": 1, "data_parallel_size": 1,
+                                                     "pipeline_parallel_size": 1})
+    spec = engine_spec([], str(base_dir), str(base_dir), settings, (settings.max_lora_rank, 1), stop_ids)
+    inputs = {"base": {"name": eval_recipe.model_name_or_path, "folder": str(base_dir),
+                       "weights": weights_fingerprint(base_dir)},
+              "adapters": [{"path": m.path, "task": m.task, "fingerprint": a.adapter.fingerprint()}
+                           for m, a in zip(models, plan.adapters)]}
+    generation = {"template": eval_recipe.template, "prompt_rendering": rendering_id(eval_recipe.template),
+                  "stop_token_ids": stop_ids, "dtype": settings.dtype, "max_model_len": settings.max_model_len,
+                  "long_prompts": eval_recipe.long_prompts, "lf_wrap_version": __version__}
+    ident = identity({"inputs": inputs, "rows": row_ids(rows), "generation": generation})
+    space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
+    resumed = _prepare_folder(out, ident, space, force)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "search.yaml", recipe_text)
+    body = {"identity": ident, "space": space, "inputs": inputs, "rows": row_ids(rows), "generation": generation,
+            "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides, "budget": recipe.budget,
+            "round_size": recipe.round_size, "engine": spec.kwargs, "notes": notes + plan.warnings}
+    atomic_write_json(out / MANIFEST, record.manifest(body))
+    ledger = Ledger(out, ident)
+    if resumed:
+        _say(f"continuing the search in {out}: {len(ledger.entries)} scores on record are reused")
+    scorer = Scorer(spec, plan, rows, ledger, eval_recipe.batch_size)
+    try:
+        result = _run(recipe, out, tasks, rows, scorer, eval_recipe.bootstrap, record, body)
+    finally:
+        scorer.close()
+    return result
+
+
+def _write_best(out: Path, plan, best: dict, output_form: str) -> Path:
+    """The best candidate written by the merge stage itself (its manifest, its checks)."""
+    from lf_wrap.merge.run import merge
+
+    c = best["candidate"]
+    config = MergeConfig(adapters=[a.given for a in plan.adapters], base=plan.config.base, method=c["method"],
+                         weights=c["weights"], density=c["density"], seed=c["seed"], out=str(out / "best"),
+                         **{"as": output_form})
+    return merge(config, force=(out / "best").exists()).out
+
+
+def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap, record, body) -> SearchResult:
+    started = time.monotonic()
+    n = len(tasks)
+    base = headline_scores(scorer.score("search", None), rows)
+    own = {t: headline_scores(scorer.score("search", specialist(i, n)), rows)[t] for i, t in enumerate(tasks)}
+    try:
+        ref = reference(base, own)
+    except ValueError as err:
+        raise UserError(f"search rows: {err}") from None
+    body["left_out"] = ref.left_out
+
+    def value(entry: dict) -> float:
+        gains = retained_gains(ref, headline_scores(entry, rows))
+        return gains.worst if recipe.objective == "worst" else gains.mean
+
+    study = optimiser.open_study(out, recipe, tasks)
+    requeued = optimiser.requeue_unfinished(study)
+    if requeued:
+        _say(f"{requeued} candidate(s) were being scored when the last run stopped; asked again "
+             "(their scores are reused where they were written)")
+    done = len(optimiser.completed(study))
+    round_number = 0
+    while done < recipe.budget:
+        round_number += 1
+        trials = [study.ask() for _ in range(min(recipe.round_size, recipe.budget - done))]
+        for trial in trials:
+            candidate = optimiser.suggest(trial, recipe, tasks)
+            entry = scorer.score("search", candidate)
+            trial.set_user_attr("candidate", candidate.label())
+            study.tell(trial, value(entry))
+        done = len(optimiser.completed(study))
+        best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, ref, rows))
+        elapsed = time.monotonic() - started
+        per = elapsed / max(scorer.scored, 1)
+        _say(f"round {round_number}: {done}/{recipe.budget} candidates ({scorer.scored} scored, {scorer.reused} "
+             f"reused); best so far {best['label']}: worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}; "
+             f"{elapsed:.0f}s elapsed, about {per * (recipe.budget - done):.0f}s left")
+    for candidate in references(n).values():
+        scorer.score("search", candidate)
+    table = leaderboard.rows(study, scorer.ledger, ref, rows, references(n))
+    best = leaderboard.best_row(table)
+    _say(f"best on the search rows: {best['label']} (worst task kept {best['worst']:.1%}); scoring it and the sum "
+         "merge on the report rows")
+    final = final_figures(scorer, tasks, best, bootstrap)
+    merge_out = _write_best(out, scorer.plan, best, recipe.output)
+    leaderboard.write_all(out, table, ref, final, tasks)
+    body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
+                 "engine_start_seconds": scorer.engine_start_seconds,
+                 "generate_seconds": round(scorer.generate_seconds, 2), "best": best, "best_merge": str(merge_out),
+                 "final": final})
+    record.finish()
+    atomic_write_json(out / MANIFEST, record.manifest(body))
+    return SearchResult(out, best, final, scorer.scored, scorer.reused, merge_out)
+
+
+def summary(result: SearchResult) -> str:
+    """What the command prints: best vs sum on the report rows, task by task."""
+    final = result.final
+    lines = [f"best merge: {result.best['label']} -> {result.merge_out}",
+             f"retained gain on the report rows ({', '.join(f'{t} {n} rows' for t, n in final['rows'].items())}):",
+             f"  {'task':<12} {'sum':>28} {'best':>28}"]
+    for task in final["rows"]:
+        cells = []
+        for name in ("sum", "best"):
+            g = final["retained"][name][task]
+            text = "n/a" if g["value"] is None else f"{g['value']:.1%}"
+            if g["ci95"]:
+                text += f" [{g['ci95'][0]:.1%}, {g['ci95'][1]:.1%}]"
+            cells.append(text)
+        lines.append(f"  {task:<12} {cells[0]:>28} {cells[1]:>28}")
+    worst = {name: final["summary"][name]["worst"] for name in ("sum", "best")}
+    lines.append(f"  {'worst task':<12} {_pct(worst['sum']):>28} {_pct(worst['best']):>28}")
+    lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
+                 f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"

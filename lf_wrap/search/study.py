@@ -1,0 +1,132 @@
+"""The optimiser: an Optuna study in a journal file inside the search folder, driven through
+Optuna's ask/tell interface, one round of candidates at a time.
+
+Why Optuna: seeded samplers (TPE, CMA-ES, random, grid) behind one interface, conditional
+parameters (density exists only for ties/dare), and storage that is the single record of a
+search: the journal is appended to as trials are asked and told, so a killed search is
+continued by opening the same file (`JournalFileBackend`, no database server). A trial that was
+asked but never told (the process died while scoring it) is marked failed and its parameters
+enqueued again, so the next round asks it first; its score is taken from the search's score
+ledger when it had been written (lf_wrap.search.ledger).
+
+Parameters: `method` (when more than one), `weight.<task>` per adapter on the recipe's step,
+`density` for ties/dare_*. The study-style sum (every weight 1) and linear 0.5 are enqueued
+first when they lie in the space: the optimiser starts from the merges people already use."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lf_wrap.merge.methods import METHODS
+from lf_wrap.search.candidates import Candidate
+from lf_wrap.search.recipe import SearchRecipe
+
+STUDY_NAME = "merge-search"
+JOURNAL = "optuna.journal"
+log = logging.getLogger(__name__)
+
+
+def _quiet() -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)     # lf-wrap prints one line per round
+    # TPE's `group` (conditional parameters: density exists for ties/dare only) is marked experimental.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _grid_values(low: float, high: float, step: float | None) -> list[float]:
+    if step is None:
+        return [low, high]
+    count = int(round((high - low) / step))
+    return [round(low + k * step, 6) for k in range(count + 1) if low + k * step <= high + 1e-9]
+
+
+def make_sampler(recipe: SearchRecipe, tasks: list[str]):
+    import optuna
+
+    if recipe.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=recipe.seed)
+    if recipe.sampler == "grid":
+        space: dict[str, list] = {f"weight.{t}": list(recipe.grid) for t in tasks}
+        if len(recipe.methods) > 1:
+            space["method"] = list(recipe.methods)
+        if any(METHODS[m].density for m in recipe.methods):
+            space["density"] = _grid_values(recipe.density.low, recipe.density.high, recipe.density.step)
+        return optuna.samplers.GridSampler(space, seed=recipe.seed)
+    if recipe.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=recipe.seed, warn_independent_sampling=False,
+                                            n_startup_trials=min(4, recipe.budget))
+    _quiet()
+    return optuna.samplers.TPESampler(seed=recipe.seed, multivariate=True, group=True, constant_liar=True,
+                                      n_startup_trials=max(2, min(10, recipe.budget // 3)))
+
+
+def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str]):
+    """The study in `folder`/optuna.journal: created, or loaded to go on."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    _quiet()
+    storage = JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=make_sampler(recipe, tasks),
+                                direction="maximize", load_if_exists=True)
+    if not study.trials:
+        for params in reference_params(recipe, tasks):
+            study.enqueue_trial(params)
+    return study
+
+
+def reference_params(recipe: SearchRecipe, tasks: list[str]) -> list[dict]:
+    """sum (every weight 1) and linear 0.5, where `linear` is searched and the values are in the space."""
+    if "linear" not in recipe.methods or recipe.sampler == "grid":
+        return []
+    out = []
+    for value in (1.0, 0.5):
+        if recipe.weights.low <= value <= recipe.weights.high and _on_step(value, recipe):
+            params = {f"weight.{t}": value for t in tasks}
+            if len(recipe.methods) > 1:
+                params["method"] = "linear"
+            out.append(params)
+    return out
+
+
+def _on_step(value: float, recipe: SearchRecipe) -> bool:
+    step = recipe.weights.step
+    return step is None or abs(round((value - recipe.weights.low) / step) * step + recipe.weights.low - value) < 1e-9
+
+
+def requeue_unfinished(study) -> int:
+    """Trials asked but never told (a killed run): failed, and their parameters asked again first."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+    return len(stale)
+
+
+def completed(study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def suggest(trial, recipe: SearchRecipe, tasks: list[str]) -> Candidate:
+    """The trial's candidate: method, one weight per adapter, density and seed where the method has them."""
+    method = trial.suggest_categorical("method", recipe.methods) if len(recipe.methods) > 1 else recipe.methods[0]
+    if recipe.sampler == "grid":
+        weights = tuple(float(trial.suggest_categorical(f"weight.{t}", list(recipe.grid))) for t in tasks)
+    else:
+        weights = tuple(round(trial.suggest_float(f"weight.{t}", recipe.weights.low, recipe.weights.high,
+                                                  step=recipe.weights.step), 6) for t in tasks)
+    info = METHODS[method]
+    density = None
+    if info.density:
+        density = round(trial.suggest_float("density", recipe.density.low, recipe.density.high,
+                                            step=recipe.density.step), 6)
+    return Candidate(method, weights, density, recipe.seed if info.seeded else None)
