@@ -41,6 +41,18 @@ class Range(_Strict):
         return self
 
 
+class WeightRange(Range):
+    low: float = 0.0
+    high: float = 1.5
+    step: float | None = Field(0.05, gt=0)
+
+
+class DensityRange(Range):
+    low: float = 0.1
+    high: float = 1.0
+    step: float | None = Field(0.1, gt=0)
+
+
 class Rows(_Strict):
     """Which rows of each task the search scores candidates on, and which rows the final figures
     come from: never the same rows (a candidate chosen on rows is flattered by them)."""
@@ -67,9 +79,9 @@ class SearchRecipe(_Strict):
     """The specialists to merge, one per task."""
     methods: list[str] = ["linear"]
     """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties."""
-    weights: Range = Range(low=0.0, high=1.5, step=0.05)
+    weights: WeightRange = WeightRange()
     """One weight per adapter, in this range."""
-    density: Range = Range(low=0.1, high=1.0, step=0.1)
+    density: DensityRange = DensityRange()
     """ties and dare_*: the fraction of each delta kept."""
     sampler: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
     """Optuna's sampler: tpe (default), cmaes (continuous weights; the method is then sampled at

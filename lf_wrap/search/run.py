@@ -69,10 +69,12 @@ def _prepare_folder(out: Path, ident: str, space: dict, force: bool) -> bool:
     if same and not force:
         return True
     if not force:
-        what = "the inputs (base, adapters, rows or generation settings)" if earlier.get("identity") != ident \
-            else "the search space (" + ", ".join(k for k in SPACE_KEYS if (earlier.get("space") or {}).get(k)
-                                                 != space.get(k)) + ")"
-        raise UserError(f"out {out} holds a search with other {what}; its scores cannot be reused: choose another "
+        if earlier.get("identity") != ident:
+            what = "other inputs (base, adapters, rows or generation settings)"
+        else:
+            changed = [k for k in SPACE_KEYS if (earlier.get("space") or {}).get(k) != space.get(k)]
+            what = f"another search space ({', '.join(changed)})"
+        raise UserError(f"out {out} holds a search with {what}; its scores cannot be reused: choose another "
                         "out, or pass --force to start it over")
     shutil.rmtree(out)
     return False

@@ -1,0 +1,214 @@
+"""`lf-wrap merge search` end to end on the tiny model: three seeded random adapters, each the
+specialist of a task of its own (ROUGE) whose references are that adapter's greedy answers (so each
+specialist beats the base on its task by construction, and a merge keeps part of each gain).
+The real vLLM engine, the real Optuna journal, the real merge stage; `kill -9` mid-search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import read_json, run_lf_wrap
+from merge_helpers import make_adapters
+
+pytestmark = pytest.mark.slow
+
+TASKS = ("task_a", "task_b", "task_c")
+TOPICS = ["the weather in Oslo", "a cat on a mat", "the price of bread", "a train to Rome", "the history of tea",
+          "a song about rain", "the rules of chess", "a letter to a friend", "the colour of the sea",
+          "a day at school", "the moon at night", "a walk in the park"]
+NEW_TOKENS = 8
+
+
+def _greedy_answers(model: Path, adapter: Path | None, prompts: list[str]) -> list[str]:
+    """The answers PEFT + transformers give greedily: the references of the adapter's task."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lf_wrap.evaluation.prompts import encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(net, adapter)
+    answers = []
+    for prompt in prompts:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt)])
+        out = net.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                           do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    return answers
+
+
+def _louder(adapter: Path, factor: float) -> Path:
+    """lora_B times `factor`: at merge_helpers' scale the tiny model answers newlines whatever the
+    adapter; louder, each adapter answers words of its own (a gain a merge can keep or lose)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = adapter / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({k: v * factor if "lora_B" in k else v for k, v in tensors.items()}, str(weights))
+    return adapter
+
+
+@pytest.fixture(scope="module")
+def study(tiny_model, tmp_path_factory):
+    """(root, eval recipe path, adapter folders): three tasks of 12 rows each, their references
+    each adapter's own greedy answers."""
+    from lf_wrap.evaluation.prompts import render_prompt
+
+    root = tmp_path_factory.mktemp("search")
+    adapters = make_adapters(tiny_model, root / "adapters")
+    folders = [_louder(adapters[k], 10.0) for k in "ABC"]
+    dataset_dir = root / "dataset_info"
+    dataset_dir.mkdir()
+    info = {}
+    for task, adapter, verb in zip(TASKS, folders, ("Describe", "Explain", "Summarise")):
+        rows = [{"instruction": f"{verb} {topic}.", "input": "", "output": "", "id": f"{task}-{i}"}
+                for i, topic in enumerate(TOPICS)]
+        answers = _greedy_answers(tiny_model, adapter, [render_prompt(r, "qwen") for r in rows])
+        for row, answer in zip(rows, answers):
+            row["output"] = answer
+        (dataset_dir / f"{task}.json").write_text(json.dumps(rows), encoding="utf-8")
+        info[task] = {"file_name": f"{task}.json"}
+    (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    recipe = {"model_name_or_path": str(tiny_model), "template": "qwen", "dataset_dir": str(dataset_dir),
+              "models": [{"name": "base"}],
+              "tasks": {t: {"dataset": t, "metric": "rouge", "max_new_tokens": NEW_TOKENS} for t in TASKS},
+              "engine": {"dtype": "float32", "max_model_len": 512, "gpu_memory_utilization": 0.2,
+                         "enforce_eager": True},
+              "bootstrap": {"resamples": 200}}
+    path = root / "eval.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return root, path, folders
+
+
+def _search_recipe(study, out: Path, **extra) -> Path:
+    root, eval_path, folders = study
+    recipe = {"eval": str(eval_path), "adapters": [{"path": str(f), "task": t} for f, t in zip(folders, TASKS)],
+              "methods": ["linear", "ties"], "budget": 6, "round_size": 2, "rows": {"search": 5}, "out": str(out)}
+    recipe.update(extra)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _ledger(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_direct_form_searches_and_reports_on_other_rows(study, tmp_path):
+    root, eval_path, folders = study
+    out = tmp_path / "search"
+    done = run_lf_wrap("merge", "search", *folders, "--eval", eval_path, "--tasks", ",".join(TASKS),
+                       "--methods", "linear,ties", "--budget", "5", "--search-rows", "5", "--out", out)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert "retained gain on the report rows" in done.stdout and "worst task" in done.stdout
+    manifest = read_json(out / "manifest.json")
+    assert manifest["stage"] == "search" and manifest["status"] == "finished"
+    assert manifest["trials"] == 5 and manifest["space"]["methods"] == ["linear", "ties"]
+    for task in TASKS:
+        rows = manifest["rows"][task]
+        search, report = {r[0] for r in rows["search"]}, {r[0] for r in rows["report"]}
+        assert len(search) == 5 and len(report) == 7 and not search & report
+    board = read_json(out / "leaderboard.json")
+    roles = {row["role"] for row in board["rows"]}
+    assert {"reference: sum", "reference: linear 0.5"} <= roles
+    ranks = [(-round(r["worst"], 12), -round(r["mean"], 12)) for r in board["rows"]]
+    assert ranks == sorted(ranks)                         # best first: worst task, then mean
+    assert set(board["counted"]) == set(TASKS)
+    for name in ("leaderboard.md", "leaderboard.csv", "final.md", "chart.png", "search.yaml", "optuna.journal"):
+        assert (out / name).is_file(), name
+    best = board["rows"][0]
+    assert manifest["best"]["label"] == best["label"]
+    adapter_config = read_json(out / "best" / "adapter_config.json")       # written as an adapter by default
+    assert adapter_config["peft_type"] == "LORA"
+    final = manifest["final"]
+    assert final["labels"]["best"] == best["label"] and set(final["retained"]) == {"best", "sum"}
+    for task in TASKS:                                    # each specialist keeps all of its own gain
+        assert final["scores"][f"specialist {task}"][task]["value"] > final["scores"]["base"][task]["value"]
+    keys = [(e["rows"], e["key"]) for e in _ledger(out)]
+    assert len(keys) == len(set(keys))                    # nothing scored twice
+
+
+def test_search_recipe_in_the_repo_validates():
+    from lf_wrap.search.recipe import load_search_recipe
+
+    recipe, text = load_search_recipe(Path(__file__).resolve().parents[1] / "recipes" / "search.yaml")
+    assert recipe.objective == "worst" and "lf-wrap merge search" in text
+
+
+def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(study, tmp_path):
+    out = tmp_path / "killed"
+    path = _search_recipe(study, out, budget=8, round_size=1)
+    argv = [str(Path(sys.executable).parent / "lf-wrap"), "merge", "search", str(path)]
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            ledger = out / "scores.jsonl"
+            if ledger.is_file() and len(ledger.read_text(encoding="utf-8").splitlines()) >= 6:
+                break                                     # base, 3 specialists and 2 candidates scored
+            time.sleep(0.2)
+        assert child.poll() is None, "the search ended before it could be killed: " + child.stderr.read()[-3000:]
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    before = _ledger(out)
+    assert read_json(out / "manifest.json")["status"] == "running"
+
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert "continuing the search" in done.stderr
+    after = _ledger(out)
+    assert after[:len(before)] == before                  # kept as written
+    keys = [(e["rows"], e["key"]) for e in after]
+    assert len(keys) == len(set(keys))                    # no finished candidate scored again
+    manifest = read_json(out / "manifest.json")
+    assert manifest["status"] == "finished" and manifest["scored"] == len(after) - len(before)
+    import optuna
+
+    from lf_wrap.search.study import open_study
+    from lf_wrap.search.recipe import load_search_recipe
+
+    recipe, _ = load_search_recipe(path)
+    states = [t.state for t in open_study(out, recipe, list(TASKS)).trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 8
+
+    again = run_lf_wrap("merge", "search", path)          # finished: everything reused, no engine start
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert read_json(out / "manifest.json")["scored"] == 0
+    assert "starting the engine" not in again.stderr
+
+
+def test_other_inputs_in_the_same_folder_are_refused(study, tmp_path):
+    out = tmp_path / "small"
+    path = _search_recipe(study, out, budget=2)
+    assert run_lf_wrap("merge", "search", path).returncode == 0
+    ledger = (out / "scores.jsonl").read_bytes()
+    done = run_lf_wrap("merge", "search", path, "--set", "rows.search=4")
+    assert done.returncode == 2
+    assert done.stderr.count("Error:") == 1 and "holds a search with other inputs" in done.stderr
+    assert (out / "scores.jsonl").read_bytes() == ledger  # nothing lost
+    widened = run_lf_wrap("merge", "search", path, "--set", "weights.high=2.0")
+    assert widened.returncode == 2 and "another search space (weights)" in widened.stderr
+
+
+def test_overlapping_search_and_report_rows_are_refused(study, tmp_path):
+    out = tmp_path / "overlap"
+    path = _search_recipe(study, out, rows={"search": 5, "search_datasets": {"task_b": "task_b"}})
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Error: rows.search_datasets.task_b: row 0 (id task_b-0)" in done.stderr
+    assert "must not overlap" in done.stderr and not out.exists()
