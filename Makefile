@@ -83,6 +83,13 @@ MERGE ?= recipes/merge.yaml
 merge: setup ## rebuild the study's 3-in-1 merge from recipes/merge.yaml (MERGE= for another)
 	$(LFW) merge recipe $(MERGE) $(foreach s,$(SET),--set $(s))
 
+SEARCH ?= recipes/search.yaml
+.PHONY: search bench-search
+search: setup ## search merges of the three adapters for the one that keeps every gain (SEARCH= for another)
+	$(LFW) merge search $(SEARCH) $(foreach s,$(SET),--set $(s))
+bench-search: setup ## 16 merge candidates: lf-wrap's one patched engine vs a model + engine each (SmolLM2, CPU)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python bench/bench_search_paths.py --search 16 --rows 60 --max-new-tokens 40
+
 # ---- evaluation -----------------------------------------------------------------------
 EVAL ?= recipes/eval.yaml
 eval-all: setup ## score every model on every task named in recipes/eval.yaml (EVAL= for another)

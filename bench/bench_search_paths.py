@@ -3,6 +3,7 @@ SmolLM2-135M-Instruct and the demo's three adapters (CPU; vLLM in this process).
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_search_paths.py                  # the four paths
     PYTHONPATH=$PWD .venv/bin/python bench/bench_search_paths.py --lora-study     # why LoRA is slow here
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_search_paths.py --search 16      # a whole search, both ways
 
 (a) base model; (b) each candidate as one exact LoRA adapter (ranks concatenated: 3 x 8 = 24,
 so max_lora_rank 32), alone and all candidates as concurrent requests; (c) candidate weights
@@ -195,6 +196,63 @@ def four_paths(args, model, adapters, rows) -> None:
         print(f"  {label:<46} {seconds:7.1f}s  {starts} engine start(s)")
 
 
+def whole_search(args, model, adapters, rows) -> None:
+    """--search N: N candidates (seeded, linear and ties) scored once each, end to end, the two
+    ways a search can run: lf-wrap's (one engine, each candidate patched in: what
+    `lf-wrap merge search` does) and mergekit-evolve's (each candidate written as a merged model
+    folder, a new engine started on it, scored, torn down). Same rows, same engine settings, one
+    scoring pass per candidate (a search scores each candidate once); the ratio of wall times."""
+    from lf_wrap.merge.checks import check_inputs
+    from lf_wrap.merge.config import MergeConfig
+    from lf_wrap.merge.run import merge
+    from lf_wrap.search.candidates import sample, deltas
+    from lf_wrap.search.patching import WeightPatcher
+
+    out = args.work / "search-candidates"
+    paths = [str(p) for p in adapters.values()]
+    plan = check_inputs(MergeConfig(adapters=paths, method="linear", out=str(out / "unused")))
+    candidates = sample(len(paths), args.search, seed=0, low=0.0, high=1.5, methods=("linear", "ties"))
+    extra = {"enforce_eager": True} if args.eager else {}
+    mode = "eager" if args.eager else "compiled (vLLM's default)"
+    print(f"{len(candidates)} candidates, {len(rows)} rows x {args.max_new_tokens} new tokens each, {mode} engines",
+          flush=True)
+
+    started = time.perf_counter()
+    eng, start = engine(model, **extra)
+    patcher = WeightPatcher(eng, plan.modules)
+    patch_total = score_total = 0.0
+    for candidate in candidates:
+        t0 = time.perf_counter()
+        patcher.apply(deltas(plan, candidate))
+        patch_total += time.perf_counter() - t0
+        seconds, _ = score(eng.llm, rows, args.max_new_tokens)
+        score_total += seconds
+    patcher.restore()
+    eng.close()
+    ours = time.perf_counter() - started
+    print(f"lf-wrap (one engine, patched): {ours:7.1f}s = engine start {start:.1f}s + patching {patch_total:.1f}s + "
+          f"scoring {score_total:.1f}s", flush=True)
+
+    started = time.perf_counter()
+    write_total = start_total = score_total = 0.0
+    for i, candidate in enumerate(candidates):
+        t0 = time.perf_counter()
+        folder = merge(MergeConfig(adapters=paths, method=candidate.method, weights=list(candidate.weights),
+                                   density=candidate.density, out=str(out / f"model-{i}")), force=True).out
+        write_total += time.perf_counter() - t0
+        eng, start = engine(folder, **extra)
+        start_total += start
+        seconds, _ = score(eng.llm, rows, args.max_new_tokens)
+        score_total += seconds
+        eng.close()
+        print(f"  mergekit-evolve way, candidate {i + 1}/{len(candidates)}: write {time.perf_counter() - t0 - start - seconds:.1f}s, "
+              f"start {start:.1f}s, score {seconds:.1f}s", flush=True)
+    theirs = time.perf_counter() - started
+    print(f"mergekit-evolve way (write model + new engine each): {theirs:7.1f}s = writing {write_total:.1f}s + "
+          f"engine starts {start_total:.1f}s + scoring {score_total:.1f}s")
+    print(f"ratio: {theirs / ours:.1f}x ({len(candidates)} candidates, {mode} engines)")
+
+
 def lora_study(args, model, adapters, rows) -> None:
     """Where the LoRA engine's time goes: compile vs eager, LoRA layers on base requests, slot
     count, rank padding, request order, max_num_seqs; then vLLM's CPU LoRA ops alone."""
@@ -303,13 +361,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="passes per measurement; the best is kept")
     parser.add_argument("--eager", action="store_true", help="enforce_eager engines (LoRA engines always are on CPU)")
     parser.add_argument("--lora-study", action="store_true", help="only the LoRA slowdown study")
+    parser.add_argument("--search", type=int, default=0, metavar="N",
+                        help="only the whole-search comparison: N candidates, lf-wrap's path vs mergekit-evolve's")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model, adapters, rows = adapters_and_rows(args.work, args.rows)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
     print(f"{len(rows)} rows, prompt tokens: mean {sum(map(len, rows)) / len(rows):.0f}, max {max(map(len, rows))}",
           flush=True)
-    (lora_study if args.lora_study else four_paths)(args, model, adapters, rows)
+    run = whole_search if args.search else lora_study if args.lora_study else four_paths
+    run(args, model, adapters, rows)
 
 
 if __name__ == "__main__":

@@ -161,22 +161,25 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         _say(f"{requeued} candidate(s) were being scored when the last run stopped; asked again "
              "(their scores are reused where they were written)")
     done = len(optimiser.completed(study))
+    total = optimiser.budget(recipe, tasks)
+    if total < recipe.budget:
+        _say(f"the grid has {total} points: {total} candidates instead of budget {recipe.budget}")
     round_number = 0
-    while done < recipe.budget:
+    while done < total:
         round_number += 1
-        trials = [study.ask() for _ in range(min(recipe.round_size, recipe.budget - done))]
+        trials = [study.ask() for _ in range(min(recipe.round_size, total - done))]
         for trial in trials:
             candidate = optimiser.suggest(trial, recipe, tasks)
             entry = scorer.score("search", candidate)
             trial.set_user_attr("candidate", candidate.label())
-            study.tell(trial, value(entry))
+            optimiser.tell(study, trial, value(entry))
         done = len(optimiser.completed(study))
         best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, ref, rows))
         elapsed = time.monotonic() - started
         per = elapsed / max(scorer.scored, 1)
-        _say(f"round {round_number}: {done}/{recipe.budget} candidates ({scorer.scored} scored, {scorer.reused} "
+        _say(f"round {round_number}: {done}/{total} candidates ({scorer.scored} scored, {scorer.reused} "
              f"reused); best so far {best['label']}: worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}; "
-             f"{elapsed:.0f}s elapsed, about {per * (recipe.budget - done):.0f}s left")
+             f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
     for candidate in references(n).values():
         scorer.score("search", candidate)
     table = leaderboard.rows(study, scorer.ledger, ref, rows, references(n))

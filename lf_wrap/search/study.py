@@ -44,18 +44,42 @@ def _grid_values(low: float, high: float, step: float | None) -> list[float]:
     return [round(low + k * step, 6) for k in range(count + 1) if low + k * step <= high + 1e-9]
 
 
+def _grid_space(recipe: SearchRecipe, tasks: list[str]) -> dict[str, list]:
+    space: dict[str, list] = {f"weight.{t}": list(recipe.grid) for t in tasks}
+    if len(recipe.methods) > 1:
+        space["method"] = list(recipe.methods)
+    if any(METHODS[m].density for m in recipe.methods):
+        space["density"] = _grid_values(recipe.density.low, recipe.density.high, recipe.density.step)
+    return space
+
+
+def budget(recipe: SearchRecipe, tasks: list[str]) -> int:
+    """The trials a search runs: `budget`, or fewer when a grid has fewer points."""
+    if recipe.sampler != "grid":
+        return recipe.budget
+    points = 1
+    for values in _grid_space(recipe, tasks).values():
+        points *= len(values)
+    return min(recipe.budget, points)
+
+
+def tell(study, trial, value: float) -> None:
+    """study.tell; Optuna's GridSampler calls `study.stop()` once the grid is walked, which raises
+    outside `study.optimize` after the trial's value is stored: the search ends there anyway."""
+    try:
+        study.tell(trial, value)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+
+
 def make_sampler(recipe: SearchRecipe, tasks: list[str]):
     import optuna
 
     if recipe.sampler == "random":
         return optuna.samplers.RandomSampler(seed=recipe.seed)
     if recipe.sampler == "grid":
-        space: dict[str, list] = {f"weight.{t}": list(recipe.grid) for t in tasks}
-        if len(recipe.methods) > 1:
-            space["method"] = list(recipe.methods)
-        if any(METHODS[m].density for m in recipe.methods):
-            space["density"] = _grid_values(recipe.density.low, recipe.density.high, recipe.density.step)
-        return optuna.samplers.GridSampler(space, seed=recipe.seed)
+        return optuna.samplers.GridSampler(_grid_space(recipe, tasks), seed=recipe.seed)
     if recipe.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=recipe.seed, warn_independent_sampling=False,
                                             n_startup_trials=min(4, recipe.budget))

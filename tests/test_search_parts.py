@@ -1,0 +1,110 @@
+"""The merge search's parts that need no engine: the recipe's checks, the split of rows, the
+Optuna study (reference merges first, a killed trial asked again), the score ledger."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lf_wrap.core.errors import UserError
+from lf_wrap.evaluation.requests import Request
+from lf_wrap.search.candidates import Candidate
+from lf_wrap.search.ledger import Ledger
+from lf_wrap.search.recipe import direct_recipe
+from lf_wrap.search.rows import _draw
+from lf_wrap.search import study as optimiser
+
+TASKS = ["translate", "summarize", "qa"]
+
+
+def recipe(tmp_path, **extra):
+    data = {"eval": "recipes/eval.yaml", "adapters": [{"path": f"a{i}", "task": t} for i, t in enumerate(TASKS)],
+            "out": str(tmp_path / "search")}
+    data.update(extra)
+    return direct_recipe(data)
+
+
+def test_recipe_refuses_what_cannot_be_searched(tmp_path):
+    with pytest.raises(UserError, match="methods.*sum takes no weights"):
+        recipe(tmp_path, methods=["sum"])
+    with pytest.raises(UserError, match="unknown merge method 'slerp'"):
+        recipe(tmp_path, methods=["linear", "slerp"])
+    with pytest.raises(UserError, match="density: low and high must lie in"):
+        recipe(tmp_path, density={"low": 0.0, "high": 1.0})
+    with pytest.raises(UserError, match=r"adapters: .*at least 2"):
+        recipe(tmp_path, adapters=[{"path": "a"}])
+    widened = recipe(tmp_path, weights={"high": 2.0})        # the other keys keep their defaults
+    assert (widened.weights.low, widened.weights.high, widened.weights.step) == (0.0, 2.0, 0.05)
+
+
+def _requests(prompts: list[str]) -> list[Request]:
+    return [Request("qa", i, f"id{i}", p, f"hash-{p}", ["x"]) for i, p in enumerate(prompts)]
+
+
+def test_rows_are_drawn_by_whole_prompts_seeded_and_disjoint():
+    requests = _requests(["a", "b", "a", "c", "d", "e", "b", "f"])
+    search, report = _draw(requests, 3, seed=0, task="qa")
+    assert {r.row for r in search}.isdisjoint(r.row for r in report)
+    assert len(search) + len(report) == len(requests)
+    assert {r.prompt for r in search}.isdisjoint(r.prompt for r in report)     # a prompt on one side only
+    assert len(search) >= 3
+    again, _ = _draw(requests, 3, seed=0, task="qa")
+    assert [r.row for r in again] == [r.row for r in search]
+    other = {tuple(r.row for r in _draw(requests, 3, seed=s, task="qa")[0]) for s in range(8)}
+    assert len(other) > 1                                                      # the seed matters
+
+
+def test_study_asks_the_reference_merges_first_and_reasks_a_killed_trial(tmp_path):
+    config = recipe(tmp_path, methods=["linear", "ties"], budget=8)
+    folder = tmp_path / "search"
+    folder.mkdir()
+    study = optimiser.open_study(folder, config, TASKS)
+    first, second = study.ask(), study.ask()
+    assert optimiser.suggest(first, config, TASKS) == Candidate("linear", (1.0, 1.0, 1.0))
+    assert optimiser.suggest(second, config, TASKS) == Candidate("linear", (0.5, 0.5, 0.5))
+    study.tell(first, 0.4)
+    study.tell(second, 0.5)
+    third = study.ask()
+    candidate = optimiser.suggest(third, config, TASKS)
+    assert all(0.0 <= w <= 1.5 and abs(round(w / 0.05) * 0.05 - w) < 1e-9 for w in candidate.weights)
+    if candidate.method == "ties":
+        assert 0.1 <= candidate.density <= 1.0
+    # The process dies while scoring the third trial: the journal holds it as RUNNING.
+    reopened = optimiser.open_study(folder, config, TASKS)
+    assert optimiser.requeue_unfinished(reopened) == 1
+    assert optimiser.suggest(reopened.ask(), config, TASKS) == candidate
+    assert len(optimiser.completed(reopened)) == 2
+
+
+def test_grid_sampler_walks_the_grid(tmp_path):
+    config = recipe(tmp_path, sampler="grid", grid=[0.0, 1.0], budget=8)
+    folder = tmp_path / "search"
+    folder.mkdir()
+    study = optimiser.open_study(folder, config, TASKS)
+    assert optimiser.budget(config, TASKS) == 8
+    assert optimiser.budget(recipe(tmp_path, sampler="grid", grid=[0.0, 1.0], budget=3), TASKS) == 3
+    seen = set()
+    for _ in range(8):
+        trial = study.ask()
+        seen.add(optimiser.suggest(trial, config, TASKS).weights)
+        optimiser.tell(study, trial, 0.0)           # the last one walks the grid: Optuna stops the study
+    assert len(seen) == 8 and all(set(w) <= {0.0, 1.0} for w in seen)
+    assert len(optimiser.completed(study)) == 8
+
+
+def test_ledger_reuses_its_own_lines_and_cuts_a_torn_one(tmp_path):
+    ledger = Ledger(tmp_path, "id-1")
+    ledger.add({"rows": "search", "key": "base", "metrics": {"qa": {"exact_match": 0.1}}})
+    ledger.add({"rows": "search", "key": "linear[1,1]", "metrics": {"qa": {"exact_match": 0.5}}})
+    Ledger(tmp_path, "id-2").add({"rows": "search", "key": "base", "metrics": {}})     # another search's line
+    good = (tmp_path / "scores.jsonl").read_bytes()
+    with open(tmp_path / "scores.jsonl", "ab") as handle:
+        handle.write(b'{"identity": "id-1", "rows": "search", "key": "linear[0.5')          # killed mid-write
+    again = Ledger(tmp_path, "id-1")
+    assert again.get("search", "linear[1,1]")["metrics"]["qa"]["exact_match"] == 0.5
+    assert again.get("report", "base") is None and again.foreign == 1
+    assert (tmp_path / "scores.jsonl").read_bytes() == good
+    again.add({"rows": "report", "key": "base", "metrics": {}})
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    assert [json.loads(line)["key"] for line in lines] == ["base", "linear[1,1]", "base", "base"]
