@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from lf_wrap.search.candidates import Candidate, grid, neighbours, sample
+from lf_wrap.search.candidates import Candidate, sample
 from lf_wrap.search.objective import rank_key, reference, retained_gains
 
 BASE = {"translate": 0.20, "summarize": 0.30, "qa": 0.70}
@@ -81,18 +81,6 @@ def test_complexity():
     assert Candidate("ties", (1, 0.5), 0.1).complexity() < Candidate("dare_ties", (1, 1), 0.9, 0).complexity()
 
 
-def test_grid():
-    got = grid(2, (0.0, 0.5, 1.0))
-    assert len(got) == 8 and Candidate("linear", (0.0, 0.0)) not in got          # 3^2 minus all-zero
-    assert got[0].complexity()[1] == 1                                            # equal weights first
-    mixed = grid(2, (1.0,), methods=("linear", "ties", "dare_linear"), densities=(0.3, 0.6), seeds=(1, 2))
-    assert [c.method for c in mixed] == ["linear"] + ["ties"] * 2 + ["dare_linear"] * 4
-    assert {c.seed for c in mixed if c.method == "ties"} == {None}
-    assert [c.density for c in mixed if c.method == "ties"] == [0.6, 0.3]          # less trimming is simpler
-    with pytest.raises(ValueError, match="takes no weights"):
-        grid(2, (1.0,), methods=("sum",))
-
-
 def test_sample_is_reproducible_and_rounded():
     a, b = sample(3, 10, seed=7), sample(3, 10, seed=7)
     assert a == b and len(set(a)) == 10 and a != sample(3, 10, seed=8)
@@ -100,9 +88,3 @@ def test_sample_is_reproducible_and_rounded():
     mixed = sample(2, 20, seed=0, methods=("ties", "dare_ties"), densities=(0.4,))
     assert {c.density for c in mixed} == {0.4} and all((c.seed is None) == (c.method == "ties") for c in mixed)
 
-
-def test_neighbours():
-    near = neighbours(Candidate("ties", (0.5, 0.0), density=0.95), step=0.1)
-    assert set(near) == {Candidate("ties", (0.4, 0.0), 0.95), Candidate("ties", (0.6, 0.0), 0.95),
-                         Candidate("ties", (0.5, 0.1), 0.95), Candidate("ties", (0.5, 0.0), 0.85)}
-    assert neighbours(Candidate("linear", (0.1,)), step=0.1) == [Candidate("linear", (0.2,))]   # never all zero

@@ -3,14 +3,12 @@ is, and their per-module deltas, computed from adapters read once (lf_wrap.merge
 function `lf-wrap merge` uses (lf_wrap.merge.run.merged_delta): a candidate patched into an
 engine and the same merge written to disk are the same numbers.
 
-Generation is plain and reproducible: a grid of weights (and densities, seeds) per method,
-seeded random weights, and the neighbours of a good candidate (one weight or the density moved
-by a step): enough for three to five adapters, no optimiser library needed."""
+The search asks its candidates of Optuna (lf_wrap.search.study); `sample` draws seeded random
+candidates without a study (the benchmark's 16)."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -55,24 +53,6 @@ def _make(method: str, weights: Iterable[float], density: float | None, seed: in
                      seed if info.seeded else None)
 
 
-def _variants(method: str, densities: Iterable[float], seeds: Iterable[int]) -> list[tuple]:
-    info = METHODS[method]
-    return list(itertools.product(densities if info.density else [None], seeds if info.seeded else [None]))
-
-
-def grid(n_adapters: int, values: Iterable[float], methods: Iterable[str] = ("linear",),
-         densities: Iterable[float] = (0.5,), seeds: Iterable[int] = (0,)) -> list[Candidate]:
-    """Every weight tuple from `values` (one per adapter) under every method, density and seed;
-    all-zero weights left out. Simplest first."""
-    values, densities, seeds = list(values), list(densities), list(seeds)
-    out = []
-    for method in methods:
-        for weights in itertools.product(values, repeat=n_adapters):
-            if any(weights):
-                out += [_make(method, weights, d, s) for d, s in _variants(method, densities, seeds)]
-    return sorted(dict.fromkeys(out), key=Candidate.complexity)
-
-
 def sample(n_adapters: int, count: int, seed: int, low: float = 0.0, high: float = 1.5,
            methods: Iterable[str] = ("linear",), densities: Iterable[float] = (0.3, 0.5, 0.7),
            step: float = 0.05) -> list[Candidate]:
@@ -89,23 +69,6 @@ def sample(n_adapters: int, count: int, seed: int, low: float = 0.0, high: float
         if any(weights):
             out[_make(rng.choice(methods), weights, rng.choice(densities), rng.randrange(2**31))] = None
     return list(out)
-
-
-def neighbours(candidate: Candidate, step: float = 0.1, low: float = 0.0, high: float = 2.0) -> list[Candidate]:
-    """One weight moved by +-step (within [low, high]), or the density by +-step (within (0, 1]):
-    the candidates next to a good one, for a local search after a grid or a sample."""
-    out = []
-    for i, sign in itertools.product(range(len(candidate.weights)), (-1, 1)):
-        weights = list(candidate.weights)
-        weights[i] = round(weights[i] + sign * step, 6)
-        if low <= weights[i] <= high and any(weights):
-            out.append(dataclasses.replace(candidate, weights=tuple(weights)))
-    if candidate.density is not None:
-        for sign in (-1, 1):
-            density = round(candidate.density + sign * step, 6)
-            if 0 < density <= 1:
-                out.append(dataclasses.replace(candidate, density=density))
-    return out
 
 
 def candidate_plan(plan: MergePlan, candidate: Candidate) -> MergePlan:

@@ -24,7 +24,7 @@ from pathlib import Path
 from lf_wrap import __version__
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder, check_replaceable
-from lf_wrap.core.manifest import StageRecord
+from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
 from lf_wrap.core.models import resolve_base, weights_fingerprint
 from lf_wrap.evaluation.engine import engine_spec
 from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
@@ -123,10 +123,15 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
         _say(f"continuing the search in {out}: {len(ledger.entries)} scores on record are reused")
     scorer = Scorer(spec, plan, rows, ledger, eval_recipe.batch_size)
     try:
-        result = _run(recipe, out, tasks, rows, scorer, eval_recipe.bootstrap, record, body)
+        return _run(recipe, out, tasks, rows, scorer, eval_recipe.bootstrap, record, body)
+    except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
+        record.finish(INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED)
+        body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
+                    type(err).__name__)
+        atomic_write_json(out / MANIFEST, record.manifest(body))
+        raise
     finally:
         scorer.close()
-    return result
 
 
 def _write_best(out: Path, plan, best: dict, output_form: str) -> Path:
