@@ -12,6 +12,7 @@ adapter merged into the base, as `merge adapters --as model` would write it)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from lf_wrap.evaluation import metrics, stats
@@ -60,6 +61,9 @@ class Scorer:
 
         started = time.monotonic()
         log.info(f"search: starting the engine on {self.spec.model} (once; every candidate is patched into it)")
+        # Patching reaches into the model, so the engine core must run in this process (vLLM's
+        # default on a GPU is a separate process; lf-wrap's CPU default already is this one).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.engine = Engine(self.spec)
         self.patcher = WeightPatcher(self.engine, self.plan.modules, checkpoint=self.plan.base_dir)
         self.engine_start_seconds = round(time.monotonic() - started, 2)
