@@ -367,6 +367,10 @@ def test_lora_rank_above_max_lora_rank_is_raised_with_a_note(setup):
     rank, slots, notes = lora_settings(models, recipe.engine.max_lora_rank, recipe.engine.max_loras)
     assert (rank, slots) == (8, 3)
     assert "engine.max_lora_rank raised from 1 to 8 (adapter 'lora_translate' has rank 8)" in notes
+    # Left out, it fits the adapters (vLLM pads every adapter to it: a larger one costs per token);
+    # set larger, the recipe's value stands.
+    assert lora_settings(models, None, None)[:2] == (8, 3)
+    assert lora_settings(models, 32, None)[0] == 32
 
 
 def test_the_same_model_twice_is_refused(setup, tmp_path):

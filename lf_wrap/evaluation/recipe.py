@@ -57,8 +57,9 @@ class EngineSettings(_Strict):
     data_parallel_size: int = Field(1, ge=1)
     """Independent engine replicas, each on its own tensor_parallel_size GPUs and a share of
     the rows."""
-    max_lora_rank: int = 16
-    """Raised automatically to the largest adapter's rank (vLLM's allowed sizes)."""
+    max_lora_rank: int | None = Field(None, ge=1)
+    """LoRA slots' rank. Default: the largest adapter's rank (vLLM's next allowed size); a larger
+    value slows every LoRA request (vLLM pads each adapter to it); a smaller one is raised."""
     max_loras: int | None = None
     """LoRA slots; at least adapters + 1 (a vLLM bug gives base requests the adapter of the
     last slot when every slot is full)."""
