@@ -239,14 +239,15 @@ def whole_search(args, model, adapters, rows) -> None:
         t0 = time.perf_counter()
         folder = merge(MergeConfig(adapters=paths, method=candidate.method, weights=list(candidate.weights),
                                    density=candidate.density, out=str(out / f"model-{i}")), force=True).out
-        write_total += time.perf_counter() - t0
+        write = time.perf_counter() - t0
+        write_total += write
         eng, start = engine(folder, **extra)
         start_total += start
         seconds, _ = score(eng.llm, rows, args.max_new_tokens)
         score_total += seconds
         eng.close()
-        print(f"  mergekit-evolve way, candidate {i + 1}/{len(candidates)}: write {time.perf_counter() - t0 - start - seconds:.1f}s, "
-              f"start {start:.1f}s, score {seconds:.1f}s", flush=True)
+        print(f"  mergekit-evolve way, candidate {i + 1}/{len(candidates)}: write {write:.1f}s, start {start:.1f}s, "
+              f"score {seconds:.1f}s, whole {time.perf_counter() - t0:.1f}s", flush=True)
     theirs = time.perf_counter() - started
     print(f"mergekit-evolve way (write model + new engine each): {theirs:7.1f}s = writing {write_total:.1f}s + "
           f"engine starts {start_total:.1f}s + scoring {score_total:.1f}s")

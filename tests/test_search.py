@@ -212,3 +212,19 @@ def test_overlapping_search_and_report_rows_are_refused(study, tmp_path):
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Error: rows.search_datasets.task_b: row 0 (id task_b-0)" in done.stderr
     assert "must not overlap" in done.stderr and not out.exists()
+
+
+def test_data_parallel_replicas_score_what_one_engine_scores(study, tmp_path):
+    """data_parallel_size 2: a round's candidates go to two engine replicas (child processes),
+    each patching its own weights; every score equals the single engine's."""
+    ledgers = {}
+    for replicas in (1, 2):
+        out = tmp_path / f"replicas-{replicas}"
+        path = _search_recipe(study, out, budget=4, round_size=2, seed=3,
+                              eval_overrides=[f"engine.data_parallel_size={replicas}"])
+        done = run_lf_wrap("merge", "search", path)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+        assert read_json(out / "manifest.json")["engine_replicas"] == replicas
+        ledgers[replicas] = {(e["rows"], e["key"]): (e["metrics"], e.get("report_rows")) for e in _ledger(out)}
+    assert "starting 2 engine replicas" in done.stderr
+    assert ledgers[1] == ledgers[2] and len(ledgers[1]) >= 12

@@ -130,23 +130,26 @@ class Engine:
         cleanup_dist_env_and_memory()
 
 
-def _replica_main(spec: EngineSpec, devices: str | None, inbox, outbox) -> None:
-    """A data-parallel replica: its own engine on its own devices, serving batches until None."""
+def _replica_main(spec: EngineSpec, devices: str | None, inbox, outbox, server=None) -> None:
+    """A data-parallel replica: its own engine on its own devices, serving items until None.
+    An item is a batch of jobs, or whatever `server(engine)` (a picklable factory) serves."""
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
     engine = Engine(spec)
+    serve = server(engine) if server is not None else engine.run
     outbox.put(("ready", None, None))
     while (item := inbox.get()) is not None:
-        batch_id, jobs = item
-        outbox.put(("done", batch_id, engine.run(jobs)))
+        batch_id, payload = item
+        outbox.put(("done", batch_id, serve(payload)))
     engine.close()
 
 
 class ReplicaPool:
     """`data_parallel_size` engines in child processes; `imap(batches)` yields (index, outputs)
-    as replicas finish, so a slow batch never holds the others back."""
+    as replicas finish, so a slow batch never holds the others back. `server`: see _replica_main
+    (the merge search sends candidates, each replica patching its own engine)."""
 
-    def __init__(self, spec: EngineSpec, replicas: int, devices_per_replica: int):
+    def __init__(self, spec: EngineSpec, replicas: int, devices_per_replica: int, server=None):
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = visible.split(",") if visible else [str(i) for i in range(replicas * devices_per_replica)]
         context = mp.get_context("spawn")
@@ -155,7 +158,8 @@ class ReplicaPool:
         for r in range(replicas):
             devices = ",".join(ids[r * devices_per_replica:(r + 1) * devices_per_replica]) or None
             inbox = context.Queue()
-            proc = context.Process(target=_replica_main, args=(spec, devices, inbox, self.outbox), daemon=True)
+            proc = context.Process(target=_replica_main, args=(spec, devices, inbox, self.outbox, server),
+                                   daemon=True)
             proc.start()
             self.inboxes.append(inbox)
             self.procs.append(proc)

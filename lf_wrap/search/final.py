@@ -24,10 +24,9 @@ def specialist(index: int, n_adapters: int) -> Candidate:
 def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> dict:
     rows = scorer.rows
     n = len(tasks)
-    entries = {"base": scorer.score("report", None)}
-    entries.update({f"specialist {t}": scorer.score("report", specialist(i, n)) for i, t in enumerate(tasks)})
-    entries["best"] = scorer.score("report", from_dict(best["candidate"]))
-    entries["sum"] = scorer.score("report", references(n)["sum"])
+    names = ["base", *(f"specialist {t}" for t in tasks), "best", "sum"]
+    candidates = [None, *(specialist(i, n) for i in range(n)), from_dict(best["candidate"]), references(n)["sum"]]
+    entries = dict(zip(names, scorer.score_many("report", candidates)))
     draw = {"n_resamples": bootstrap.resamples, "seed": bootstrap.seed, "confidence": bootstrap.confidence}
     scores: dict[str, dict] = {name: {} for name in entries}
     retained: dict[str, dict] = {"best": {}, "sum": {}}

@@ -93,14 +93,15 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
     check_output_folder(out, "out", {**{f"adapter {m.path}": Path(m.path) for m in models},
                                      "the base model": base_dir, "the dataset folder": Path(eval_recipe.dataset_dir)})
-    if eval_recipe.engine.data_parallel_size > 1 or eval_recipe.engine.tensor_parallel_size > 1:
-        _say("one engine on one device scores every candidate (tensor/data parallel settings of the eval recipe "
-             "are not used by the search)")
+    engine = eval_recipe.engine
+    if engine.tensor_parallel_size > 1 or engine.pipeline_parallel_size > 1:
+        _say(f"tensor/pipeline parallel {engine.tensor_parallel_size}/{engine.pipeline_parallel_size} of the eval "
+             "recipe not used: patching needs each engine whole on one device; data_parallel_size engines "
+             f"({engine.data_parallel_size}) share the candidates instead")
     tokenizer = load_tokenizer(str(base_dir))
     stop_ids = stop_token_ids(tokenizer, eval_recipe.template)
     rows = split_rows(recipe, eval_recipe, tasks, tokenizer)
-    settings = eval_recipe.engine.model_copy(update={"tensor_parallel_size": 1, "data_parallel_size": 1,
-                                                     "pipeline_parallel_size": 1})
+    settings = engine.model_copy(update={"tensor_parallel_size": 1, "pipeline_parallel_size": 1})
     spec = engine_spec([], str(base_dir), str(base_dir), settings, (settings.max_lora_rank, 1), stop_ids)
     inputs = {"base": {"name": eval_recipe.model_name_or_path, "folder": str(base_dir),
                        "weights": weights_fingerprint(base_dir)},
@@ -121,7 +122,7 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
     ledger = Ledger(out, ident)
     if resumed:
         _say(f"continuing the search in {out}: {len(ledger.entries)} scores on record are reused")
-    scorer = Scorer(spec, plan, rows, ledger, eval_recipe.batch_size)
+    scorer = Scorer(spec, plan, rows, ledger, eval_recipe.batch_size, replicas=engine.data_parallel_size)
     try:
         return _run(recipe, out, tasks, rows, scorer, eval_recipe.bootstrap, record, body)
     except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
@@ -148,8 +149,9 @@ def _write_best(out: Path, plan, best: dict, output_form: str) -> Path:
 def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap, record, body) -> SearchResult:
     started = time.monotonic()
     n = len(tasks)
-    base = headline_scores(scorer.score("search", None), rows)
-    own = {t: headline_scores(scorer.score("search", specialist(i, n)), rows)[t] for i, t in enumerate(tasks)}
+    first = scorer.score_many("search", [None] + [specialist(i, n) for i in range(n)])
+    base = headline_scores(first[0], rows)
+    own = {t: headline_scores(entry, rows)[t] for t, entry in zip(tasks, first[1:])}
     try:
         ref = reference(base, own)
     except ValueError as err:
@@ -173,9 +175,8 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     while done < total:
         round_number += 1
         trials = [study.ask() for _ in range(min(recipe.round_size, total - done))]
-        for trial in trials:
-            candidate = optimiser.suggest(trial, recipe, tasks)
-            entry = scorer.score("search", candidate)
+        candidates = [optimiser.suggest(trial, recipe, tasks) for trial in trials]
+        for trial, candidate, entry in zip(trials, candidates, scorer.score_many("search", candidates)):
             trial.set_user_attr("candidate", candidate.label())
             optimiser.tell(study, trial, value(entry))
         done = len(optimiser.completed(study))
@@ -185,8 +186,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         _say(f"round {round_number}: {done}/{total} candidates ({scorer.scored} scored, {scorer.reused} "
              f"reused); best so far {best['label']}: worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}; "
              f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
-    for candidate in references(n).values():
-        scorer.score("search", candidate)
+    scorer.score_many("search", list(references(n).values()))
     table = leaderboard.rows(study, scorer.ledger, ref, rows, references(n))
     best = leaderboard.best_row(table)
     _say(f"best on the search rows: {best['label']} (worst task kept {best['worst']:.1%}); scoring it and the sum "
@@ -195,6 +195,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     merge_out = _write_best(out, scorer.plan, best, recipe.output)
     leaderboard.write_all(out, table, ref, final, tasks)
     body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
+                 "engine_replicas": scorer.replicas,
                  "engine_start_seconds": scorer.engine_start_seconds,
                  "generate_seconds": round(scorer.generate_seconds, 2), "best": best, "best_merge": str(merge_out),
                  "final": final})

@@ -43,81 +43,135 @@ def from_dict(data: dict | None) -> Candidate | None:
     return Candidate(data["method"], tuple(data["weights"]), data.get("density"), data.get("seed"))
 
 
+def _jobs(rows: dict[str, TaskRows]) -> dict[str, list[Job]]:
+    """Every request of the search and of the report rows, task after task, in row order."""
+    return {kind: [Job(BASE, r.token_ids, task_rows.max_new_tokens)
+                   for task_rows in rows.values() for r in getattr(task_rows, kind)]
+            for kind in ("search", "report")}
+
+
+class PatchedServer:
+    """Serves (rows kind, candidate dict) -> the predictions of that kind's jobs, in order, from
+    one engine whose weights it patches. Picklable: each data-parallel replica builds its own
+    from the merge settings (and reads the adapters itself)."""
+
+    def __init__(self, merge_config: dict, jobs: dict[str, list[Job]], batch_size: int):
+        self.merge_config, self.jobs, self.batch_size = merge_config, jobs, batch_size
+
+    def __call__(self, engine: Engine):
+        from lf_wrap.merge.checks import check_inputs
+        from lf_wrap.merge.config import MergeConfig
+
+        plan = check_inputs(MergeConfig.model_validate(self.merge_config))
+        return self.bind(engine, plan)
+
+    def bind(self, engine: Engine, plan: MergePlan):
+        from lf_wrap.search.patching import WeightPatcher
+
+        patcher = WeightPatcher(engine, plan.modules, checkpoint=plan.base_dir)
+
+        def serve(payload: tuple[str, dict | None]) -> list[str]:
+            kind, data = payload
+            candidate = from_dict(data)
+            if candidate is None or not any(candidate.weights):
+                patcher.restore()
+            else:
+                patcher.apply(deltas(plan, candidate))
+            jobs, out = self.jobs[kind], []
+            for start in range(0, len(jobs), self.batch_size):
+                out += [r["prediction"] for r in engine.run(jobs[start:start + self.batch_size])]
+            return out
+
+        serve.restore = patcher.restore
+        return serve
+
+
 class Scorer:
-    """`score(kind, candidate)` -> the ledger entry (reused when the ledger has it). The engine
-    starts on the first candidate that needs generating, and only then."""
+    """`score(kind, candidate)` / `score_many(kind, candidates)` -> ledger entries (reused when the
+    ledger has them). Engines start on the first candidate that needs generating, and only then:
+    one in this process, or `replicas` in child processes (data parallel: a round's candidates
+    spread over them, each replica scoring a whole candidate)."""
 
     def __init__(self, spec: EngineSpec, plan: MergePlan, rows: dict[str, TaskRows], ledger: Ledger,
-                 batch_size: int):
-        self.spec, self.plan, self.rows, self.ledger, self.batch_size = spec, plan, rows, ledger, batch_size
+                 batch_size: int, replicas: int = 1):
+        self.spec, self.plan, self.rows, self.ledger, self.replicas = spec, plan, rows, ledger, replicas
+        merge_config = plan.config.model_dump(mode="json", by_alias=True)
+        self.server = PatchedServer(merge_config, _jobs(rows), batch_size)
         self.engine: Engine | None = None
-        self.patcher = None
+        self.pool = None
+        self.serve = None
         self.scored = self.reused = 0
         self.engine_start_seconds: float | None = None
         self.generate_seconds = 0.0
 
     def _start(self) -> None:
-        from lf_wrap.search.patching import WeightPatcher
-
         started = time.monotonic()
-        log.info(f"search: starting the engine on {self.spec.model} (once; every candidate is patched into it)")
-        # Patching reaches into the model, so the engine core must run in this process (vLLM's
-        # default on a GPU is a separate process; lf-wrap's CPU default already is this one).
+        where = f"{self.replicas} engine replicas" if self.replicas > 1 else "one engine"
+        log.info(f"search: starting {where} on {self.spec.model} (once; every candidate is patched in)")
+        # Patching reaches into the model, so the engine core must run in the engine's process
+        # (vLLM's default on a GPU is a separate process; lf-wrap's CPU default already is this one).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        self.engine = Engine(self.spec)
-        self.patcher = WeightPatcher(self.engine, self.plan.modules, checkpoint=self.plan.base_dir)
+        if self.replicas > 1:
+            from lf_wrap.evaluation.engine import ReplicaPool
+
+            devices = self.spec.kwargs.get("tensor_parallel_size", 1)
+            self.pool = ReplicaPool(self.spec, self.replicas, devices, server=self.server)
+        else:
+            self.engine = Engine(self.spec)
+            self.serve = self.server.bind(self.engine, self.plan)
         self.engine_start_seconds = round(time.monotonic() - started, 2)
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
         if self.engine is not None:
-            self.patcher.restore()
+            self.serve.restore()
             self.engine.close()
             self.engine = None
 
     def score(self, kind: str, candidate: Candidate | None) -> dict:
-        key = key_of(candidate)
-        cached = self.ledger.get(kind, key)
-        if cached is not None:
-            self.reused += 1
-            return cached
-        if self.engine is None:
-            self._start()
-        started = time.monotonic()
-        if candidate is None or not any(candidate.weights):
-            self.patcher.restore()
-        else:
-            self.patcher.apply(deltas(self.plan, candidate))
-        outputs = self._generate(kind)
-        entry = {"rows": kind, "key": key, "candidate": as_dict(candidate), "metrics": {}}
-        per_row = {}
+        return self.score_many(kind, [candidate])[0]
+
+    def score_many(self, kind: str, candidates: list[Candidate | None]) -> list[dict]:
+        missing = {key_of(c): c for c in candidates if self.ledger.get(kind, key_of(c)) is None}
+        self.reused += len(candidates) - len(missing)
+        if missing:
+            if self.engine is None and self.pool is None:
+                self._start()
+            todo = list(missing.values())
+            payloads = [(kind, as_dict(c)) for c in todo]
+            if self.pool is not None:
+                last = time.monotonic()                   # seconds: since the previous result came back
+                for index, predictions in self.pool.imap(payloads):
+                    now = time.monotonic()
+                    self._record(kind, todo[index], predictions, now - last)
+                    last = now
+            else:
+                for candidate, payload in zip(todo, payloads):
+                    started = time.monotonic()
+                    predictions = self.serve(payload)
+                    self._record(kind, candidate, predictions, time.monotonic() - started)
+        return [self.ledger.get(kind, key_of(c)) for c in candidates]
+
+    def _record(self, kind: str, candidate: Candidate | None, predictions: list[str], seconds: float) -> dict:
+        entry = {"rows": kind, "key": key_of(candidate), "candidate": as_dict(candidate), "metrics": {}}
+        per_row, start = {}, 0
         for task, task_rows in self.rows.items():
             requests = getattr(task_rows, kind)
-            predictions = [outputs[(task, r.row)] for r in requests]
+            got, start = predictions[start:start + len(requests)], start + len(requests)
             references = [r.references for r in requests]
             definition, no_answer = task_rows.data.definition, task_rows.data.no_answer_text
-            entry["metrics"][task] = metrics.score_task(definition, predictions, references, no_answer)
+            entry["metrics"][task] = metrics.score_task(definition, got, references, no_answer)
             if kind == "report":
-                per_row[task] = {"predictions": predictions,
-                                 "row_scores": stats.row_scores(definition.metric, predictions, references, no_answer)}
+                per_row[task] = {"predictions": got,
+                                 "row_scores": stats.row_scores(definition.metric, got, references, no_answer)}
         if per_row:
             entry["report_rows"] = per_row
-        seconds = time.monotonic() - started
         self.generate_seconds += seconds
         entry["seconds"] = round(seconds, 2)
         self.scored += 1
         return self.ledger.add(entry)
-
-    def _generate(self, kind: str) -> dict[tuple[str, int], str]:
-        jobs, keys = [], []
-        for task, task_rows in self.rows.items():
-            for request in getattr(task_rows, kind):
-                jobs.append(Job(BASE, request.token_ids, task_rows.max_new_tokens))
-                keys.append((task, request.row))
-        out: dict[tuple[str, int], str] = {}
-        for start in range(0, len(jobs), self.batch_size):
-            results = self.engine.run(jobs[start:start + self.batch_size])
-            out.update({k: r["prediction"] for k, r in zip(keys[start:start + self.batch_size], results)})
-        return out
 
 
 def headline_scores(entry: dict, rows: dict[str, TaskRows]) -> dict[str, float]:
