@@ -134,7 +134,7 @@ def test_direct_form_searches_and_reports_on_other_rows(study, tmp_path):
     adapter_config = read_json(out / "best" / "adapter_config.json")       # written as an adapter by default
     assert adapter_config["peft_type"] == "LORA"
     final = manifest["final"]
-    assert final["labels"]["best"] == best["label"] and set(final["retained"]) == {"best", "sum"}
+    assert final["labels"]["best"] == best["label"] and set(final["retained"]) == {"best", "sum", "linear 0.5"}
     for task in TASKS:                                    # each specialist keeps all of its own gain
         assert final["scores"][f"specialist {task}"][task]["value"] > final["scores"]["base"][task]["value"]
     keys = [(e["rows"], e["key"]) for e in _ledger(out)]

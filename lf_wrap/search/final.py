@@ -1,5 +1,5 @@
-"""The figures a search reports: the best candidate and the study-style sum merge scored on the
-report rows (never the rows the best was chosen on), beside the base and the specialists on the
+"""The figures a search reports: the best candidate, the study-style sum merge and linear 0.5
+scored on the report rows (never the rows the best was chosen on), beside the base and the specialists on the
 same rows, each retained gain with its bootstrap interval (lf_wrap.evaluation.stats.retained_gain:
 base, specialist and candidate resampled together), with the eval recipe's bootstrap settings."""
 
@@ -8,6 +8,9 @@ from __future__ import annotations
 from lf_wrap.evaluation import stats
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.scoring import Scorer, from_dict
+
+
+MERGES = ("sum", "linear 0.5", "best")     # the merges whose retained gains the report rows give
 
 
 def references(n_adapters: int) -> dict[str, Candidate]:
@@ -24,12 +27,12 @@ def specialist(index: int, n_adapters: int) -> Candidate:
 def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> dict:
     rows = scorer.rows
     n = len(tasks)
-    names = ["base", *(f"specialist {t}" for t in tasks), "best", "sum"]
-    candidates = [None, *(specialist(i, n) for i in range(n)), from_dict(best["candidate"]), references(n)["sum"]]
+    names = ["base", *(f"specialist {t}" for t in tasks), "best", *references(n)]
+    candidates = [None, *(specialist(i, n) for i in range(n)), from_dict(best["candidate"]), *references(n).values()]
     entries = dict(zip(names, scorer.score_many("report", candidates)))
     draw = {"n_resamples": bootstrap.resamples, "seed": bootstrap.seed, "confidence": bootstrap.confidence}
     scores: dict[str, dict] = {name: {} for name in entries}
-    retained: dict[str, dict] = {"best": {}, "sum": {}}
+    retained: dict[str, dict] = {name: {} for name in MERGES}
     for task in tasks:
         metric = rows[task].data.definition.headline
         per_row = {name: e["report_rows"][task]["row_scores"] for name, e in entries.items()}
@@ -44,5 +47,6 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> di
         values = [g["value"] for g in per_task.values() if g["value"] is not None]
         summary[name] = {"worst": min(values) if values else None,
                          "mean": sum(values) / len(values) if values else None}
-    return {"rows": {t: len(rows[t].report) for t in tasks}, "labels": {"best": best["label"], "sum": "sum"},
+    labels = {"best": best["label"], **{name: c.label() for name, c in references(n).items()}}
+    return {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
             "scores": scores, "retained": retained, "summary": summary, "bootstrap": draw}

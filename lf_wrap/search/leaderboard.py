@@ -4,9 +4,9 @@ report rows, a chart of retained gain per task, and the best merge written by th
 
     leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
                                     and retained gain, worst, mean, role, Optuna trial numbers
-    final.md                        best vs sum on the report rows, with 95% intervals
+    final.md                        best vs sum vs linear 0.5 on the report rows, with 95% intervals
     chart.png                       retained gain per task: the best candidates and the sum merge
-                                    (search rows), best vs sum with intervals (report rows)"""
+                                    (search rows); best, sum, linear 0.5 with intervals (report rows)"""
 
 from __future__ import annotations
 
@@ -102,21 +102,30 @@ def leaderboard_csv(table: list[dict], tasks: list[str]) -> str:
 
 
 def final_markdown(final: dict, tasks: list[str]) -> str:
+    from lf_wrap.search.final import MERGES
+
     label = final["labels"]["best"]
+    s = final["scores"]
+
+    def cell(name: str, t: str) -> str:
+        value, (low, high) = s[name][t]["value"], s[name][t]["ci95"]
+        return f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+    def kept(name: str, t: str) -> str:
+        g = final["retained"][name][t]
+        return f"{_pct(g['value'])} [{_pct(g['ci95'][0])}, {_pct(g['ci95'][1])}]" if g["ci95"] else _pct(g["value"])
+
+    head = ["task", "metric", "base", "specialist", *MERGES, *(f"{name} kept" for name in MERGES)]
     lines = [f"Report rows ({', '.join(f'{t} {n}' for t, n in final['rows'].items())}; none of them was searched on). "
-             f"best: `{label}`; sum: every adapter at weight 1 (the study's 3-in-1).", "",
-             "| task | metric | base | specialist | sum | best | sum kept | best kept |", "|" + " --- |" * 8]
+             f"best: `{label}`; sum: every adapter at weight 1 (the study's 3-in-1); linear 0.5: each at 0.5.", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for t in tasks:
-        s = final["scores"]
-        cell = lambda name: f"{s[name][t]['value']:.4f} [{s[name][t]['ci95'][0]:.4f}, {s[name][t]['ci95'][1]:.4f}]"  # noqa: E731
-        kept = [final["retained"][name][t] for name in ("sum", "best")]
-        kept_text = [f"{_pct(g['value'])} [{_pct(g['ci95'][0])}, {_pct(g['ci95'][1])}]" if g["ci95"] else _pct(g["value"])
-                     for g in kept]
-        lines.append(f"| {t} | {s['base'][t]['metric']} | {cell('base')} | {cell(f'specialist {t}')} | {cell('sum')} | "
-                     f"{cell('best')} | {kept_text[0]} | {kept_text[1]} |")
+        lines.append(f"| {t} | {s['base'][t]['metric']} | {cell('base', t)} | {cell(f'specialist {t}', t)} | "
+                     + " | ".join(cell(name, t) for name in MERGES) + " | "
+                     + " | ".join(kept(name, t) for name in MERGES) + " |")
     summary = final["summary"]
-    lines += ["", f"Worst task kept: sum {_pct(summary['sum']['worst'])}, best {_pct(summary['best']['worst'])}; "
-              f"mean: sum {_pct(summary['sum']['mean'])}, best {_pct(summary['best']['mean'])}.",
+    lines += ["", "Worst task kept: " + ", ".join(f"{name} {_pct(summary[name]['worst'])}" for name in MERGES)
+              + "; mean: " + ", ".join(f"{name} {_pct(summary[name]['mean'])}" for name in MERGES) + ".",
               f"[low, high]: {final['bootstrap']['confidence']:.0%} bootstrap interval over the report rows "
               f"({final['bootstrap']['n_resamples']} resamples, seed {final['bootstrap']['seed']}); a retained "
               "gain's interval resamples base, specialist and merge together."]
@@ -137,14 +146,16 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> byt
         xs = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(tasks))]
         left.bar(xs, [r["retained"].get(t) or 0.0 for t in tasks], width, label=f"#{r['rank']} {r['label']}" + (" (sum)" if r["role"] == "reference: sum" else ""))
     left.set_title("search rows: retained gain per task")
-    for i, name in enumerate(("sum", "best")):
+    names = list(final["retained"])
+    step = 0.8 / len(names)
+    for i, name in enumerate(names):
         gains = [final["retained"][name][t] for t in tasks]
         ys = [g["value"] or 0.0 for g in gains]
         nan = float("nan")
         errors = [[y - g["ci95"][0] if g["ci95"] else nan for y, g in zip(ys, gains)],
                   [g["ci95"][1] - y if g["ci95"] else nan for y, g in zip(ys, gains)]]
-        right.bar([k + (i - 0.5) * 0.4 for k in range(len(tasks))], ys, 0.4, yerr=errors, capsize=3,
-                  label=name if name == "sum" else f"best: {final['labels']['best']}")
+        right.bar([k + (i - (len(names) - 1) / 2) * step for k in range(len(tasks))], ys, step, yerr=errors,
+                  capsize=3, label=f"best: {final['labels']['best']}" if name == "best" else name)
     right.set_title("report rows: retained gain, 95% interval")
     for ax in (left, right):
         ax.set_xticks(range(len(tasks)), tasks)

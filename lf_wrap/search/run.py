@@ -205,22 +205,23 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
 
 
 def summary(result: SearchResult) -> str:
-    """What the command prints: best vs sum on the report rows, task by task."""
+    """What the command prints: best vs the reference merges on the report rows, task by task."""
+    from lf_wrap.search.final import MERGES
+
     final = result.final
     lines = [f"best merge: {result.best['label']} -> {result.merge_out}",
              f"retained gain on the report rows ({', '.join(f'{t} {n} rows' for t, n in final['rows'].items())}):",
-             f"  {'task':<12} {'sum':>28} {'best':>28}"]
+             f"  {'task':<12}" + "".join(f"{name:>26}" for name in MERGES)]
     for task in final["rows"]:
         cells = []
-        for name in ("sum", "best"):
+        for name in MERGES:
             g = final["retained"][name][task]
-            text = "n/a" if g["value"] is None else f"{g['value']:.1%}"
+            text = _pct(g["value"])
             if g["ci95"]:
-                text += f" [{g['ci95'][0]:.1%}, {g['ci95'][1]:.1%}]"
+                text += f" [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}]"
             cells.append(text)
-        lines.append(f"  {task:<12} {cells[0]:>28} {cells[1]:>28}")
-    worst = {name: final["summary"][name]["worst"] for name in ("sum", "best")}
-    lines.append(f"  {'worst task':<12} {_pct(worst['sum']):>28} {_pct(worst['best']):>28}")
+        lines.append(f"  {task:<12}" + "".join(f"{c:>26}" for c in cells))
+    lines.append(f"  {'worst task':<12}" + "".join(f"{_pct(final['summary'][n]['worst']):>26}" for n in MERGES))
     lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
                  f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
     return "\n".join(lines)
