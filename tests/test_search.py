@@ -195,6 +195,10 @@ def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(study, tmp_pat
 def test_other_inputs_in_the_same_folder_are_refused(study, tmp_path):
     out = tmp_path / "small"
     path = _search_recipe(study, out, budget=2)
+    checked = run_lf_wrap("merge", "search", path, "--check")      # reads and checks; starts nothing
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "OK: 3 adapters (task_a, task_b, task_c)" in checked.stdout and "task_a 5/7" in checked.stdout
+    assert not out.exists()
     assert run_lf_wrap("merge", "search", path).returncode == 0
     ledger = (out / "scores.jsonl").read_bytes()
     done = run_lf_wrap("merge", "search", path, "--set", "rows.search=4")

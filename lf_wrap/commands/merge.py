@@ -97,8 +97,9 @@ def _names(ctx, param, value):
 @click.option("--as", "output_form", type=click.Choice(["adapter", "model"]), help="Direct form: how the best is written.")
 @click.option("--out", type=click.Path(path_type=Path), help="Direct form: the search folder (default runs/search).")
 @click.option("--force", is_flag=True, help="Start over in a search folder that holds another search.")
+@click.option("--check", is_flag=True, help="Only read and check every input (adapters, rows); start nothing.")
 def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampler, search_rows, seed, objective,
-                   output_form, out, force):
+                   output_form, out, force, check):
     """Search merges of task adapters for the one that keeps every specialist's gain.
 
     \b
@@ -142,4 +143,9 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
         recipe = direct_recipe(data)
         text = "# lf-wrap merge search, direct form, as resolved\n" + yaml.safe_dump(
             recipe.model_dump(mode="json", by_alias=True), sort_keys=False)
+    if check:
+        from lf_wrap.search.run import plan_search
+
+        click.echo(plan_search(recipe).describe())
+        return
     click.echo(summary(search(recipe, text, force=force)))

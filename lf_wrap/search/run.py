@@ -26,18 +26,18 @@ from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder, check_replaceable
 from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
 from lf_wrap.core.models import resolve_base, weights_fingerprint
-from lf_wrap.evaluation.engine import engine_spec
+from lf_wrap.evaluation.engine import EngineSpec, engine_spec
 from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
-from lf_wrap.evaluation.recipe import load_eval_recipe
+from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
 from lf_wrap.evaluation.run import load_tokenizer
-from lf_wrap.merge.checks import check_inputs
+from lf_wrap.merge.checks import MergePlan, check_inputs
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import leaderboard, study as optimiser
 from lf_wrap.search.final import final_figures, references, specialist
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import reference, retained_gains
 from lf_wrap.search.recipe import SearchRecipe
-from lf_wrap.search.rows import row_ids, specialists, split_rows
+from lf_wrap.search.rows import TaskRows, row_ids, specialists, split_rows
 from lf_wrap.search.scoring import Scorer, headline_scores
 
 MANIFEST = "manifest.json"
@@ -80,13 +80,38 @@ def _prepare_folder(out: Path, ident: str, space: dict, force: bool) -> bool:
     return False
 
 
-def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> SearchResult:
-    record = StageRecord("search")
+@dataclass
+class SearchPlan:
+    """Everything checked and resolved before a folder is touched or an engine starts."""
+
+    recipe: SearchRecipe
+    eval_recipe: EvalRecipe
+    tasks: list[str]
+    plan: MergePlan
+    rows: dict[str, TaskRows]
+    spec: EngineSpec
+    inputs: dict
+    generation: dict
+    notes: list[str]
+
+    @property
+    def identity(self) -> str:
+        return identity({"inputs": self.inputs, "rows": row_ids(self.rows), "generation": self.generation})
+
+    def describe(self) -> str:
+        r = self.recipe
+        rows = ", ".join(f"{t} {len(x.search)}/{len(x.report)}" for t, x in self.rows.items())
+        return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/report: "
+                f"{rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
+                f"{r.objective}, {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
+
+
+def plan_search(recipe: SearchRecipe) -> SearchPlan:
+    """Read and check every input: the eval recipe, the adapters (each with its task), the base,
+    the rows of each task (split, tokenized), the output folder's place. Raises UserError."""
     out = Path(recipe.out)
     eval_recipe, _ = load_eval_recipe(Path(recipe.eval), recipe.eval_overrides)
     eval_recipe, models, notes = specialists(recipe, eval_recipe)
-    for note in notes:
-        _say(note)
     tasks = [m.task for m in models]
     base_dir = resolve_base(eval_recipe.model_name_or_path)
     plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
@@ -95,9 +120,9 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
                                      "the base model": base_dir, "the dataset folder": Path(eval_recipe.dataset_dir)})
     engine = eval_recipe.engine
     if engine.tensor_parallel_size > 1 or engine.pipeline_parallel_size > 1:
-        _say(f"tensor/pipeline parallel {engine.tensor_parallel_size}/{engine.pipeline_parallel_size} of the eval "
-             "recipe not used: patching needs each engine whole on one device; data_parallel_size engines "
-             f"({engine.data_parallel_size}) share the candidates instead")
+        notes.append(f"tensor/pipeline parallel {engine.tensor_parallel_size}/{engine.pipeline_parallel_size} of the "
+                     "eval recipe not used: patching needs each engine whole on one device; data_parallel_size "
+                     f"engines ({engine.data_parallel_size}) share the candidates instead")
     tokenizer = load_tokenizer(str(base_dir))
     stop_ids = stop_token_ids(tokenizer, eval_recipe.template)
     rows = split_rows(recipe, eval_recipe, tasks, tokenizer)
@@ -110,21 +135,31 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
     generation = {"template": eval_recipe.template, "prompt_rendering": rendering_id(eval_recipe.template),
                   "stop_token_ids": stop_ids, "dtype": settings.dtype, "max_model_len": settings.max_model_len,
                   "long_prompts": eval_recipe.long_prompts, "lf_wrap_version": __version__}
-    ident = identity({"inputs": inputs, "rows": row_ids(rows), "generation": generation})
+    return SearchPlan(recipe, eval_recipe, tasks, plan, rows, spec, inputs, generation, notes + plan.warnings)
+
+
+def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> SearchResult:
+    record = StageRecord("search")
+    checked = plan_search(recipe)
+    for note in checked.notes:
+        _say(note)
+    out, ident, rows, spec = Path(recipe.out), checked.identity, checked.rows, checked.spec
     space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
     resumed = _prepare_folder(out, ident, space, force)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "search.yaml", recipe_text)
-    body = {"identity": ident, "space": space, "inputs": inputs, "rows": row_ids(rows), "generation": generation,
-            "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides, "budget": recipe.budget,
-            "round_size": recipe.round_size, "engine": spec.kwargs, "notes": notes + plan.warnings}
+    body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
+            "generation": checked.generation, "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides,
+            "budget": recipe.budget, "round_size": recipe.round_size, "engine": spec.kwargs, "notes": checked.notes}
     atomic_write_json(out / MANIFEST, record.manifest(body))
     ledger = Ledger(out, ident)
     if resumed:
         _say(f"continuing the search in {out}: {len(ledger.entries)} scores on record are reused")
-    scorer = Scorer(spec, plan, rows, ledger, eval_recipe.batch_size, replicas=engine.data_parallel_size)
+    engine = checked.eval_recipe.engine
+    scorer = Scorer(spec, checked.plan, rows, ledger, checked.eval_recipe.batch_size,
+                    replicas=engine.data_parallel_size)
     try:
-        return _run(recipe, out, tasks, rows, scorer, eval_recipe.bootstrap, record, body)
+        return _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body)
     except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
         record.finish(INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED)
         body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
