@@ -124,8 +124,9 @@ def test_direct_form_searches_and_reports_on_other_rows(study, tmp_path):
     board = read_json(out / "leaderboard.json")
     roles = {row["role"] for row in board["rows"]}
     assert {"reference: sum", "reference: linear 0.5"} <= roles
-    ranks = [(-round(r["worst"], 12), -round(r["mean"], 12)) for r in board["rows"]]
-    assert ranks == sorted(ranks)                         # best first: worst task, then mean
+    ranks = [(-round(r["value"], 12), -round(r["mean"], 12)) for r in board["rows"]]
+    assert ranks == sorted(ranks)                         # best first: the worst task's lower bound, then mean
+    assert all(r["value"] == r["lower_bound"] <= r["worst"] + 1e-12 for r in board["rows"])
     assert set(board["counted"]) == set(TASKS)
     for name in ("leaderboard.md", "leaderboard.csv", "final.md", "chart.png", "search.yaml", "optuna.journal"):
         assert (out / name).is_file(), name
@@ -229,6 +230,6 @@ def test_data_parallel_replicas_score_what_one_engine_scores(study, tmp_path):
         done = run_lf_wrap("merge", "search", path)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
         assert read_json(out / "manifest.json")["engine_replicas"] == replicas
-        ledgers[replicas] = {(e["rows"], e["key"]): (e["metrics"], e.get("report_rows")) for e in _ledger(out)}
+        ledgers[replicas] = {(e["rows"], e["key"]): (e["metrics"], e["per_row"]) for e in _ledger(out)}
     assert "starting 2 engine replicas" in done.stderr
     assert ledgers[1] == ledgers[2] and len(ledgers[1]) >= 12

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lf_wrap.search.candidates import Candidate, sample
-from lf_wrap.search.objective import rank_key, reference, retained_gains
+from lf_wrap.search.objective import Judge, rank_key, reference, retained_gains
 
 BASE = {"translate": 0.20, "summarize": 0.30, "qa": 0.70}
 SPECIALIST = {"translate": 0.25, "summarize": 0.40, "qa": 0.80}
@@ -88,3 +88,20 @@ def test_sample_is_reproducible_and_rounded():
     mixed = sample(2, 20, seed=0, methods=("ties", "dare_ties"), densities=(0.4,))
     assert {c.density for c in mixed} == {0.4} and all((c.seed is None) == (c.method == "ties") for c in mixed)
 
+
+
+def test_lower_bound_prefers_the_gain_that_holds_on_every_resample():
+    """One task, ROUGE-1 per row: base 0, specialist 1 on every row. A merge keeping 0.5 on every
+    row has no spread (bound = point); one keeping all of 6 rows and none of 4 has the higher point
+    (0.6) but its 10% bootstrap bound lies below 0.5: ranked by the bound it comes second."""
+    rows = lambda values: [{"rouge1": v} for v in values]          # noqa: E731
+    ref = reference({"summarize": 0.0}, {"summarize": 1.0})
+    judge = Judge(ref, {"summarize": "rouge1"}, {"summarize": rows([0.0] * 10)}, {"summarize": rows([1.0] * 10)})
+    steady = judge.assess({"summarize": 0.5}, {"summarize": rows([0.5] * 10)})
+    lucky = judge.assess({"summarize": 0.6}, {"summarize": rows([1.0] * 6 + [0.0] * 4)})
+    assert steady.bound == pytest.approx(0.5) and steady.value == steady.bound
+    assert lucky.gains.worst == pytest.approx(0.6) and 0.2 < lucky.bound < 0.5
+    linear = Candidate("linear", (0.5,)).complexity()
+    assert rank_key(steady.gains, linear, steady.value) < rank_key(lucky.gains, linear, lucky.value)
+    by_point = Judge(ref, judge.metrics, judge.base_rows, judge.specialist_rows, rank_by="point")
+    assert by_point.assess({"summarize": 0.6}, {"summarize": rows([1.0] * 6 + [0.0] * 4)}).value == pytest.approx(0.6)

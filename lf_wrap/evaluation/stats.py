@@ -286,15 +286,27 @@ def retained_gain(metric: str, base: Sequence[dict], specialist: Sequence[dict],
     resampled together (one draw), so the interval carries the noise of all three. Resamples where
     the specialist does not beat the base are left out of the interval (g is undefined there) and
     counted; {"value", "ci95", "resamples_used"}. The merge search ranks candidates by it."""
-    if not len(base) == len(specialist) == len(candidate):
-        raise ValueError(f"retained gain needs the same rows: {len(base)}, {len(specialist)}, {len(candidate)}")
     _check_draw(n_resamples, confidence)
-    values = [_values(metric, rows) for rows in (base, specialist, candidate)]
-    resampled = [_study_values(metric, t, len(values[0])) for t in _resampled_totals(values, n_resamples, seed)]
+    resampled = retained_gain_resamples(metric, base, specialist, candidate, n_resamples, seed)
+    usable = ~np.isnan(resampled)
+    ratios = resampled[usable]
     s_base, s_spec, s_cand = (corpus_value(metric, rows) for rows in (base, specialist, candidate))
-    gain = resampled[1] - resampled[0]
-    usable = gain > 0
-    ratios = (resampled[2][usable] - resampled[0][usable]) / gain[usable]
     value = (s_cand - s_base) / (s_spec - s_base) if s_spec > s_base else None
     interval = list(_percentile_interval(ratios, confidence)) if usable.sum() >= 40 else None
     return {"value": value, "ci95": interval, "resamples_used": int(usable.sum())}
+
+
+def retained_gain_resamples(metric: str, base: Sequence[dict], specialist: Sequence[dict], candidate: Sequence[dict],
+                            n_resamples: int = 1000, seed: int = 12345) -> np.ndarray:
+    """The retained gain on each resample of the rows (base, specialist and candidate on one
+    draw); NaN where the specialist does not beat the base on that resample."""
+    if not len(base) == len(specialist) == len(candidate):
+        raise ValueError(f"retained gain needs the same rows: {len(base)}, {len(specialist)}, {len(candidate)}")
+    _check_draw(n_resamples)
+    values = [_values(metric, rows) for rows in (base, specialist, candidate)]
+    resampled = [_study_values(metric, t, len(values[0])) for t in _resampled_totals(values, n_resamples, seed)]
+    gain = resampled[1] - resampled[0]
+    usable = gain > 0
+    out = np.full(n_resamples, np.nan)
+    out[usable] = (resampled[2][usable] - resampled[0][usable]) / gain[usable]
+    return out

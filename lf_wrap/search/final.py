@@ -35,7 +35,7 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> di
     retained: dict[str, dict] = {name: {} for name in MERGES}
     for task in tasks:
         metric = rows[task].data.definition.headline
-        per_row = {name: e["report_rows"][task]["row_scores"] for name, e in entries.items()}
+        per_row = {name: e["per_row"][task]["row_scores"] for name, e in entries.items()}
         for name, values in per_row.items():
             scores[name][task] = {"metric": metric, "value": stats.corpus_value(metric, values),
                                   "ci95": list(stats.bootstrap_interval(metric, values, **draw))}

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lf_wrap.search.ledger import Ledger
-from lf_wrap.search.objective import Reference, rank_key, retained_gains
-from lf_wrap.search.scoring import from_dict, headline_scores, key_of
+from lf_wrap.search.objective import Judge, rank_key, retained_gains
+from lf_wrap.search.scoring import from_dict, headline_scores, key_of, row_scores
 from lf_wrap.search.rows import TaskRows
 
 
@@ -30,19 +30,21 @@ def read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _row(entry: dict, ref: Reference, rows: dict[str, TaskRows], tasks: list[str]) -> dict:
+def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str]) -> dict:
     candidate = from_dict(entry["candidate"])
     scores = headline_scores(entry, rows)
-    gains = retained_gains(ref, scores)
+    assessed = judge.assess(scores, row_scores(entry))
+    gains = assessed.gains
     return {"label": candidate.label(), "key": entry["key"], "role": "candidate", "method": candidate.method,
             "weights": dict(zip(tasks, candidate.weights)), "density": candidate.density, "seed": candidate.seed,
             "scores": scores, "retained": gains.per_task, "worst": gains.worst, "mean": gains.mean,
+            "lower_bound": assessed.bound, "value": assessed.value,
             "trials": [], "complexity": list(candidate.complexity()), "candidate": entry["candidate"]}
 
 
-def rows(study, ledger: Ledger, ref: Reference, task_rows: dict[str, TaskRows], references: dict | None = None) -> list[dict]:
+def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows], references: dict | None = None) -> list[dict]:
     """Every completed trial's candidate (one row per distinct candidate) and the reference
-    merges, ranked best first (lf_wrap.search.objective.rank_key)."""
+    merges, ranked best first (lf_wrap.search.objective.rank_key on the judge's value)."""
     from lf_wrap.search.study import completed
 
     tasks = list(task_rows)
@@ -52,12 +54,13 @@ def rows(study, ledger: Ledger, ref: Reference, task_rows: dict[str, TaskRows], 
         entry = ledger.get("search", key) if key else None
         if entry is None:
             continue
-        table.setdefault(key, _row(entry, ref, task_rows, tasks))["trials"].append(trial.number)
+        table.setdefault(key, _row(entry, judge, task_rows, tasks))["trials"].append(trial.number)
     for role, candidate in (references or {}).items():
         entry = ledger.get("search", key_of(candidate))
         if entry is not None:
-            table.setdefault(entry["key"], _row(entry, ref, task_rows, tasks))["role"] = f"reference: {role}"
-    ranked = sorted(table.values(), key=lambda r: rank_key(retained_gains(ref, r["scores"]), tuple(r["complexity"])))
+            table.setdefault(entry["key"], _row(entry, judge, task_rows, tasks))["role"] = f"reference: {role}"
+    ranked = sorted(table.values(), key=lambda r: rank_key(retained_gains(judge.ref, r["scores"]),
+                                                           tuple(r["complexity"]), r["value"]))
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
     return ranked
@@ -71,19 +74,24 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def leaderboard_markdown(table: list[dict], ref: Reference, tasks: list[str]) -> str:
+def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str]) -> str:
+    ref = judge.ref
     head = ["rank", "candidate", "role"] + [f"{t} score" for t in tasks] + [f"{t} kept" for t in ref.tasks] + \
-        ["worst", "mean", "trials"]
+        ["worst", "mean", f"{judge.objective} {judge.quantile:.0%} bound", "trials"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in table:
         cells = [str(r["rank"]), f"`{r['label']}`", r["role"]] + [f"{r['scores'][t]:.4f}" for t in tasks] + \
-            [_pct(r["retained"][t]) for t in ref.tasks] + [_pct(r["worst"]), _pct(r["mean"]),
+            [_pct(r["retained"][t]) for t in ref.tasks] + [_pct(r["worst"]), _pct(r["mean"]), _pct(r["lower_bound"]),
                                                            ",".join(map(str, r["trials"])) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     base = ", ".join(f"{t} {ref.base[t]:.4f}" for t in tasks)
     own = ", ".join(f"{t} {ref.specialist[t]:.4f}" for t in tasks)
+    ranked_by = (f"the {judge.quantile:.0%} lower bound of the {judge.objective} (a bootstrap quantile over "
+                 f"{judge.resamples} resamples of the search rows)" if judge.rank_by == "lower_bound"
+                 else f"the {judge.objective}")
     notes = [f"Search rows. Base: {base}. Specialists on their own task: {own}.",
-             "kept: (candidate - base) / (specialist - base) on that task; worst and mean over the counted tasks."]
+             "kept: (candidate - base) / (specialist - base) on that task; worst and mean over the counted tasks.",
+             f"Ranked by {ranked_by}, then the mean, then the simpler merge."]
     notes += [f"Not counted: {why}" for why in ref.left_out.values()]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
@@ -92,11 +100,12 @@ def leaderboard_csv(table: list[dict], tasks: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["rank", "candidate", "role", "method", *[f"weight_{t}" for t in tasks], "density", "seed",
-                     *[f"score_{t}" for t in tasks], *[f"retained_{t}" for t in tasks], "worst", "mean", "trials"])
+                     *[f"score_{t}" for t in tasks], *[f"retained_{t}" for t in tasks], "worst", "mean",
+                     "lower_bound", "trials"])
     for r in table:
         writer.writerow([r["rank"], r["label"], r["role"], r["method"], *[r["weights"][t] for t in tasks],
                          r["density"], r["seed"], *[r["scores"][t] for t in tasks],
-                         *[r["retained"].get(t) for t in tasks], r["worst"], r["mean"],
+                         *[r["retained"].get(t) for t in tasks], r["worst"], r["mean"], r["lower_bound"],
                          " ".join(map(str, r["trials"]))])
     return buffer.getvalue()
 
@@ -166,11 +175,15 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> byt
     return _png(fig)
 
 
-def write_all(out: Path, table: list[dict], ref: Reference, final: dict, tasks: list[str]) -> None:
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, ref, tasks))
+def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: list[str]) -> None:
+    ref = judge.ref
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, judge, tasks))
     atomic_write_text(out / "leaderboard.csv", leaderboard_csv(table, tasks))
     atomic_write_json(out / "leaderboard.json", {"tasks": tasks, "counted": list(ref.tasks), "base": ref.base,
                                                  "specialist": ref.specialist, "left_out": ref.left_out,
+                                                 "ranked_by": {"objective": judge.objective, "rank_by": judge.rank_by,
+                                                               "quantile": judge.quantile,
+                                                               "resamples": judge.resamples, "seed": judge.seed},
                                                  "rows": table})
     atomic_write_text(out / "final.md", final_markdown(final, tasks))
     atomic_write_bytes(out / "chart.png", chart(table, final, tasks))

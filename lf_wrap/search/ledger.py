@@ -1,8 +1,9 @@
 """Every score the search has computed, one JSON line each, in `<search>/scores.jsonl`: what lets
 a killed search go on without scoring a finished candidate again.
 
-A line is {identity, rows ("search" | "report"), key, candidate, metrics, seconds} and, for the
-report rows, each row's prediction and per-row scores (for the intervals). A line is reused only
+A line is {identity, rows ("search" | "report"), key, candidate, metrics, per_row, seconds}:
+per_row holds each task's per-row scores (for lower bounds and intervals) and, for the report
+rows, each row's prediction. A line is reused only
 when its identity is this search's: a digest of the base model's and every adapter's content
 (in the search's order), both sets of rows (ids and prompt hashes), the datasets' sha256, the
 template's rendering, the generation settings, the stop tokens and the lf-wrap version. Lines
@@ -19,10 +20,11 @@ from pathlib import Path
 from lf_wrap.core.files import dump_json
 
 LEDGER = "scores.jsonl"
+FORMAT = 2          # part of every identity: lines of another format are never reused
 
 
 def identity(parts: dict) -> str:
-    return hashlib.sha256(dump_json(parts).encode("utf-8")).hexdigest()
+    return hashlib.sha256(dump_json({"ledger_format": FORMAT, **parts}).encode("utf-8")).hexdigest()
 
 
 class Ledger:

@@ -67,6 +67,48 @@ def retained_gains(ref: Reference, scores: dict[str, float]) -> Gains:
     return Gains(per_task, min(values), sum(values) / len(values))
 
 
-def rank_key(gains: Gains, complexity: tuple) -> tuple:
-    """Sort key, best first: higher worst g_t, then higher mean g_t, then simpler."""
-    return (-round(gains.worst, DIGITS), -round(gains.mean, DIGITS), complexity)
+def rank_key(gains: Gains, complexity: tuple, value: float | None = None) -> tuple:
+    """Sort key, best first: higher `value` (default: the worst g_t), then higher mean g_t, then simpler."""
+    value = gains.worst if value is None else value
+    return (-round(value, DIGITS), -round(gains.mean, DIGITS), complexity)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    gains: Gains                     # the point estimates
+    bound: float                     # the objective's lower bound over resamples of the rows
+    value: float                     # what the search maximises (bound or point, as the recipe says)
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Scores a candidate from its per-row scores on the search rows: the point retained gains,
+    and the objective's lower bound, the `quantile` of its bootstrap distribution (base,
+    specialist and candidate resampled together per task; the worst or mean over tasks taken
+    on each resample). A merge chosen by its point score among many is flattered by the rows
+    (a noisy task can lift a brittle merge to the top); ranking by the lower bound prefers the
+    merge whose gains hold on most resamples of the same rows."""
+
+    ref: Reference
+    metrics: dict[str, str]                     # task -> its headline metric
+    base_rows: dict[str, list]                  # task -> the base's per-row scores
+    specialist_rows: dict[str, list]            # task -> its specialist's per-row scores
+    objective: str = "worst"
+    rank_by: str = "lower_bound"
+    quantile: float = 0.1
+    resamples: int = 200
+    seed: int = 12345
+
+    def assess(self, scores: dict[str, float], rows: dict[str, list]) -> Assessment:
+        import numpy as np
+
+        from lf_wrap.evaluation.stats import retained_gain_resamples
+
+        gains = retained_gains(self.ref, scores)
+        draws = np.vstack([retained_gain_resamples(self.metrics[t], self.base_rows[t], self.specialist_rows[t],
+                                                   rows[t], self.resamples, self.seed) for t in self.ref.tasks])
+        usable = draws[:, ~np.isnan(draws).any(axis=0)]     # resamples where every specialist beats the base
+        per_draw = usable.min(axis=0) if self.objective == "worst" else usable.mean(axis=0)
+        point = gains.worst if self.objective == "worst" else gains.mean
+        bound = float(np.quantile(per_draw, self.quantile)) if per_draw.size else point
+        return Assessment(gains, bound, bound if self.rank_by == "lower_bound" else point)

@@ -69,6 +69,19 @@ class Rows(_Strict):
     rows are then the eval dataset's. A row in both (same id or same prompt) is refused."""
 
 
+class Uncertainty(_Strict):
+    """How the search ranks candidates given that the search rows are a sample: by a lower
+    bound of the objective (a bootstrap quantile over the rows), or by its point value."""
+
+    rank_by: Literal["lower_bound", "point"] = "lower_bound"
+    """lower_bound: the merge whose gains hold on most resamples of the rows wins (a merge
+    lifted to the top by a few lucky rows of a noisy task does not); point: the plain value."""
+    quantile: float = Field(0.1, gt=0, lt=1)
+    """The lower bound is this quantile of the objective's bootstrap distribution."""
+    resamples: int = Field(200, ge=20)
+    seed: int = 12345
+
+
 class SearchRecipe(_Strict):
     eval: Path
     """The eval recipe: base model, template, dataset_dir, tasks (datasets, max_new_tokens), engine,
@@ -96,6 +109,7 @@ class SearchRecipe(_Strict):
     """Seed of the sampler, and of dare_*'s random drop."""
     objective: Literal["worst", "mean"] = "worst"
     """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean."""
+    uncertainty: Uncertainty = Uncertainty()
     rows: Rows = Rows()
     output: Literal["adapter", "model"] = Field("adapter", alias="as")
     """The best merge is written as one LoRA adapter (exact for linear; ties/dare via SVD) or a model."""

@@ -35,13 +35,13 @@ from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import leaderboard, study as optimiser
 from lf_wrap.search.final import final_figures, references, specialist
 from lf_wrap.search.ledger import Ledger, identity
-from lf_wrap.search.objective import reference, retained_gains
+from lf_wrap.search.objective import Judge, reference
 from lf_wrap.search.recipe import SearchRecipe
 from lf_wrap.search.rows import TaskRows, row_ids, specialists, split_rows
-from lf_wrap.search.scoring import Scorer, headline_scores
+from lf_wrap.search.scoring import Scorer, headline_scores, row_scores
 
 MANIFEST = "manifest.json"
-SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objective")
+SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objective", "uncertainty")
 log = logging.getLogger(__name__)
 
 
@@ -192,10 +192,13 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     except ValueError as err:
         raise UserError(f"search rows: {err}") from None
     body["left_out"] = ref.left_out
+    u = recipe.uncertainty
+    judge = Judge(ref, {t: rows[t].data.definition.headline for t in tasks}, row_scores(first[0]),
+                  {t: row_scores(entry)[t] for t, entry in zip(tasks, first[1:])}, recipe.objective,
+                  u.rank_by, u.quantile, u.resamples, u.seed)
 
     def value(entry: dict) -> float:
-        gains = retained_gains(ref, headline_scores(entry, rows))
-        return gains.worst if recipe.objective == "worst" else gains.mean
+        return judge.assess(headline_scores(entry, rows), row_scores(entry)).value
 
     study = optimiser.open_study(out, recipe, tasks)
     requeued = optimiser.requeue_unfinished(study)
@@ -215,20 +218,21 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
             trial.set_user_attr("candidate", candidate.label())
             optimiser.tell(study, trial, value(entry))
         done = len(optimiser.completed(study))
-        best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, ref, rows))
+        best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, judge, rows))
         elapsed = time.monotonic() - started
         per = elapsed / max(scorer.scored, 1)
         _say(f"round {round_number}: {done}/{total} candidates ({scorer.scored} scored, {scorer.reused} "
-             f"reused); best so far {best['label']}: worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}; "
+             f"reused); best so far {best['label']}: {_objective(recipe)} {best['value']:.1%} (worst task kept "
+             f"{best['worst']:.1%}, mean {best['mean']:.1%}); "
              f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
     scorer.score_many("search", list(references(n).values()))
-    table = leaderboard.rows(study, scorer.ledger, ref, rows, references(n))
+    table = leaderboard.rows(study, scorer.ledger, judge, rows, references(n))
     best = leaderboard.best_row(table)
-    _say(f"best on the search rows: {best['label']} (worst task kept {best['worst']:.1%}); scoring it and the sum "
-         "merge on the report rows")
+    _say(f"best on the search rows: {best['label']} ({_objective(recipe)} {best['value']:.1%}); scoring it and the "
+         "reference merges on the report rows")
     final = final_figures(scorer, tasks, best, bootstrap)
     merge_out = _write_best(out, scorer.plan, best, recipe.output)
-    leaderboard.write_all(out, table, ref, final, tasks)
+    leaderboard.write_all(out, table, judge, final, tasks)
     body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
                  "engine_replicas": scorer.replicas,
                  "engine_start_seconds": scorer.engine_start_seconds,
@@ -260,6 +264,12 @@ def summary(result: SearchResult) -> str:
     lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
                  f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
     return "\n".join(lines)
+
+
+def _objective(recipe: SearchRecipe) -> str:
+    what = "worst task kept" if recipe.objective == "worst" else "mean kept"
+    u = recipe.uncertainty
+    return f"{what}, {u.quantile:.0%} lower bound" if u.rank_by == "lower_bound" else what
 
 
 def _pct(value) -> str:

@@ -163,11 +163,10 @@ class Scorer:
             references = [r.references for r in requests]
             definition, no_answer = task_rows.data.definition, task_rows.data.no_answer_text
             entry["metrics"][task] = metrics.score_task(definition, got, references, no_answer)
+            per_row[task] = {"row_scores": stats.row_scores(definition.metric, got, references, no_answer)}
             if kind == "report":
-                per_row[task] = {"predictions": got,
-                                 "row_scores": stats.row_scores(definition.metric, got, references, no_answer)}
-        if per_row:
-            entry["report_rows"] = per_row
+                per_row[task]["predictions"] = got
+        entry["per_row"] = per_row
         self.generate_seconds += seconds
         entry["seconds"] = round(seconds, 2)
         self.scored += 1
@@ -176,3 +175,8 @@ class Scorer:
 
 def headline_scores(entry: dict, rows: dict[str, TaskRows]) -> dict[str, float]:
     return {task: entry["metrics"][task][r.data.definition.headline] for task, r in rows.items()}
+
+
+def row_scores(entry: dict) -> dict[str, list[dict]]:
+    """task -> the entry's per-row scores (what intervals and lower bounds are computed from)."""
+    return {task: data["row_scores"] for task, data in entry["per_row"].items()}
