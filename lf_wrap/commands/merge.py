@@ -108,7 +108,7 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
         --methods linear,ties --budget 32 --out runs/search
 
     Every candidate is scored in one running vLLM engine (its weights patched in place) on search
-    rows; the best and the study's sum merge are then scored on other rows (the report rows).
+    rows; the best, the study's sum merge and linear 0.5 are then scored on other rows (the report rows).
     Killed, the same command goes on where it stopped."""
     import yaml
 
