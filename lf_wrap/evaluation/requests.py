@@ -125,3 +125,14 @@ def tokenize_requests(requests: list[Request], tokenizer, template: str, max_mod
             request.truncated = True
         request.token_ids = ids
     return too_long
+
+
+def live_requests(data: TaskData, recipe: EvalRecipe, tokenizer, max_new_tokens: int) -> tuple[list[Request], list[Request]]:
+    """(the requests an engine generates, the prompts too long for it): rendered, tokenized and
+    filtered under the recipe's template, max_model_len and long_prompts policy. What `lf-wrap
+    eval` asks each model, and what `lf-wrap merge search` scores candidates on."""
+    requests = build_requests(data, recipe.template)
+    too_long = tokenize_requests(requests, tokenizer, recipe.template, recipe.engine.max_model_len,
+                                 max_new_tokens, recipe.long_prompts)
+    skipped = {r.row for r in too_long}
+    return [r for r in requests if r.row not in skipped], too_long

@@ -28,7 +28,7 @@ from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
 from lf_wrap.evaluation.models import ResolvedModel, lora_settings, resolve_models, tasks_from_training_runs
 from lf_wrap.evaluation.recipe import EvalRecipe
-from lf_wrap.evaluation.requests import Request, TaskData, build_requests, load_task, tokenize_requests
+from lf_wrap.evaluation.requests import Request, TaskData, live_requests, load_task
 from lf_wrap.core.files import check_output_folder
 from lf_wrap.core.manifest import StageRecord
 from lf_wrap.core.models import resolve_base
@@ -91,11 +91,7 @@ def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tok
     pending: list[tuple[ResolvedModel, Request]] = []
     for task, task_data in data.items():
         entry = recipe.tasks[task]
-        requests = build_requests(task_data, recipe.template)
-        too_long = tokenize_requests(requests, tokenizer, recipe.template, recipe.engine.max_model_len,
-                                     entry.max_new_tokens, recipe.long_prompts)
-        skipped = {r.row for r in too_long}
-        live = [r for r in requests if r.row not in skipped]
+        live, too_long = live_requests(task_data, recipe, tokenizer, entry.max_new_tokens)
         expected = {r.row: r.prompt_sha256 for r in live}
         for model in members:
             meta = {"model": model.name, "kind": model.kind, "model_path": model.path,
@@ -113,7 +109,7 @@ def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tok
             counts[model.name][task] = {"rows": len(live), "skipped_too_long": len(too_long),
                                         "truncated": sum(r.truncated for r in live)}
         if too_long:
-            _say(f"{task}: {len(too_long)} of {len(requests)} prompts have more than max_model_len - max_new_tokens "
+            _say(f"{task}: {len(too_long)} of {len(live) + len(too_long)} prompts have more than max_model_len - max_new_tokens "
                  f"= {recipe.engine.max_model_len - entry.max_new_tokens} tokens; skipped (long_prompts: skip)")
         for request in live:          # row by row, every model: all models' requests in each batch
             for model in members:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.models import ResolvedModel, resolve_models, tasks_from_training_runs
 from lf_wrap.evaluation.recipe import EvalRecipe, ModelEntry
-from lf_wrap.evaluation.requests import Request, TaskData, build_requests, load_task, tokenize_requests
+from lf_wrap.evaluation.requests import Request, TaskData, live_requests, load_task
 from lf_wrap.search.recipe import SearchRecipe
 
 
@@ -59,14 +59,6 @@ def specialists(recipe: SearchRecipe, eval_recipe: EvalRecipe) -> tuple[EvalReci
     return with_tasks, models, notes
 
 
-def _requests(data: TaskData, eval_recipe: EvalRecipe, tokenizer, max_new_tokens: int) -> tuple[list[Request], int]:
-    requests = build_requests(data, eval_recipe.template)
-    too_long = tokenize_requests(requests, tokenizer, eval_recipe.template, eval_recipe.engine.max_model_len,
-                                 max_new_tokens, eval_recipe.long_prompts)
-    skipped = {r.row for r in too_long}
-    return [r for r in requests if r.row not in skipped], len(too_long)
-
-
 def _draw(requests: list[Request], count: int, seed: int, task: str) -> tuple[list[Request], list[Request]]:
     """`count` rows drawn by whole prompts (seeded), and the others; both in dataset order."""
     groups: dict[str, list[Request]] = {}
@@ -87,7 +79,8 @@ def split_rows(recipe: SearchRecipe, eval_recipe: EvalRecipe, tasks: list[str], 
     for task in tasks:
         entry = eval_recipe.tasks[task]
         data = load_task(eval_recipe, task)
-        live, skipped = _requests(data, eval_recipe, tokenizer, entry.max_new_tokens)
+        live, too_long = live_requests(data, eval_recipe, tokenizer, entry.max_new_tokens)
+        skipped = len(too_long)
         other = recipe.rows.search_datasets.get(task)
         if other is None:
             if recipe.rows.search >= len(live):
@@ -100,8 +93,8 @@ def split_rows(recipe: SearchRecipe, eval_recipe: EvalRecipe, tasks: list[str], 
             search_entry = entry.model_copy(update={"dataset": other})
             search_data = load_task(eval_recipe.model_copy(update={"tasks": {**eval_recipe.tasks, task: search_entry}}),
                                     task)
-            search, more = _requests(search_data, eval_recipe, tokenizer, entry.max_new_tokens)
-            skipped += more
+            search, more = live_requests(search_data, eval_recipe, tokenizer, entry.max_new_tokens)
+            skipped += len(more)
             search = search[:recipe.rows.search]
             report, source, source_sha = live, search_data.dataset, search_data.sha256
             _refuse_overlap(task, search, report, source, data.dataset)
