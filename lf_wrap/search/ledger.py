@@ -68,6 +68,3 @@ class Ledger:
             os.fsync(handle.fileno())
         self.entries[(entry["rows"], entry["key"])] = entry
         return entry
-
-    def scored(self, rows: str) -> list[dict]:
-        return [e for (kind, _), e in self.entries.items() if kind == rows]

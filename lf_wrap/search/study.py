@@ -15,7 +15,6 @@ first when they lie in the space: the optimiser starts from the merges people al
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from lf_wrap.merge.methods import METHODS
@@ -24,7 +23,6 @@ from lf_wrap.search.recipe import SearchRecipe
 
 STUDY_NAME = "merge-search"
 JOURNAL = "optuna.journal"
-log = logging.getLogger(__name__)
 
 
 def _quiet() -> None:
