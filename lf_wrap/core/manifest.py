@@ -13,6 +13,7 @@ The stage's own keys follow the header."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -69,3 +70,13 @@ class StageRecord:
             raise ValueError(f"manifest keys {clash} belong to the header")
         return {**self.header, **body}
 
+
+
+def read_manifest_file(path: Path) -> dict:
+    """A manifest (or any JSON object) as written, or {} when it is missing, unreadable or not an
+    object: what a stage asks of an earlier output before deciding to reuse or replace it."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -27,7 +27,7 @@ import yaml
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_directory, atomic_write_json, atomic_write_text, clean_stale_temporaries
-from lf_wrap.core.manifest import StageRecord
+from lf_wrap.core.manifest import StageRecord, read_manifest_file
 from lf_wrap.core.models import serving_fingerprint
 from lf_wrap.core.process import terminate_as_interrupt
 from lf_wrap.merge.checks import MANIFEST, MergePlan, check_inputs, safetensors_header
@@ -72,7 +72,7 @@ def _merge(config: MergeConfig, force: bool, recipe_text: str | None) -> MergeRe
     fingerprint = _fingerprint(plan, inputs, base)
     hashed = time.monotonic()
     if plan.out.exists() and not force:
-        previous = _read_manifest(plan.out)
+        previous = read_manifest_file(plan.out / MANIFEST)
         if previous.get("fingerprint") == fingerprint:
             log.info(f"{plan.out} already holds this merge (same inputs and settings); skipping. "
                      "Pass --force to redo it.")
@@ -231,13 +231,6 @@ def _fingerprint(plan: MergePlan, inputs: list[dict], base: dict) -> str:
     blob = json.dumps({"settings": settings, "inputs": [i["digest"] for i in inputs], "base": base["digest"]},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _read_manifest(out: Path) -> dict:
-    try:
-        return json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _error_summary(errors: dict[str, float]) -> dict:

@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lf_wrap.search.ledger import Ledger
-from lf_wrap.search.objective import Judge, rank_key, retained_gains
+from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.scoring import from_dict, headline_scores, key_of, row_scores
 from lf_wrap.search.rows import TaskRows
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str]) -> dict:
@@ -59,7 +50,7 @@ def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows], re
         entry = ledger.get("search", key_of(candidate))
         if entry is not None:
             table.setdefault(entry["key"], _row(entry, judge, task_rows, tasks))["role"] = f"reference: {role}"
-    ranked = sorted(table.values(), key=lambda r: rank_key(retained_gains(judge.ref, r["scores"]),
+    ranked = sorted(table.values(), key=lambda r: rank_key(Gains(r["retained"], r["worst"], r["mean"]),
                                                            tuple(r["complexity"]), r["value"]))
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
@@ -70,7 +61,7 @@ def best_row(table: list[dict]) -> dict:
     return table[0]
 
 
-def _pct(value) -> str:
+def pct(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
@@ -81,7 +72,7 @@ def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str]) -> s
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in table:
         cells = [str(r["rank"]), f"`{r['label']}`", r["role"]] + [f"{r['scores'][t]:.4f}" for t in tasks] + \
-            [_pct(r["retained"][t]) for t in ref.tasks] + [_pct(r["worst"]), _pct(r["mean"]), _pct(r["lower_bound"]),
+            [pct(r["retained"][t]) for t in ref.tasks] + [pct(r["worst"]), pct(r["mean"]), pct(r["lower_bound"]),
                                                            ",".join(map(str, r["trials"])) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     base = ", ".join(f"{t} {ref.base[t]:.4f}" for t in tasks)
@@ -122,7 +113,7 @@ def final_markdown(final: dict, tasks: list[str]) -> str:
 
     def kept(name: str, t: str) -> str:
         g = final["retained"][name][t]
-        return f"{_pct(g['value'])} [{_pct(g['ci95'][0])}, {_pct(g['ci95'][1])}]" if g["ci95"] else _pct(g["value"])
+        return f"{pct(g['value'])} [{pct(g['ci95'][0])}, {pct(g['ci95'][1])}]" if g["ci95"] else pct(g["value"])
 
     head = ["task", "metric", "base", "specialist", *MERGES, *(f"{name} kept" for name in MERGES)]
     lines = [f"Report rows ({', '.join(f'{t} {n}' for t, n in final['rows'].items())}; none of them was searched on). "
@@ -133,8 +124,8 @@ def final_markdown(final: dict, tasks: list[str]) -> str:
                      + " | ".join(cell(name, t) for name in MERGES) + " | "
                      + " | ".join(kept(name, t) for name in MERGES) + " |")
     summary = final["summary"]
-    lines += ["", "Worst task kept: " + ", ".join(f"{name} {_pct(summary[name]['worst'])}" for name in MERGES)
-              + "; mean: " + ", ".join(f"{name} {_pct(summary[name]['mean'])}" for name in MERGES) + ".",
+    lines += ["", "Worst task kept: " + ", ".join(f"{name} {pct(summary[name]['worst'])}" for name in MERGES)
+              + "; mean: " + ", ".join(f"{name} {pct(summary[name]['mean'])}" for name in MERGES) + ".",
               f"[low, high]: {final['bootstrap']['confidence']:.0%} bootstrap interval over the report rows "
               f"({final['bootstrap']['n_resamples']} resamples, seed {final['bootstrap']['seed']}); a retained "
               "gain's interval resamples base, specialist and merge together."]

@@ -24,7 +24,7 @@ from pathlib import Path
 from lf_wrap import __version__
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder, check_replaceable
-from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
+from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord, read_manifest_file
 from lf_wrap.core.models import resolve_base, weights_fingerprint
 from lf_wrap.evaluation.engine import EngineSpec, engine_spec
 from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
@@ -64,7 +64,7 @@ def _prepare_folder(out: Path, ident: str, space: dict, force: bool) -> bool:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return False
     check_replaceable(out, MANIFEST, "search", option="out")
-    earlier = leaderboard.read_json(out / MANIFEST)
+    earlier = read_manifest_file(out / MANIFEST)
     same = earlier.get("identity") == ident and earlier.get("space") == space
     if same and not force:
         return True
@@ -255,12 +255,12 @@ def summary(result: SearchResult) -> str:
         cells = []
         for name in MERGES:
             g = final["retained"][name][task]
-            text = _pct(g["value"])
+            text = leaderboard.pct(g["value"])
             if g["ci95"]:
                 text += f" [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}]"
             cells.append(text)
         lines.append(f"  {task:<12}" + "".join(f"{c:>26}" for c in cells))
-    lines.append(f"  {'worst task':<12}" + "".join(f"{_pct(final['summary'][n]['worst']):>26}" for n in MERGES))
+    lines.append(f"  {'worst task':<12}" + "".join(f"{leaderboard.pct(final['summary'][n]['worst']):>26}" for n in MERGES))
     lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
                  f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
     return "\n".join(lines)
@@ -270,7 +270,3 @@ def _objective(recipe: SearchRecipe) -> str:
     what = "worst task kept" if recipe.objective == "worst" else "mean kept"
     u = recipe.uncertainty
     return f"{what}, {u.quantile:.0%} lower bound" if u.rank_by == "lower_bound" else what
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
