@@ -92,4 +92,6 @@ def read_adapter(given: str | Path, who: str | None = None) -> Adapter:
     weights = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
     if weights is None:
         raise UserError(f"{label}adapter {given}: {CONFIG_FILE} but no {' or '.join(WEIGHT_FILES)}")
-    return Adapter(given=str(given), path=path.resolve(), config=config, weights=weights.resolve())
+    # The weight file keeps its name in the folder: a link to a store is hashed as the bytes it
+    # reaches, under this name (the link target's own name is in no folder listing).
+    return Adapter(given=str(given), path=path.resolve(), config=config, weights=path.resolve() / weights.name)

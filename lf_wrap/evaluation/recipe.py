@@ -46,6 +46,12 @@ class TaskEntry(_Strict):
     else 'unanswerable'."""
 
 
+# vllm.LLM arguments lf-wrap fills from the recipe and the adapters; extra_args may not change them.
+LF_WRAP_ENGINE_ARGS = {"model": "from model_name_or_path or the model's path",
+                       "tokenizer": "from the model or the base", "enable_lora": "when adapters are served",
+                       "max_cpu_loras": "from max_loras", "lora_target_modules": "from the adapters' configs"}
+
+
 class EngineSettings(_Strict):
     dtype: str = "auto"
     """vLLM dtype: auto, bfloat16, float16, float32 (float32 reproduces transformers' greedy
@@ -70,7 +76,22 @@ class EngineSettings(_Strict):
     enforce_eager: bool = False
     seed: int = 0
     extra_args: dict[str, Any] = {}
-    """Any other vllm.LLM(...) argument, passed as is (e.g. max_num_seqs, enable_prefix_caching)."""
+    """Any other vllm.LLM(...) argument, passed as is (e.g. max_num_seqs, hf_overrides). It is
+    part of every prediction's identity (a change regenerates); a key this section already has
+    (dtype, seed, ...) or one lf-wrap sets itself (model, enable_lora, ...) is refused, so that
+    what ran is what the manifest records."""
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_second_spelling(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in cls.model_fields and key != "extra_args":
+                raise ValueError(f"'{key}' is a setting of the engine section: set engine.{key} instead of "
+                                 f"engine.extra_args.{key}")
+            if key in LF_WRAP_ENGINE_ARGS:
+                raise ValueError(f"'{key}' is set by lf-wrap itself ({LF_WRAP_ENGINE_ARGS[key]}); remove it from "
+                                 "engine.extra_args")
+        return value
 
 
 class BootstrapSettings(_Strict):

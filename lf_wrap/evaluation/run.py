@@ -32,7 +32,8 @@ from lf_wrap.evaluation.requests import Request, TaskData, live_requests, load_t
 from lf_wrap.core.files import check_output_folder
 from lf_wrap.core.manifest import StageRecord
 from lf_wrap.core.models import resolve_base
-from lf_wrap.evaluation.identity import model_identity
+from lf_wrap.core.identity import engine_identity, model_identity
+from lf_wrap.core.locks import folder_lock
 from lf_wrap.evaluation.results import score_all, uncertainty_section, versions, write_manifest
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 from lf_wrap.core.process import RECORDED_ENV
@@ -85,8 +86,8 @@ def _engine_groups(models: list[ResolvedModel], base: str) -> list[tuple[str, st
 
 
 def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tokenizer, data: dict[str, TaskData],
-                force: bool, counts: dict, identities: dict[str, dict],
-                stop_ids: list[int]) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
+                force: bool, counts: dict, identities: dict[str, dict], stop_ids: list[int],
+                engine_args: dict) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
     files: dict[tuple[str, str], pred.PredictionFile] = {}
     pending: list[tuple[ResolvedModel, Request]] = []
     for task, task_data in data.items():
@@ -99,7 +100,8 @@ def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tok
                     "dataset_sha256": task_data.sha256, "template": recipe.template,
                     "prompt_rendering": rendering_id(recipe.template), "stop_token_ids": stop_ids,
                     "max_new_tokens": entry.max_new_tokens, "dtype": recipe.engine.dtype,
-                    "max_model_len": recipe.engine.max_model_len, "long_prompts": recipe.long_prompts,
+                    "max_model_len": recipe.engine.max_model_len, "engine_args": engine_args,
+                    "long_prompts": recipe.long_prompts,
                     "no_answer_text": task_data.no_answer_text, "lf_wrap_version": __version__}
             file = pred.PredictionFile(out / "predictions" / model.name / f"{task}.jsonl", meta, force)
             file.check_prompts(expected)
@@ -177,25 +179,35 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
     for note in from_runs:
         _say(note)
     data = {task: load_task(recipe, task) for task in recipe.tasks}
+    base_folder = resolve_base(recipe.model_name_or_path)    # what is hashed is what vLLM loads
     check_output_folder(out, "--out", {**{f"model '{m.name}'": Path(m.path) for m in models if m.kind != "base"},
+                                       "the base model": base_folder,
                                        "the dataset folder": Path(recipe.dataset_dir),
                                        **{f"dataset '{d.dataset}'": d.file for d in data.values()}})
+    with folder_lock(out):
+        return _evaluate(recipe, recipe_path, recipe_text, out, force, overrides, record, models, data, base_folder)
+
+
+def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path, force: bool,
+              overrides: tuple[str, ...], record: StageRecord, models: list[ResolvedModel], data: dict,
+              base_folder: Path) -> EvalResult:
     rank, slots, notes = lora_settings(models, recipe.engine.max_lora_rank, recipe.engine.max_loras)
     for note in notes:
         _say(note)
     counts: dict = defaultdict(dict)
     engines, generated, reused = [], 0, 0
     plans = []
-    base_folder = resolve_base(recipe.model_name_or_path)    # what is hashed is what vLLM loads
     identities: dict[str, dict] = {}
     for model_path, tokenizer_path, members in _engine_groups(models, str(base_folder)):
         tokenizer = load_tokenizer(tokenizer_path)
         stop_ids = stop_token_ids(tokenizer, recipe.template)
         for model in members:
-            identities[model.name] = model_identity(model, base_folder, Path(tokenizer_path))
-        files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts, identities, stop_ids)
-        plans.append((model_path, tokenizer_path, members, files, pending, stop_ids))
-    for number, (model_path, tokenizer_path, members, files, pending, stop_ids) in enumerate(plans, 1):
+            identities[model.name] = model_identity(model.kind, model.path, base_folder, Path(tokenizer_path))
+        spec = engine_spec(members, model_path, tokenizer_path, recipe.engine, (rank, slots), stop_ids)
+        files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts, identities, stop_ids,
+                                     engine_identity(spec.kwargs))
+        plans.append((model_path, members, files, pending, spec))
+    for number, (model_path, members, files, pending, spec) in enumerate(plans, 1):
         names = ", ".join(m.name for m in members)
         total = sum(c["rows"] for m in members for c in counts[m.name].values())
         reused += total - len(pending)
@@ -204,7 +216,6 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
             continue
         _say(f"engine {number}/{len(plans)}: {model_path} serving {names}: {len(pending)} rows to generate"
              + (f", {total - len(pending)} already written" if total > len(pending) else ""))
-        spec = engine_spec(members, model_path, tokenizer_path, recipe.engine, (rank, slots), stop_ids)
         timing = _generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}")
         engines.append({"models": [m.name for m in members], "vllm_args": spec.kwargs,
                         "data_parallel_size": recipe.engine.data_parallel_size, **timing})

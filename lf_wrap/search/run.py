@@ -25,7 +25,9 @@ from lf_wrap import __version__
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder, check_replaceable
 from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord, read_manifest_file
-from lf_wrap.core.models import resolve_base, weights_fingerprint
+from lf_wrap.core.identity import engine_identity, model_identity
+from lf_wrap.core.locks import folder_lock
+from lf_wrap.core.models import resolve_base
 from lf_wrap.evaluation.engine import EngineSpec, engine_spec
 from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
 from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
@@ -34,7 +36,7 @@ from lf_wrap.merge.checks import MergePlan, check_inputs
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import leaderboard, study as optimiser
 from lf_wrap.search.final import final_figures, references, specialist
-from lf_wrap.search.ledger import Ledger, identity
+from lf_wrap.search.ledger import LEDGER, Ledger, identity
 from lf_wrap.search.objective import Judge, reference
 from lf_wrap.search.recipe import SearchRecipe
 from lf_wrap.search.rows import TaskRows, row_ids, specialists, split_rows
@@ -59,11 +61,19 @@ def _say(message: str) -> None:
     log.info(f"search: {message}")
 
 
-def _prepare_folder(out: Path, ident: str, space: dict, force: bool) -> bool:
-    """True when an earlier search with the same inputs and space is continued."""
+# Everything a search writes into its folder: --force deletes a folder holding nothing else.
+OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
+           "leaderboard.json", "chart*.png", "final.md", "best")
+
+
+def _prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict[str, Path]) -> bool:
+    """True when an earlier search with the same inputs and space is continued. `--force` deletes
+    only a search folder lf-wrap wrote (lf_wrap.core.files.check_replaceable), never one holding
+    `inputs` (the recipes this run reads) or files of the user's."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return False
-    check_replaceable(out, MANIFEST, "search", option="out")
+    check_replaceable(out, MANIFEST, "search", option="out", outputs=OUTPUTS if force else None,
+                      inputs=inputs if force else None)
     earlier = read_manifest_file(out / MANIFEST)
     same = earlier.get("identity") == ident and earlier.get("space") == space
     if same and not force:
@@ -128,24 +138,37 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     rows = split_rows(recipe, eval_recipe, tasks, tokenizer)
     settings = engine.model_copy(update={"tensor_parallel_size": 1, "pipeline_parallel_size": 1})
     spec = engine_spec([], str(base_dir), str(base_dir), settings, (settings.max_lora_rank, 1), stop_ids)
+    # The same identity as eval's: every served file of the base (weights, config, tokenizer,
+    # chat template) and of each adapter by content, and every engine argument.
+    base = model_identity("base", base_dir, base_dir)
     inputs = {"base": {"name": eval_recipe.model_name_or_path, "folder": str(base_dir),
-                       "weights": weights_fingerprint(base_dir)},
+                       "fingerprint": base["model_fingerprint"], "files": base["model_files"]},
               "adapters": [{"path": m.path, "task": m.task, "fingerprint": a.adapter.fingerprint()}
                            for m, a in zip(models, plan.adapters)]}
     generation = {"template": eval_recipe.template, "prompt_rendering": rendering_id(eval_recipe.template),
                   "stop_token_ids": stop_ids, "dtype": settings.dtype, "max_model_len": settings.max_model_len,
-                  "long_prompts": eval_recipe.long_prompts, "lf_wrap_version": __version__}
+                  "engine_args": engine_identity(spec.kwargs), "long_prompts": eval_recipe.long_prompts,
+                  "lf_wrap_version": __version__}
     return SearchPlan(recipe, eval_recipe, tasks, plan, rows, spec, inputs, generation, notes + plan.warnings)
 
 
-def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> SearchResult:
+def search(recipe: SearchRecipe, recipe_text: str, force: bool = False, recipe_path: Path | None = None) -> SearchResult:
+    """Run (or continue) the search; one run at a time holds `out` (lf_wrap.core.locks)."""
     record = StageRecord("search")
     checked = plan_search(recipe)
     for note in checked.notes:
         _say(note)
-    out, ident, rows, spec = Path(recipe.out), checked.identity, checked.rows, checked.spec
+    out = Path(recipe.out).expanduser().resolve()    # a link to a folder: the folder it points to
+    with folder_lock(out, option="out"):
+        return _search(recipe, recipe_text, force, recipe_path, record, checked, out)
+
+
+def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Path | None, record: StageRecord,
+            checked: SearchPlan, out: Path) -> SearchResult:
+    ident, rows, spec = checked.identity, checked.rows, checked.spec
     space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
-    resumed = _prepare_folder(out, ident, space, force)
+    reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
+    resumed = _prepare_folder(out, ident, space, force, reads)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "search.yaml", recipe_text)
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
