@@ -87,7 +87,7 @@ def test_a_killed_merge_leaves_a_temporary_folder_the_next_run_removes(adapters,
     assert child.stdout.readline().strip() == "STARTED"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    left = [p for p in tmp_path.iterdir() if p.name.startswith(".merged.")]
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".merged.") and p.name.endswith(".tmp")]
     assert len(left) == 1 and (left[0] / "partial.bin").is_file()
     result = merge(adapters["A"], "--method", "linear", "--out", out)
     assert result.exit_code == 0, result.output

@@ -148,4 +148,4 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
 
         click.echo(plan_search(recipe).describe())
         return
-    click.echo(summary(search(recipe, text, force=force)))
+    click.echo(summary(search(recipe, text, force=force, recipe_path=Path(inputs[0]) if recipe_form else None)))

@@ -6,6 +6,7 @@ renamed into place, so a crash or Ctrl-C leaves either the old file or the new o
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -98,22 +99,46 @@ def check_output_folder(out: Path, option: str, inputs: dict[str, Path]) -> None
                             f"choose another {option}")
 
 
-def check_replaceable(dest: Path, manifest: str, stage: str, option: str = "--out") -> None:
-    """`--force` replaces only an earlier output of the same kind that lf-wrap wrote: a folder
-    whose `manifest` file says it is a `stage` output (manifests from before the shared header
-    carry no `stage`: the file's name is then the mark)."""
+def check_replaceable(dest: Path, manifest: str, stage: str, option: str = "--out",
+                      outputs: tuple[str, ...] | None = None, inputs: dict[str, Path] | None = None,
+                      also: tuple[str, ...] = ()) -> None:
+    """`--force` replaces only lf-wrap's own earlier output of the same kind, and nothing else:
+      - `dest/manifest` carries lf-wrap's manifest header for `stage` (`stage` and
+        `lf_wrap_version` keys): anyone's `manifest.json`, or an output of another stage, is not one;
+      - every entry in the folder is one the stage writes: `outputs` (shell patterns), else the
+        `files` list the manifest recorded (and `also`); names starting with "." are lf-wrap's temporaries and
+        locks. Anything else (a recipe kept there, a user's notes) is named in the refusal;
+      - no input of this run (`inputs`: a recipe it reads, ...) lies inside it."""
     dest = Path(dest)
     if not dest.exists():
         return
-    marker = dest / manifest
+    refuse = (f"--force replaces only lf-wrap's own earlier output: move it away or choose another {option}")
+    if not dest.is_dir():
+        raise UserError(f"{option} {dest} exists and is a file, not an lf-wrap {stage} output; {refuse}")
     try:
-        written = json.loads(marker.read_text(encoding="utf-8")) if dest.is_dir() else None
+        written = json.loads((dest / manifest).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         written = None
-    if not isinstance(written, dict) or written.get("stage", stage) != stage:
-        raise UserError(f"{option} {dest} exists and is not an lf-wrap {stage} output (no {manifest} saying so); "
-                        "--force replaces only lf-wrap's own earlier output: move it away or choose another "
-                        f"{option}")
+    if not isinstance(written, dict) or written.get("stage") != stage or "lf_wrap_version" not in written:
+        what = (f"its {manifest} is lf-wrap's {written['stage']} output" if isinstance(written, dict)
+                and isinstance(written.get("stage"), str) and "lf_wrap_version" in written
+                else f"no {manifest} with lf-wrap's header saying so")
+        raise UserError(f"{option} {dest} exists and is not an lf-wrap {stage} output ({what}); {refuse}")
+    for label, path in (inputs or {}).items():
+        if path is not None and _relation(dest, path) == "contains":
+            raise UserError(f"{option} {dest} holds {label} ({path}), which this run reads; --force would delete "
+                            f"it: move it out of {dest} or choose another {option}")
+    if outputs is None:
+        listed = written.get("files")
+        if not isinstance(listed, list):
+            return
+        outputs = (manifest, *also, *(str(n) for n in listed))
+    foreign = sorted(p.name for p in dest.iterdir()
+                     if not p.name.startswith(".") and not any(fnmatch.fnmatch(p.name, pat) for pat in outputs))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UserError(f"{option} {dest} holds files lf-wrap did not write ({shown}); --force would delete them: "
+                        f"move them away or choose another {option}")
 
 
 # ---------------------------------------------------------------- whole folders
@@ -166,8 +191,11 @@ def atomic_directory(dest: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `dest`; on success it replaces `dest` in one rename.
 
     Without `force` an existing `dest` is an error raised before any work starts; with it the
-    old folder is moved aside and removed only after the new one is in place."""
+    old folder is moved aside and removed only after the new one is in place. A `dest` that is a
+    symlink stands for the folder it points to: that folder is replaced, the link kept."""
     dest = Path(dest)
+    if dest.is_symlink():
+        dest = dest.resolve()
     if dest.exists() and not force:
         raise UserError(f"{dest} already exists; pass --force to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)

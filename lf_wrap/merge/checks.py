@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lf_wrap.core.adapters import CONFIG_FILE, Adapter, read_adapter
+from lf_wrap.core.adapters import CONFIG_FILE as ADAPTER_CONFIG, Adapter, read_adapter
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import check_output_folder, check_replaceable
 from lf_wrap.core.models import resolve_base, same_base
@@ -23,6 +23,8 @@ from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
 
 MANIFEST = "merge_manifest.json"
+CONFIG_FILE = "merge_config.yaml"   # the resolved config: `lf-wrap merge recipe` rebuilds from it
+RECIPE_FILE = "merge_recipe.yaml"   # the recipe as written, when the merge came from one
 ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
 FLOAT_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 # adapter_config.json keys that make an adapter more than W + scaling * B @ A on the targeted
@@ -94,7 +96,7 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
     check_output_folder(out, "--out", {**{f"input adapter {a.given}": a.path for a in adapters},
                                        f"the base model {base_name}": base_dir})
     if force:
-        check_replaceable(out, MANIFEST, "merge")
+        check_replaceable(out, MANIFEST, "merge", also=(CONFIG_FILE, RECIPE_FILE))
     shards = base_shards(base_dir)
     headers = {}
     for shard in shards:
@@ -145,7 +147,7 @@ def load_adapter(given: str) -> LoadedAdapter:
     import torch
 
     adapter = read_adapter(given)
-    config, config_file = adapter.config, adapter.path / CONFIG_FILE
+    config, config_file = adapter.config, adapter.path / ADAPTER_CONFIG
     for key, why in UNSUPPORTED.items():
         if config.get(key):
             raise UserError(f"{config_file}: {key} is set; lf-wrap cannot merge this adapter ({why})")

@@ -27,18 +27,17 @@ import yaml
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_directory, atomic_write_json, atomic_write_text, clean_stale_temporaries
+from lf_wrap.core.locks import folder_lock
 from lf_wrap.core.manifest import StageRecord, read_manifest_file
 from lf_wrap.core.models import serving_fingerprint
 from lf_wrap.core.process import terminate_as_interrupt
-from lf_wrap.merge.checks import MANIFEST, MergePlan, check_inputs, safetensors_header
+from lf_wrap.merge.checks import CONFIG_FILE, MANIFEST, RECIPE_FILE, MergePlan, check_inputs, safetensors_header
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
 
 log = logging.getLogger(__name__)
 
 EXPORT_SIZE_GB = 5            # LLaMA-Factory's default export_size (shard size of `sum --as model`)
-CONFIG_FILE = "merge_config.yaml"   # the resolved config: `lf-wrap merge recipe` rebuilds from it
-RECIPE_FILE = "merge_recipe.yaml"   # the recipe as written, when the merge came from one
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf", ".onnx", ".ckpt"}
 SKIPPED_FILES = {"README.md", ".gitattributes"}   # the base's model card does not describe the merge
 
@@ -62,6 +61,12 @@ def _merge(config: MergeConfig, force: bool, recipe_text: str | None) -> MergeRe
     record = StageRecord("merge")
     started = time.monotonic()
     plan = check_inputs(config, force)
+    with folder_lock(plan.out):        # one writer: a second merge into the same --out waits for none
+        return _merge_locked(config, force, recipe_text, record, started, plan)
+
+
+def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, record: StageRecord, started: float,
+                  plan: MergePlan) -> MergeResult:
     for line in clean_stale_temporaries(plan.out):
         log.info(line)
     checked = time.monotonic()
