@@ -284,3 +284,27 @@ def test_a_manifest_lf_wrap_did_not_write_is_kept(tmp_path, dataset_dir):
     proc = prepare_cli("summarize", src, dataset_dir, "--name", "notes", n="1")
     assert_refused(proc, dataset_dir, before, "notes.manifest.json", "not written by lf-wrap")
 
+
+def test_a_failed_write_leaves_the_set_as_it_was(tmp_path, monkeypatch, sample_sources):
+    """All or none: the disk fills up while dataset_info.json is written; the set prepared
+    before (rows, manifest, entry) is still the one on disk."""
+    import tempfile
+
+    from lf_wrap.data.prepare import PrepareOptions, prepare
+
+    folder = tmp_path / "ds"
+    src = str(sample_sources / "squad_v2" / "train.jsonl")
+    prepare("qa", src, "train", 5, options=PrepareOptions(dataset_dir=folder, name="qa_small"))
+    before = snapshot(folder)
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(*args, **kwargs):
+        if "dataset_info.json" in kwargs.get("prefix", ""):
+            raise OSError(28, "No space left on device")
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        prepare("qa", src, "train", 7, options=PrepareOptions(dataset_dir=folder, name="qa_small"))
+    assert snapshot(folder) == before
+    assert not [p.name for p in folder.iterdir() if p.name not in before and p.name != ".dataset_info.json.lock"]

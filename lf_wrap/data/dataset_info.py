@@ -16,7 +16,7 @@ from typing import Iterator
 from filelock import FileLock
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.files import atomic_write_json
+from lf_wrap.core.files import atomic_write_bytes, dump_json
 
 INFO_FILE = "dataset_info.json"
 WRITER = "lf-wrap"
@@ -142,11 +142,31 @@ def check_name_free(dataset_dir: Path, name: str, what: str = "--name") -> None:
             raise UserError(f"{path} already exists and was not written by lf-wrap; choose another {what}")
 
 
-def register(dataset_dir: Path, name: str, entry: dict) -> None:
-    """Add or replace our entry `name`, keeping every other entry as it was. Call under `locked`."""
+def write_set(dataset_dir: Path, name: str, payload: bytes, manifest: dict) -> None:
+    """Write set `name`: its data file, its manifest and its entry, all three or none. Call under
+    `locked`, after `check_name_free`. The new registry is worked out (and a registry that is not
+    a JSON object refused) before the first byte is written; the three files are then written in
+    full beside their places, hidden, and renamed into place only once all three are on disk. A
+    full disk or a Ctrl-C while writing leaves the folder as it was, where writing the rows first
+    and registering last left rows with no entry, or a stale manifest beside new rows. (Only the
+    three renames, microseconds apart, are not one step.)"""
+    dataset_dir = Path(dataset_dir)
     info = read_info(dataset_dir)
-    info[name] = entry
-    atomic_write_json(Path(dataset_dir) / INFO_FILE, info)
+    info[name] = alpaca_entry(data_file_name(name))
+    writes = [(dataset_dir / data_file_name(name), payload),
+              (manifest_path(dataset_dir, name), dump_json(manifest).encode("utf-8")),
+              (dataset_dir / INFO_FILE, dump_json(info).encode("utf-8"))]
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in writes:
+            stage = path.with_name(f".{path.name}.staged")     # a name no set can have: names never start with '.'
+            atomic_write_bytes(stage, data)
+            staged.append((stage, path))
+        for stage, path in staged:
+            os.replace(stage, path)
+    finally:
+        for stage, _ in staged:
+            stage.unlink(missing_ok=True)
 
 
 def match_name(dataset_dir: Path, pattern: str, where: str) -> str:

@@ -1,7 +1,7 @@
 """`lf-wrap data prepare`: one source split -> one LLaMA-Factory instruction set.
 
 Sample `n` rows with a seed, then filter, then write the alpaca JSON array, a manifest beside
-it and the `dataset_info.json` entry. Sources are Hub ids (the real `datasets.load_dataset`
+it and the `dataset_info.json` entry, all three or none. Sources are Hub ids (the real `datasets.load_dataset`
 path) or local files of the same schema. `load_dataset` keeps the split as a memory-mapped
 Arrow table and only the sampled rows are ever read into Python, so memory stays flat however
 large the split (wmt19 zh-en train is 26 million rows, 7 GB). Idempotent: the same command
@@ -19,7 +19,7 @@ import yaml
 from lf_wrap.data import dataset_info as registry
 from lf_wrap.data.sources import load_split
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, dump_json, sha256_file
+from lf_wrap.core.files import dump_json, sha256_file
 from lf_wrap.core.manifest import HEADER_KEYS, StageRecord
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task
 
@@ -195,11 +195,9 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
             # Idempotent: the same command on the same source leaves every byte as it was
             # (manifest times included) and says so, like any stage whose output exists.
             return PrepareResult(name=name, data_file=data_file, manifest=previous, skipped=True)
-        atomic_write_bytes(data_file, payload)
         manifest = record.manifest(body)
         manifest.update(record.finish())
-        atomic_write_json(registry.manifest_path(dataset_dir, name), manifest)
-        registry.register(dataset_dir, name, registry.alpaca_entry(data_file.name))
+        registry.write_set(dataset_dir, name, payload, manifest)
     return PrepareResult(name=name, data_file=data_file, manifest=manifest)
 
 
