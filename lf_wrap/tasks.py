@@ -25,7 +25,9 @@ QA_PROMPT = ("Please answer the question in the context above, you only need to 
              "of the answer, no explanation：\ntitle:")
 
 DEFAULT_NO_ANSWER_TEXT = "unanswerable"
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")   # it names files: predictions/<model>/<task>.jsonl
+# A task or model name names files (predictions/<model>/<task>.jsonl). Matched whole with
+# `fullmatch`: with `match`, a `$` also matches before a final newline, and "mytask\n" passed.
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class RowError(ValueError):
@@ -157,7 +159,7 @@ def resolve_task(name: str, metric: str | None = None, key: str = "metric") -> T
                          f"needs {key}, one of: {', '.join(FAMILIES)}")
     if metric not in FAMILIES:
         raise ValueError(f"{key}: unknown metric '{metric}'; choose one of: {', '.join(FAMILIES)}")
-    if not TASK_NAME.match(name):
+    if not TASK_NAME.fullmatch(name):
         raise ValueError(f"task name {name!r}: letters, digits, '.', '_' and '-' only (it names files)")
     return Task(name, metric)
 

@@ -189,3 +189,122 @@ def test_bad_row_of_another_source_says_the_index_is_0_based(tmp_path, dataset_d
     before = snapshot(dataset_dir)
     assert_refused(prepare_cli("qa", src, dataset_dir), dataset_dir, before,
                    "row 1 (0-based index in the split)", "'question'")
+
+
+CNN_ROW = '{"article": "a", "highlights": "b", "id": "1"}\n'
+
+
+@pytest.mark.parametrize("name", [".", ".hidden", "-x", "nl\nx", "x\n", "tab\tx", " x", "x ",
+                                  "rlo\u202ex", "a" * 250])
+def test_dataset_name_is_a_visible_file_name(tmp_path, name):
+    """R2e, R2i: `.`, a hidden or option-like name, a name with a newline, a tab, an invisible
+    character or surrounding spaces, or one too long for its manifest's file name."""
+    dataset_dir = tmp_path / "ds"
+    src = tmp_path / "cnn.jsonl"
+    src.write_text(CNN_ROW, encoding="utf-8")
+    before = tree(tmp_path)
+    proc = prepare_cli("summarize", src, dataset_dir, "--name", name, n="1")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--name" in errors[0]
+    assert tree(tmp_path) == before and not dataset_dir.exists()
+
+
+@pytest.mark.parametrize("name", ["dataset_info", "DataSet_Info", "dataset_info.manifest"])
+def test_registry_name_is_refused_in_a_fresh_folder(tmp_path, name):
+    """R2g: the rows must never land in dataset_info.json (nor its case variant on macOS)."""
+    dataset_dir = tmp_path / "fresh"
+    src = tmp_path / "cnn.jsonl"
+    src.write_text(CNN_ROW, encoding="utf-8")
+    proc = prepare_cli("summarize", src, dataset_dir, "--name", name, n="1")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--name" in errors[0] and "dataset_info" in errors[0]
+    assert not dataset_dir.exists()
+    # the folder still takes a set afterwards
+    assert prepare_cli("summarize", src, dataset_dir, "--name", "ok", n="1").returncode == 0
+
+
+def test_a_name_cannot_be_another_sets_manifest(tmp_path):
+    """R2f, x first: `x.manifest` would write its rows over x's manifest."""
+    dataset_dir = tmp_path / "ds"
+    src = tmp_path / "cnn.jsonl"
+    src.write_text(CNN_ROW, encoding="utf-8")
+    assert prepare_cli("summarize", src, dataset_dir, "--name", "x", n="1").returncode == 0
+    before = snapshot(dataset_dir)
+    proc = prepare_cli("summarize", src, dataset_dir, "--name", "x.manifest", n="1")
+    assert_refused(proc, dataset_dir, before, "--name 'x.manifest'", "dataset 'x'")
+
+
+def test_a_name_ending_in_manifest_is_refused(tmp_path):
+    """R2f, x.manifest first: its rows in x.manifest.json would be overwritten by x's manifest."""
+    dataset_dir = tmp_path / "ds"
+    src = tmp_path / "cnn.jsonl"
+    src.write_text(CNN_ROW, encoding="utf-8")
+    proc = prepare_cli("summarize", src, dataset_dir, "--name", "x.manifest", n="1")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "--name 'x.manifest'" in errors[0] and not dataset_dir.exists()
+
+
+def test_a_set_registered_before_the_rule_keeps_its_rows(tmp_path):
+    """R2f, x.manifest registered by an older lf-wrap: preparing `x` would write x's manifest
+    over x.manifest's rows; refused, naming the entry that owns the file."""
+    dataset_dir = tmp_path / "ds"
+    dataset_dir.mkdir()
+    rows = [{"instruction": "i", "input": "", "output": "o"}]
+    (dataset_dir / "x.manifest.json").write_text(json.dumps(rows), encoding="utf-8")
+    (dataset_dir / "x.manifest.manifest.json").write_text(json.dumps({"written_by": "lf-wrap"}), encoding="utf-8")
+    entry = {"file_name": "x.manifest.json", "formatting": "alpaca",
+             "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+    (dataset_dir / "dataset_info.json").write_text(json.dumps({"x.manifest": entry}), encoding="utf-8")
+    src = tmp_path / "cnn.jsonl"
+    src.write_text(CNN_ROW, encoding="utf-8")
+    before = snapshot(dataset_dir)
+    proc = prepare_cli("summarize", src, dataset_dir, "--name", "x", n="1")
+    assert_refused(proc, dataset_dir, before, "--name 'x'", "dataset 'x.manifest'", "x.manifest.json")
+
+
+def test_a_name_cannot_take_another_entrys_file(tmp_path, dataset_dir):
+    """A user's entry 'theirs' points at new.json (not written yet): `--name new` would fill it."""
+    info = {**USER_ENTRY, "theirs": {"file_name": "new.json"}}
+    (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    src = tmp_path / "cnn.jsonl"
+    src.write_text(CNN_ROW, encoding="utf-8")
+    before = snapshot(dataset_dir)
+    proc = prepare_cli("summarize", src, dataset_dir, "--name", "new", n="1")
+    assert_refused(proc, dataset_dir, before, "--name 'new'", "dataset 'theirs'")
+
+
+def test_a_manifest_lf_wrap_did_not_write_is_kept(tmp_path, dataset_dir):
+    (dataset_dir / "notes.manifest.json").write_text('{"mine": true}', encoding="utf-8")
+    src = tmp_path / "cnn.jsonl"
+    src.write_text(CNN_ROW, encoding="utf-8")
+    before = snapshot(dataset_dir)
+    proc = prepare_cli("summarize", src, dataset_dir, "--name", "notes", n="1")
+    assert_refused(proc, dataset_dir, before, "notes.manifest.json", "not written by lf-wrap")
+
+
+def test_a_failed_write_leaves_the_set_as_it_was(tmp_path, monkeypatch, sample_sources):
+    """All or none: the disk fills up while dataset_info.json is written; the set prepared
+    before (rows, manifest, entry) is still the one on disk."""
+    import tempfile
+
+    from lf_wrap.data.prepare import PrepareOptions, prepare
+
+    folder = tmp_path / "ds"
+    src = str(sample_sources / "squad_v2" / "train.jsonl")
+    prepare("qa", src, "train", 5, options=PrepareOptions(dataset_dir=folder, name="qa_small"))
+    before = snapshot(folder)
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(*args, **kwargs):
+        if "dataset_info.json" in kwargs.get("prefix", ""):
+            raise OSError(28, "No space left on device")
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        prepare("qa", src, "train", 7, options=PrepareOptions(dataset_dir=folder, name="qa_small"))
+    assert snapshot(folder) == before
+    assert not [p.name for p in folder.iterdir() if p.name not in before and p.name != ".dataset_info.json.lock"]

@@ -122,3 +122,17 @@ def test_a_file_that_is_not_utf8_is_one_error(tmp_path):
     path.write_bytes(b"adapters: [a]\nout: \xff\xfe\n")
     with pytest.raises(UserError, match=r"recipe.yaml: not UTF-8 text"):
         load_merge_recipe(path)
+
+
+@pytest.mark.parametrize("body", [
+    EVAL.replace("  qa:\n    dataset: qa_validation\n",
+                 '  "mytask\\n":\n    dataset: qa_validation\n    metric: exact_match\n'),
+    EVAL.replace("  - name: tuned\n", '  - name: "tuned\\n"\n'),
+])
+def test_a_name_ending_in_a_newline_is_refused(tmp_path, body):
+    """SEC10: a task or model name names files (predictions/<model>/<task>.jsonl); a final
+    newline must not slip past the name rule (`$` in Python's re matches before it)."""
+    path = write(tmp_path, body)
+    with pytest.raises(UserError) as err:
+        load_eval_recipe(path)
+    assert "\n" not in err.value.message and ("mytask" in err.value.message or "models.1.name" in err.value.message)

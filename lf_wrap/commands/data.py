@@ -25,7 +25,8 @@ def data():
 @click.option("-n", "n", type=int, required=True, help="Rows to sample before filtering.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Sampling seed.")
 @click.option("--name", default=None,
-              help="Dataset name (default: alpaca_<source>_<split>_<rows written>).")
+              help="Dataset name (default: alpaca_<source>_<split>_<rows written>); a plain, visible file "
+                   "name, not starting with '.' or '-', not ending in '.manifest', not 'dataset_info'.")
 @click.option("--dataset-dir", type=click.Path(path_type=Path), default=Path("dataset_info"),
               show_default=True, help="LLaMA-Factory dataset folder holding dataset_info.json.")
 @click.option("--keywords", "keywords_file", type=click.Path(path_type=Path),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,14 +16,20 @@ from typing import Iterator
 from filelock import FileLock
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.files import atomic_write_json
+from lf_wrap.core.files import atomic_write_bytes, dump_json
 
 INFO_FILE = "dataset_info.json"
 WRITER = "lf-wrap"
+MANIFEST_SUFFIX = ".manifest"
+NAME_MAX = 255          # bytes in one file name (ext4, APFS, NTFS...)
+
+
+def data_file_name(name: str) -> str:
+    return f"{name}.json"
 
 
 def manifest_path(dataset_dir: Path, name: str) -> Path:
-    return Path(dataset_dir) / f"{name}.manifest.json"
+    return Path(dataset_dir) / f"{name}{MANIFEST_SUFFIX}.json"
 
 
 def alpaca_entry(file_name: str) -> dict:
@@ -71,23 +78,95 @@ def locked(dataset_dir: Path) -> Iterator[None]:
         yield
 
 
-def check_name_free(dataset_dir: Path, name: str, file_name: str) -> None:
-    """Refuse a name (or a data file) that belongs to somebody else. Call under `locked`."""
+def check_plain_name(value: str, what: str) -> None:
+    """A dataset name becomes `<dataset-dir>/<name>.json`: a plain file name, never a path, and
+    one a user can read back in `ls` and type (no newline, tab or other invisible character)."""
+    if not value.strip() or "/" in value or "\\" in value or ".." in value or Path(value).is_absolute():
+        raise UserError(f"{what} {value!r}: a dataset name must be a plain file name (it becomes "
+                        "<dataset-dir>/<name>.json): not empty, no '/', '\\' or '..', not an absolute path")
+    if not value.isprintable():
+        raise UserError(f"{what} {value!r}: a dataset name may not hold a newline, a tab or another invisible "
+                        "character (it becomes <dataset-dir>/<name>.json)")
+
+
+def check_name(name: str, what: str) -> None:
+    """The rules a dataset name obeys whatever the folder holds, checked before anything is read
+    or written. Each refused name would write where it must not: `.x` is hidden, `-x` reads as
+    an option, `dataset_info` writes its rows over the registry itself (also on a file system
+    that ignores case), and `x.manifest` writes its rows where set `x` keeps its manifest."""
+    check_plain_name(name, what)
+    if name[0] in ".-" or name != name.strip():
+        raise UserError(f"{what} {name!r}: a dataset name may not start with '.' (a hidden file) or '-' "
+                        "(it reads as an option), nor start or end with a space")
+    if f"{name}.json".casefold() == INFO_FILE.casefold():
+        raise UserError(f"{what} {name!r}: reserved; {name}.json would overwrite this folder's registry, "
+                        f"{INFO_FILE}; choose another {what}")
+    if name.casefold().endswith(MANIFEST_SUFFIX.casefold()):
+        owner = name[: -len(MANIFEST_SUFFIX)]
+        raise UserError(f"{what} {name!r}: {name}.json is where dataset '{owner}' keeps its manifest; a dataset "
+                        f"name may not end in '{MANIFEST_SUFFIX}': choose another {what}")
+    if len(manifest_path(Path(), name).name.encode("utf-8")) > NAME_MAX:
+        raise UserError(f"{what} {name!r}: too long; {name}{MANIFEST_SUFFIX}.json must fit in {NAME_MAX} bytes, "
+                        "the longest file name most file systems take")
+
+
+def _files_of(name: str, entry) -> list[str]:
+    """The files in the dataset folder that registered dataset `name` reads or keeps: the data
+    file its entry names, and the manifest `prepare` keeps beside it."""
+    files = [manifest_path(Path(), name).name]
+    if isinstance(entry, dict) and isinstance(entry.get("file_name"), str):
+        files.append(os.path.normpath(entry["file_name"]))
+    return files
+
+
+def check_name_free(dataset_dir: Path, name: str, what: str = "--name") -> None:
+    """Refuse a name whose files belong to somebody else: another entry's data file or manifest
+    (compared without case, as macOS and Windows do), or a file lf-wrap did not write. Call
+    under `locked`, and once before to fail early."""
+    dataset_dir = Path(dataset_dir)
+    info_file = dataset_dir / INFO_FILE
     info = read_info(dataset_dir)
+    mine = {f.casefold(): f for f in (data_file_name(name), manifest_path(dataset_dir, name).name)}
+    for other, entry in info.items():
+        for theirs in _files_of(other, entry) if other != name else ():
+            if theirs.casefold() in mine:
+                same_case = " (the same file where case is ignored)" if theirs not in mine.values() else ""
+                raise UserError(f"{what} {name!r}: it would write {dataset_dir / mine[theirs.casefold()]}, a file of "
+                                f"dataset '{other}' in {info_file}{same_case}; choose another {what}")
     ours = written_by_us(dataset_dir, name)
     if name in info and not ours:
-        raise UserError(f"{Path(dataset_dir) / INFO_FILE}: an entry named '{name}' already exists and was "
-                        "not written by lf-wrap; choose another --name")
-    if (Path(dataset_dir) / file_name).exists() and not ours:
-        raise UserError(f"{Path(dataset_dir) / file_name} already exists and was not written by lf-wrap; "
-                        "choose another --name")
+        raise UserError(f"{info_file}: an entry named '{name}' already exists and was "
+                        f"not written by lf-wrap; choose another {what}")
+    for path in (dataset_dir / data_file_name(name), manifest_path(dataset_dir, name)):
+        if path.exists() and not ours:
+            raise UserError(f"{path} already exists and was not written by lf-wrap; choose another {what}")
 
 
-def register(dataset_dir: Path, name: str, entry: dict) -> None:
-    """Add or replace our entry `name`, keeping every other entry as it was. Call under `locked`."""
+def write_set(dataset_dir: Path, name: str, payload: bytes, manifest: dict) -> None:
+    """Write set `name`: its data file, its manifest and its entry, all three or none. Call under
+    `locked`, after `check_name_free`. The new registry is worked out (and a registry that is not
+    a JSON object refused) before the first byte is written; the three files are then written in
+    full beside their places, hidden, and renamed into place only once all three are on disk. A
+    full disk or a Ctrl-C while writing leaves the folder as it was, where writing the rows first
+    and registering last left rows with no entry, or a stale manifest beside new rows. (Only the
+    three renames, microseconds apart, are not one step.)"""
+    dataset_dir = Path(dataset_dir)
     info = read_info(dataset_dir)
-    info[name] = entry
-    atomic_write_json(Path(dataset_dir) / INFO_FILE, info)
+    info[name] = alpaca_entry(data_file_name(name))
+    writes = [(dataset_dir / data_file_name(name), payload),
+              (manifest_path(dataset_dir, name), dump_json(manifest).encode("utf-8")),
+              (dataset_dir / INFO_FILE, dump_json(info).encode("utf-8"))]
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in writes:
+            stage = path.with_name(f".{path.name}.staged")     # a name no set can have: names never start with '.'
+            atomic_write_bytes(stage, data)
+            staged.append((stage, path))
+        for stage, path in staged:
+            os.replace(stage, path)
+    finally:
+        for stage, _ in staged:
+            stage.unlink(missing_ok=True)
 
 
 def match_name(dataset_dir: Path, pattern: str, where: str) -> str:

@@ -1,7 +1,7 @@
 """`lf-wrap data prepare`: one source split -> one LLaMA-Factory instruction set.
 
 Sample `n` rows with a seed, then filter, then write the alpaca JSON array, a manifest beside
-it and the `dataset_info.json` entry. Sources are Hub ids (the real `datasets.load_dataset`
+it and the `dataset_info.json` entry, all three or none. Sources are Hub ids (the real `datasets.load_dataset`
 path) or local files of the same schema. `load_dataset` keeps the split as a memory-mapped
 Arrow table and only the sampled rows are ever read into Python, so memory stays flat however
 large the split (wmt19 zh-en train is 26 million rows, 7 GB). Idempotent: the same command
@@ -19,7 +19,7 @@ import yaml
 from lf_wrap.data import dataset_info as registry
 from lf_wrap.data.sources import load_split
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, dump_json, sha256_file
+from lf_wrap.core.files import dump_json, sha256_file
 from lf_wrap.core.manifest import HEADER_KEYS, StageRecord
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task
 
@@ -56,13 +56,6 @@ def check_columns(task: Task, columns: list[str], source: str) -> None:
     if missing:
         raise UserError(f"{source}: missing column '{missing[0]}' for task '{task.name}' "
                         f"(columns found: {', '.join(columns) or 'none'})")
-
-
-def check_plain_name(value: str, what: str) -> None:
-    """A dataset name becomes `<dataset-dir>/<name>.json`: a plain file name, never a path."""
-    if not value.strip() or "/" in value or "\\" in value or ".." in value or Path(value).is_absolute():
-        raise UserError(f"{what} {value!r}: a dataset name must be a plain file name (it becomes "
-                        "<dataset-dir>/<name>.json): not empty, no '/', '\\' or '..', not an absolute path")
 
 
 def check_dataset_dir(folder: Path) -> None:
@@ -117,16 +110,17 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
     is_hub = not Path(source).exists()
     config = config if config is not None else (task.hub_config if is_hub else None)
 
-    # Fail before a multi-GB download on what can be checked now: a name that is a path, a
-    # dataset folder that is a file, a broken registry, a taken name.
+    # Fail before a multi-GB download on what can be checked now: a name that is a path or
+    # would write where it must not, a dataset folder that is a file, a broken registry, a
+    # taken name.
     if options.name is not None:
-        check_plain_name(options.name, "--name")
+        registry.check_name(options.name, "--name")
     else:
-        check_plain_name(split, "--split")     # the default name carries the split
+        registry.check_plain_name(split, "--split")     # the default name carries the split
     check_dataset_dir(Path(options.dataset_dir))
     registry.read_info(options.dataset_dir)
     if options.name is not None:
-        registry.check_name_free(options.dataset_dir, options.name, f"{options.name}.json")
+        registry.check_name_free(options.dataset_dir, options.name)
 
     loaded = load_split(source, config, split)
     data = loaded.data
@@ -166,7 +160,9 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
 
     name = options.name if options.name is not None else f"alpaca_{task.name_prefix}_{split}_{len(rows)}"
     dataset_dir = Path(options.dataset_dir)
-    data_file = dataset_dir / f"{name}.json"
+    what = "--name" if options.name is not None else "the default name (from --split)"
+    registry.check_name(name, what)
+    data_file = dataset_dir / registry.data_file_name(name)
     body = {
         "written_by": registry.WRITER,
         "task": task.name,
@@ -193,17 +189,15 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
     payload = dump_json(rows).encode("utf-8")
     body["sha256"] = hashlib.sha256(payload).hexdigest()
     with registry.locked(dataset_dir):
-        registry.check_name_free(dataset_dir, name, data_file.name)
+        registry.check_name_free(dataset_dir, name, what)
         previous = registry.read_manifest(dataset_dir, name)
         if _unchanged(previous, body, data_file, registry.read_info(dataset_dir).get(name)):
             # Idempotent: the same command on the same source leaves every byte as it was
             # (manifest times included) and says so, like any stage whose output exists.
             return PrepareResult(name=name, data_file=data_file, manifest=previous, skipped=True)
-        atomic_write_bytes(data_file, payload)
         manifest = record.manifest(body)
         manifest.update(record.finish())
-        atomic_write_json(registry.manifest_path(dataset_dir, name), manifest)
-        registry.register(dataset_dir, name, registry.alpaca_entry(data_file.name))
+        registry.write_set(dataset_dir, name, payload, manifest)
     return PrepareResult(name=name, data_file=data_file, manifest=manifest)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe
-from lf_wrap.tasks import TASKS, Task, resolve_task
+from lf_wrap.tasks import TASK_NAME, TASKS, Task, resolve_task
 
 
 class _Strict(BaseModel):
@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class ModelEntry(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(pattern=rf"^{TASK_NAME.pattern}$")   # pydantic's Rust regex: `$` is the very end
     """Column name in the table and folder name under predictions/."""
     path: str | None = None
     """A LoRA adapter folder or a full model folder; omitted: the base model itself."""
