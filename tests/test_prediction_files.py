@@ -80,3 +80,25 @@ def test_a_row_written_twice_is_refused_before_it_is_scored_twice(written):
 
 def test_an_intact_file_still_resumes(written):
     assert PredictionFile(written, META).done == {0: "p0", 1: "p1"}
+
+
+def test_an_exact_match_task_on_unanswerable_rows_is_refused_before_any_engine(tmp_path):
+    """SEC11: an `answers: []` row cannot be scored by exact_match; say so while loading the
+    dataset, not after the engine generated every row."""
+    from lf_wrap.evaluation.recipe import EvalRecipe
+    from lf_wrap.evaluation.requests import load_task
+
+    rows = [{"instruction": "Capital of Norway?", "input": "", "output": "Oslo", "answers": ["Oslo"]},
+            {"instruction": "Capital of Atlantis?", "input": "", "output": "unanswerable", "answers": []}]
+    (tmp_path / "cities.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"cities": {"file_name": "cities.json"}}))
+    recipe = EvalRecipe.model_validate({"model_name_or_path": "m", "dataset_dir": str(tmp_path),
+                                        "models": [{"name": "base"}],
+                                        "tasks": {"capitals": {"dataset": "cities", "metric": "exact_match"},
+                                                  "capitals_v2": {"dataset": "cities", "metric": "squad_v2"}}})
+    with pytest.raises(UserError) as caught:
+        load_task(recipe, "capitals")
+    assert str(caught.value) == (f"{tmp_path / 'cities.json'}: row 1: task 'capitals' (metric exact_match) needs at "
+                                 "least one reference, and its 'answers' is [] ([] means unanswerable, for qa or a "
+                                 "task scored with squad_v2 only)")
+    assert len(load_task(recipe, "capitals_v2").rows) == 2          # squad_v2 scores unanswerable rows
