@@ -39,12 +39,14 @@ def test_a_meta_file_that_is_not_an_object_is_one_error_naming_it(written, case,
     assert message.endswith("; move it away, or pass --force to regenerate the predictions")
 
 
-def test_a_meta_file_that_is_a_folder_is_one_error_naming_it(written):
+@pytest.mark.parametrize("force", [False, True])
+def test_a_meta_file_that_is_a_folder_is_one_error_naming_it(written, force):
     meta_path(written).unlink()
     meta_path(written).mkdir()
-    with pytest.raises(UserError, match=r"qa\.meta\.json: cannot tell what qa\.jsonl was generated with: it is a "
-                                        r"folder, not a JSON file"):
-        PredictionFile(written, META)
+    with pytest.raises(UserError) as caught:
+        PredictionFile(written, META, force=force)
+    assert str(caught.value) == (f"{meta_path(written)}: a folder where lf-wrap keeps what qa.jsonl was generated "
+                                 "with; move it away")
 
 
 def test_a_missing_meta_file_says_it_is_missing(written):

@@ -61,8 +61,6 @@ def read_meta(predictions: Path) -> dict | None:
         return None
     unreadable = f"{path}: cannot tell what {Path(predictions).name} was generated with"
     hint = "; move it away, or pass --force to regenerate the predictions"
-    if path.is_dir():
-        raise UserError(f"{unreadable}: it is a folder, not a JSON file{hint}")
     try:
         meta = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as err:
@@ -157,6 +155,9 @@ class PredictionFile:
         self.meta = meta
         self.done: dict[int, str] = {}     # row -> prompt_sha256
         self.repaired = False
+        if meta_path(self.path).is_dir():     # neither readable nor replaceable by a rename, even with --force
+            raise UserError(f"{meta_path(self.path)}: a folder where lf-wrap keeps what {self.path.name} was "
+                            "generated with; move it away")
         # A new (or --force'd) file is only created, or the old one replaced, by the first batch
         # that finishes: a run that fails before generating anything leaves the old file as it was.
         self.fresh = force or not self.path.exists()
