@@ -68,7 +68,8 @@ def test_score_intervals_by_hand(tmp_path):
     assert _json(run_lf_wrap("score", shuffled, "--task", "my_ner", "--metric", "exact_match", "--json",
                              "--resamples", "100")) == scores
     text = run_lf_wrap("score", path, "--task", "my_ner", "--metric", "exact_match", "--resamples", "100").stdout
-    assert f"exact_match  0.7500 [{low:.4f}, {high:.4f}]" in text and "over the 4 rows, 100 resamples, seed 12345" in text
+    assert f"exact_match  0.7500 [{low:.4f}, {high:.4f}]" in text
+    assert "over the 4 rows, 100 resamples, seed 12345" in text
 
 
 @pytest.mark.parametrize("resamples", ["1", "2", "99", "10000001", "1000000000000"])
@@ -81,7 +82,8 @@ def test_score_and_compare_refuse_a_resample_count_outside_100_to_10_million(tmp
         assert f"Invalid value for '--resamples': {resamples} is not in the range 100<=x<=10000000." in done.stderr
     with pytest.raises(ValueError, match="bootstrap.resamples"):
         EvalRecipe.model_validate({"model_name_or_path": "m", "models": [{"name": "base"}],
-                                   "tasks": {"translate": {"dataset": "d"}}, "bootstrap": {"resamples": int(resamples)}})
+                                   "tasks": {"translate": {"dataset": "d"}},
+                                   "bootstrap": {"resamples": int(resamples)}})
 
 
 def test_score_refuses_a_row_written_twice(tmp_path):
