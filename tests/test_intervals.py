@@ -48,22 +48,52 @@ def _json(done):
 
 
 def test_score_intervals_by_hand(tmp_path):
-    # A task of your own (plain exact match), rows 0-3 scored 0, 1, 1, 1. Seed 12345 draws rows
-    # [2,0,3,1], [0,3,2,2], [3,1,3,1] (tests/test_stats.py): means 0.75, 0.75, 1.0; with three
-    # resamples the 95% interval is the smallest and the largest mean.
+    # A task of your own (plain exact match), rows 0-3 scored 0, 1, 1, 1. The draw is the one
+    # tests/test_stats.py checks by hand (seed 12345: rows [2,0,3,1], [0,3,2,2], [3,1,3,1], ...);
+    # over 100 resamples (the fewest a user may ask for) the interval is stats' own.
+    from lf_wrap.evaluation import stats
+
     path = _write(tmp_path / "ner.jsonl", [{"row": i, "prediction": p, "references": ["Oslo"]}
                                            for i, p in enumerate(["Rome", "Oslo", "oslo", "Oslo."])])
+    low, high = stats.bootstrap_interval("exact_match", [{"exact_match": v} for v in (0.0, 1.0, 1.0, 1.0)],
+                                         n_resamples=100, seed=12345)
+    assert low < 0.75 <= high
     scores = _json(run_lf_wrap("score", path, "--task", "my_ner", "--metric", "exact_match", "--json",
-                               "--resamples", "3", "--seed", "12345"))
-    assert scores == {"exact_match": 0.75, "exact_match_ci95": [0.75, 1.0]}
+                               "--resamples", "100", "--seed", "12345"))
+    assert scores == {"exact_match": 0.75, "exact_match_ci95": [low, high]}
     # The rows are resampled in row order, whatever order the lines are in.
     lines = path.read_text().splitlines()
     shuffled = tmp_path / "shuffled.jsonl"
     shuffled.write_text("\n".join([lines[2], lines[0], lines[3], lines[1]]) + "\n")
     assert _json(run_lf_wrap("score", shuffled, "--task", "my_ner", "--metric", "exact_match", "--json",
-                             "--resamples", "3")) == scores
-    text = run_lf_wrap("score", path, "--task", "my_ner", "--metric", "exact_match", "--resamples", "3").stdout
-    assert "exact_match  0.7500 [0.7500, 1.0000]" in text and "over the 4 rows, 3 resamples, seed 12345" in text
+                             "--resamples", "100")) == scores
+    text = run_lf_wrap("score", path, "--task", "my_ner", "--metric", "exact_match", "--resamples", "100").stdout
+    assert f"exact_match  0.7500 [{low:.4f}, {high:.4f}]" in text
+    assert "over the 4 rows, 100 resamples, seed 12345" in text
+
+
+@pytest.mark.parametrize("resamples", ["1", "2", "99", "10000001", "1000000000000"])
+def test_score_and_compare_refuse_a_resample_count_outside_100_to_10_million(tmp_path, resamples):
+    """C12: with 1 or 2 resamples the interval may exclude the value; C14: 10^12 exhausts memory."""
+    (a, b), _ = _systems(tmp_path, (0.3, 0.4), n=4)
+    for args in (("score", a), ("compare", a, b)):
+        done = run_lf_wrap(*args, "--task", "translate", "--resamples", resamples)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"Invalid value for '--resamples': {resamples} is not in the range 100<=x<=10000000." in done.stderr
+    with pytest.raises(ValueError, match="bootstrap.resamples"):
+        EvalRecipe.model_validate({"model_name_or_path": "m", "models": [{"name": "base"}],
+                                   "tasks": {"translate": {"dataset": "d"}},
+                                   "bootstrap": {"resamples": int(resamples)}})
+
+
+def test_score_refuses_a_row_written_twice(tmp_path):
+    """C4: a row appended again would count twice in every metric, silently (compare already refused it)."""
+    (a,), _ = _systems(tmp_path, (0.3,), n=6)
+    with open(a, "a", encoding="utf-8") as handle:
+        handle.write(a.read_text().splitlines()[0] + "\n")
+    done = run_lf_wrap("score", a, "--task", "translate")
+    assert (done.returncode, done.stderr.strip()) == (
+        2, f"Error: {a}:7: row 0 appears twice (also line 1); each row is scored once: remove the repeated line")
 
 
 # ---------------------------------------------------------------- lf-wrap compare
@@ -125,7 +155,7 @@ def _mismatch(records: list[dict], case: str) -> list[dict]:
     ("other_id", "{b}:4: row 3 has id 'r99' where {a}:4 has 'r3'; not the same test item"),
     ("other_references", "{b}:5: row 4 (id 'r4') has other references than {a}:5; not the same test item"),
     ("missing_row", "{a}:6: row 5 (id 'r5') is not in {b} (29 rows); a comparison needs the same rows in both files"),
-    ("duplicate_row", "{b}:7: row 2 appears twice (also line 3); a comparison needs each row once"),
+    ("duplicate_row", "{b}:7: row 2 appears twice (also line 3); each row is scored once: remove the repeated line"),
     ("fewer_lines", "{a}:30: line 30 of 30 (id None) is not in {b} (29 rows); a comparison needs the same rows "
                     "in both files"),
 ])
@@ -232,8 +262,8 @@ def test_recipe_bootstrap_section():
               "tasks": {"translate": {"dataset": "d"}}}
     assert EvalRecipe.model_validate(recipe).bootstrap == BootstrapSettings(
         resamples=1000, seed=12345, confidence=0.95, compare_to=[])
-    named = EvalRecipe.model_validate({**recipe, "bootstrap": {"compare_to": ["lora_translate"], "resamples": 50}})
-    assert named.bootstrap.compare_to == ["lora_translate"] and named.bootstrap.resamples == 50
+    named = EvalRecipe.model_validate({**recipe, "bootstrap": {"compare_to": ["lora_translate"], "resamples": 500}})
+    assert named.bootstrap.compare_to == ["lora_translate"] and named.bootstrap.resamples == 500
     with pytest.raises(ValueError, match="bootstrap.compare_to: no model is named 'lora_qa'; the models are base, "
                                          "lora_translate"):
         EvalRecipe.model_validate({**recipe, "bootstrap": {"compare_to": ["lora_qa"]}})

@@ -238,3 +238,93 @@ def test_a_declared_task_of_your_own_has_its_row(tmp_path):
     assert table["rows"] == ["qa EM", "my_ner EM", "mean"]
     assert table["values"]["tuned"] == {"qa EM": 0.7, "my_ner EM": 0.75, "mean": pytest.approx(0.725)}
     assert "| my_ner EM | 0.2500 | 0.7500 |" in (folder / "table.md").read_text()
+
+
+# ---------------------------------------------------------------- hand-edited folders (probe P2-P13)
+
+
+def _set(doc: dict, dotted: str, value) -> dict:
+    *path, last = dotted.split(".")
+    for key in path:
+        doc = doc[key]
+    doc[last] = value
+    return doc
+
+
+def _drop(doc: dict, key: str) -> dict:
+    del doc[key]
+    return doc
+
+
+M, MAN = "{m}", "{man}"
+HAND_EDITS = {   # case: (file, edit of its JSON, the one line the user reads)
+    "P2_list": (M, lambda d: [1, 2], "{m}: must be a JSON object, got [1, 2]"),
+    "P3_no_metrics_key": (M, lambda d: _drop(d, "metrics") and d,
+                          "{m}: no 'metrics' key; not a metrics.json written by `lf-wrap eval`"),
+    "P3_empty": (M, lambda d: {}, "{m}: no 'metrics' key; not a metrics.json written by `lf-wrap eval`"),
+    "P4_string_score": (M, lambda d: _set(d, "metrics.base.translate.bleu", "0.5") and d,
+                        '{m}: metrics.base.translate.bleu: must be a number or null, got "0.5"'),
+    "P5_scalar_interval": (M, lambda d: _set(d, "intervals.base.translate.bleu", 0.3) and d,
+                           "{m}: intervals.base.translate.bleu: must be an interval [low, high], got 0.3"),
+    "P6_null_p_value": (M, lambda d: _set(d, "paired.lora_qa.base.translate.bleu.p_value", None) and d,
+                        "{m}: paired.lora_qa.base.translate.bleu.p_value: must be a number, got null"),
+    "P7_manifest_without_models": (MAN, lambda d: _drop(d, "models") and d,
+                                   "{man}: no 'models' key; not a manifest.json written by `lf-wrap eval`"),
+    "P8_counts_string": (M, lambda d: _set(d, "counts", {"base": {"qa": "many"}}) and d,
+                         '{m}: counts.base.qa: must be a JSON object, got "many"'),
+    "P9_infinity": (M, lambda d: _set(d, "metrics.base.translate.bleu", float("inf")) and d,
+                    "{m}: metrics.base.translate.bleu: must be a finite number, got Infinity"),
+    "P10_nan": (M, lambda d: _set(d, "metrics.lora_qa.qa.exact_match", float("nan")) and d,
+                "{m}: metrics.lora_qa.qa.exact_match: must be a finite number, got NaN"),
+    "P13_model_not_in_manifest": (M, lambda d: _set(d, "metrics.ghost", {"qa": {"exact_match": 0.9}}) and d,
+                                  "{m}: metrics.ghost: model 'ghost' is not in {man}'s models (base, lora_qa, "
+                                  "lora_summarize, lora_translate, merge_3in1); the two files are from different "
+                                  "evaluations or were edited: run `lf-wrap eval` into this folder again"),
+}
+
+
+@pytest.mark.parametrize("case", list(HAND_EDITS))
+def test_a_hand_edited_results_file_is_one_error_naming_the_key_and_leaves_the_report_alone(results, case):
+    """A value of the wrong kind anywhere is one `Error:` line naming file and key path, exit 2,
+    and the report written before stays whole (no new table beside an old chart)."""
+    _with_intervals(results)
+    assert run_lf_wrap("report", results).returncode == 0
+    names = ("table.md", "table.csv", "table.json", "chart.png", "loss_curves.png")
+    before = {name: (results / name).read_bytes() for name in names}
+    which, edit, message = HAND_EDITS[case]
+    paths = {"{m}": results / "metrics.json", "{man}": results / "manifest.json"}
+    target = paths[which]
+    atomic_write_json(target, edit(read_json(target)))
+    done = run_lf_wrap("report", results)
+    expected = message.format(m=paths["{m}"], man=paths["{man}"])
+    assert (done.returncode, done.stderr.strip()) == (2, f"Error: {expected}")
+    assert {name: (results / name).read_bytes() for name in names} == before
+
+
+def test_a_drawing_failure_leaves_every_report_file_as_it_was(results, monkeypatch):
+    """All or none: the tables are not rewritten when the chart (drawn after them) fails."""
+    from lf_wrap.evaluation import report
+
+    report.write_report(results)
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    doc = read_json(results / "metrics.json")
+    doc["metrics"]["base"]["translate"]["bleu"] = 0.5            # a change the tables would show
+    atomic_write_json(results / "metrics.json", doc)
+    before["metrics.json"] = (results / "metrics.json").read_bytes()
+
+    def broken(_table):
+        raise RuntimeError("matplotlib failed")
+    monkeypatch.setattr(report, "chart", broken)
+    with pytest.raises(RuntimeError, match="matplotlib failed"):
+        report.write_report(results)
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == before
+
+
+def test_a_value_outside_its_interval_still_draws_the_chart(results):
+    """A percentile interval may exclude its value (few rows, a skewed metric): drawn, not a traceback."""
+    doc = read_json(_with_intervals(results) / "metrics.json")
+    doc["intervals"]["base"]["translate"]["bleu"] = [0.0, 0.0]
+    atomic_write_json(results / "metrics.json", doc)
+    done = run_lf_wrap("report", results)
+    assert done.returncode == 0, done.stderr
+    assert "| translate BLEU | 0.1964 [0.0000, 0.0000] |" in (results / "table.md").read_text()

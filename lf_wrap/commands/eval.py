@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from lf_wrap.evaluation.metrics import FAMILIES
+from lf_wrap.evaluation.stats import MAX_RESAMPLES, MIN_RESAMPLES
 
 
 @click.command("eval")
@@ -33,8 +34,9 @@ def _draw_options(command):
     """--resamples and --seed, shared by `score` and `compare`."""
     command = click.option("--seed", type=click.IntRange(min=0), default=12345, show_default=True,
                            help="Seed of the bootstrap draw (sacrebleu's default).")(command)
-    return click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True,
-                        help="Bootstrap resamples of the rows for the 95% intervals.")(command)
+    return click.option("--resamples", type=click.IntRange(MIN_RESAMPLES, MAX_RESAMPLES), default=1000,
+                        show_default=True, help="Bootstrap resamples of the rows for the 95% intervals "
+                        f"({MIN_RESAMPLES:,} to {MAX_RESAMPLES:,}).")(command)
 
 
 def _task(task, metric):

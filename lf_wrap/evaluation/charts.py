@@ -34,8 +34,10 @@ def chart(table: dict) -> bytes:
         ys = [table["values"][col][row] or 0.0 for row in rows]     # not scored: no bar
         bounds = [(table.get("ci95") or {}).get(col, {}).get(row) for row in rows]
         nan = float("nan")                                              # no interval: no error bar
-        errors = [[y - b["ci95_low"] if b else nan for y, b in zip(ys, bounds)],
-                  [b["ci95_high"] - y if b else nan for y, b in zip(ys, bounds)]]
+        # A percentile interval may exclude its value (a skewed metric, few rows): the bar then
+        # reaches the interval's near end only; matplotlib refuses a negative error length.
+        errors = [[max(y - b["ci95_low"], 0.0) if b else nan for y, b in zip(ys, bounds)],
+                  [max(b["ci95_high"] - y, 0.0) if b else nan for y, b in zip(ys, bounds)]]
         bars = ax.bar(xs, ys, width, color=color, yerr=errors if any(bounds) else None, capsize=3,
                       error_kw={"elinewidth": 1, "ecolor": "black"})
         for bar, row in zip(bars, rows):

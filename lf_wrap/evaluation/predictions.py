@@ -42,6 +42,40 @@ def scores_path(predictions: Path) -> Path:
     return Path(predictions).with_suffix(".scores.jsonl")
 
 
+def decode_lines(path: Path, data: bytes) -> str:
+    """A predictions file's bytes as text; a byte that is not UTF-8 is an error naming file, line
+    and byte (`lf-wrap score`, and an eval resuming onto the file, read it the same way)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+                        "prediction files are UTF-8 JSON lines") from None
+
+
+def read_meta(predictions: Path) -> dict | None:
+    """`<task>.meta.json`, what the file's lines were generated with; None when there is none.
+    Anything else than a JSON object is an error naming the meta file: which settings the rows
+    came from cannot be told, so they must not be reused as if they matched."""
+    path = meta_path(predictions)
+    if not path.exists():
+        return None
+    unreadable = f"{path}: cannot tell what {Path(predictions).name} was generated with"
+    hint = "; move it away, or pass --force to regenerate the predictions"
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise UserError(f"{unreadable}: cannot read it ({err.strerror}){hint}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{unreadable}: not UTF-8 text (byte at offset {err.start}){hint}") from None
+    except ValueError as err:
+        raise UserError(f"{unreadable}: not valid JSON ({err}){hint}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{unreadable}: it holds {type(meta).__name__} {json.dumps(meta)[:40]}, not a JSON "
+                        f"object{hint}")
+    return meta
+
+
 def read_lines(path: Path) -> list[dict]:
     """Every line as a dict; a malformed line is an error naming file and line number."""
     path = Path(path)
@@ -49,14 +83,8 @@ def read_lines(path: Path) -> list[dict]:
         data = path.read_bytes()
     except OSError as err:
         raise UserError(f"{path}: cannot read predictions ({err.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
-                        "prediction files are UTF-8 JSON lines") from None
     out = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(decode_lines(path, data).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -128,6 +156,9 @@ class PredictionFile:
         self.meta = meta
         self.done: dict[int, str] = {}     # row -> prompt_sha256
         self.repaired = False
+        if meta_path(self.path).is_dir():     # neither readable nor replaceable by a rename, even with --force
+            raise UserError(f"{meta_path(self.path)}: a folder where lf-wrap keeps what {self.path.name} was "
+                            "generated with; move it away")
         # A new (or --force'd) file is only created, or the old one replaced, by the first batch
         # that finishes: a run that fails before generating anything leaves the old file as it was.
         self.fresh = force or not self.path.exists()
@@ -135,15 +166,15 @@ class PredictionFile:
             self._resume()
 
     def _resume(self) -> None:
-        old_meta = {}
-        if meta_path(self.path).exists():
-            try:
-                old_meta = json.loads(meta_path(self.path).read_text(encoding="utf-8"))
-            except ValueError:
-                old_meta = {}
+        old_meta = read_meta(self.path)
+        who = f"model '{self.meta['model']}': " if self.meta.get("model") else ""
+        if old_meta is None and self.path.stat().st_size > 0:
+            raise UserError(f"{who}{self.path}: its {meta_path(self.path).name}, which records what the rows were "
+                            "generated with, is missing; its rows are not reused. Pass --force to regenerate them, "
+                            "or --out for a new folder")
+        old_meta = old_meta or {}
         changed = [k for k in RESUME_KEYS if old_meta.get(k) != self.meta.get(k)]
         if changed and self.path.stat().st_size > 0:
-            who = f"model '{self.meta['model']}': " if self.meta.get("model") else ""
             raise UserError(f"{who}{self.path} was generated with "
                             f"{_what_changed(changed[0], old_meta, self.meta)}; its rows are not reused. Pass --force "
                             "to regenerate them, or --out for a new folder")
@@ -154,13 +185,19 @@ class PredictionFile:
                 handle.truncate(len(keep))
                 os.fsync(handle.fileno())
             self.repaired = True
-        for number, line in enumerate(keep.decode("utf-8").splitlines(), 1):
+        first_line: dict[int, int] = {}
+        for number, line in enumerate(decode_lines(self.path, keep).splitlines(), 1):
             try:
                 record = json.loads(line)
-                self.done[int(record["row"])] = record["prompt_sha256"]
+                row = int(record["row"])
+                self.done[row] = record["prompt_sha256"]
             except (ValueError, KeyError, TypeError):
                 raise UserError(f"{self.path}:{number}: not a line lf-wrap wrote; move the file away or "
                                 "pass --force to regenerate it") from None
+            if row in first_line:      # scored twice, it would count twice in every metric
+                raise UserError(f"{self.path}:{number}: row {row} appears twice (also line {first_line[row]}); "
+                                "pass --force to regenerate the file")
+            first_line[row] = number
         atomic_write_json(meta_path(self.path), self.meta)
 
     def check_prompts(self, expected: dict[int, str]) -> None:

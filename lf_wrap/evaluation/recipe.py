@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe
+from lf_wrap.evaluation.stats import MAX_RESAMPLES, MIN_RESAMPLES
 from lf_wrap.tasks import TASK_NAME, TASKS, Task, resolve_task
 
 
@@ -99,7 +100,7 @@ class BootstrapSettings(_Strict):
     bootstrap over the rows for each metric, and a paired bootstrap test of each model against
     the base and against each model named in compare_to."""
 
-    resamples: int = Field(1000, ge=1)
+    resamples: int = Field(1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
     """Resamples of the rows; each interval and test is computed on the same seeded draw."""
     seed: int = Field(12345, ge=0)
     """Seed of the draw (12345 is sacrebleu's default: BLEU p-values then equal sacrebleu's)."""

@@ -22,9 +22,10 @@ import json
 from pathlib import Path
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lf_wrap.core.files import atomic_write_bytes, dump_json
 from lf_wrap.evaluation.charts import chart, loss_curves
 from lf_wrap.evaluation.metrics import METRICS
+from lf_wrap.evaluation.report_input import check_manifest, check_metrics, check_same_models
 from lf_wrap.tasks import TASKS, Task, resolve_task
 
 
@@ -255,19 +256,30 @@ def to_csv(table: dict) -> str:
     return buffer.getvalue()
 
 
+def read_results(folder: Path) -> tuple[dict, dict]:
+    """metrics.json and manifest.json of an eval folder, each checked whole (report_input):
+    a hand-edited value of the wrong kind is one Error naming file and key, before any drawing."""
+    metrics_path, manifest_path = folder / "metrics.json", folder / "manifest.json"
+    metrics_doc = check_metrics(_read(metrics_path), str(metrics_path))
+    manifest = check_manifest(_read(manifest_path), str(manifest_path))
+    check_same_models(metrics_doc, manifest, str(metrics_path), str(manifest_path))
+    return metrics_doc, manifest
+
+
 def write_report(folder: Path) -> dict[str, Path]:
-    """Write the tables and PNGs into `folder` (an eval results folder); return what was written."""
+    """Write the tables and PNGs into `folder` (an eval results folder); return what was written.
+
+    All or none: every file is rendered in memory first, and only then is each renamed into
+    place, so a failure while drawing leaves the folder's earlier report as it was instead of a
+    new table beside an old chart."""
     folder = Path(folder)
-    metrics_doc, manifest = _read(folder / "metrics.json"), _read(folder / "manifest.json")
+    metrics_doc, manifest = read_results(folder)
     table = build_table(metrics_doc, manifest, str(folder / "metrics.json"))
-    written = {"table.md": folder / "table.md", "table.csv": folder / "table.csv",
-               "table.json": folder / "table.json", "chart.png": folder / "chart.png"}
-    atomic_write_text(written["table.md"], to_markdown(table))
-    atomic_write_text(written["table.csv"], to_csv(table))
-    atomic_write_json(written["table.json"], table)
-    atomic_write_bytes(written["chart.png"], chart(table))
+    rendered = {"table.md": to_markdown(table).encode("utf-8"), "table.csv": to_csv(table).encode("utf-8"),
+                "table.json": dump_json(table).encode("utf-8"), "chart.png": chart(table)}
     curves = loss_curves(manifest)
     if curves is not None:
-        written["loss_curves.png"] = folder / "loss_curves.png"
-        atomic_write_bytes(written["loss_curves.png"], curves)
-    return written
+        rendered["loss_curves.png"] = curves
+    for name, data in rendered.items():
+        atomic_write_bytes(folder / name, data)
+    return {name: folder / name for name in rendered}

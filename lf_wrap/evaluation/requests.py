@@ -79,7 +79,14 @@ def load_task(recipe: EvalRecipe, task: str, limit: int | None = None) -> TaskDa
             raise UserError(f"{file}: row {i}: an alpaca row needs string 'instruction' and 'output'")
     definition = recipe.task_definition(task)
     no_answer = _no_answer_text(recipe.dataset_dir, name, entry) if definition.no_answer else None
-    return TaskData(task, name, file, sha256_file(file), rows[:limit] if limit else rows, no_answer, definition)
+    rows = rows[:limit] if limit else rows
+    if not definition.no_answer:    # refused here, not by the scorer after every row was generated
+        for i, row in enumerate(rows):
+            if not references_of(row, None):
+                raise UserError(f"{file}: row {i}: task '{task}' (metric {definition.metric}) needs at least one "
+                                "reference, and its 'answers' is [] ([] means unanswerable, for qa or a task "
+                                "scored with squad_v2 only)")
+    return TaskData(task, name, file, sha256_file(file), rows, no_answer, definition)
 
 
 def references_of(row: dict, no_answer_text: str | None) -> list[str]:

@@ -54,6 +54,13 @@ _ORDER = 4                      # BLEU's n-gram orders, evaluate's and sacrebleu
 _CHUNK_ENTRIES = 2**22          # per chunk of the draw: 32 MiB of int64 indices, ~100 MiB while counted
 _CACHED_ENTRIES = 2**24         # a draw up to 128 MiB of float64 counts is kept for the next call
 
+# The resample counts a user may ask for (`--resamples` of score and compare, the eval recipe's
+# `bootstrap.resamples`): one rule for all. Below 100 a 95% interval's ends are the one or two
+# most extreme resamples (with 1 or 2 the interval need not even contain the value); above
+# 10 million the draw costs minutes and gigabytes (10^12 exhausts memory) for an interval that
+# no longer moves. The functions below take any count; the bound is for what a user types.
+MIN_RESAMPLES, MAX_RESAMPLES = 100, 10_000_000
+
 
 # ---------------------------------------------------------------- per-row scores
 

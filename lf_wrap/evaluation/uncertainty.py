@@ -76,6 +76,8 @@ def score_with_rows(path: Path, task: Task, no_answer_text: str | None = None) -
     if task.no_answer and no_answer_text is None:
         no_answer_text = pred.default_no_answer_text(path)
     records = pred.read_lines(path)
+    if _carries_rows(records):      # a row twice would count twice in every metric
+        _where(path, row_indices(records))
     values = pred.score_records(path, records, task, no_answer_text)
     predictions, references = pred.checked(path, records, task)
     fields = stats.row_scores(task.metric, predictions, references, no_answer_text)
@@ -119,7 +121,7 @@ def _where(path: Path, rows: list[int]) -> dict[int, int]:
     for index, row in enumerate(rows):
         if row in where:
             raise UserError(f"{path}:{index + 1}: row {row} appears twice (also line {where[row] + 1}); "
-                            "a comparison needs each row once")
+                            "each row is scored once: remove the repeated line")
         where[row] = index
     return where
 
