@@ -182,6 +182,30 @@ def test_the_search_identity_covers_linked_weights_the_base_config_and_extra_arg
     assert identity() != first
 
 
+def test_a_search_folder_with_other_inputs_says_which(tiny_model, adapters, tmp_path):
+    """Probe S43: "holds a search with other inputs (base, adapters, rows or generation settings)"
+    did not say which; now the changed file or setting is named."""
+    from lf_wrap.core.manifest import StageRecord
+    from lf_wrap.search.recipe import load_search_recipe
+    from lf_wrap.search.rows import row_ids
+    from lf_wrap.search.run import SPACE_KEYS, plan_search
+
+    path, base = _study(tiny_model, adapters, tmp_path)
+    recipe = load_search_recipe(path, ())[0]
+    plan = plan_search(recipe)
+    out = Path(recipe.out)
+    out.mkdir()
+    body = {"identity": plan.identity, "space": recipe.model_dump(mode="json", include=set(SPACE_KEYS)),
+            "inputs": plan.inputs, "rows": row_ids(plan.rows), "generation": plan.generation}
+    (out / "manifest.json").write_text(json.dumps(StageRecord("search").manifest(body)))
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 10.0}))
+    result = run_lf_wrap("merge", "search", path, "--set",
+                         "eval_overrides=['engine.extra_args={hf_overrides: {rms_norm_eps: 1.0}}']")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "other inputs (the base model's config.json, generation.engine_args)" in errors(result)[0]
+
+
 # ---------------------------------------------------------------- 4. eval --out inside the base
 
 

@@ -66,7 +66,29 @@ OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", 
            "leaderboard.json", "chart*.png", "final.md", "best")
 
 
-def _prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict[str, Path]) -> bool:
+def _changed_inputs(earlier: dict, parts: dict) -> str:
+    """Which parts of the identity differ from the earlier search's manifest, by name."""
+    changed = []
+    before, now = earlier.get("inputs") or {}, parts["inputs"]
+    old_base, new_base = before.get("base") or {}, now["base"]
+    if old_base.get("fingerprint") != new_base["fingerprint"]:
+        files = old_base.get("files") or {}
+        diff = sorted(n for n in set(files) | set(new_base["files"]) if files.get(n) != new_base["files"].get(n))
+        changed.append(f"the base model's {', '.join(n.removeprefix('base/') for n in diff[:3])}" if files
+                       else "the base model")
+    old_adapters = before.get("adapters") or []
+    for i, adapter in enumerate(now["adapters"]):
+        if i >= len(old_adapters) or old_adapters[i] != adapter:
+            changed.append(f"adapters.{i} ({adapter['path']})")
+    if earlier.get("rows") != parts["rows"]:
+        changed.append("the rows (datasets, ids or prompts)")
+    old_gen = earlier.get("generation") or {}
+    changed += [f"generation.{k}" for k in sorted(set(old_gen) | set(parts["generation"]))
+                if old_gen.get(k) != parts["generation"].get(k)]
+    return ", ".join(changed) or "lf-wrap's ledger format"
+
+
+def _prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict[str, Path], parts: dict) -> bool:
     """True when an earlier search with the same inputs and space is continued. `--force` deletes
     only a search folder lf-wrap wrote (lf_wrap.core.files.check_replaceable), never one holding
     `inputs` (the recipes this run reads) or files of the user's."""
@@ -80,7 +102,7 @@ def _prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dic
         return True
     if not force:
         if earlier.get("identity") != ident:
-            what = "other inputs (base, adapters, rows or generation settings)"
+            what = f"other inputs ({_changed_inputs(earlier, parts)})"
         else:
             changed = [k for k in SPACE_KEYS if (earlier.get("space") or {}).get(k) != space.get(k)]
             what = f"another search space ({', '.join(changed)})"
@@ -168,7 +190,8 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     ident, rows, spec = checked.identity, checked.rows, checked.spec
     space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
     reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
-    resumed = _prepare_folder(out, ident, space, force, reads)
+    resumed = _prepare_folder(out, ident, space, force, reads,
+                              {"inputs": checked.inputs, "rows": row_ids(rows), "generation": checked.generation})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "search.yaml", recipe_text)
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
