@@ -95,8 +95,8 @@ def test_grid_sampler_walks_the_grid(tmp_path):
 
 def test_ledger_reuses_its_own_lines_and_cuts_a_torn_one(tmp_path):
     ledger = Ledger(tmp_path, "id-1")
-    ledger.add({"rows": "search", "key": "base", "metrics": {"qa": {"exact_match": 0.1}}})
-    ledger.add({"rows": "search", "key": "linear[1,1]", "metrics": {"qa": {"exact_match": 0.5}}})
+    ledger.add({"rows": "search", "key": "base", "metrics": {"qa": {"exact_match": 0.1}}, "per_row": {}})
+    ledger.add({"rows": "search", "key": "linear[1,1]", "metrics": {"qa": {"exact_match": 0.5}}, "per_row": {}})
     Ledger(tmp_path, "id-2").add({"rows": "search", "key": "base", "metrics": {}})     # another search's line
     good = (tmp_path / "scores.jsonl").read_bytes()
     with open(tmp_path / "scores.jsonl", "ab") as handle:
@@ -105,6 +105,35 @@ def test_ledger_reuses_its_own_lines_and_cuts_a_torn_one(tmp_path):
     assert again.get("search", "linear[1,1]")["metrics"]["qa"]["exact_match"] == 0.5
     assert again.get("report", "base") is None and again.foreign == 1
     assert (tmp_path / "scores.jsonl").read_bytes() == good
-    again.add({"rows": "report", "key": "base", "metrics": {}})
+    again.add({"rows": "report", "key": "base", "metrics": {}, "per_row": {}})
     lines = (tmp_path / "scores.jsonl").read_text().splitlines()
     assert [json.loads(line)["key"] for line in lines] == ["base", "linear[1,1]", "base", "base"]
+
+
+def _scores(tmp_path, count: int) -> bytes:
+    ledger = Ledger(tmp_path, "id-1")
+    for i in range(count):
+        ledger.add({"rows": "search", "key": f"linear[{i}]", "candidate": None, "metrics": {"qa": {"em": i}},
+                    "per_row": {}})
+    return (tmp_path / "scores.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("bad, what", [(b"{garbagexxxx\n", "not a JSON object"),
+                                       (b'{"key": "\xff\xfe"}\n', "not UTF-8"),
+                                       (b"[1, 2]\n", "not a JSON object"),
+                                       (b'{"identity": "id-1", "rows": "search"}\n', "without a valid 'key'")])
+def test_ledger_refuses_a_damaged_line_in_the_middle_and_keeps_every_score(tmp_path, bad, what):
+    lines = _scores(tmp_path, 8).splitlines(keepends=True)
+    damaged = b"".join(lines[:5]) + bad + b"".join(lines[5:])
+    (tmp_path / "scores.jsonl").write_bytes(damaged)
+    with pytest.raises(UserError, match=rf"scores\.jsonl:6: .*{what}.*delete or fix that line"):
+        Ledger(tmp_path, "id-1")
+    assert (tmp_path / "scores.jsonl").read_bytes() == damaged         # not one score cut
+    (tmp_path / "scores.jsonl").write_bytes(b"".join(lines[:5]) + b"".join(lines[5:]))   # the line deleted
+    assert len(Ledger(tmp_path, "id-1").entries) == 8
+
+
+def test_ledger_that_is_a_folder_is_one_error(tmp_path):
+    (tmp_path / "scores.jsonl").mkdir()
+    with pytest.raises(UserError, match=r"scores\.jsonl: not a file"):
+        Ledger(tmp_path, "id-1")
