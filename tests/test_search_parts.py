@@ -137,3 +137,41 @@ def test_ledger_that_is_a_folder_is_one_error(tmp_path):
     (tmp_path / "scores.jsonl").mkdir()
     with pytest.raises(UserError, match=r"scores\.jsonl: not a file"):
         Ledger(tmp_path, "id-1")
+
+
+def _told(folder, config, count: int):
+    study = optimiser.open_study(folder, config, TASKS)
+    for _ in range(count):
+        trial = study.ask()
+        trial.set_user_attr("candidate", optimiser.suggest(trial, config, TASKS).label())
+        study.tell(trial, 0.5)
+    return study
+
+
+def test_a_damaged_journal_is_one_error_naming_it(tmp_path):
+    config = recipe(tmp_path, budget=8)
+    folder = tmp_path / "search"
+    folder.mkdir()
+    _told(folder, config, 3)
+    journal = folder / optimiser.JOURNAL
+    data = journal.read_bytes()
+    journal.write_bytes(data[:len(data) // 2] + b"garbage{{{\n" + data[len(data) // 2:])
+    with pytest.raises(UserError, match=r"optuna\.journal:\d+: not a line Optuna wrote.*delete .*--force"):
+        optimiser.open_study(folder, config, TASKS)
+    journal.write_bytes(data + b'{"op_code": 5, "worker_id": "x", "trial_id": 1, "torn-mid-wr')     # killed mid-write
+    assert len(optimiser.completed(optimiser.open_study(folder, config, TASKS))) == 3
+    after = journal.read_bytes()
+    assert after.startswith(data) and b"torn-mid-wr" not in after                           # the torn line cut
+
+
+def test_completed_trials_without_a_score_are_found_to_score_again(tmp_path):
+    config = recipe(tmp_path, methods=["linear", "ties"], budget=8)
+    folder = tmp_path / "search"
+    folder.mkdir()
+    study = _told(folder, config, 4)
+    labels = [t.user_attrs["candidate"] for t in optimiser.completed(study)]
+    ledger = Ledger(folder, "id-1")
+    for label in labels[:2]:
+        ledger.add({"rows": "search", "key": label, "candidate": None, "metrics": {}, "per_row": {}})
+    lost = optimiser.unscored(study, ledger, config, TASKS)
+    assert [c.label() for c in lost] == labels[2:]

@@ -146,15 +146,19 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
     out, ident, rows, spec = Path(recipe.out), checked.identity, checked.rows, checked.spec
     space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
     resumed = _prepare_folder(out, ident, space, force)
+    ledger = Ledger(out, ident)                 # a damaged ledger or journal: one Error, before anything runs
+    optimiser.check_journal(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "search.yaml", recipe_text)
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
             "generation": checked.generation, "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides,
             "budget": recipe.budget, "round_size": recipe.round_size, "engine": spec.kwargs, "notes": checked.notes}
     atomic_write_json(out / MANIFEST, record.manifest(body))
-    ledger = Ledger(out, ident)
     if resumed:
         _say(f"continuing the search in {out}: {len(ledger.entries)} scores on record are reused")
+        if not (out / optimiser.JOURNAL).exists():
+            _say(f"{out / optimiser.JOURNAL} is missing: the optimiser starts over with a new study (its trials "
+                 "so far are lost); scores on record are reused where it asks the same candidates")
     engine = checked.eval_recipe.engine
     scorer = Scorer(spec, checked.plan, rows, ledger, checked.eval_recipe.batch_size,
                     replicas=engine.data_parallel_size)
@@ -205,10 +209,18 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     if requeued:
         _say(f"{requeued} candidate(s) were being scored when the last run stopped; asked again "
              "(their scores are reused where they were written)")
+    lost = optimiser.unscored(study, scorer.ledger, recipe, tasks)
+    if lost:
+        _say(f"{len(lost)} completed candidate(s) of {optimiser.JOURNAL} have no score in {scorer.ledger.path.name} "
+             "(deleted?); scoring them again")
+        scorer.score_many("search", lost)
     done = len(optimiser.completed(study))
     total = optimiser.budget(recipe, tasks)
     if total < recipe.budget:
         _say(f"the grid has {total} points: {total} candidates instead of budget {recipe.budget}")
+    if done > total:
+        _say(f"budget {total}: the search already holds {done} completed candidates; none is asked, and the "
+             f"leaderboard keeps all {done}")
     round_number = 0
     while done < total:
         round_number += 1
