@@ -175,3 +175,17 @@ def test_completed_trials_without_a_score_are_found_to_score_again(tmp_path):
         ledger.add({"rows": "search", "key": label, "candidate": None, "metrics": {}, "per_row": {}})
     lost = optimiser.unscored(study, ledger, config, TASKS)
     assert [c.label() for c in lost] == labels[2:]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"weights": {"low": 0, "high": float("inf")}}, r"weights\.high: .*finite"),
+    ({"sampler": "grid", "grid": [float("nan"), 1.0]}, r"grid\.0: .*finite"),
+    ({"density": {"step": float("nan")}}, r"density\.step: .*finite"),
+    ({"budget": True}, r"budget: .*integer"),
+    ({"round_size": True}, r"round_size: .*integer"),
+    ({"weights": {"low": 0, "high": 0.5, "step": 10}}, r"weights: step \(10.0\) is larger than the range"),
+    ({"sampler": "grid", "grid": [1.0, 1.0]}, r"grid: 1.0 is given twice"),
+])
+def test_recipe_refuses_values_that_would_fail_or_mislead_mid_search(tmp_path, extra, message):
+    with pytest.raises(UserError, match=message):
+        recipe(tmp_path, **extra)
