@@ -189,3 +189,25 @@ def test_completed_trials_without_a_score_are_found_to_score_again(tmp_path):
 def test_recipe_refuses_values_that_would_fail_or_mislead_mid_search(tmp_path, extra, message):
     with pytest.raises(UserError, match=message):
         recipe(tmp_path, **extra)
+
+
+def test_a_search_set_for_a_task_the_search_does_not_have_is_refused(tmp_path):
+    from lf_wrap.search.rows import split_rows
+
+    config = recipe(tmp_path, rows={"search_datasets": {"task_zzz": "other"}})
+    with pytest.raises(UserError, match=r"rows\.search_datasets\.task_zzz: not a task of this search \(tasks: "
+                                        r"translate, summarize, qa\)"):
+        split_rows(config, None, TASKS, None)        # refused before any dataset is read
+
+
+@pytest.mark.parametrize("name", ["SEARCH.YAML", "search.yml.txt"])
+def test_a_recipe_with_an_unusual_name_is_read_as_a_recipe(tmp_path, name):
+    from click.testing import CliRunner
+
+    from lf_wrap.cli import cli
+
+    path = tmp_path / name
+    path.write_text("eval: eval.yaml\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["merge", "search", str(path), "--check"])
+    assert result.exit_code == 2
+    assert f"{name}: adapters: required" in result.output and "--eval" not in result.output      # read as a recipe
