@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lf_wrap import __version__
-from lf_wrap.core.errors import UserError
+from lf_wrap.core.errors import Interrupted, UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder, check_replaceable
 from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord, read_manifest_file
 from lf_wrap.core.models import resolve_base, weights_fingerprint
+from lf_wrap.core.process import terminate_as_interrupt
 from lf_wrap.evaluation.engine import EngineSpec, engine_spec
 from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
 from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
@@ -114,6 +116,8 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     eval_recipe, models, notes = specialists(recipe, eval_recipe)
     tasks = [m.task for m in models]
     base_dir = resolve_base(eval_recipe.model_name_or_path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out {out} is a file, not a search folder; choose another out")
     plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
     check_output_folder(out, "out", {**{f"adapter {m.path}": Path(m.path) for m in models},
@@ -162,16 +166,33 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
     engine = checked.eval_recipe.engine
     scorer = Scorer(spec, checked.plan, rows, ledger, checked.eval_recipe.batch_size,
                     replicas=engine.data_parallel_size)
+    received: list[int] = []           # SIGTERM/SIGHUP stop the search as Ctrl-C does (exit 143/129, not 130)
     try:
-        return _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body)
+        with terminate_as_interrupt(received):
+            result = _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body)
     except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
-        record.finish(INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED)
+        stopped = isinstance(err, KeyboardInterrupt)
+        record.finish(INTERRUPTED if stopped else FAILED)
         body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
                     type(err).__name__)
         atomic_write_json(out / MANIFEST, record.manifest(body))
+        _close_after(scorer, err)
+        if stopped:
+            name = signal.Signals(received[0]).name if received else "Ctrl-C"
+            raise Interrupted(f"interrupted ({name}); the scores so far are kept in {out}: run the same command to "
+                              "go on", exit_code=128 + received[0] if received else None) from None
         raise
-    finally:
+    scorer.close()
+    return result
+
+
+def _close_after(scorer: Scorer, err: BaseException) -> None:
+    """After an interrupt the engine may still hold the requests it was running, and restoring the
+    base weights then refuses: the process ends anyway, so that is logged, never raised over `err`."""
+    try:
         scorer.close()
+    except Exception as closing:      # noqa: BLE001 - `err` is what the user needs to see
+        log.debug(f"search: closing the engine after {type(err).__name__}: {closing}")
 
 
 def _write_best(out: Path, plan, best: dict, output_form: str) -> Path:

@@ -126,9 +126,11 @@ class Scorer:
             self.pool.close()
             self.pool = None
         if self.engine is not None:
-            self.serve.restore()
-            self.engine.close()
-            self.engine = None
+            try:
+                self.serve.restore()
+            finally:                  # restoring may refuse after an interrupt; the engine still goes
+                self.engine.close()
+                self.engine = None
 
     def score(self, kind: str, candidate: Candidate | None) -> dict:
         return self.score_many(kind, [candidate])[0]
