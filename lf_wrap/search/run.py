@@ -11,7 +11,9 @@
 Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
 base and specialists on the search rows (the reference of every retained gain); rounds of
 candidates from the optimiser until `budget` trials are complete; the leaderboard; the best and
-the study-style sum merge on the report rows with intervals; the best merge written."""
+the study-style sum merge on the report rows with intervals; the best merge written. Ctrl-C,
+SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
+command goes on from the journal and the ledger."""
 
 from __future__ import annotations
 
@@ -161,8 +163,8 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
     if resumed:
         _say(f"continuing the search in {out}: {len(ledger.entries)} scores on record are reused")
         if not (out / optimiser.JOURNAL).exists():
-            _say(f"{out / optimiser.JOURNAL} is missing: the optimiser starts over with a new study (its trials "
-                 "so far are lost); scores on record are reused where it asks the same candidates")
+            _say(f"{out / optimiser.JOURNAL} is missing: the optimiser starts over with a new study (any trials "
+                 "it held are gone); scores on record are reused where it asks the same candidates")
     engine = checked.eval_recipe.engine
     scorer = Scorer(spec, checked.plan, rows, ledger, checked.eval_recipe.batch_size,
                     replicas=engine.data_parallel_size)
@@ -176,7 +178,7 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
         body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
                     type(err).__name__)
         atomic_write_json(out / MANIFEST, record.manifest(body))
-        _close_after(scorer, err)
+        scorer.close(after=err)
         if stopped:
             name = signal.Signals(received[0]).name if received else "Ctrl-C"
             raise Interrupted(f"interrupted ({name}); the scores so far are kept in {out}: run the same command to "
@@ -184,15 +186,6 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False) -> Searc
         raise
     scorer.close()
     return result
-
-
-def _close_after(scorer: Scorer, err: BaseException) -> None:
-    """After an interrupt the engine may still hold the requests it was running, and restoring the
-    base weights then refuses: the process ends anyway, so that is logged, never raised over `err`."""
-    try:
-        scorer.close()
-    except Exception as closing:      # noqa: BLE001 - `err` is what the user needs to see
-        log.debug(f"search: closing the engine after {type(err).__name__}: {closing}")
 
 
 def _write_best(out: Path, plan, best: dict, output_form: str) -> Path:
