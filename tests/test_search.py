@@ -233,3 +233,82 @@ def test_data_parallel_replicas_score_what_one_engine_scores(study, tmp_path):
         ledgers[replicas] = {(e["rows"], e["key"]): (e["metrics"], e["per_row"]) for e in _ledger(out)}
     assert "starting 2 engine replicas" in done.stderr
     assert ledgers[1] == ledgers[2] and len(ledgers[1]) >= 12
+
+
+def _run_until_round_2(argv: list[str], log: Path) -> subprocess.Popen:
+    """The search started as a user would from a terminal (SIGINT not ignored), once "round 2:" shows."""
+    with open(log, "w") as handle:
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and child.poll() is None and "round 2:" not in log.read_text():
+        time.sleep(0.2)
+    assert child.poll() is None, "the search ended before it could be stopped: " + log.read_text()[-3000:]
+    return child
+
+
+def test_ctrl_c_and_sigterm_stop_a_search_with_one_message_and_the_manifest_says_so(study, tmp_path):
+    out = tmp_path / "stopped"
+    path = _search_recipe(study, out, budget=10, round_size=1)
+    argv = [str(Path(sys.executable).parent / "lf-wrap"), "merge", "search", str(path)]
+    for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        log = tmp_path / f"{signum.name}.log"
+        child = _run_until_round_2(argv, log)
+        try:
+            (os.killpg if signum == signal.SIGINT else os.kill)(child.pid, signum)   # Ctrl-C: the whole group
+            assert child.wait(timeout=120) == code, log.read_text()[-3000:]
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+        stderr = log.read_text()
+        assert "Traceback" not in stderr and stderr.count("Error:") == 1, stderr[-3000:]
+        assert "Error: interrupted" in stderr and "run the same command to go on" in stderr
+        assert read_json(out / "manifest.json")["status"] == "interrupted"
+
+
+def test_a_damaged_or_deleted_record_never_changes_the_answer(study, tmp_path):
+    out = tmp_path / "records"
+    path = _search_recipe(study, out, budget=4, round_size=2)
+    assert run_lf_wrap("merge", "search", path).returncode == 0
+
+    def board():
+        return [(r["label"], round(r["value"], 9)) for r in read_json(out / "leaderboard.json")["rows"]]
+
+    first = board()
+    ledger, journal = out / "scores.jsonl", out / "optuna.journal"
+    scores, trials = ledger.read_bytes(), journal.read_bytes()
+    lines = scores.splitlines(keepends=True)
+    ledger.write_bytes(b"".join(lines[:5]) + b"{garbagexxxx\n" + b"".join(lines[5:]))
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 2 and done.stderr.count("Error:") == 1, done.stderr[-3000:]
+    assert f"{ledger}:6: not a JSON object" in done.stderr and "starting one engine" not in done.stderr
+    assert len(ledger.read_bytes()) == len(scores) + len(b"{garbagexxxx\n")        # nothing cut
+    ledger.write_bytes(scores)
+    half = trials.index(b"\n", len(trials) // 2) + 1
+    journal.write_bytes(trials[:half] + b"garbage{{{\n" + trials[half:])
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 2 and done.stderr.count("Error:") == 1, done.stderr[-3000:]
+    assert f"{journal}:" in done.stderr and "not a line Optuna wrote" in done.stderr
+    journal.write_bytes(trials)
+
+    ledger.unlink()                                       # the scores lost, the journal kept
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "have no score in scores.jsonl" in done.stderr
+    assert board() == first                               # the same leaderboard, every completed trial on it
+    lowered = run_lf_wrap("merge", "search", path, "--set", "budget=2")
+    assert lowered.returncode == 0 and "budget 2: the search already holds 4 completed candidates" in lowered.stderr
+    journal.unlink()                                      # the trials lost, the scores kept
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0 and "optuna.journal is missing: the optimiser starts over" in done.stderr
+
+
+def test_inputs_are_named_as_the_recipe_names_them_and_a_file_as_out_fails_the_check(study, tmp_path):
+    root, eval_path, folders = study
+    twice = _search_recipe(study, tmp_path / "twice", adapters=[{"path": str(folders[0]), "task": TASKS[0]},
+                                                                {"path": str(folders[0]), "task": TASKS[1]}])
+    done = run_lf_wrap("merge", "search", twice, "--check")
+    assert done.returncode == 2 and "models 'adapters.0' and 'adapters.1' are the same model" in done.stderr
+    (tmp_path / "afile").write_text("x")
+    done = run_lf_wrap("merge", "search", _search_recipe(study, tmp_path / "afile"), "--check")
+    assert done.returncode == 2 and done.stderr.count("Error:") == 1 and "is a file, not a search folder" in done.stderr

@@ -95,8 +95,8 @@ def test_grid_sampler_walks_the_grid(tmp_path):
 
 def test_ledger_reuses_its_own_lines_and_cuts_a_torn_one(tmp_path):
     ledger = Ledger(tmp_path, "id-1")
-    ledger.add({"rows": "search", "key": "base", "metrics": {"qa": {"exact_match": 0.1}}})
-    ledger.add({"rows": "search", "key": "linear[1,1]", "metrics": {"qa": {"exact_match": 0.5}}})
+    ledger.add({"rows": "search", "key": "base", "metrics": {"qa": {"exact_match": 0.1}}, "per_row": {}})
+    ledger.add({"rows": "search", "key": "linear[1,1]", "metrics": {"qa": {"exact_match": 0.5}}, "per_row": {}})
     Ledger(tmp_path, "id-2").add({"rows": "search", "key": "base", "metrics": {}})     # another search's line
     good = (tmp_path / "scores.jsonl").read_bytes()
     with open(tmp_path / "scores.jsonl", "ab") as handle:
@@ -105,6 +105,109 @@ def test_ledger_reuses_its_own_lines_and_cuts_a_torn_one(tmp_path):
     assert again.get("search", "linear[1,1]")["metrics"]["qa"]["exact_match"] == 0.5
     assert again.get("report", "base") is None and again.foreign == 1
     assert (tmp_path / "scores.jsonl").read_bytes() == good
-    again.add({"rows": "report", "key": "base", "metrics": {}})
+    again.add({"rows": "report", "key": "base", "metrics": {}, "per_row": {}})
     lines = (tmp_path / "scores.jsonl").read_text().splitlines()
     assert [json.loads(line)["key"] for line in lines] == ["base", "linear[1,1]", "base", "base"]
+
+
+def _scores(tmp_path, count: int) -> bytes:
+    ledger = Ledger(tmp_path, "id-1")
+    for i in range(count):
+        ledger.add({"rows": "search", "key": f"linear[{i}]", "candidate": None, "metrics": {"qa": {"em": i}},
+                    "per_row": {}})
+    return (tmp_path / "scores.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("bad, what", [(b"{garbagexxxx\n", "not a JSON object"),
+                                       (b'{"key": "\xff\xfe"}\n', "not UTF-8"),
+                                       (b"[1, 2]\n", "not a JSON object"),
+                                       (b'{"identity": "id-1", "rows": "search"}\n', "without a valid 'key'")])
+def test_ledger_refuses_a_damaged_line_in_the_middle_and_keeps_every_score(tmp_path, bad, what):
+    lines = _scores(tmp_path, 8).splitlines(keepends=True)
+    damaged = b"".join(lines[:5]) + bad + b"".join(lines[5:])
+    (tmp_path / "scores.jsonl").write_bytes(damaged)
+    with pytest.raises(UserError, match=rf"scores\.jsonl:6: .*{what}.*delete or fix that line"):
+        Ledger(tmp_path, "id-1")
+    assert (tmp_path / "scores.jsonl").read_bytes() == damaged         # not one score cut
+    (tmp_path / "scores.jsonl").write_bytes(b"".join(lines[:5]) + b"".join(lines[5:]))   # the line deleted
+    assert len(Ledger(tmp_path, "id-1").entries) == 8
+
+
+def test_ledger_that_is_a_folder_is_one_error(tmp_path):
+    (tmp_path / "scores.jsonl").mkdir()
+    with pytest.raises(UserError, match=r"scores\.jsonl: not a file"):
+        Ledger(tmp_path, "id-1")
+
+
+def _told(folder, config, count: int):
+    study = optimiser.open_study(folder, config, TASKS)
+    for _ in range(count):
+        trial = study.ask()
+        trial.set_user_attr("candidate", optimiser.suggest(trial, config, TASKS).label())
+        study.tell(trial, 0.5)
+    return study
+
+
+def test_a_damaged_journal_is_one_error_naming_it(tmp_path):
+    config = recipe(tmp_path, budget=8)
+    folder = tmp_path / "search"
+    folder.mkdir()
+    _told(folder, config, 3)
+    journal = folder / optimiser.JOURNAL
+    data = journal.read_bytes()
+    journal.write_bytes(data[:len(data) // 2] + b"garbage{{{\n" + data[len(data) // 2:])
+    with pytest.raises(UserError, match=r"optuna\.journal:\d+: not a line Optuna wrote.*delete .*--force"):
+        optimiser.open_study(folder, config, TASKS)
+    journal.write_bytes(data + b'{"op_code": 5, "worker_id": "x", "trial_id": 1, "torn-mid-wr')     # killed mid-write
+    assert len(optimiser.completed(optimiser.open_study(folder, config, TASKS))) == 3
+    after = journal.read_bytes()
+    assert after.startswith(data) and b"torn-mid-wr" not in after                           # the torn line cut
+
+
+def test_completed_trials_without_a_score_are_found_to_score_again(tmp_path):
+    config = recipe(tmp_path, methods=["linear", "ties"], budget=8)
+    folder = tmp_path / "search"
+    folder.mkdir()
+    study = _told(folder, config, 4)
+    labels = [t.user_attrs["candidate"] for t in optimiser.completed(study)]
+    ledger = Ledger(folder, "id-1")
+    for label in labels[:2]:
+        ledger.add({"rows": "search", "key": label, "candidate": None, "metrics": {}, "per_row": {}})
+    lost = optimiser.unscored(study, ledger, config, TASKS)
+    assert [c.label() for c in lost] == labels[2:]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"weights": {"low": 0, "high": float("inf")}}, r"weights\.high: .*finite"),
+    ({"sampler": "grid", "grid": [float("nan"), 1.0]}, r"grid\.0: .*finite"),
+    ({"density": {"step": float("nan")}}, r"density\.step: .*finite"),
+    ({"budget": True}, r"budget: .*integer"),
+    ({"round_size": True}, r"round_size: .*integer"),
+    ({"weights": {"low": 0, "high": 0.5, "step": 10}}, r"weights: step \(10.0\) is larger than the range"),
+    ({"sampler": "grid", "grid": [1.0, 1.0]}, r"grid: 1.0 is given twice"),
+])
+def test_recipe_refuses_values_that_would_fail_or_mislead_mid_search(tmp_path, extra, message):
+    with pytest.raises(UserError, match=message):
+        recipe(tmp_path, **extra)
+
+
+def test_a_search_set_for_a_task_the_search_does_not_have_is_refused(tmp_path):
+    from lf_wrap.search.rows import split_rows
+
+    config = recipe(tmp_path, rows={"search_datasets": {"task_zzz": "other"}})
+    with pytest.raises(UserError, match=r"rows\.search_datasets\.task_zzz: not a task of this search \(tasks: "
+                                        r"translate, summarize, qa\)"):
+        split_rows(config, None, TASKS, None)        # refused before any dataset is read
+
+
+@pytest.mark.parametrize("name", ["SEARCH.YAML", "search.yml.txt"])
+def test_a_recipe_with_an_unusual_name_is_read_as_a_recipe(tmp_path, name):
+    from click.testing import CliRunner
+
+    from lf_wrap.cli import cli
+
+    path = tmp_path / name
+    path.write_text("eval: eval.yaml\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["merge", "search", str(path), "--check"])
+    assert result.exit_code == 2
+    assert f"{name}: adapters: required" in result.output and "--eval" not in result.output      # read as a recipe

@@ -117,7 +117,9 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
 
     direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "budget": budget, "sampler": sampler,
               "search_rows": search_rows, "seed": seed, "objective": objective, "as": output_form, "out": out}
-    recipe_form = len(inputs) == 1 and Path(inputs[0]).suffix in (".yaml", ".yml")
+    # One input that is a file (adapters are folders) is a recipe, whatever its name: SEARCH.YAML, search.yml.txt.
+    first = Path(inputs[0])
+    recipe_form = len(inputs) == 1 and (first.suffix.lower() in (".yaml", ".yml") or first.is_file())
     if recipe_form:
         given = [f"--{k.replace('_', '-')}" for k, v in direct.items() if v is not None]
         if given:

@@ -108,14 +108,17 @@ def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
 
 
 @contextmanager
-def terminate_as_interrupt():
+def terminate_as_interrupt(received: list[int] | None = None):
     """While a child runs, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop it the
-    way Ctrl-C does, instead of killing lf-wrap and leaving the child (in its own session) alive."""
+    way Ctrl-C does, instead of killing lf-wrap and leaving the child (in its own session) alive.
+    `received` collects the signals caught, for a stage that exits with the shell's code (143)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):
+        if received is not None:
+            received.append(signum)
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}

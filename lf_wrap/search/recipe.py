@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe, validate
 from lf_wrap.merge.methods import METHODS
@@ -29,28 +29,34 @@ class AdapterEntry(_Strict):
 
 
 class Range(_Strict):
-    low: float
-    high: float
-    step: float | None = Field(None, gt=0)
+    """Finite numbers only: an infinite bound or a NaN would pass a check and fail inside Optuna
+    after the engine started."""
+
+    low: FiniteFloat
+    high: FiniteFloat
+    step: FiniteFloat | None = Field(None, gt=0)
     """Values are low + k * step (readable candidates; a repeat is found and never scored twice)."""
 
     @model_validator(mode="after")
     def _ordered(self):
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.step is not None and self.step > self.high - self.low + 1e-9:
+            raise ValueError(f"step ({self.step}) is larger than the range {self.low}..{self.high}: only low would "
+                             "ever be tried; lower step")
         return self
 
 
 class WeightRange(Range):
-    low: float = 0.0
-    high: float = 1.5
-    step: float | None = Field(0.05, gt=0)
+    low: FiniteFloat = 0.0
+    high: FiniteFloat = 1.5
+    step: FiniteFloat | None = Field(0.05, gt=0)
 
 
 class DensityRange(Range):
-    low: float = 0.1
-    high: float = 1.0
-    step: float | None = Field(0.1, gt=0)
+    low: FiniteFloat = 0.1
+    high: FiniteFloat = 1.0
+    step: FiniteFloat | None = Field(0.1, gt=0)
 
 
 class Rows(_Strict):
@@ -99,11 +105,11 @@ class SearchRecipe(_Strict):
     sampler: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
     """Optuna's sampler: tpe (default), cmaes (continuous weights; the method is then sampled at
     random), random, or grid (every combination of `grid`, a baseline)."""
-    grid: list[float] = [0.0, 0.5, 1.0, 1.5]
+    grid: list[FiniteFloat] = [0.0, 0.5, 1.0, 1.5]
     """sampler grid: the weight values tried for each adapter."""
-    budget: int = Field(32, ge=1)
-    """Candidates to score (Optuna trials, the reference merges enqueued first included)."""
-    round_size: int = Field(4, ge=1)
+    budget: int = Field(32, ge=1, strict=True)
+    """Candidates to score (Optuna trials, the reference merges enqueued first included). Strict: `true` is no count."""
+    round_size: int = Field(4, ge=1, strict=True)
     """Candidates asked of the optimiser at once (one progress line per round)."""
     seed: int = 0
     """Seed of the sampler, and of dare_*'s random drop."""
@@ -135,6 +141,10 @@ class SearchRecipe(_Strict):
             raise ValueError("density: low and high must lie in (0, 1]")
         if self.sampler == "grid" and len(self.grid) < 2:
             raise ValueError("grid: give at least two weight values for sampler grid")
+        for value in self.grid:
+            if self.grid.count(value) > 1:
+                raise ValueError(f"grid: {value} is given twice; give each weight value once (the grid's size is "
+                                 "the candidates it has)")
         return self
 
 

@@ -36,7 +36,7 @@ def specialists(recipe: SearchRecipe, eval_recipe: EvalRecipe) -> tuple[EvalReci
     """(the eval recipe with any task added from a training run, one resolved adapter per task in
     the search's order, notes). Each adapter is read by the eval stage's reader (same base rule)."""
     entries = [ModelEntry(name="base")]
-    entries += [ModelEntry(name=f"adapter{i}", path=a.path, task=a.task) for i, a in enumerate(recipe.adapters)]
+    entries += [ModelEntry(name=f"adapters.{i}", path=a.path, task=a.task) for i, a in enumerate(recipe.adapters)]
     with_models = eval_recipe.model_copy(update={"models": entries})
     models = resolve_models(with_models)[1:]
     for i, model in enumerate(models):
@@ -75,6 +75,9 @@ def _draw(requests: list[Request], count: int, seed: int, task: str) -> tuple[li
 
 
 def split_rows(recipe: SearchRecipe, eval_recipe: EvalRecipe, tasks: list[str], tokenizer) -> dict[str, TaskRows]:
+    for task in recipe.rows.search_datasets:          # a typo here would silently search on a draw instead
+        if task not in tasks:
+            raise UserError(f"rows.search_datasets.{task}: not a task of this search (tasks: {', '.join(tasks)})")
     out = {}
     for task in tasks:
         entry = eval_recipe.tasks[task]

@@ -11,23 +11,27 @@
 Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
 base and specialists on the search rows (the reference of every retained gain); rounds of
 candidates from the optimiser until `budget` trials are complete; the leaderboard; the best and
-the study-style sum merge on the report rows with intervals; the best merge written."""
+the study-style sum merge on the report rows with intervals; the best merge written. Ctrl-C,
+SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
+command goes on from the journal and the ledger."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lf_wrap import __version__
-from lf_wrap.core.errors import UserError
+from lf_wrap.core.errors import Interrupted, UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder, check_replaceable
 from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord, read_manifest_file
 from lf_wrap.core.identity import engine_identity, model_identity
 from lf_wrap.core.locks import folder_lock
 from lf_wrap.core.models import resolve_base
+from lf_wrap.core.process import terminate_as_interrupt
 from lf_wrap.evaluation.engine import EngineSpec, engine_spec
 from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
 from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
@@ -146,6 +150,8 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     eval_recipe, models, notes = specialists(recipe, eval_recipe)
     tasks = [m.task for m in models]
     base_dir = resolve_base(eval_recipe.model_name_or_path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out {out} is a file, not a search folder; choose another out")
     plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
     check_output_folder(out, "out", {**{f"adapter {m.path}": Path(m.path) for m in models},
@@ -192,28 +198,40 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
     resumed = _prepare_folder(out, ident, space, force, reads,
                               {"inputs": checked.inputs, "rows": row_ids(rows), "generation": checked.generation})
+    ledger = Ledger(out, ident)                 # a damaged ledger or journal: one Error, before anything runs
+    optimiser.check_journal(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "search.yaml", recipe_text)
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
             "generation": checked.generation, "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides,
             "budget": recipe.budget, "round_size": recipe.round_size, "engine": spec.kwargs, "notes": checked.notes}
     atomic_write_json(out / MANIFEST, record.manifest(body))
-    ledger = Ledger(out, ident)
     if resumed:
         _say(f"continuing the search in {out}: {len(ledger.entries)} scores on record are reused")
+        if not (out / optimiser.JOURNAL).exists():
+            _say(f"{out / optimiser.JOURNAL} is missing: the optimiser starts over with a new study (any trials "
+                 "it held are gone); scores on record are reused where it asks the same candidates")
     engine = checked.eval_recipe.engine
     scorer = Scorer(spec, checked.plan, rows, ledger, checked.eval_recipe.batch_size,
                     replicas=engine.data_parallel_size)
+    received: list[int] = []           # SIGTERM/SIGHUP stop the search as Ctrl-C does (exit 143/129, not 130)
     try:
-        return _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body)
+        with terminate_as_interrupt(received):
+            result = _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body)
     except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
-        record.finish(INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED)
+        stopped = isinstance(err, KeyboardInterrupt)
+        record.finish(INTERRUPTED if stopped else FAILED)
         body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
                     type(err).__name__)
         atomic_write_json(out / MANIFEST, record.manifest(body))
+        scorer.close(after=err)
+        if stopped:
+            name = signal.Signals(received[0]).name if received else "Ctrl-C"
+            raise Interrupted(f"interrupted ({name}); the scores so far are kept in {out}: run the same command to "
+                              "go on", exit_code=128 + received[0] if received else None) from None
         raise
-    finally:
-        scorer.close()
+    scorer.close()
+    return result
 
 
 def _write_best(out: Path, plan, best: dict, output_form: str) -> Path:
@@ -251,10 +269,18 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     if requeued:
         _say(f"{requeued} candidate(s) were being scored when the last run stopped; asked again "
              "(their scores are reused where they were written)")
+    lost = optimiser.unscored(study, scorer.ledger, recipe, tasks)
+    if lost:
+        _say(f"{len(lost)} completed candidate(s) of {optimiser.JOURNAL} have no score in {scorer.ledger.path.name} "
+             "(deleted?); scoring them again")
+        scorer.score_many("search", lost)
     done = len(optimiser.completed(study))
     total = optimiser.budget(recipe, tasks)
     if total < recipe.budget:
         _say(f"the grid has {total} points: {total} candidates instead of budget {recipe.budget}")
+    if done > total:
+        _say(f"budget {total}: the search already holds {done} completed candidates; none is asked, and the "
+             f"leaderboard keeps all {done}")
     round_number = 0
     while done < total:
         round_number += 1

@@ -121,14 +121,27 @@ class Scorer:
             self.serve = self.server.bind(self.engine, self.plan)
         self.engine_start_seconds = round(time.monotonic() - started, 2)
 
-    def close(self) -> None:
+    def close(self, after: BaseException | None = None) -> None:
+        """`after`: the error or interrupt that stops the search. The engine may then still hold the
+        requests it was running, and restoring the base weights refuses: the process ends anyway,
+        so that is logged, never raised over `after` (one message for the user, not two)."""
+        try:
+            self._close()
+        except Exception as err:
+            if after is None:
+                raise
+            log.debug(f"search: closing the engine after {type(after).__name__}: {err}")
+
+    def _close(self) -> None:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
         if self.engine is not None:
-            self.serve.restore()
-            self.engine.close()
-            self.engine = None
+            try:
+                self.serve.restore()
+            finally:                  # restoring may refuse after an interrupt; the engine still goes
+                self.engine.close()
+                self.engine = None
 
     def score(self, kind: str, candidate: Candidate | None) -> dict:
         return self.score_many(kind, [candidate])[0]

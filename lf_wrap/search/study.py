@@ -15,8 +15,10 @@ first when they lie in the space: the optimiser starts from the merges people al
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from lf_wrap.core.errors import UserError
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.recipe import SearchRecipe
@@ -86,6 +88,37 @@ def make_sampler(recipe: SearchRecipe, tasks: list[str]):
                                       n_startup_trials=max(2, min(10, recipe.budget // 3)))
 
 
+def check_journal(folder: Path) -> None:
+    """Read the journal before any engine starts: a damaged line is one Error naming it (Optuna
+    would raise a JSONDecodeError mid-search), and a torn last line (a kill while Optuna wrote it,
+    which Optuna skips) is cut, so the next append does not glue a new line onto it."""
+    path = Path(folder) / JOURNAL
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise UserError(f"{path}: not a file; it should hold the optimiser's trials: move it away to start the "
+                        "optimiser over, or pass --force to start the whole search over")
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(len(data) - len(lines[-1]))
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or "op_code" not in entry:
+            _damaged(path, f"{path}:{number}: not a line Optuna wrote")
+
+
+def _damaged(path: Path, what: str):
+    raise UserError(f"{what}; the search cannot go on from a damaged journal: restore it, or delete {path} to "
+                    f"start the optimiser over (the scores on record in {path.parent}/scores.jsonl are reused where "
+                    "it asks the same candidates), or pass --force to start the whole search over")
+
+
 def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str]):
     """The study in `folder`/optuna.journal: created, or loaded to go on."""
     import optuna
@@ -93,9 +126,13 @@ def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str]):
     from optuna.storages.journal import JournalFileBackend
 
     _quiet()
+    check_journal(folder)
     storage = JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=make_sampler(recipe, tasks),
-                                direction="maximize", load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=make_sampler(recipe, tasks),
+                                    direction="maximize", load_if_exists=True)
+    except (ValueError, KeyError, TypeError, IndexError) as err:    # JSON lines Optuna cannot replay
+        _damaged(folder / JOURNAL, f"{folder / JOURNAL}: Optuna cannot read it ({type(err).__name__}: {err})")
     if not study.trials:
         for params in reference_params(recipe, tasks):
             study.enqueue_trial(params)
@@ -152,3 +189,17 @@ def suggest(trial, recipe: SearchRecipe, tasks: list[str]) -> Candidate:
         density = round(trial.suggest_float("density", recipe.density.low, recipe.density.high,
                                             step=recipe.density.step), 6)
     return Candidate(method, weights, density, recipe.seed if info.seeded else None)
+
+
+def unscored(study, ledger, recipe: SearchRecipe, tasks: list[str]) -> list[Candidate]:
+    """Completed trials whose score the ledger lacks (scores.jsonl deleted or a line removed by hand),
+    rebuilt from the parameters the journal keeps: scored again, so the leaderboard never loses them."""
+    import optuna
+
+    lost: dict[str, Candidate] = {}
+    for trial in completed(study):
+        candidate = suggest(optuna.trial.FixedTrial(trial.params), recipe, tasks)
+        key = trial.user_attrs.get("candidate") or candidate.label()
+        if ledger.get("search", key) is None:
+            lost[key] = candidate
+    return list(lost.values())
