@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from conftest import run_lf_wrap
 from lf_wrap.cli import cli
 from lf_wrap.core.hashing import tree_digest
-from merge_helpers import make_adapter, make_adapters
+from merge_helpers import make_adapters
 
 
 @pytest.fixture(scope="module")

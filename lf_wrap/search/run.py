@@ -18,7 +18,6 @@ command goes on from the journal and the ledger."""
 from __future__ import annotations
 
 import logging
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from pathlib import Path
 
 from lf_wrap import __version__
 from lf_wrap.core.errors import Interrupted, UserError
-from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder, check_replaceable
-from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord, read_manifest_file
+from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder
+from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
 from lf_wrap.core.identity import engine_identity, model_identity
 from lf_wrap.core.locks import folder_lock
 from lf_wrap.core.models import resolve_base
@@ -40,14 +39,13 @@ from lf_wrap.merge.checks import MergePlan, check_inputs
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import leaderboard, study as optimiser
 from lf_wrap.search.final import final_figures, references, specialist
-from lf_wrap.search.ledger import LEDGER, Ledger, identity
+from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder
+from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import Judge, reference
 from lf_wrap.search.recipe import SearchRecipe
 from lf_wrap.search.rows import TaskRows, row_ids, specialists, split_rows
 from lf_wrap.search.scoring import Scorer, headline_scores, row_scores
 
-MANIFEST = "manifest.json"
-SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objective", "uncertainty")
 log = logging.getLogger(__name__)
 
 
@@ -63,57 +61,6 @@ class SearchResult:
 
 def _say(message: str) -> None:
     log.info(f"search: {message}")
-
-
-# Everything a search writes into its folder: --force deletes a folder holding nothing else.
-OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
-           "leaderboard.json", "chart*.png", "final.md", "best")
-
-
-def _changed_inputs(earlier: dict, parts: dict) -> str:
-    """Which parts of the identity differ from the earlier search's manifest, by name."""
-    changed = []
-    before, now = earlier.get("inputs") or {}, parts["inputs"]
-    old_base, new_base = before.get("base") or {}, now["base"]
-    if old_base.get("fingerprint") != new_base["fingerprint"]:
-        files = old_base.get("files") or {}
-        diff = sorted(n for n in set(files) | set(new_base["files"]) if files.get(n) != new_base["files"].get(n))
-        changed.append(f"the base model's {', '.join(n.removeprefix('base/') for n in diff[:3])}" if files
-                       else "the base model")
-    old_adapters = before.get("adapters") or []
-    for i, adapter in enumerate(now["adapters"]):
-        if i >= len(old_adapters) or old_adapters[i] != adapter:
-            changed.append(f"adapters.{i} ({adapter['path']})")
-    if earlier.get("rows") != parts["rows"]:
-        changed.append("the rows (datasets, ids or prompts)")
-    old_gen = earlier.get("generation") or {}
-    changed += [f"generation.{k}" for k in sorted(set(old_gen) | set(parts["generation"]))
-                if old_gen.get(k) != parts["generation"].get(k)]
-    return ", ".join(changed) or "lf-wrap's ledger format"
-
-
-def _prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict[str, Path], parts: dict) -> bool:
-    """True when an earlier search with the same inputs and space is continued. `--force` deletes
-    only a search folder lf-wrap wrote (lf_wrap.core.files.check_replaceable), never one holding
-    `inputs` (the recipes this run reads) or files of the user's."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return False
-    check_replaceable(out, MANIFEST, "search", option="out", outputs=OUTPUTS if force else None,
-                      inputs=inputs if force else None)
-    earlier = read_manifest_file(out / MANIFEST)
-    same = earlier.get("identity") == ident and earlier.get("space") == space
-    if same and not force:
-        return True
-    if not force:
-        if earlier.get("identity") != ident:
-            what = f"other inputs ({_changed_inputs(earlier, parts)})"
-        else:
-            changed = [k for k in SPACE_KEYS if (earlier.get("space") or {}).get(k) != space.get(k)]
-            what = f"another search space ({', '.join(changed)})"
-        raise UserError(f"out {out} holds a search with {what}; its scores cannot be reused: choose another "
-                        "out, or pass --force to start it over")
-    shutil.rmtree(out)
-    return False
 
 
 @dataclass
@@ -196,7 +143,7 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     ident, rows, spec = checked.identity, checked.rows, checked.spec
     space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
     reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
-    resumed = _prepare_folder(out, ident, space, force, reads,
+    resumed = prepare_folder(out, ident, space, force, reads,
                               {"inputs": checked.inputs, "rows": row_ids(rows), "generation": checked.generation})
     ledger = Ledger(out, ident)                 # a damaged ledger or journal: one Error, before anything runs
     optimiser.check_journal(out)

@@ -1,0 +1,65 @@
+"""The search's folder: whether an earlier search there is continued, refused (naming what
+changed), or replaced by `--force`, which deletes only a search folder lf-wrap wrote."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import check_replaceable
+from lf_wrap.core.manifest import read_manifest_file
+from lf_wrap.search.ledger import LEDGER
+
+MANIFEST = "manifest.json"
+SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objective", "uncertainty")
+
+# Everything a search writes into its folder: --force deletes a folder holding nothing else.
+OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
+           "leaderboard.json", "chart*.png", "final.md", "best")
+
+
+def _changed_inputs(earlier: dict, parts: dict) -> str:
+    """Which parts of the identity differ from the earlier search's manifest, by name."""
+    changed = []
+    before, now = earlier.get("inputs") or {}, parts["inputs"]
+    old_base, new_base = before.get("base") or {}, now["base"]
+    if old_base.get("fingerprint") != new_base["fingerprint"]:
+        files = old_base.get("files") or {}
+        diff = sorted(n for n in set(files) | set(new_base["files"]) if files.get(n) != new_base["files"].get(n))
+        changed.append(f"the base model's {', '.join(n.removeprefix('base/') for n in diff[:3])}" if files
+                       else "the base model")
+    old_adapters = before.get("adapters") or []
+    for i, adapter in enumerate(now["adapters"]):
+        if i >= len(old_adapters) or old_adapters[i] != adapter:
+            changed.append(f"adapters.{i} ({adapter['path']})")
+    if earlier.get("rows") != parts["rows"]:
+        changed.append("the rows (datasets, ids or prompts)")
+    old_gen = earlier.get("generation") or {}
+    changed += [f"generation.{k}" for k in sorted(set(old_gen) | set(parts["generation"]))
+                if old_gen.get(k) != parts["generation"].get(k)]
+    return ", ".join(changed) or "lf-wrap's ledger format"
+
+
+def prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict[str, Path], parts: dict) -> bool:
+    """True when an earlier search with the same inputs and space is continued. `--force` deletes
+    only a search folder lf-wrap wrote (lf_wrap.core.files.check_replaceable), never one holding
+    `inputs` (the recipes this run reads) or files of the user's."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return False
+    check_replaceable(out, MANIFEST, "search", option="out", outputs=OUTPUTS if force else None,
+                      inputs=inputs if force else None)
+    earlier = read_manifest_file(out / MANIFEST)
+    same = earlier.get("identity") == ident and earlier.get("space") == space
+    if same and not force:
+        return True
+    if not force:
+        if earlier.get("identity") != ident:
+            what = f"other inputs ({_changed_inputs(earlier, parts)})"
+        else:
+            changed = [k for k in SPACE_KEYS if (earlier.get("space") or {}).get(k) != space.get(k)]
+            what = f"another search space ({', '.join(changed)})"
+        raise UserError(f"out {out} holds a search with {what}; its scores cannot be reused: choose another "
+                        "out, or pass --force to start it over")
+    shutil.rmtree(out)
+    return False
