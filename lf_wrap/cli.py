@@ -9,12 +9,17 @@ from lf_wrap.commands.demo import demo_command
 from lf_wrap.commands.eval import compare_command, eval_command, report_command, score_command
 from lf_wrap.commands.merge import merge
 from lf_wrap.commands.train import train_command, validate_command
+from lf_wrap.core.console import set_verbose
 
 
 @click.group(cls=LfWrapGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lf-wrap")
-def cli():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Stream LLaMA-Factory's and vLLM's own output to the terminal too (it always goes to the "
+                   "stage's log file); LF_WRAP_VERBOSE=1 does the same.")
+def cli(verbose):
     """Prepare, train (LLaMA-Factory), merge and evaluate (vLLM) LoRA adapters, as in the study."""
+    set_verbose(verbose)
 
 
 cli.add_command(data)

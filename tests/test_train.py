@@ -76,7 +76,13 @@ def test_smoke_run_trains_an_adapter(task, smoke_run, work, prepared):
     args = yaml.safe_load((run_dir / "train_args.yaml").read_text())
     assert args["dataset"] == f"tiny_{task}_train" and args["output_dir"] == str(adapter.resolve())
     assert args["bf16"] is False and args["max_steps"] == 10 and "lf_wrap" not in args
-    assert "llamafactory-cli" in (run_dir / "train.log").read_text()
+    train_log = (run_dir / "train.log").read_text()
+    assert "llamafactory-cli" in train_log
+    # A calm terminal: llamafactory-cli's own output is in train.log, not on the terminal, where a
+    # pipe gets plain progress lines (steps with the loss) and the log's path.
+    assert "trainable params" in train_log and "trainable params" not in done.stdout + done.stderr
+    assert f"llamafactory-cli's output: runs/{task}-smoke/train.log" in done.stderr
+    assert "lf-wrap: train: 10/10 steps (loss " in done.stderr.splitlines()[-2], done.stderr
 
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["status"] == "finished" and manifest["exit_code"] == 0

@@ -1,7 +1,8 @@
 """The one way lf-wrap runs another program.
 
-An argument list (never a shell string, so paths with spaces survive), output streamed live
-to the console and to a log file, and a record of what ran: the command, the environment
+An argument list (never a shell string, so paths with spaces survive), output written to a
+log file (and streamed to the console too with `lf-wrap -v`; otherwise the stage shows one
+progress bar, fed by `on_line`), and a record of what ran: the command, the environment
 switches that change behaviour, the exit code and the duration. A failure raises with the
 tail of the log and its path. Ctrl-C is passed to the child, which gets time to stop."""
 
@@ -17,7 +18,9 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
+from lf_wrap.core.console import verbose
 from lf_wrap.core.errors import LfWrapError
 from lf_wrap.core.manifest import now_utc
 
@@ -68,9 +71,13 @@ class ProcessFailed(LfWrapError):
 
 
 def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
-               cwd: Path | None = None, echo: bool = True, tail_lines: int = 40) -> ProcessRecord:
-    """Run `argv`, tee its output to the console and `log_path`; raise ProcessFailed on failure."""
+               cwd: Path | None = None, echo: bool | None = None, tail_lines: int = 40,
+               on_line: Callable[[str], None] | None = None) -> ProcessRecord:
+    """Run `argv`, its output into `log_path` (and the console when `echo`, by default with
+    `lf-wrap -v`); `on_line` sees each line (a progress bar); raise ProcessFailed on failure,
+    with the log's last lines."""
     argv = [str(a) for a in argv]
+    echo = verbose() if echo is None else echo
     full_env = dict(os.environ)
     full_env.update(env or {})
     recorded = {k: full_env[k] for k in RECORDED_ENV if k in full_env}
@@ -93,6 +100,8 @@ def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
                     if echo:
                         sys.stdout.write(line)
                         sys.stdout.flush()
+                    if on_line is not None:
+                        on_line(line)
                 child.wait()
             except KeyboardInterrupt:
                 _stop(child)

@@ -29,9 +29,11 @@ from lf_wrap.core.errors import Interrupted, UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, sha256_file
 from lf_wrap.train.lf_args import check_args, lf_schema
 from lf_wrap.core.manifest import FAILED, FINISHED, INTERRUPTED, StageRecord
+from lf_wrap.core.console import verbose
 from lf_wrap.core.process import RECORDED_ENV, ProcessFailed, run_logged
 from lf_wrap.train.checks import check_datasets, check_model, check_paths, data_manifest
 from lf_wrap.train.recipe import Overrides, Recipe, load_recipe, merged_args, parse_overrides
+from lf_wrap.train.progress import TrainingProgress
 from lf_wrap.train.rundir import (Rerun, check_apart_from_inputs, checkpoints, continue_command, decide,
                                   existing_run, how_to_continue, run_inputs)
 
@@ -242,12 +244,18 @@ def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, rerun
     atomic_write_text(run_dir / "train_args.yaml", yaml.safe_dump(train_args, sort_keys=False, allow_unicode=True))
     log.info(f"run dir {run_dir}")
     log.info(f"$ {' '.join(launch.argv)}")
+    if not verbose():
+        log.info(f"llamafactory-cli's output: {run_dir / 'train.log'} (lf-wrap -v shows it here too)")
+    bar = TrainingProgress(adapter)
 
     def again() -> list[str]:         # asked when the run stops: it depends on the checkpoints saved
         return continue_command(plan.recipe.path, plan.overrides.given, plan.smoke, run_dir, nproc)
 
     try:
-        done = run_logged(launch.argv, run_dir / "train.log", env=launch.env)
+        try:
+            done = run_logged(launch.argv, run_dir / "train.log", env=launch.env, on_line=bar.on_line)
+        finally:
+            bar.close()
     except ProcessFailed as failed:
         _finish(run_dir, manifest, record, FAILED, failed.record.exit_code)
         if checkpoints(adapter):
