@@ -12,6 +12,7 @@ import logging
 
 import click
 
+from lf_wrap.core.console import console_stream
 from lf_wrap.core.errors import Interrupted, LfWrapError
 
 
@@ -23,7 +24,7 @@ class _ConsoleHandler(logging.Handler):
             text = record.getMessage()
             if record.levelno >= logging.WARNING:
                 text = f"warning: {text}"
-            click.echo(f"lf-wrap: {text}", err=True)
+            click.echo(f"lf-wrap: {text}", file=console_stream())
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lf_wrap import __version__
+from lf_wrap.core.console import Progress, tools_to_log
 from lf_wrap.core.errors import Interrupted, UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder
 from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
@@ -163,7 +164,7 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
                     replicas=engine.data_parallel_size)
     received: list[int] = []           # SIGTERM/SIGHUP stop the search as Ctrl-C does (exit 143/129, not 130)
     try:
-        with terminate_as_interrupt(received):
+        with terminate_as_interrupt(received), tools_to_log(out / "search.log", "search"):
             result = _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body)
     except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
         stopped = isinstance(err, KeyboardInterrupt)
@@ -229,6 +230,8 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         _say(f"budget {total}: the search already holds {done} completed candidates; none is asked, and the "
              f"leaderboard keeps all {done}")
     round_number = 0
+    bar = Progress("search", total, "candidate")
+    bar.update(done)
     while done < total:
         round_number += 1
         trials = [study.ask() for _ in range(min(recipe.round_size, total - done))]
@@ -240,10 +243,12 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, judge, rows))
         elapsed = time.monotonic() - started
         per = elapsed / max(scorer.scored, 1)
-        _say(f"round {round_number}: {done}/{total} candidates ({scorer.scored} scored, {scorer.reused} "
-             f"reused); best so far {best['label']}: {_objective(recipe)} {best['value']:.1%} (worst task kept "
-             f"{best['worst']:.1%}, mean {best['mean']:.1%}); "
-             f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
+        bar.update(done, f"best {best['label']} {best['value']:.1%}",
+                   line=f"search: round {round_number}: {done}/{total} candidates ({scorer.scored} scored, "
+                        f"{scorer.reused} reused); best so far {best['label']}: {_objective(recipe)} "
+                        f"{best['value']:.1%} (worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}); "
+                        f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
+    bar.close()
     scorer.score_many("search", list(references(n).values()))
     table = leaderboard.rows(study, scorer.ledger, judge, rows, references(n))
     best = leaderboard.best_row(table)
