@@ -204,6 +204,22 @@ def test_lora_merge_is_the_same_with_one_or_two_threads():
     assert max(moved.values()) < 1e-5
 
 
+@pytest.mark.parametrize("ranks", [(8, 16, 8), (40, 40, 40), (100, 90, 80)])
+def test_sketched_svd_gives_the_full_svd_merge(monkeypatch, ranks):
+    """spectrum.svd finds a low-rank delta's SVD from a seeded sketch (widths 64, then 256 on
+    this 512 x 384 module, then LAPACK's full SVD): the merges are those of the full SVD."""
+    from lf_wrap.merge.methods import spectrum
+
+    deltas = lora_deltas(512, 384, ranks=ranks)
+    sketched = {name: combine(name, deltas) for name in NEW}
+    monkeypatch.setattr(spectrum, "SKETCH", 10**9)
+    moved = {name: rel(sketched[name], combine(name, deltas)) for name in NEW}
+    print(ranks, "sketched vs full SVD:", {k: f"{v:.1e}" for k, v in moved.items()})
+    # Iso-CTS at ranks 100/90/80: 3 x 18 task directions nearly fill the 54 left by the common
+    # subspace, and its polar factor amplifies rounding (a 1e-7 change of the deltas: 5e-6)
+    assert max(moved.values()) < 5e-5
+
+
 def test_rank_aware_results_keep_what_fusionbench_defines():
     """Where FusionBench's output is arbitrary, its spectrum (TSV-M) and its part inside the
     adapters' row and column spaces (Iso-C) are not: lf-wrap's keep both, minus the shrink."""

@@ -62,7 +62,7 @@ def iso_cts(deltas: list[torch.Tensor], weights: list[float], common_fraction: f
     u_c = u[:, :common]
     columns, values, rows = [], [], []
     for task in tasks:
-        scale = float(torch.linalg.matrix_norm(task, ord=2))
+        scale = float(svd(task)[1][0])
         u_t, s_t, vh_t = svd(task - u_c @ (u_c.T @ task))
         keep = min(per_task, numerical_rank(s_t, scale))
         columns.append(u_t[:, :keep])

@@ -17,11 +17,32 @@ from __future__ import annotations
 import torch
 
 RTOL = 1e-4   # a singular value counts when above RTOL x the largest of its matrix
+SKETCH = 64   # first sketch width; x4 per try while at most half of min(m, n)
 
 
 def svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD in float64: U (m x p), S (p, descending), Vh (p x n)."""
-    return torch.linalg.svd(matrix.to(torch.float64), full_matrices=False)
+    """Thin SVD in float64, U (m x q), S (q, descending), Vh (q x n), complete down to the
+    numerically zero singular values: q = min(m, n) for a full-rank matrix, possibly fewer
+    (but more than its numerical rank) for a low-rank one.
+
+    Why not always LAPACK's full SVD: on a loaded 2-core CPU it takes seconds for a 896 x 896
+    LoRA delta (longer for a low-rank one than for a random one), and a model has hundreds of
+    modules. A LoRA delta of rank r < k is exactly X = Q Q^T X with Q an orthonormal basis of
+    X @ G, G a fixed (seeded) n x k Gaussian matrix; the SVD of the small Q^T X gives X's. A
+    sketch whose numerical rank reaches k may have missed directions: a wider one is tried,
+    then the full SVD."""
+    matrix = matrix.to(torch.float64)
+    p = min(matrix.shape)
+    width = SKETCH
+    while width <= p // 2:
+        gaussian = torch.randn(matrix.shape[1], width, generator=torch.Generator().manual_seed(width),
+                               dtype=torch.float64)
+        basis, _ = torch.linalg.qr(matrix @ gaussian)
+        u, s, vh = torch.linalg.svd(basis.T @ matrix, full_matrices=False)
+        if numerical_rank(s) < width:
+            return basis @ u, s, vh
+        width *= 4
+    return torch.linalg.svd(matrix, full_matrices=False)
 
 
 def numerical_rank(values: torch.Tensor, scale: float | None = None) -> int:
