@@ -17,6 +17,33 @@ def _weights(ctx, param, value):
         raise UserError(f"--weights {value!r}: expected numbers separated by commas, e.g. 0.3,0.3,0.4") from None
 
 
+def _params(ctx, param, value):
+    """--param KEY=VALUE (repeatable) -> {KEY: VALUE}, the value read as YAML (0.5 is a number)."""
+    import yaml
+
+    params = {}
+    for pair in value:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip() or not text.strip():
+            raise UserError(f"--param {pair!r}: expected KEY=VALUE, e.g. --param alpha=0.5")
+        try:
+            params[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            params[key.strip()] = text
+    return params
+
+
+def _param_help() -> str:
+    parts = []
+    for name, method in METHODS.items():
+        if method.params:
+            keys = ", ".join(f"{key} (default {'1/T' if p.per_task else p.default}, {p.range_text(None)})"
+                             if not p.choices else f"{key} ({'|'.join(p.choices)}, default {p.default})"
+                             for key, p in method.params.items())
+            parts.append(f"{name}: {keys}")
+    return "Hyper-parameter of the method, repeatable: " + "; ".join(parts) + " (docs/merge-methods.md)."
+
+
 @click.group()
 def merge():
     """Merge LoRA adapters into one model folder or into one adapter."""
@@ -29,17 +56,20 @@ def merge():
 @click.option("--method", type=click.Choice(list(METHODS)), default="sum", show_default=True,
               help="; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()))
 @click.option("--weights", callback=_weights, help="One weight per adapter, comma-separated (not for sum).")
-@click.option("--density", type=float, default=None, help="ties/dare_*: fraction of each delta kept, in (0, 1].")
+@click.option("--density", type=float, default=None,
+              help="ties/dare_*/knots: fraction of each delta kept, in (0, 1].")
 @click.option("--seed", type=int, default=None, help="dare_*: seed of the random drop (default 0).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", callback=_params, help=_param_help())
 @click.option("--rank", type=int, default=None,
-              help="ties/dare_* --as adapter: SVD rank (default: sum of the adapters' ranks).")
+              help="ties/dare_*/tsv/iso_*/knots --as adapter: SVD rank (default: sum of the adapters' ranks).")
 @click.option("--as", "output_form", type=click.Choice(["model", "adapter"]), default="model", show_default=True,
               help="Write a full model folder, or one LoRA adapter (vLLM, PEFT, LLaMA-Factory).")
 @click.option("--template", default="qwen", show_default=True,
               help="LLaMA-Factory template for `sum --as model` (the export writes its chat template).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def adapters_command(adapters, base, method, weights, density, seed, rank, output_form, template, out, force):
+def adapters_command(adapters, base, method, weights, density, seed, params, rank, output_form, template, out,
+                     force):
     """Merge the LoRA ADAPTERS (folders) under one METHOD.
 
     sum --as model runs `llamafactory-cli export` with the adapters, as the study did; the other
@@ -50,6 +80,7 @@ def adapters_command(adapters, base, method, weights, density, seed, rank, outpu
 
     config = parse_config({"adapters": list(adapters), "base": base, "method": method, "weights": weights,
                            "density": density, "seed": seed, "rank": rank, "as": output_form,
+                           **({"params": params} if params else {}),
                            "out": str(out), "template": template}, source="lf-wrap merge adapters")
     click.echo(summary(run_merge(config, force=force)))
 

@@ -72,7 +72,7 @@ class MergePlan:
     dtype: str                    # the base's dtype (float32/bfloat16/float16)
     weights: list[float]
     seed: int | None
-    rank: int | None              # SVD rank (ties/dare as adapter)
+    rank: int | None              # SVD rank (ties/dare/tsv/iso/knots as adapter)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -122,6 +122,8 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
     if config.output_form == "adapter" and not any(weights):
         raise UserError("weights: all weights are 0; the merged adapter would be empty")
     method = METHODS[config.method]
+    check_rank_needs(config.method, config.params, [a.rank for a in adapters],
+                     [min(headers[n]["shape"]) for n in modules])
     seed = (config.seed if config.seed is not None else 0) if method.seeded else None
     rank = None
     if config.output_form == "adapter" and not method.exact_adapter:
@@ -139,6 +141,27 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
     return MergePlan(config=config, out=out, adapters=adapters, base_name=base_name, base_dir=base_dir,
                      base_shards=shards, modules=modules, dtype=FLOAT_DTYPES[headers[modules[0]]["dtype"]],
                      weights=weights, seed=seed, rank=rank, warnings=warnings)
+
+
+def check_rank_needs(method: str, params: dict, ranks: list[int], sizes: list[int]) -> None:
+    """Hyper-parameters that ask for more singular directions than the adapters have: refused
+    here, before any merge or engine, naming the key. `ranks`: each adapter's r; `sizes`:
+    min(m, n) of each targeted module. The SVD methods are rank-aware (lf_wrap.merge.methods.
+    spectrum): they split the summed rank, at most sum(r_i), not min(m, n)."""
+    if method == "tsv":
+        smallest = min(sizes)
+        if int(smallest * params["task_fraction"]) < 1:
+            raise UserError(f"params.task_fraction: {params['task_fraction']:g} of a {smallest}-wide module keeps no "
+                            f"singular direction per task; give at least {1 / smallest:.3g}")
+    if method == "iso_cts":
+        from lf_wrap.merge.methods.iso import cts_split
+
+        summed = min(sum(ranks), min(sizes))
+        common, per_task = cts_split(summed, len(ranks), params["common_fraction"])
+        if common < 0 or (per_task < 1 and params["common_fraction"] < 1):
+            raise UserError(f"params.common_fraction: {params['common_fraction']:g} leaves no task-specific "
+                            f"direction: the adapters' summed rank is {summed} (ranks {'+'.join(map(str, ranks))}) "
+                            f"for {len(ranks)} tasks; lower common_fraction, or use iso_c (common_fraction 1)")
 
 
 def load_adapter(given: str) -> LoadedAdapter:

@@ -28,6 +28,9 @@ class MergeConfig(BaseModel):
     density: float | None = None
     seed: int | None = None
     rank: int | None = None
+    params: dict[str, float | str] = {}
+    """Named hyper-parameters of tsv/iso_c/iso_cts/knots (alpha, task_fraction, common_fraction,
+    merge); resolved here, defaults filled in, so merge_config.yaml records every value used."""
     output_form: Literal["model", "adapter"] = Field("model", alias="as")
     out: str
     template: str = "qwen"
@@ -44,17 +47,26 @@ class MergeConfig(BaseModel):
                 raise ValueError(f"weights: {len(self.weights)} weights for {len(self.adapters)} adapters")
             if not all(math.isfinite(w) for w in self.weights):
                 raise ValueError("weights: every weight must be a finite number")
-        if method.density and self.density is None:
+        if self.params and not method.params:
+            raise ValueError(f"params: method {name} takes no hyper-parameters; "
+                             f"{', '.join(n for n, m in METHODS.items() if m.params)} do")
+        self.params = method.resolve(self.params, len(self.adapters))
+        takes_density = method.takes_density(self.params)
+        if takes_density and self.density is None:
             raise ValueError(f"density: method {name} needs a density (fraction of each delta kept) in (0, 1]")
-        if not method.density and self.density is not None:
-            raise ValueError(f"density: method {name} keeps every entry; only ties and dare_* take a density")
+        if not takes_density and self.density is not None:
+            if method.density:
+                raise ValueError(f"density: method {name} with merge {self.params['merge']} keeps every entry; "
+                                 "only its merge ties takes a density")
+            raise ValueError(f"density: method {name} keeps every entry; only ties, dare_* and knots take a density")
         if self.density is not None and not 0 < self.density <= 1:
             raise ValueError(f"density: {self.density} is not in (0, 1]")
         if self.seed is not None and not method.seeded:
             raise ValueError(f"seed: method {name} draws nothing at random; only dare_* take a seed")
         if self.rank is not None:
             if self.output_form != "adapter" or method.exact_adapter:
-                raise ValueError("rank: only for ties/dare_* with `as: adapter` (sum and linear adapters are exact)")
+                raise ValueError("rank: only for non-linear methods with `as: adapter` (sum and linear adapters "
+                                 "are exact)")
             if self.rank < 1:
                 raise ValueError(f"rank: {self.rank} is not a positive integer")
         return self

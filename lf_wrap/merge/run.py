@@ -7,7 +7,8 @@ add_weighted_adapter does that for linear/ties/dare and gets cross terms B_i @ A
 - `--as model` copies the base's safetensors files and rewrites only the LoRA-targeted
   tensors in place, so memory holds one module's deltas, never the model;
 - `--as adapter` writes one LoRA: exact for sum/linear (ranks concatenated), a truncated SVD
-  for ties/dare, with each module's relative reconstruction error in the manifest.
+  for the others (ties/dare, tsv/iso_c/iso_cts/knots), with each module's relative
+  reconstruction error in the manifest.
 Settings live in lf_wrap.merge.config; everything is checked before any work
 (lf_wrap.merge.checks). The output folder appears in one rename, with the recipe, the resolved
 config and merge_manifest.json inside it."""
@@ -99,6 +100,7 @@ def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, rec
         manifest = record.manifest({
             "method": config.method, "as": plan.output_form, "weights": plan.weights,
             "density": config.density, "seed": plan.seed, "rank": rank,
+            **({"params": config.params} if config.params else {}),
             "base": base, "inputs": inputs, "dtype": plan.dtype,
             "files": sorted(p.name for p in tmp.iterdir()),
             "errors": _error_summary(errors) if errors else None,
@@ -109,8 +111,7 @@ def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, rec
             "peak_rss_mib": _peak_rss_mib(),
             "fingerprint": fingerprint,
         })
-        atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(config.model_dump(by_alias=True), sort_keys=False,
-                                                            allow_unicode=True))
+        atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(_settings(config), sort_keys=False, allow_unicode=True))
         if recipe_text is not None:
             atomic_write_text(tmp / RECIPE_FILE, recipe_text)
         atomic_write_json(tmp / MANIFEST, manifest)
@@ -223,7 +224,8 @@ def merged_delta(plan: MergePlan, name: str):
         # same mask whatever order the modules are processed in.
         digest = hashlib.sha256(f"{plan.seed}:{name}".encode()).digest()
         generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    return METHODS[plan.config.method].combine(deltas, plan.weights, plan.config.density, generator)
+    config = plan.config
+    return METHODS[config.method].combine(deltas, plan.weights, config.density, generator, config.params)
 
 
 # ---------------------------------------------------------------- manifest helpers
@@ -231,11 +233,17 @@ def merged_delta(plan: MergePlan, name: str):
 
 def _fingerprint(plan: MergePlan, inputs: list[dict], base: dict) -> str:
     """What makes two merges the same: the resolved settings and the inputs' contents."""
-    settings = plan.config.model_dump(by_alias=True, exclude={"out", "adapters", "base"})
+    settings = _settings(plan.config, exclude={"out", "adapters", "base"})
     settings.update(weights=plan.weights, seed=plan.seed, rank=plan.rank, dtype=plan.dtype)
     blob = json.dumps({"settings": settings, "inputs": [i["digest"] for i in inputs], "base": base["digest"]},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _settings(config: MergeConfig, exclude: set[str] = frozenset()) -> dict:
+    """The config as written to merge_config.yaml and hashed; `params` only for the methods
+    that have hyper-parameters, so earlier merges keep their fingerprint."""
+    return config.model_dump(by_alias=True, exclude=set(exclude) | (set() if config.params else {"params"}))
 
 
 def _error_summary(errors: dict[str, float]) -> dict:

@@ -39,8 +39,10 @@ class Candidate:
         return (rank, len(set(self.weights)), round(1 - (self.density if self.density is not None else 1), 6))
 
 
-# From the simplest method to the most involved (`sum` is linear with every weight 1).
-METHOD_ORDER = ("sum", "linear", "ties", "dare_linear", "dare_ties")
+# From the simplest method to the most involved (`sum` is linear with every weight 1); the
+# SVD-based methods last. Their hyper-parameters stay at their defaults in a search: every
+# weight is a per-task scaling (docs/merge-methods.md).
+METHOD_ORDER = ("sum", "linear", "ties", "dare_linear", "dare_ties", "tsv", "iso_c", "iso_cts", "knots")
 
 
 def _make(method: str, weights: Iterable[float], density: float | None, seed: int | None) -> Candidate:
@@ -76,7 +78,7 @@ def candidate_plan(plan: MergePlan, candidate: Candidate) -> MergePlan:
     validated like a merge recipe."""
     data = plan.config.model_dump(by_alias=True)
     data.update(method=candidate.method, weights=list(candidate.weights), density=candidate.density,
-                seed=candidate.seed, rank=None)
+                seed=candidate.seed, rank=None, params={})
     config = MergeConfig.model_validate(data)
     seed = (candidate.seed if candidate.seed is not None else 0) if METHODS[candidate.method].seeded else None
     return dataclasses.replace(plan, config=config, weights=[float(w) for w in candidate.weights], seed=seed)

@@ -97,11 +97,13 @@ class SearchRecipe(_Strict):
     adapters: list[AdapterEntry] = Field(min_length=2)
     """The specialists to merge, one per task."""
     methods: list[str] = ["linear"]
-    """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties."""
+    """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties,
+    tsv, iso_c, iso_cts, knots (these four at their default hyper-parameters, the weights acting
+    as per-task scalings; docs/merge-methods.md)."""
     weights: WeightRange = WeightRange()
     """One weight per adapter, in this range."""
     density: DensityRange = DensityRange()
-    """ties and dare_*: the fraction of each delta kept."""
+    """ties, dare_* and knots: the fraction of each delta kept."""
     sampler: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
     """Optuna's sampler: tpe (default), cmaes (continuous weights; the method is then sampled at
     random), random, or grid (every combination of `grid`, a baseline)."""
