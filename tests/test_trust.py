@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from conftest import run_lf_wrap
 from lf_wrap.cli import cli
 from lf_wrap.core.hashing import tree_digest
-from merge_helpers import make_adapters
+from merge_helpers import make_adapter, make_adapters
+from test_search import _search_recipe, study  # noqa: F401 - the search fixture, shared
 
 
 @pytest.fixture(scope="module")
@@ -364,3 +365,27 @@ def test_two_evals_resuming_into_one_folder_never_duplicate_a_row(tiny_model, pr
     rows = [json.loads(line)["row"] for line in predictions.read_text().splitlines()]
     assert sorted(rows) == list(range(8))
     assert json.loads((out / "metrics.json").read_text())["metrics"]["base"]["qa"] == truth
+
+
+@pytest.mark.slow
+def test_search_force_through_a_symlinked_out_replaces_the_folder_it_points_to(study, tmp_path):  # noqa: F811
+    """Probe S52: `--force` onto an out that is a symlink: `OSError: Cannot call rmtree on a symbolic link`."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    _fake_search_folder(real, **{"scores.jsonl": "", "leaderboard.md": "old"})
+    link.symlink_to(real)
+    path = _search_recipe(study, link, budget=2, round_size=2)
+    done = run_lf_wrap("merge", "search", path, "--force")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert json.loads((real / "manifest.json").read_text())["status"] == "finished"
+    assert "old" not in (real / "leaderboard.md").read_text()
+
+
+def test_a_search_method_that_needs_more_rank_is_refused_at_check(tiny_model, tmp_path):
+    """iso_cts at its default common fraction splits three rank-1 adapters' 3 directions into 3
+    common and none per task: refused by --check, before any engine (as `merge adapters` refuses it)."""
+    rank1 = {k: make_adapter(tiny_model, tmp_path / "rank1" / k, 1, 2, seed=i) for i, k in enumerate("ABC")}
+    path, _ = _study(tiny_model, rank1, tmp_path)
+    result = run_lf_wrap("merge", "search", path, "--set", "methods=[linear, iso_cts]", "--check")
+    assert result.returncode == 2, result.stdout + result.stderr[-2000:]
+    assert errors(result)[0].startswith("Error: methods: iso_cts at its default hyper-parameters: params.")

@@ -143,6 +143,27 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
                      weights=weights, seed=seed, rank=rank, warnings=warnings)
 
 
+def check_methods_fit(methods: list[str], plan: MergePlan) -> None:
+    """The search's check of its methods: one whose default hyper-parameters need more rank than
+    the adapters have (iso_cts's split, tsv's fraction) is refused before the engine starts, as
+    `merge adapters` refuses it."""
+    from lf_wrap.merge.methods import METHODS
+
+    tuned = [m for m in methods if METHODS[m].params]
+    if not tuned:
+        return
+    shapes = {}
+    for shard in plan.base_shards:
+        shapes.update({k: v["shape"] for k, v in safetensors_header(shard)[0].items() if k != "__metadata__"})
+    sizes = [min(shapes[name]) for name in plan.modules]
+    for method in tuned:
+        try:
+            check_rank_needs(method, METHODS[method].resolve({}, len(plan.adapters)), [a.rank for a in plan.adapters],
+                             sizes)
+        except UserError as err:
+            raise UserError(f"methods: {method} at its default hyper-parameters: {err}") from None
+
+
 def check_rank_needs(method: str, params: dict, ranks: list[int], sizes: list[int]) -> None:
     """Hyper-parameters that ask for more singular directions than the adapters have: refused
     here, before any merge or engine, naming the key. `ranks`: each adapter's r; `sizes`:

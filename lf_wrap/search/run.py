@@ -36,7 +36,7 @@ from lf_wrap.evaluation.engine import EngineSpec, engine_spec
 from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
 from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
 from lf_wrap.evaluation.run import load_tokenizer
-from lf_wrap.merge.checks import MergePlan, check_inputs
+from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import leaderboard, study as optimiser
 from lf_wrap.search.final import final_figures, references, specialist
@@ -102,6 +102,7 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
         raise UserError(f"out {out} is a file, not a search folder; choose another out")
     plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
+    check_methods_fit(recipe.methods, plan)
     check_output_folder(out, "out", {**{f"adapter {m.path}": Path(m.path) for m in models},
                                      "the base model": base_dir, "the dataset folder": Path(eval_recipe.dataset_dir)})
     engine = eval_recipe.engine
