@@ -168,7 +168,9 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
         with terminate_as_interrupt(received), tools_to_log(out / "search.log", "search"):
             result = _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body)
     except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
-        stopped = isinstance(err, KeyboardInterrupt)
+        # A Ctrl-C inside a library's cleanup (Optuna's journal lock) may surface as that cleanup's
+        # own error: the interrupt is still what stopped the search.
+        stopped = isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt)
         record.finish(INTERRUPTED if stopped else FAILED)
         body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
                     type(err).__name__)
