@@ -80,11 +80,15 @@ class CustomFamily(MeanFamily):
             return super().value(metric, rows)
         return float(np.median(self._stored(metric, metric, rows, np.float64)))
 
-    def resample(self, metric: str, rows: Sequence[dict], draw: Draw) -> np.ndarray:
+    def resample_together(self, metric: str, systems: Sequence[Sequence[dict]], draw: Draw) -> list[np.ndarray]:
         if self.aggregation == "mean":
-            return super().resample(metric, rows, draw)
-        values = self._stored(metric, metric, rows, np.float64)
-        return np.concatenate([np.median(values[index], axis=1) for index in draw.indices()])
+            return super().resample_together(metric, systems, draw)
+        values = [self._stored(metric, metric, rows, np.float64) for rows in systems]
+        medians = [[] for _ in systems]
+        for index in draw.indices():
+            for out, column in zip(medians, values):
+                out.append(np.median(column[index], axis=1))
+        return [np.concatenate(parts) for parts in medians]
 
 
 def _module(path: Path, spec: str):

@@ -7,14 +7,17 @@ rows alone, so the metric is computed once per predictions file:
 
     value(metric, rows)               the corpus value (0-1), equal to scoring the strings
     resample(metric, rows, draw)      the metric on each resample of the rows (bootstrap.Draw)
+    resample_together(metric, systems, draw)   the same for several systems on one draw
     interval(metric, rows, bootstrap) percentile interval over the resamples
     paired(metric, rows_a, rows_b, bootstrap)   b against a on the same resampled rows
 
 Two shapes cover every shipped family. `MeanFamily`: a row holds its own score of each metric
 and the corpus value is the mean (rouge, squad_v2, exact_match). `StatsFamily`: a row holds
 sufficient statistics under one key and the corpus value is a formula of their sums, not a mean
-of sentence scores (bleu's n-gram matches, chrf's character n-gram counts). A writer may add
-`row` or `id` to each dict: a family reads only its own keys."""
+of sentence scores (bleu's n-gram matches, chrf's character n-gram counts). Both resample by
+column sums (`columns`, `from_sums`): several systems of a task go through one matrix product
+over the same draw, so a paired test sees exactly the numbers of each system's own interval.
+A writer may add `row` or `id` to each dict: a family reads only its own keys."""
 
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ def check_lengths(predictions: Sequence[str], references: Sequence[Sequence[str]
 class Family:
     """A metric family. Subclasses set `name`, `metrics` (headline first) and `no_answer`
     (references [] mean "unanswerable"; the no-answer text the model was taught reads as ""),
-    and implement `rows`, `value` and `resample`."""
+    and implement `rows` and `value`, and either `columns` and `from_sums` (a corpus value that
+    is a function of column sums) or `resample_together`."""
 
     name: str
     metrics: tuple[Metric, ...]
@@ -70,8 +74,26 @@ class Family:
     def value(self, metric: str, rows: Sequence[dict]) -> float:
         raise NotImplementedError
 
-    def resample(self, metric: str, rows: Sequence[dict], draw: Draw) -> np.ndarray:
+    def columns(self, metric: str, rows: Sequence[dict]) -> np.ndarray:
+        """(n_rows, k): what is summed over each resample's rows."""
         raise NotImplementedError
+
+    def from_sums(self, metric: str, sums: np.ndarray, n_rows: int) -> np.ndarray:
+        """The metric on each resample, from its (resamples, k) column sums."""
+        raise NotImplementedError
+
+    def resample_together(self, metric: str, systems: Sequence[Sequence[dict]], draw: Draw) -> list[np.ndarray]:
+        """The metric on each resample of each system's rows, all on the same draw (one matrix product)."""
+        columns = [np.asarray(self.columns(metric, rows), dtype=np.float64) for rows in systems]
+        sums = draw.sums(np.column_stack(columns))
+        out, start = [], 0
+        for part in columns:
+            out.append(self.from_sums(metric, sums[:, start:start + part.shape[1]], len(part)))
+            start += part.shape[1]
+        return out
+
+    def resample(self, metric: str, rows: Sequence[dict], draw: Draw) -> np.ndarray:
+        return self.resample_together(metric, [rows], draw)[0]
 
     def significance(self, metric: str, rows_a: Sequence[dict], rows_b: Sequence[dict], draw: Draw,
                      a: float, b: float, resampled_a: np.ndarray, resampled_b: np.ndarray) -> float:
@@ -102,7 +124,7 @@ class Family:
         if len(rows_a) != len(rows_b):
             raise ValueError(f"paired test needs the same rows: {len(rows_a)} rows against {len(rows_b)}")
         draw = bootstrap.draw(len(rows_a))
-        resampled_a, resampled_b = self.resample(metric, rows_a, draw), self.resample(metric, rows_b, draw)
+        resampled_a, resampled_b = self.resample_together(metric, [rows_a, rows_b], draw)
         a, b = self.value(metric, rows_a), self.value(metric, rows_b)
         return {"a": a, "b": b, "difference": b - a,
                 "ci95": list(percentile_interval(resampled_b - resampled_a, bootstrap.confidence)),
@@ -135,9 +157,11 @@ class MeanFamily(Family):
         values = self._stored(metric, metric, rows, np.float64)
         return sum(values.tolist()) / len(values)     # a sequential sum, as the scores were always added
 
-    def resample(self, metric: str, rows: Sequence[dict], draw: Draw) -> np.ndarray:
-        values = self._stored(metric, metric, rows, np.float64)
-        return draw.sums(values[:, None])[:, 0] / len(values)
+    def columns(self, metric: str, rows: Sequence[dict]) -> np.ndarray:
+        return self._stored(metric, metric, rows, np.float64)[:, None]
+
+    def from_sums(self, metric: str, sums: np.ndarray, n_rows: int) -> np.ndarray:
+        return sums[:, 0] / n_rows
 
 
 class StatsFamily(Family):
@@ -156,5 +180,8 @@ class StatsFamily(Family):
     def value(self, metric: str, rows: Sequence[dict]) -> float:
         return self.from_totals([int(x) for x in self.stats(metric, rows).sum(axis=0)])
 
-    def resample(self, metric: str, rows: Sequence[dict], draw: Draw) -> np.ndarray:
-        return np.array([self.from_totals(t) for t in draw.sums(self.stats(metric, rows)).tolist()])
+    def columns(self, metric: str, rows: Sequence[dict]) -> np.ndarray:
+        return self.stats(metric, rows)
+
+    def from_sums(self, metric: str, sums: np.ndarray, n_rows: int) -> np.ndarray:
+        return np.array([self.from_totals(t) for t in sums.tolist()])

@@ -90,7 +90,7 @@ def retained_gain_resamples(task: Task, base: Sequence[dict], specialist: Sequen
     if not len(base) == len(specialist) == len(candidate):
         raise ValueError(f"retained gain needs the same rows: {len(base)}, {len(specialist)}, {len(candidate)}")
     family, metric, draw = task.family, task.headline, bootstrap.draw(len(base))
-    resampled = [family.resample(metric, rows, draw) for rows in (base, specialist, candidate)]
+    resampled = family.resample_together(metric, [base, specialist, candidate], draw)
     gain = resampled[1] - resampled[0]
     usable = gain > 0
     out = np.full(bootstrap.resamples, np.nan)
