@@ -79,7 +79,7 @@ def score_with_rows(path: Path, task: Task, no_answer_text: str | None = None) -
     predictions, references = pred.checked(path, records, task)
     family = task.family
     try:
-        fields = family.rows(predictions, references, no_answer_text if family.no_answer else None)
+        fields = family.rows(predictions, references, no_answer_text)
     except RowScoreError as err:
         raise UserError(f"{path}: line {err.row + 1} (row {row_indices(records)[err.row]}): {err}") from None
     return ScoredFile(path, records, family.corpus(fields), fields)

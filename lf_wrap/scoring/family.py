@@ -69,6 +69,7 @@ class Family:
 
     def rows(self, predictions: Sequence[str], references: Sequence[Sequence[str]],
              no_answer_text: str | None = None) -> list[dict]:
+        """One dict per row, in order. `no_answer_text` counts only for a no-answer family."""
         raise NotImplementedError
 
     def value(self, metric: str, rows: Sequence[dict]) -> float:

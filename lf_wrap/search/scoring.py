@@ -174,9 +174,8 @@ class Scorer:
             got, start = predictions[start:start + len(requests)], start + len(requests)
             references = [r.references for r in requests]
             definition, no_answer = task_rows.data.definition, task_rows.data.no_answer_text
-            family = definition.family
-            scores = family.rows(got, references, no_answer if family.no_answer else None)
-            entry["metrics"][task] = family.corpus(scores)
+            scores = definition.family.rows(got, references, no_answer)
+            entry["metrics"][task] = definition.family.corpus(scores)
             per_row[task] = {"row_scores": scores}
             if kind == "report":
                 per_row[task]["predictions"] = got
