@@ -9,7 +9,10 @@ task's metrics and the per-row scores written to `<task>.scores.jsonl`. Each met
 once per file, from the per-row scores (before lf_wrap.scoring, ROUGE was computed twice: once for
 the corpus value, once for the rows). The same call exists before and after, so the script runs
 on either checkout. Summaries are CNN/DailyMail-sized (3-4 sentences of 12-25 words against an
-article-length vocabulary); the figure printed is the best of --repeat runs."""
+article-length vocabulary); the figure printed is the best of --repeat runs.
+
+Measured (2 shared cores, load ~5; the old code run from `git archive e402adf`): 1,000 summarize
+rows 5.71 s / 3.85 s before, 2.51 s / 1.90 s after (two back-to-back pairs): ROUGE once, not twice."""
 
 from __future__ import annotations
 
