@@ -4,7 +4,7 @@
 
 Per task, every metric of every model gets its interval, and every model after the first is
 compared with the first on every metric (paired test), as the results table would show them.
-The rows are what `row_scores` stores (lists of dicts), drawn at random: BLEU statistics of
+The rows are what a family's `rows` stores (lists of dicts), drawn at random: BLEU statistics of
 8-40-token sentences with a per-model match rate, ROUGE F-measures and SQuAD v2 scores from beta
 and Bernoulli draws; no model, no text. Building them is not timed; reading them from the dicts
 is, and so is drawing the resamples once per task (in the first metric's time). The target is
@@ -18,16 +18,16 @@ import time
 
 import numpy as np
 
-from lf_wrap.evaluation import metrics
-from lf_wrap.evaluation import stats
+from lf_wrap.scoring import bootstrap
+from lf_wrap.scoring.bootstrap import Bootstrap
 from lf_wrap.tasks import TASKS
 
 # The study's tasks and the metrics each reports (translate: bleu; summarize: rouge1-Lsum; qa: EM, F1).
-TASK_METRICS = {name: metrics.FAMILIES[task.metric].keys for name, task in TASKS.items()}
+TASK_METRICS = {name: task.metrics for name, task in TASKS.items()}
 
 
 def synthetic_rows(task: str, n_rows: int, quality: float, rng: np.random.Generator) -> list[dict]:
-    """Per-row scores shaped like `row_scores`' output; `quality` in (0, 1) moves every metric up."""
+    """Per-row scores shaped like a family's `rows` output; `quality` in (0, 1) moves every metric up."""
     if task == "translate":
         hyp = rng.integers(8, 41, n_rows)
         ref = np.maximum(1, hyp + rng.integers(-5, 6, n_rows))
@@ -58,11 +58,12 @@ def main() -> None:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     for task, models in data.items():
-        stats._cached_counts.cache_clear()      # each task draws its own resamples, as with real row counts
+        bootstrap._cached_counts.cache_clear()      # each task draws its own resamples, as with real row counts
+        family, settings = TASKS[task].family, Bootstrap(args.resamples)
         for metric in TASK_METRICS[task]:
             began = time.perf_counter()
-            intervals = [stats.bootstrap_interval(metric, rows, args.resamples) for rows in models]
-            tests = [stats.paired_test(metric, models[0], rows, args.resamples) for rows in models[1:]]
+            intervals = [family.interval(metric, rows, settings) for rows in models]
+            tests = [family.paired(metric, models[0], rows, settings) for rows in models[1:]]
             seconds[metric] = time.perf_counter() - began
             print(f"{metric:11s} {seconds[metric]:6.2f} s  first model {intervals[0][0]:.4f}-{intervals[0][1]:.4f}"
                   f"  last vs first {tests[-1]['difference']:+.4f} p={tests[-1]['p_value']:.4f}"

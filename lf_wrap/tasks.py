@@ -5,11 +5,12 @@ The prompts are the study's, character for character (note the full-width colon 
 U+FF1A). This is the only place they are written down; evaluation reads them from the prepared
 datasets, never from here.
 
-A task is scored by its metric family (`lf_wrap.evaluation.metrics.FAMILIES`: bleu, rouge,
-exact_match, squad_v2), which gives its metrics, its headline metric (the table's row) and
-whether references [] mean "unanswerable" (then the no-answer text the model was taught reads
-as ""). A user's own task is declared in the eval recipe with a metric family and an alpaca set
-already registered in dataset_info.json; it has no source and is never prepared here."""
+A task is scored by its metric family (`lf_wrap.scoring.registry.FAMILIES`: bleu, rouge,
+exact_match, squad_v2, chrf; or a function of your own, `path/to/file.py:function`), which gives
+its metrics, its headline metric (the table's row) and whether references [] mean
+"unanswerable" (then the no-answer text the model was taught reads as ""). A user's own task is
+declared in the eval recipe with a metric and an alpaca set already registered in
+dataset_info.json; it has no source and is never prepared here."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from lf_wrap.evaluation.metrics import FAMILIES
+from lf_wrap.core.errors import UserError
+from lf_wrap.scoring.family import Family
+from lf_wrap.scoring.registry import CHOICES, family
 
 TRANSLATE_PROMPT = "请把下面的句子翻译为英文：\n"
 SUMMARIZE_PROMPT = "Please generate an concise summarization for the following article：\n:"
@@ -103,7 +106,7 @@ class Task:
     whitespace is dropped (counted as "empty"); `keyword_fields` are what the keyword filter reads."""
 
     name: str
-    metric: str                                # its metric family: bleu, rouge, exact_match, squad_v2
+    metric: str                                # its family: bleu, rouge, exact_match, squad_v2, chrf, file.py:function
     # Where a study task's data comes from; a task of your own has none (its set is prepared).
     hub_id: str | None = None
     hub_config: str | None = None
@@ -113,26 +116,32 @@ class Task:
     to_alpaca: Callable[[dict, str], dict] | None = None
     required: tuple[str, ...] = ()
     keyword_fields: tuple[str, ...] = ()
+    scored_by: Family | None = None            # the family, where it is not looked up by `metric` (report)
+
+    @property
+    def family(self) -> Family:
+        """How it is scored (lf_wrap.scoring): per-row scores, corpus values, intervals, paired tests."""
+        return self.scored_by or family(self.metric)
 
     @property
     def metrics(self) -> tuple[str, ...]:
         """The metric names it reports (metrics.json keys), headline first."""
-        return FAMILIES[self.metric].keys
+        return self.family.keys
 
     @property
     def headline(self) -> str:
-        return FAMILIES[self.metric].keys[0]
+        return self.family.keys[0]
 
     @property
     def no_answer(self) -> bool:
         """References [] mean "unanswerable"; the no-answer text the model was taught reads as ""."""
-        return FAMILIES[self.metric].no_answer
+        return self.family.no_answer
 
     def declaration(self) -> dict:
         """How metrics.json records the task, so that `lf-wrap report` can rebuild its rows."""
-        family = FAMILIES[self.metric]
+        scoring = self.family
         return {"metric": self.metric, "metrics": list(self.metrics), "headline": self.headline,
-                "no_answer": self.no_answer, "definitions": {key: family.describe(key) for key in self.metrics}}
+                "no_answer": self.no_answer, "definitions": {key: scoring.describe(key) for key in self.metrics}}
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
@@ -145,9 +154,11 @@ TASKS: dict[str, Task] = {t.name: t for t in (
 )}
 
 
-def resolve_task(name: str, metric: str | None = None, key: str = "metric") -> Task:
-    """The study's task `name`, or a task of your own scored with `metric` (a family name).
-    ValueError naming `key` (where the metric is set: `tasks.<name>.metric`, `--metric`)."""
+def resolve_task(name: str, metric: str | None = None, key: str = "metric", scored_by: Family | None = None) -> Task:
+    """The study's task `name`, or a task of your own scored with `metric` (a family name, or
+    `file.py:function`, loaded here). ValueError naming `key` (where the metric is set:
+    `tasks.<name>.metric`, `--metric`); UserError naming it when a function of your own cannot
+    be loaded. `scored_by`: the family already at hand (the report's, from metrics.json)."""
     study = TASKS.get(name)
     if study is not None:
         if metric is not None and metric != study.metric:
@@ -156,12 +167,17 @@ def resolve_task(name: str, metric: str | None = None, key: str = "metric") -> T
         return study
     if metric is None:
         raise ValueError(f"unknown task '{name}': the study's tasks are {', '.join(TASKS)}; a task of your own "
-                         f"needs {key}, one of: {', '.join(FAMILIES)}")
-    if metric not in FAMILIES:
-        raise ValueError(f"{key}: unknown metric '{metric}'; choose one of: {', '.join(FAMILIES)}")
+                         f"needs {key}, one of: {CHOICES}")
+    if scored_by is None:
+        try:
+            family(metric)
+        except ValueError as err:
+            raise ValueError(f"{key}: {err}") from None
+        except UserError as err:
+            raise UserError(f"{key}: {err}") from None
     if not TASK_NAME.fullmatch(name):
         raise ValueError(f"task name {name!r}: letters, digits, '.', '_' and '-' only (it names files)")
-    return Task(name, metric)
+    return Task(name, metric, scored_by=scored_by)
 
 
 def known_task_or_none(value: str | None) -> str | None:
@@ -176,5 +192,4 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        from lf_wrap.core.errors import UserError
         raise UserError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}") from None

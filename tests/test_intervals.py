@@ -50,13 +50,14 @@ def _json(done):
 def test_score_intervals_by_hand(tmp_path):
     # A task of your own (plain exact match), rows 0-3 scored 0, 1, 1, 1. The draw is the one
     # tests/test_stats.py checks by hand (seed 12345: rows [2,0,3,1], [0,3,2,2], [3,1,3,1], ...);
-    # over 100 resamples (the fewest a user may ask for) the interval is stats' own.
-    from lf_wrap.evaluation import stats
+    # over 100 resamples (the fewest a user may ask for) the interval is the family's own.
+    from lf_wrap.scoring.bootstrap import Bootstrap
+    from lf_wrap.scoring.registry import FAMILIES
 
     path = _write(tmp_path / "ner.jsonl", [{"row": i, "prediction": p, "references": ["Oslo"]}
                                            for i, p in enumerate(["Rome", "Oslo", "oslo", "Oslo."])])
-    low, high = stats.bootstrap_interval("exact_match", [{"exact_match": v} for v in (0.0, 1.0, 1.0, 1.0)],
-                                         n_resamples=100, seed=12345)
+    low, high = FAMILIES["exact_match"].interval("exact_match", [{"exact_match": v} for v in (0.0, 1.0, 1.0, 1.0)],
+                                                 Bootstrap(100, 12345))
     assert low < 0.75 <= high
     scores = _json(run_lf_wrap("score", path, "--task", "my_ner", "--metric", "exact_match", "--json",
                                "--resamples", "100", "--seed", "12345"))

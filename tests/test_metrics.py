@@ -12,7 +12,12 @@ import math
 import pytest
 
 from conftest import run_lf_wrap
-from lf_wrap.evaluation import metrics
+from lf_wrap.scoring.bleu import bleu, tokenize_13a
+from lf_wrap.scoring.registry import FAMILIES, METRICS
+from lf_wrap.scoring.rouge import rouge_per_example
+from lf_wrap.scoring.squad import normalize_answer
+
+ROUGE, SQUAD = FAMILIES["rouge"], FAMILIES["squad_v2"]
 
 
 # ---------------------------------------------------------------- BLEU
@@ -20,11 +25,11 @@ from lf_wrap.evaluation import metrics
 
 def test_bleu_documented_examples():
     # evaluate's metrics/bleu/README.md: one reference each, then two references for the first.
-    one = metrics.bleu(["hello there general kenobi", "foo bar foobar"],
+    one = bleu(["hello there general kenobi", "foo bar foobar"],
                        [["hello there general kenobi"], ["foo bar foobar"]])
     assert one == {"bleu": 1.0, "precisions": [1.0, 1.0, 1.0, 1.0], "brevity_penalty": 1.0,
                    "length_ratio": 1.0, "translation_length": 7, "reference_length": 7}
-    two = metrics.bleu(["hello there general kenobi", "foo bar foobar"],
+    two = bleu(["hello there general kenobi", "foo bar foobar"],
                        [["hello there general kenobi", "hello there!"], ["foo bar foobar"]])
     # The shortest reference ("hello there !", 3 tokens) sets the reference length: 6, not 7.
     assert two["reference_length"] == 6 and two["length_ratio"] == pytest.approx(7 / 6) and two["bleu"] == 1.0
@@ -32,7 +37,7 @@ def test_bleu_documented_examples():
 
 def test_bleu_hand_computed_brevity_penalty():
     # 6 predicted tokens, 8 reference tokens. n-gram precisions 6/6, 4/5, 3/4, 2/3.
-    result = metrics.bleu(["the cat sat on the mat"], [["the cat sat on the red mat today"]])
+    result = bleu(["the cat sat on the mat"], [["the cat sat on the red mat today"]])
     expected_geo = (1.0 * 0.8 * 0.75 * (2 / 3)) ** 0.25
     expected_bp = math.exp(1 - 8 / 6)
     assert result["precisions"] == [1.0, 0.8, 0.75, 2 / 3]
@@ -43,7 +48,7 @@ def test_bleu_hand_computed_brevity_penalty():
 
 def test_bleu_equals_evaluate_on_recorded_cases():
     # Papineni et al.'s example with three references (evaluate: 0.5401725898595141).
-    papineni = metrics.bleu(
+    papineni = bleu(
         ["It is a guide to action which ensures that the military always obeys the commands of the party."],
         [["It is a guide to action that ensures that the military will forever heed Party commands.",
           "It is the guiding principle which guarantees the military forces always being under the command of "
@@ -52,7 +57,7 @@ def test_bleu_equals_evaluate_on_recorded_cases():
     assert papineni["bleu"] == 0.5401725898595141
     assert papineni["translation_length"] == 19 and papineni["reference_length"] == 17
     # A corpus with 13a punctuation and number rules, and an empty prediction (evaluate: 0.36039626112317097).
-    corpus = metrics.bleu(["The quick brown fox jumps over the lazy dog.", "Hello, world! 3.5 percent-rise", ""],
+    corpus = bleu(["The quick brown fox jumps over the lazy dog.", "Hello, world! 3.5 percent-rise", ""],
                           [["A quick brown fox jumped over the lazy dog."], ["Hello world! 3.5 percent - rise"],
                            ["nothing here"]])
     assert corpus["bleu"] == 0.36039626112317097
@@ -61,14 +66,14 @@ def test_bleu_equals_evaluate_on_recorded_cases():
 
 def test_bleu_chinese_and_13a_tokens():
     # 13a splits on spaces and punctuation, never inside CJK runs (evaluate: 0.8187307530779819).
-    assert metrics.tokenize_13a("今天天气很好。") == ["今天天气很好。"]
-    assert metrics.tokenize_13a("It costs $3.50, (really).") == ["It", "costs", "$", "3.50", ",", "(", "really", ")", "."]
-    result = metrics.bleu(["我 爱 北京 天安门", "今天天气很好"], [["我 爱 北京 天安门 。"], ["今天天气很好"]])
+    assert tokenize_13a("今天天气很好。") == ["今天天气很好。"]
+    assert tokenize_13a("It costs $3.50, (really).") == ["It", "costs", "$", "3.50", ",", "(", "really", ")", "."]
+    result = bleu(["我 爱 北京 天安门", "今天天气很好"], [["我 爱 北京 天安门 。"], ["今天天气很好"]])
     assert result["bleu"] == 0.8187307530779819
 
 
 def test_bleu_all_predictions_empty_is_zero_not_a_crash():
-    result = metrics.bleu(["", ""], [["a reference"], ["another one"]])
+    result = bleu(["", ""], [["a reference"], ["another one"]])
     assert result["bleu"] == 0.0 and result["translation_length"] == 0
 
 
@@ -79,41 +84,41 @@ def test_rouge_documented_examples():
     # evaluate's metrics/rouge docstring example, and its README example with use_aggregator=False.
     # (The README prints rouge1 [0.5, 0.0]; evaluate.load("rouge") itself returns [0.666..., 0.0]:
     # "hello goodbye" vs "goodbye" has precision 1/2, recall 1, F-measure 2/3.)
-    assert metrics.rouge(["hello there", "general kenobi"], [["hello there"], ["general kenobi"]]) == {
+    assert ROUGE.score(["hello there", "general kenobi"], [["hello there"], ["general kenobi"]]) == {
         "rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "rougeLsum": 1.0}
-    per_example = metrics.rouge_per_example(["hello goodbye", "ankh morpork"], [["goodbye"], ["general kenobi"]])
+    per_example = rouge_per_example(["hello goodbye", "ankh morpork"], [["goodbye"], ["general kenobi"]])
     assert per_example == {"rouge1": [2 / 3, 0.0], "rouge2": [0.0, 0.0], "rougeL": [2 / 3, 0.0],
                            "rougeLsum": [2 / 3, 0.0]}
     # Our aggregate is the plain mean of that list; evaluate's default is a bootstrap median.
-    assert metrics.rouge(["hello goodbye", "ankh morpork"], [["goodbye"], ["general kenobi"]])["rouge1"] == 1 / 3
+    assert ROUGE.score(["hello goodbye", "ankh morpork"], [["goodbye"], ["general kenobi"]])["rouge1"] == 1 / 3
 
 
 def test_rouge_equals_evaluate_on_recorded_cases():
     # evaluate.load("rouge").compute(..., use_aggregator=False) on the same inputs.
-    scores = metrics.rouge_per_example(
+    scores = rouge_per_example(
         ["The quick brown fox jumps over the lazy dog.", "Hello, world! 3.5 percent-rise", ""],
         [["A quick brown fox jumped over the lazy dog."], ["Hello world! 3.5 percent - rise"], ["nothing here"]])
     assert scores["rouge1"] == [0.7777777777777778, 1.0, 0.0]
     assert scores["rouge2"] == [0.625, 1.0, 0.0]
     assert scores["rougeL"] == [0.7777777777777778, 1.0, 0.0]
-    papineni = metrics.rouge_per_example(["the cat sat on the mat"], [["the cat sat on the red mat today"]])
+    papineni = rouge_per_example(["the cat sat on the mat"], [["the cat sat on the red mat today"]])
     assert papineni["rouge1"] == [0.8571428571428571] and papineni["rouge2"] == [0.6666666666666666]
 
 
 def test_rouge_lsum_splits_sentences_on_newlines():
     # Same sentences in another order: rougeL (one sequence) 0.5, rougeLsum (per sentence) 1.0.
-    scores = metrics.rouge_per_example(["the cat sat.\nthe dog ran."], [["the dog ran.\nthe cat sat."]])
+    scores = rouge_per_example(["the cat sat.\nthe dog ran."], [["the dog ran.\nthe cat sat."]])
     assert scores["rougeL"] == [0.5] and scores["rougeLsum"] == [1.0] and scores["rouge1"] == [1.0]
 
 
 def test_rouge_several_references_takes_the_best():
-    scores = metrics.rouge_per_example(["a b c d"], [["x y z", "a b c d"]])
+    scores = rouge_per_example(["a b c d"], [["x y z", "a b c d"]])
     assert scores["rouge1"] == [1.0]
 
 
 def test_rouge_chinese_text_scores_zero_as_in_evaluate():
     # rouge_score's default tokenizer keeps only [a-z0-9]: Chinese text has no tokens at all.
-    assert metrics.rouge(["我 爱 北京"], [["我 爱 北京"]]) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0,
+    assert ROUGE.score(["我 爱 北京"], [["我 爱 北京"]]) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0,
                                                               "rougeLsum": 0.0}
 
 
@@ -122,40 +127,40 @@ def test_rouge_chinese_text_scores_zero_as_in_evaluate():
 
 def test_squad_v2_documented_examples():
     # evaluate's metrics/squad_v2/README.md: 100, 0, and 2 of 3 (66.67, reported 0-1 here).
-    assert metrics.squad_v2(["1976"], [["1976"]]) == {"exact_match": 1.0, "f1": 1.0}
-    assert metrics.squad_v2(["1999"], [["1976"]]) == {"exact_match": 0.0, "f1": 0.0}
-    partial = metrics.squad_v2(["1976", "Beyonce", "climate change"],
+    assert SQUAD.score(["1976"], [["1976"]]) == {"exact_match": 1.0, "f1": 1.0}
+    assert SQUAD.score(["1999"], [["1976"]]) == {"exact_match": 0.0, "f1": 0.0}
+    partial = SQUAD.score(["1976", "Beyonce", "climate change"],
                                [["1976"], ["Beyoncé and Bruno Mars"], ["climate change"]])
     assert partial["exact_match"] == pytest.approx(2 / 3) and partial["f1"] == pytest.approx(2 / 3)
 
 
 def test_squad_v2_normalisation_and_f1_by_hand():
-    assert metrics.normalize_answer("  The Eiffel-Tower!  ") == "eiffeltower"
-    assert metrics.normalize_answer("An apple, a day") == "apple day"
+    assert normalize_answer("  The Eiffel-Tower!  ") == "eiffeltower"
+    assert normalize_answer("An apple, a day") == "apple day"
     # Tokens: pred {university, of, belmont, college}, gold {university, of, belmont}: P 3/4, R 1, F1 6/7.
-    result = metrics.squad_v2(["University of Belmont College"], [["the University of Belmont"]])
+    result = SQUAD.score(["University of Belmont College"], [["the University of Belmont"]])
     assert result["exact_match"] == 0.0 and result["f1"] == pytest.approx(6 / 7)
 
 
 def test_squad_v2_unanswerable_and_no_answer_text():
     # Unanswerable (references []): right only when the normalised prediction is empty.
-    assert metrics.squad_v2([""], [[]]) == {"exact_match": 1.0, "f1": 1.0}
-    assert metrics.squad_v2(["Paris"], [[]]) == {"exact_match": 0.0, "f1": 0.0}
+    assert SQUAD.score([""], [[]]) == {"exact_match": 1.0, "f1": 1.0}
+    assert SQUAD.score(["Paris"], [[]]) == {"exact_match": 0.0, "f1": 0.0}
     # The model was taught to answer "unanswerable": that text counts as "" (case and punctuation aside).
-    assert metrics.squad_v2(["Unanswerable."], [[]], no_answer_text="unanswerable")["exact_match"] == 1.0
-    assert metrics.squad_v2(["unanswerable"], [["Paris"]], no_answer_text="unanswerable")["exact_match"] == 0.0
+    assert SQUAD.score(["Unanswerable."], [[]], no_answer_text="unanswerable")["exact_match"] == 1.0
+    assert SQUAD.score(["unanswerable"], [["Paris"]], no_answer_text="unanswerable")["exact_match"] == 0.0
     # Without the mapping, the literal text is just a wrong answer.
-    assert metrics.squad_v2(["unanswerable"], [[]])["exact_match"] == 0.0
+    assert SQUAD.score(["unanswerable"], [[]])["exact_match"] == 0.0
 
 
 def test_squad_v2_several_gold_answers_take_the_max_and_empty_prediction():
-    assert metrics.squad_v2(["Denver Broncos"], [["Broncos", "Denver Broncos", "the Broncos"]])["exact_match"] == 1.0
-    assert metrics.squad_v2([""], [["Broncos"]]) == {"exact_match": 0.0, "f1": 0.0}
+    assert SQUAD.score(["Denver Broncos"], [["Broncos", "Denver Broncos", "the Broncos"]])["exact_match"] == 1.0
+    assert SQUAD.score([""], [["Broncos"]]) == {"exact_match": 0.0, "f1": 0.0}
 
 
 def test_every_metric_says_higher_is_better():
-    assert set(metrics.METRICS) == {"bleu", "rouge1", "rouge2", "rougeL", "rougeLsum", "exact_match", "f1"}
-    assert all(info.higher_is_better for info in metrics.METRICS.values())
+    assert set(METRICS) == {"bleu", "rouge1", "rouge2", "rougeL", "rougeLsum", "exact_match", "f1"}
+    assert all(info.higher_is_better for info in METRICS.values())
 
 
 # ---------------------------------------------------------------- lf-wrap score

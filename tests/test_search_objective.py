@@ -7,10 +7,13 @@ from __future__ import annotations
 import pytest
 
 from lf_wrap.search.candidates import Candidate, sample
-from lf_wrap.search.objective import Judge, rank_key, reference, retained_gains
+from lf_wrap.scoring.bootstrap import Bootstrap
+from lf_wrap.search.objective import Judge, rank_key, reference, retained_gain, retained_gains
+from lf_wrap.tasks import TASKS, resolve_task
 
 BASE = {"translate": 0.20, "summarize": 0.30, "qa": 0.70}
 SPECIALIST = {"translate": 0.25, "summarize": 0.40, "qa": 0.80}
+MINE = resolve_task("mine", "exact_match")       # a task of your own, scored by plain exact match
 
 
 def test_retained_gain_by_hand():
@@ -96,12 +99,33 @@ def test_lower_bound_prefers_the_gain_that_holds_on_every_resample():
     (0.6) but its 10% bootstrap bound lies below 0.5: ranked by the bound it comes second."""
     rows = lambda values: [{"rouge1": v} for v in values]          # noqa: E731
     ref = reference({"summarize": 0.0}, {"summarize": 1.0})
-    judge = Judge(ref, {"summarize": "rouge1"}, {"summarize": rows([0.0] * 10)}, {"summarize": rows([1.0] * 10)})
+    judge = Judge(ref, {"summarize": TASKS["summarize"]}, {"summarize": rows([0.0] * 10)}, {"summarize": rows([1.0] * 10)})
     steady = judge.assess({"summarize": 0.5}, {"summarize": rows([0.5] * 10)})
     lucky = judge.assess({"summarize": 0.6}, {"summarize": rows([1.0] * 6 + [0.0] * 4)})
     assert steady.bound == pytest.approx(0.5) and steady.value == steady.bound
     assert lucky.gains.worst == pytest.approx(0.6) and 0.2 < lucky.bound < 0.5
     linear = Candidate("linear", (0.5,)).complexity()
     assert rank_key(steady.gains, linear, steady.value) < rank_key(lucky.gains, linear, lucky.value)
-    by_point = Judge(ref, judge.metrics, judge.base_rows, judge.specialist_rows, rank_by="point")
+    by_point = Judge(ref, judge.definitions, judge.base_rows, judge.specialist_rows, rank_by="point")
     assert by_point.assess({"summarize": 0.6}, {"summarize": rows([1.0] * 6 + [0.0] * 4)}).value == pytest.approx(0.6)
+
+
+def test_retained_gain_and_its_interval_by_hand():
+    """Base scores 0 on every row, the specialist 1 on every row, a candidate 1 on half the rows:
+    it keeps half the gain. Every resample keeps the specialist's full gain, so the interval is
+    the candidate's own resampling spread around 0.5, and a candidate equal to the specialist
+    keeps exactly 1 on every resample."""
+    n = 40
+    base = [{"exact_match": 0.0} for _ in range(n)]
+    spec = [{"exact_match": 1.0} for _ in range(n)]
+    half = [{"exact_match": float(i % 2)} for i in range(n)]
+    result = retained_gain(MINE, base, spec, half, Bootstrap(400, 3))
+    assert result["value"] == 0.5 and result["resamples_used"] == 400
+    low, high = result["ci95"]
+    assert low < 0.5 < high and 0.25 < low and high < 0.75
+    same = retained_gain(MINE, base, spec, spec, Bootstrap(400, 3))
+    assert same["value"] == 1.0 and same["ci95"] == [1.0, 1.0]
+    no_gain = retained_gain(MINE, base, base, half, Bootstrap(400, 3))
+    assert no_gain["value"] is None and no_gain["ci95"] is None and no_gain["resamples_used"] == 0
+    with pytest.raises(ValueError, match="same rows"):
+        retained_gain(MINE, base, spec, half[:-1])

@@ -2,7 +2,8 @@
 registered in dataset_info.json plus a metric family, scored and tabled like the study's tasks.
 
 One eval run on the tiny model: the base and one adapter (trained, says the recipe, for the
-user's task), the study's qa beside two tasks of the user's own (exact_match, squad_v2)."""
+user's task), the study's qa beside four tasks of the user's own (exact_match, squad_v2, chrf,
+and a metric function of the user's own, my_metrics.py:contains)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ NER_ROWS = [{"instruction": f"Which city is named in: {text}", "input": "", "out
                                ("Rome was not built in a day.", "Rome"), ("Nothing here.", "unanswerable"),
                                ("Lima and Quito.", "Lima")]]
 
+METRIC_FILE = '''
+def contains(prediction, references):
+    """1 when the reference appears in the prediction."""
+    return float(any(r.lower() in prediction.lower() for r in references))
+'''
+
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_model, prepared, tmp_path_factory):
@@ -34,25 +41,29 @@ def evaluated(tiny_model, prepared, tmp_path_factory):
     info["my_cities"] = {"file_name": "my_cities.json"}          # alpaca is LLaMA-Factory's default
     (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     adapter = make_adapter(tiny_model, root / "adapter_ner", seed=3)
+    (root / "my_metrics.py").write_text(METRIC_FILE, encoding="utf-8")
     recipe = {
         "model_name_or_path": str(tiny_model), "template": "qwen", "dataset_dir": str(dataset_dir),
         "models": [{"name": "base"}, {"name": "lora_ner", "path": str(adapter), "task": "my_ner"}],
         "tasks": {"my_ner": {"dataset": "my_cities", "metric": "exact_match", "max_new_tokens": 4},
                   "qa": {"dataset": "tiny_qa_validation", "max_new_tokens": 4},
-                  "my_squad": {"dataset": "my_cities", "metric": "squad_v2", "max_new_tokens": 4}},
+                  "my_squad": {"dataset": "my_cities", "metric": "squad_v2", "max_new_tokens": 4},
+                  "my_chrf": {"dataset": "my_cities", "metric": "chrf", "max_new_tokens": 4},
+                  "my_contains": {"dataset": "my_cities", "metric": "my_metrics.py:contains", "max_new_tokens": 4}},
         "engine": {"dtype": "float32", "max_model_len": 1024, "gpu_memory_utilization": 0.2, "max_lora_rank": 8},
     }
     path = root / "eval-user.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     out = root / "results"
-    done = run_lf_wrap("eval", path, "--out", out)
+    done = run_lf_wrap("eval", path, "--out", out, cwd=root)       # the metric's path is relative to it
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return out
 
 
 def _score(out, model: str, task: str, *extra: str) -> tuple[dict, dict]:
     """`lf-wrap score --json`: (the metrics, their intervals)."""
-    done = run_lf_wrap("score", out / "predictions" / model / f"{task}.jsonl", "--task", task, *extra, "--json")
+    done = run_lf_wrap("score", out / "predictions" / model / f"{task}.jsonl", "--task", task, *extra, "--json",
+                       cwd=out.parent)
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout)
     return ({k: v for k, v in scores.items() if not k.endswith("_ci95")},
@@ -63,6 +74,7 @@ def test_a_user_task_is_scored_like_lf_wrap_score_and_tabled(evaluated):
     doc = read_json(evaluated / "metrics.json")
     for model in ("base", "lora_ner"):
         for task, extra in (("my_ner", ("--metric", "exact_match")), ("my_squad", ("--metric", "squad_v2")),
+                            ("my_chrf", ("--metric", "chrf")), ("my_contains", ("--metric", "my_metrics.py:contains")),
                             ("qa", ())):
             assert (doc["metrics"][model][task], doc["intervals"][model][task]) == _score(evaluated, model, task, *extra)
     assert set(doc["paired"]["lora_ner"]["base"]["my_ner"]) == {"exact_match"}
@@ -77,7 +89,10 @@ def test_a_user_task_is_scored_like_lf_wrap_score_and_tabled(evaluated):
     assert read_json(evaluated / "manifest.json")["tasks"]["my_ner"]["metric"] == "exact_match"
 
     table = read_json(evaluated / "table.json")
-    assert table["rows"] == ["qa EM", "my_ner EM", "my_squad EM", "mean"]
+    assert table["rows"] == ["qa EM", "my_ner EM", "my_squad EM", "my_chrf chrF", "my_contains contains", "mean"]
+    assert set(doc["paired"]["lora_ner"]["base"]["my_contains"]) == {"contains"}
+    assert doc["higher_is_better"]["contains"] is True and doc["higher_is_better"]["chrf"] is True
+    assert doc["definitions"]["contains"] == "1 when the reference appears in the prediction."
     assert table["own_task"] == {"base": None, "lora_ner": "my_ner EM"}
     markdown = (evaluated / "table.md").read_text(encoding="utf-8")
     for model in ("base", "lora_ner"):
@@ -101,6 +116,13 @@ def test_report_rebuilds_the_user_task_table(evaluated, tmp_path):
     copy = tmp_path / "results"
     shutil.copytree(evaluated, copy)
     (copy / "table.md").unlink()
+    done = run_lf_wrap("report", copy)
+    assert done.returncode == 0, done.stderr
+    assert (copy / "table.md").read_text(encoding="utf-8") == (evaluated / "table.md").read_text(encoding="utf-8")
+    # The report tables a metric of your own as metrics.json describes it: its file is not loaded.
+    doc = read_json(copy / "metrics.json")
+    doc["tasks"]["my_contains"]["metric"] = "gone/my_metrics.py:contains"
+    (copy / "metrics.json").write_text(json.dumps(doc), encoding="utf-8")
     done = run_lf_wrap("report", copy)
     assert done.returncode == 0, done.stderr
     assert (copy / "table.md").read_text(encoding="utf-8") == (evaluated / "table.md").read_text(encoding="utf-8")

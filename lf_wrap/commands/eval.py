@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from lf_wrap.evaluation.metrics import FAMILIES
-from lf_wrap.evaluation.stats import MAX_RESAMPLES, MIN_RESAMPLES
+from lf_wrap.scoring.bootstrap import MAX_RESAMPLES, MIN_RESAMPLES, Bootstrap
 
 
 @click.command("eval")
@@ -32,9 +31,9 @@ def eval_command(recipe, out, overrides, force):
 
 def _draw_options(command):
     """--resamples and --seed, shared by `score` and `compare`."""
-    command = click.option("--seed", type=click.IntRange(min=0), default=12345, show_default=True,
+    command = click.option("--seed", type=click.IntRange(min=0), default=Bootstrap.seed, show_default=True,
                            help="Seed of the bootstrap draw (sacrebleu's default).")(command)
-    return click.option("--resamples", type=click.IntRange(MIN_RESAMPLES, MAX_RESAMPLES), default=1000,
+    return click.option("--resamples", type=click.IntRange(MIN_RESAMPLES, MAX_RESAMPLES), default=Bootstrap.resamples,
                         show_default=True, help="Bootstrap resamples of the rows for the 95% intervals "
                         f"({MIN_RESAMPLES:,} to {MAX_RESAMPLES:,}).")(command)
 
@@ -50,7 +49,8 @@ def _task(task, metric):
 
 
 _TASK_HELP = "translate, summarize or qa; or the name of a task of your own, with --metric."
-_METRIC_HELP = "A task of your own: how it is scored (as `metric:` in the eval recipe)."
+_METRIC_HELP = ("A task of your own: how it is scored, as `metric:` in the eval recipe: bleu, chrf, rouge, "
+                "exact_match, squad_v2, or a function of your own as path/to/file.py:function.")
 _NO_ANSWER_HELP = ("qa (or --metric squad_v2): the model's answer for an unanswerable question, scored as \"\" "
                    "[default: recorded beside the file by lf-wrap eval, else 'unanswerable'].")
 
@@ -62,7 +62,7 @@ def _interval(low: float, high: float, signed: bool = False) -> str:
 @click.command("score")
 @click.argument("predictions", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--task", required=True, help=_TASK_HELP)
-@click.option("--metric", type=click.Choice(list(FAMILIES)), default=None, help=_METRIC_HELP)
+@click.option("--metric", default=None, help=_METRIC_HELP)
 @click.option("--no-answer-text", default=None, help=_NO_ANSWER_HELP)
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object keyed by metric name, with <metric>_ci95: [low, high] beside each.")
@@ -70,19 +70,18 @@ def _interval(low: float, high: float, signed: bool = False) -> str:
 def score_command(predictions, task, metric, no_answer_text, as_json, resamples, seed):
     """Score a predictions JSONL (one object a line: `prediction`, `references` list; [] for an
     unanswerable question) with the task's metrics and their 95% bootstrap intervals, offline."""
-    from lf_wrap.evaluation.metrics import METRICS
-    from lf_wrap.evaluation.uncertainty import Draw, intervals, score_with_rows
+    from lf_wrap.evaluation.uncertainty import intervals, score_with_rows
 
     definition = _task(task, metric)
     scored = score_with_rows(predictions, definition, no_answer_text)
-    bounds = intervals(definition, scored.row_scores(), Draw(resamples, seed))
+    bounds = intervals(definition, scored.row_scores(), Bootstrap(resamples, seed))
     if as_json:
         click.echo(json.dumps({key: value for name, score in scored.metrics.items()
                                for key, value in ((name, score), (f"{name}_ci95", bounds[name]))}))
         return
     for name, value in scored.metrics.items():
-        info = METRICS[name]
-        click.echo(f"{name:<12} {value:.4f} {_interval(*bounds[name])}   ({FAMILIES[definition.metric].describe(name)}; "
+        info = definition.family.metric(name)
+        click.echo(f"{name:<12} {value:.4f} {_interval(*bounds[name])}   ({info.definition}; "
                    f"higher is better: {info.higher_is_better})")
     click.echo(f"[95% interval]: percentile bootstrap over the {len(scored.records)} rows, {resamples} resamples, "
                f"seed {seed}")
@@ -92,7 +91,7 @@ def score_command(predictions, task, metric, no_answer_text, as_json, resamples,
 @click.argument("a", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.argument("b", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--task", required=True, help=_TASK_HELP)
-@click.option("--metric", type=click.Choice(list(FAMILIES)), default=None, help=_METRIC_HELP)
+@click.option("--metric", default=None, help=_METRIC_HELP)
 @click.option("--no-answer-text", default=None, help=_NO_ANSWER_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (metrics keyed by name).")
 @_draw_options
@@ -101,9 +100,9 @@ def compare_command(a, b, task, metric, no_answer_text, as_json, resamples, seed
     B - A, its 95% interval and the p-value of a paired bootstrap test (the same resampled rows
     for both). The files must hold the same rows (by `row`, else by line) with the same ids and
     references."""
-    from lf_wrap.evaluation.uncertainty import Draw, compare_files
+    from lf_wrap.evaluation.uncertainty import compare_files
 
-    result = compare_files(a, b, _task(task, metric), no_answer_text, Draw(resamples, seed))
+    result = compare_files(a, b, _task(task, metric), no_answer_text, Bootstrap(resamples, seed))
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -9,6 +9,8 @@ import io
 import json
 from pathlib import Path
 
+from lf_wrap.scoring.bootstrap import Bootstrap
+
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
@@ -48,7 +50,7 @@ def chart(table: dict) -> bytes:
     ax.set_xticks(range(len(rows)), rows)
     ax.set_ylabel("score (0-1, higher is better)")
     ax.set_title("Every model on every task (hatched: the model's own task"
-                 + (f"; bars: {100 * table['bootstrap'].get('confidence', 0.95):g}% bootstrap intervals)"
+                 + (f"; bars: {100 * table['bootstrap'].get('confidence', Bootstrap.confidence):g}% bootstrap intervals)"
                     if "ci95" in table else ")"))
     ax.legend(handles=handles, fontsize="small")
     data = _png(fig)

@@ -3,9 +3,9 @@
 Each line is one row: `row` (index in the dataset), `id`, `prompt_sha256`, `prediction`,
 `references` (a list; [] for an unanswerable question), `finish_reason`, `prompt_tokens`,
 `completion_tokens`, `truncated`, `token_ids` (the generated tokens, for exact comparisons:
-the text of a half-finished UTF-8 character differs between decoders). `lf-wrap score` needs
-only `prediction` and `references`,
-so a file made anywhere else scores the same way.
+the text of a half-finished UTF-8 character differs between decoders). `lf-wrap score`
+(lf_wrap.evaluation.uncertainty) needs only `prediction` and `references`, so a file made
+anywhere else scores the same way.
 
 Lines are appended as batches finish and fsync'ed, so a killed run leaves every finished row on
 disk; at most a torn last line, which the next run cuts off. Beside each file,
@@ -19,7 +19,6 @@ import json
 import os
 from pathlib import Path
 
-from lf_wrap.evaluation import metrics
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, Task
@@ -114,13 +113,6 @@ def checked(path: Path, records: list[dict], task: Task) -> tuple[list[str], lis
     return preds, refs
 
 
-def score_records(path: Path, records: list[dict], task: Task, no_answer_text: str | None = None) -> dict[str, float]:
-    if not records:
-        raise UserError(f"{path}: no predictions to score")
-    preds, refs = checked(Path(path), records, task)
-    return metrics.score_task(task, preds, refs, no_answer_text)
-
-
 def default_no_answer_text(path: Path) -> str:
     """The no-answer text the eval recorded beside the file, else the study's default."""
     try:
@@ -128,13 +120,6 @@ def default_no_answer_text(path: Path) -> str:
         return meta.get("no_answer_text") or DEFAULT_NO_ANSWER_TEXT
     except (OSError, ValueError, AttributeError):
         return DEFAULT_NO_ANSWER_TEXT
-
-
-def score_file(path: Path, task: Task, no_answer_text: str | None = None) -> dict[str, float]:
-    """`lf-wrap score`: the task's metrics for one predictions file."""
-    if task.no_answer and no_answer_text is None:
-        no_answer_text = default_no_answer_text(path)
-    return score_records(path, read_lines(path), task, no_answer_text)
 
 
 def _what_changed(key: str, old: dict, new: dict) -> str:

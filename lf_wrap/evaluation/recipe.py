@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe
-from lf_wrap.evaluation.stats import MAX_RESAMPLES, MIN_RESAMPLES
+from lf_wrap.scoring.bootstrap import MAX_RESAMPLES, MIN_RESAMPLES, Bootstrap
 from lf_wrap.tasks import TASK_NAME, TASKS, Task, resolve_task
 
 
@@ -39,8 +39,9 @@ class TaskEntry(_Strict):
     max_new_tokens: int = Field(256, ge=1)
     """Greedy decoding stops at the template's stop word or after this many tokens."""
     metric: str | None = None
-    """A task of your own: how it is scored (bleu, rouge, exact_match, squad_v2); the references
-    are each row's `output`. The study's tasks (translate, summarize, qa) need none."""
+    """A task of your own: how it is scored (bleu, chrf, rouge, exact_match, squad_v2, or a function
+    of your own as path/to/file.py:function, docs/metrics.md); the references are each row's
+    `output`. The study's tasks (translate, summarize, qa) need none."""
     no_answer_text: str | None = None
     """qa (or a task scored with squad_v2): what the model was taught to say for an unanswerable
     question (read as "" when scoring); default: the dataset manifest's filters.no_answer_text,
@@ -98,16 +99,19 @@ class EngineSettings(_Strict):
 class BootstrapSettings(_Strict):
     """Uncertainty of every number in the table (lf_wrap.evaluation.uncertainty): a percentile
     bootstrap over the rows for each metric, and a paired bootstrap test of each model against
-    the base and against each model named in compare_to."""
+    the base and against each model named in compare_to. Defaults: lf_wrap.scoring.bootstrap.Bootstrap."""
 
-    resamples: int = Field(1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
+    resamples: int = Field(Bootstrap.resamples, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
     """Resamples of the rows; each interval and test is computed on the same seeded draw."""
-    seed: int = Field(12345, ge=0)
+    seed: int = Field(Bootstrap.seed, ge=0)
     """Seed of the draw (12345 is sacrebleu's default: BLEU p-values then equal sacrebleu's)."""
-    confidence: float = Field(0.95, gt=0, lt=1)
+    confidence: float = Field(Bootstrap.confidence, gt=0, lt=1)
     """Coverage of the intervals (metrics.json keeps the key name ci95 whatever it is)."""
     compare_to: list[str] = []
     """Models (by name) every other model is also tested against, beside the base."""
+
+    def bootstrap(self) -> Bootstrap:
+        return Bootstrap(self.resamples, self.seed, self.confidence)
 
 
 class EvalRecipe(_Strict):

@@ -24,8 +24,9 @@ from pathlib import Path
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_bytes, dump_json
 from lf_wrap.evaluation.charts import chart, loss_curves
-from lf_wrap.evaluation.metrics import METRICS
 from lf_wrap.evaluation.report_input import check_manifest, check_metrics, check_same_models
+from lf_wrap.scoring import custom
+from lf_wrap.scoring.bootstrap import Bootstrap
 from lf_wrap.tasks import TASKS, Task, resolve_task
 
 
@@ -42,11 +43,15 @@ def table_tasks(metrics_doc: dict, source: str = "metrics.json") -> list[Task]:
     """The tasks of the evaluation, one row each: the study's in the study's order, then the
     user's own in the order the recipe declared them (metrics.json "tasks"). A task is a row when
     the recipe had it (declared, or counted) or a model has scores for it, so a task nobody
-    could score still shows as missing. Any name neither the study's nor declared is an error."""
+    could score still shows as missing. Any name neither the study's nor declared is an error. A
+    task scored by a function of your own is tabled as metrics.json describes it: its file is not loaded."""
     declared: dict[str, Task] = {}
     for name, declaration in (metrics_doc.get("tasks") or {}).items():
+        metric = (declaration or {}).get("metric")
+        described = (custom.declared(metric, declaration, metrics_doc.get("higher_is_better") or {})
+                     if isinstance(metric, str) and custom.is_reference(metric) else None)
         try:
-            declared[name] = resolve_task(name, (declaration or {}).get("metric"), f"tasks.{name}.metric")
+            declared[name] = resolve_task(name, metric, f"tasks.{name}.metric", described)
         except ValueError as err:
             raise UserError(f"{source}: {err}") from None
     seen = list(declared)
@@ -58,8 +63,12 @@ def table_tasks(metrics_doc: dict, source: str = "metrics.json") -> list[Task]:
     return [TASKS[t] for t in TASKS if t in seen] + [declared[t] for t in declared if t not in TASKS]
 
 
+def _label(task: Task, key: str) -> str:
+    return f"{task.name} {task.family.metric(key).label}"
+
+
 def _row(task: Task) -> str:
-    return f"{task.name} {METRICS[task.headline].label}"
+    return _label(task, task.headline)
 
 
 def build_table(metrics_doc: dict, manifest: dict, source: str = "metrics.json") -> dict:
@@ -92,9 +101,8 @@ def build_table(metrics_doc: dict, manifest: dict, source: str = "metrics.json")
                                       else values[model][row] - values[base][row]) for row in rows}
     by_name = {t.name: t for t in tasks}
     own = {m["name"]: (_row(by_name[m["task"]]) if m.get("task") in by_name else None) for m in manifest["models"]}
-    all_metrics = {model: {f"{t.name} {METRICS[k].label}": scored(model, t, k) for t in tasks for k in t.metrics}
-                   for model in models}
-    higher = {_row(t): METRICS[t.headline].higher_is_better for t in tasks}
+    all_metrics = {model: {_label(t, k): scored(model, t, k) for t in tasks for k in t.metrics} for model in models}
+    higher = {_row(t): t.family.metric(t.headline).higher_is_better for t in tasks}
     table = {"rows": rows, "columns": models, "values": values, "base": base, "gain_over_base": gains,
              "own_task": own, "all_metrics": all_metrics, "counts": counts,
              "higher_is_better": {**higher, "mean": all(higher.values())}}
@@ -134,7 +142,7 @@ def _uncertainty(metrics_doc: dict, tasks: list[Task], models: list[str], values
         "bootstrap": settings,
         "ci95": {m: {**{_row(t): bounds(m, t, t.headline) if values[m][_row(t)] is not None else None
                         for t in tasks}, "mean": None} for m in models},
-        "all_metrics_ci95": {m: {f"{t.name} {METRICS[k].label}": bounds(m, t, k) if values[m][_row(t)] is not None
+        "all_metrics_ci95": {m: {_label(t, k): bounds(m, t, k) if values[m][_row(t)] is not None
                                  else None for t in tasks for k in t.metrics} for m in models},
         "gain_ci95": tests_against(base) if base is not None else {},
         "differences": {other: {"values": {m: {row: None if values[m][row] is None or values[other][row] is None
@@ -181,7 +189,7 @@ def _block(table: dict, cols: list[str], values: dict, intervals: dict | None, s
 
 def _how_to_read(table: dict) -> list[str]:
     settings = table["bootstrap"]
-    level = f"{100 * settings.get('confidence', 0.95):g}%"
+    level = f"{100 * settings.get('confidence', Bootstrap.confidence):g}%"
     draw = f"{settings.get('resamples', '?')} resamples of the rows, seed {settings.get('seed', '?')}"
     return ["", f"[low, high]: the {level} bootstrap interval ({draw}); the mean has none. Differences: paired "
                 f"bootstrap, both models on the same resampled rows; p: its p-value (for BLEU, sacrebleu's paired "

@@ -73,7 +73,7 @@ def uncertainty_section(out: Path, models: list[ResolvedModel], data: dict[str, 
     rows}), read from the `<task>.scores.jsonl` files score_all wrote. A model is tested against
     the base and each `compare_to` model on the rows both scored (a row skipped as too long for
     one of them is left out, and `rows` says how many remained)."""
-    draw = uncertainty.Draw(settings.resamples, settings.seed, settings.confidence)
+    bootstrap = settings.bootstrap()
     base = next((m.name for m in models if m.kind == "base"), None)
     against = list(dict.fromkeys(([base] if base else []) + list(settings.compare_to)))
     intervals: dict[str, dict] = {m.name: {} for m in models}
@@ -82,7 +82,7 @@ def uncertainty_section(out: Path, models: list[ResolvedModel], data: dict[str, 
         rows = {m.name: uncertainty.read_scores(pred.scores_path(out / "predictions" / m.name / f"{task}.jsonl"))
                 for m in models if task in results.get(m.name, {})}
         for name, lines in rows.items():
-            intervals[name][task] = uncertainty.intervals(task_data.definition, lines, draw)
+            intervals[name][task] = uncertainty.intervals(task_data.definition, lines, bootstrap)
         for name in rows:
             for other in against:
                 if other == name or other not in rows:
@@ -96,8 +96,8 @@ def uncertainty_section(out: Path, models: list[ResolvedModel], data: dict[str, 
                 if len(common[0]) < max(len(rows[name]), len(rows[other])):
                     log.info(f"eval: {task}: '{name}' against '{other}' on the {len(common[0])} rows both scored")
                 paired.setdefault(name, {}).setdefault(other, {})[task] = uncertainty.paired(
-                    task_data.definition, common[0], common[1], draw)
-    return {"bootstrap": {"resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence,
+                    task_data.definition, common[0], common[1], bootstrap)
+    return {"bootstrap": {"resamples": bootstrap.resamples, "seed": bootstrap.seed, "confidence": bootstrap.confidence,
                           "compare_to": list(settings.compare_to), "against": against},
             "intervals": intervals, "paired": paired}
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lf_wrap import __version__
-from lf_wrap.evaluation import metrics
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
@@ -38,6 +37,7 @@ from lf_wrap.evaluation.results import score_all, uncertainty_section, versions,
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 from lf_wrap.core.process import RECORDED_ENV
 from lf_wrap.evaluation.prompts import get_template, rendering_id, stop_token_ids
+from lf_wrap.scoring.registry import METRICS
 from lf_wrap.tasks import TASKS
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -50,6 +50,13 @@ class EvalResult:
     generated: int = 0
     reused: int = 0
     notes: list[str] = field(default_factory=list)
+
+
+def _described(data: dict[str, TaskData]) -> list:
+    """The metrics metrics.json describes: the study's, then those of the tasks scored otherwise
+    (chrf, a function of your own). A metric the study has keeps the study's description."""
+    extra = {m.name: m for d in data.values() for m in d.definition.family.metrics if m.name not in METRICS}
+    return [*METRICS.values(), *extra.values()]
 
 
 def default_out(recipe_path: Path) -> Path:
@@ -228,8 +235,8 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
         "headline": {**{t.name: t.headline for t in TASKS.values()},
                      **{t: d.definition.headline for t, d in data.items()}},
         "tasks": {t: d.definition.declaration() for t, d in data.items()},
-        "higher_is_better": {name: info.higher_is_better for name, info in metrics.METRICS.items()},
-        "definitions": {name: info.definition for name, info in metrics.METRICS.items()},
+        "higher_is_better": {m.name: m.higher_is_better for m in _described(data)},
+        "definitions": {m.name: m.definition for m in _described(data)},
         **uncertainty_section(out, models, data, results, recipe.bootstrap),
     }
     atomic_write_json(out / "metrics.json", metric_doc)

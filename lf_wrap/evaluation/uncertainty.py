@@ -1,16 +1,18 @@
-"""Every number with its uncertainty, for prediction files: per-row scores, intervals, paired tests.
+"""Prediction files scored row by row: their metrics, the per-row scores kept beside them, their
+intervals and paired tests (`lf-wrap score`, `lf-wrap compare`, the eval's metrics.json).
 
 A metric computed on 990 sentences would come out differently on another 990 from the same
 source; the bootstrap estimates by how much, by recomputing it on resamples of the rows
-(`lf_wrap.evaluation.stats`). That needs each row's scores, which are kept beside the predictions:
+(lf_wrap.scoring). That needs each row's scores, which are kept beside the predictions:
 
     predictions/<model>/<task>.scores.jsonl   one line per scored row, in row order:
-                                              {"row", "id", <stats.row_scores fields>}
+                                              {"row", "id", <the family's row fields>}
 
 e.g. `{"row": 3, "id": "a1", "bleu_stats": [12, 13, 7, 3, 1, 0, 12, 11, 10, 9]}`. `row` is the
 dataset row (a file made elsewhere, without `row`: the line's 0-based position among the
 file's lines), `id` the row's id or null. The eval rewrites the file (atomically) every time it
-scores the predictions, so it always matches them.
+scores the predictions, so it always matches them. Each metric is computed once per file: the
+family scores the rows, and the file's metrics are the family's corpus values of those rows.
 
 Rows are resampled in row order, so that every file of a task (every model) is resampled on the
 same rows: the interval of a model and its paired tests see the same draw. A paired test
@@ -26,17 +28,9 @@ from pathlib import Path
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_text
 from lf_wrap.evaluation import predictions as pred
-from lf_wrap.evaluation import stats
+from lf_wrap.scoring.bootstrap import Bootstrap
+from lf_wrap.scoring.custom import RowScoreError
 from lf_wrap.tasks import Task
-
-
-@dataclass(frozen=True)
-class Draw:
-    """How the rows are resampled: seeded, so every interval can be computed again."""
-
-    resamples: int = 1000
-    seed: int = 12345          # sacrebleu's default (SACREBLEU_SEED)
-    confidence: float = 0.95
 
 
 @dataclass
@@ -71,17 +65,24 @@ def row_indices(records: list[dict]) -> list[int]:
 
 
 def score_with_rows(path: Path, task: Task, no_answer_text: str | None = None) -> ScoredFile:
-    """Score a predictions file as `predictions.score_file` does, keeping each row's scores."""
+    """`lf-wrap score`: the task's metrics for one predictions file, with each row's scores. The
+    no-answer text counts only for a no-answer family (default: the one the eval recorded beside
+    the file, else the study's)."""
     path = Path(path)
     if task.no_answer and no_answer_text is None:
         no_answer_text = pred.default_no_answer_text(path)
     records = pred.read_lines(path)
+    if not records:
+        raise UserError(f"{path}: no predictions to score")
     if _carries_rows(records):      # a row twice would count twice in every metric
         _where(path, row_indices(records))
-    values = pred.score_records(path, records, task, no_answer_text)
     predictions, references = pred.checked(path, records, task)
-    fields = stats.row_scores(task.metric, predictions, references, no_answer_text)
-    return ScoredFile(path, records, values, fields)
+    family = task.family
+    try:
+        fields = family.rows(predictions, references, no_answer_text)
+    except RowScoreError as err:
+        raise UserError(f"{path}: line {err.row + 1} (row {row_indices(records)[err.row]}): {err}") from None
+    return ScoredFile(path, records, family.corpus(fields), fields)
 
 
 def write_scores(scored: ScoredFile) -> Path:
@@ -96,18 +97,17 @@ def read_scores(path: Path) -> list[dict]:
     return pred.read_lines(path)
 
 
-def intervals(task: Task, rows: list[dict], draw: Draw) -> dict[str, list[float]]:
+def intervals(task: Task, rows: list[dict], bootstrap: Bootstrap) -> dict[str, list[float]]:
     """Each of the task's metrics: its bootstrap interval [low, high] over the rows (row order)."""
-    return {metric: list(stats.bootstrap_interval(metric, rows, draw.resamples, draw.seed, draw.confidence))
-            for metric in task.metrics}
+    return {metric: list(task.family.interval(metric, rows, bootstrap)) for metric in task.metrics}
 
 
-def paired(task: Task, rows_a: list[dict], rows_b: list[dict], draw: Draw) -> dict[str, dict]:
+def paired(task: Task, rows_a: list[dict], rows_b: list[dict], bootstrap: Bootstrap) -> dict[str, dict]:
     """Each metric: b against a on the same resampled rows (row i of a and of b: the same item).
     {"difference": b - a, "ci95": [low, high] of it, "p_value", "rows"}."""
     out = {}
     for metric in task.metrics:
-        test = stats.paired_test(metric, rows_a, rows_b, draw.resamples, draw.seed, draw.confidence)
+        test = task.family.paired(metric, rows_a, rows_b, bootstrap)
         out[metric] = {"difference": test["difference"], "ci95": test["ci95"], "p_value": test["p_value"],
                        "rows": len(rows_a)}
     return out
@@ -154,16 +154,16 @@ def match_rows(a: ScoredFile, b: ScoredFile) -> list[tuple[int, int]]:
 
 
 def compare_files(path_a: Path, path_b: Path, task: Task, no_answer_text: str | None = None,
-                  draw: Draw = Draw()) -> dict:
+                  bootstrap: Bootstrap = Bootstrap()) -> dict:
     """`lf-wrap compare A B`: is B better than A on the same rows? Each metric of A and of B
     (exactly as `lf-wrap score` gives them), B - A, the interval of B - A, the p-value of the
     paired bootstrap test, and `significant`: whether that interval excludes 0."""
     a = score_with_rows(path_a, task, no_answer_text)
     b = score_with_rows(path_b, task, no_answer_text)
     pairs = match_rows(a, b)
-    tests = paired(task, [a.fields[i] for i, _ in pairs], [b.fields[j] for _, j in pairs], draw)
+    tests = paired(task, [a.fields[i] for i, _ in pairs], [b.fields[j] for _, j in pairs], bootstrap)
     return {"a": str(path_a), "b": str(path_b), "task": task.name, "rows": len(pairs),
-            "resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence,
+            "resamples": bootstrap.resamples, "seed": bootstrap.seed, "confidence": bootstrap.confidence,
             "metrics": {metric: {"a": a.metrics[metric], "b": b.metrics[metric],
                                  "difference": b.metrics[metric] - a.metrics[metric],
                                  "ci95": tests[metric]["ci95"], "p_value": tests[metric]["p_value"],

@@ -1,12 +1,12 @@
 """The figures a search reports: the best candidate, the study-style sum merge and linear 0.5
 scored on the report rows (never the rows the best was chosen on), beside the base and the specialists on the
-same rows, each retained gain with its bootstrap interval (lf_wrap.evaluation.stats.retained_gain:
-base, specialist and candidate resampled together), with the eval recipe's bootstrap settings."""
+same rows, each retained gain with its bootstrap interval (objective.retained_gain: base,
+specialist and candidate resampled together), with the eval recipe's bootstrap settings."""
 
 from __future__ import annotations
 
-from lf_wrap.evaluation import stats
 from lf_wrap.search.candidates import Candidate
+from lf_wrap.search.objective import retained_gain
 from lf_wrap.search.scoring import Scorer, from_dict
 
 
@@ -30,18 +30,19 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> di
     names = ["base", *(f"specialist {t}" for t in tasks), "best", *references(n)]
     candidates = [None, *(specialist(i, n) for i in range(n)), from_dict(best["candidate"]), *references(n).values()]
     entries = dict(zip(names, scorer.score_many("report", candidates)))
-    draw = {"n_resamples": bootstrap.resamples, "seed": bootstrap.seed, "confidence": bootstrap.confidence}
+    draw = bootstrap.bootstrap()
     scores: dict[str, dict] = {name: {} for name in entries}
     retained: dict[str, dict] = {name: {} for name in MERGES}
     for task in tasks:
-        metric = rows[task].data.definition.headline
+        definition = rows[task].data.definition
+        family, metric = definition.family, definition.headline
         per_row = {name: e["per_row"][task]["row_scores"] for name, e in entries.items()}
         for name, values in per_row.items():
-            scores[name][task] = {"metric": metric, "value": stats.corpus_value(metric, values),
-                                  "ci95": list(stats.bootstrap_interval(metric, values, **draw))}
+            scores[name][task] = {"metric": metric, "value": family.value(metric, values),
+                                  "ci95": list(family.interval(metric, values, draw))}
         for name in retained:
-            retained[name][task] = stats.retained_gain(metric, per_row["base"], per_row[f"specialist {task}"],
-                                                       per_row[name], **draw)
+            retained[name][task] = retained_gain(definition, per_row["base"], per_row[f"specialist {task}"],
+                                                 per_row[name], draw)
     summary = {}
     for name, per_task in retained.items():
         values = [g["value"] for g in per_task.values() if g["value"] is not None]
@@ -49,4 +50,5 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> di
                          "mean": sum(values) / len(values) if values else None}
     labels = {"best": best["label"], **{name: c.label() for name, c in references(n).items()}}
     return {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
-            "scores": scores, "retained": retained, "summary": summary, "bootstrap": draw}
+            "scores": scores, "retained": retained, "summary": summary,
+            "bootstrap": {"n_resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence}}

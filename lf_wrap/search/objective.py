@@ -8,12 +8,22 @@ For task t with headline score s_t (higher is better), base model B and speciali
 the base. The objective is the worst task's g_t (a merge is as good as the gain it loses
 most of: the study's 3-in-1 kept part of every gain but most of summarize's was gone); ties
 go to the higher mean g_t, then to the simpler merge (Candidate.complexity). A task whose
-specialist does not beat the base has no gain to keep: it is left out, and said so."""
+specialist does not beat the base has no gain to keep: it is left out, and said so.
+
+With its uncertainty (`retained_gain`, `retained_gain_resamples`): base, specialist and
+candidate scored on the same rows and resampled together (one draw of lf_wrap.scoring), so a
+resample's g_t carries the noise of all three."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from lf_wrap.scoring.bootstrap import Bootstrap, percentile_interval
+from lf_wrap.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,34 @@ def rank_key(gains: Gains, complexity: tuple, value: float | None = None) -> tup
     return (-round(value, DIGITS), -round(gains.mean, DIGITS), complexity)
 
 
+def retained_gain_resamples(task: Task, base: Sequence[dict], specialist: Sequence[dict], candidate: Sequence[dict],
+                            bootstrap: Bootstrap = Bootstrap()) -> np.ndarray:
+    """g_t of the task's headline metric on each resample of the rows (base, specialist and
+    candidate on one draw); NaN where the specialist does not beat the base on that resample."""
+    if not len(base) == len(specialist) == len(candidate):
+        raise ValueError(f"retained gain needs the same rows: {len(base)}, {len(specialist)}, {len(candidate)}")
+    family, metric, draw = task.family, task.headline, bootstrap.draw(len(base))
+    resampled = family.resample_together(metric, [base, specialist, candidate], draw)
+    gain = resampled[1] - resampled[0]
+    usable = gain > 0
+    out = np.full(bootstrap.resamples, np.nan)
+    out[usable] = (resampled[2][usable] - resampled[0][usable]) / gain[usable]
+    return out
+
+
+def retained_gain(task: Task, base: Sequence[dict], specialist: Sequence[dict], candidate: Sequence[dict],
+                  bootstrap: Bootstrap = Bootstrap()) -> dict:
+    """How much of a specialist's gain over the base a candidate keeps on the task's headline
+    metric, with its interval. Resamples where the specialist does not beat the base are left out
+    of the interval (g is undefined there) and counted; {"value", "ci95", "resamples_used"}."""
+    resampled = retained_gain_resamples(task, base, specialist, candidate, bootstrap)
+    usable = ~np.isnan(resampled)
+    s_base, s_spec, s_cand = (task.family.value(task.headline, rows) for rows in (base, specialist, candidate))
+    value = (s_cand - s_base) / (s_spec - s_base) if s_spec > s_base else None
+    interval = list(percentile_interval(resampled[usable], bootstrap.confidence)) if usable.sum() >= 40 else None
+    return {"value": value, "ci95": interval, "resamples_used": int(usable.sum())}
+
+
 @dataclass(frozen=True)
 class Assessment:
     gains: Gains                     # the point estimates
@@ -90,7 +128,7 @@ class Judge:
     merge whose gains hold on most resamples of the same rows."""
 
     ref: Reference
-    metrics: dict[str, str]                     # task -> its headline metric
+    definitions: dict[str, Task]                # task -> how it is scored (its headline metric counts)
     base_rows: dict[str, list]                  # task -> the base's per-row scores
     specialist_rows: dict[str, list]            # task -> its specialist's per-row scores
     objective: str = "worst"
@@ -100,13 +138,10 @@ class Judge:
     seed: int = 12345
 
     def assess(self, scores: dict[str, float], rows: dict[str, list]) -> Assessment:
-        import numpy as np
-
-        from lf_wrap.evaluation.stats import retained_gain_resamples
-
         gains = retained_gains(self.ref, scores)
-        draws = np.vstack([retained_gain_resamples(self.metrics[t], self.base_rows[t], self.specialist_rows[t],
-                                                   rows[t], self.resamples, self.seed) for t in self.ref.tasks])
+        bootstrap = Bootstrap(self.resamples, self.seed)
+        draws = np.vstack([retained_gain_resamples(self.definitions[t], self.base_rows[t], self.specialist_rows[t],
+                                                   rows[t], bootstrap) for t in self.ref.tasks])
         usable = draws[:, ~np.isnan(draws).any(axis=0)]     # resamples where every specialist beats the base
         per_draw = usable.min(axis=0) if self.objective == "worst" else usable.mean(axis=0)
         point = gains.worst if self.objective == "worst" else gains.mean

@@ -208,7 +208,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         raise UserError(f"search rows: {err}") from None
     body["left_out"] = ref.left_out
     u = recipe.uncertainty
-    judge = Judge(ref, {t: rows[t].data.definition.headline for t in tasks}, row_scores(first[0]),
+    judge = Judge(ref, {t: rows[t].data.definition for t in tasks}, row_scores(first[0]),
                   {t: row_scores(entry)[t] for t, entry in zip(tasks, first[1:])}, recipe.objective,
                   u.rank_by, u.quantile, u.resamples, u.seed)
 

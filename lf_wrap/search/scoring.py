@@ -15,7 +15,6 @@ import logging
 import os
 import time
 
-from lf_wrap.evaluation import metrics, stats
 from lf_wrap.evaluation.engine import Engine, EngineSpec, Job
 from lf_wrap.merge.checks import MergePlan
 from lf_wrap.search.candidates import Candidate, deltas
@@ -175,8 +174,9 @@ class Scorer:
             got, start = predictions[start:start + len(requests)], start + len(requests)
             references = [r.references for r in requests]
             definition, no_answer = task_rows.data.definition, task_rows.data.no_answer_text
-            entry["metrics"][task] = metrics.score_task(definition, got, references, no_answer)
-            per_row[task] = {"row_scores": stats.row_scores(definition.metric, got, references, no_answer)}
+            scores = definition.family.rows(got, references, no_answer)
+            entry["metrics"][task] = definition.family.corpus(scores)
+            per_row[task] = {"row_scores": scores}
             if kind == "report":
                 per_row[task]["predictions"] = got
         entry["per_row"] = per_row

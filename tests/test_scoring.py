@@ -1,0 +1,239 @@
+"""lf_wrap.scoring: every family equal to lf-wrap's values before the scoring package, chrF
+equal to sacrebleu's own, and a metric of your own (path/to/file.py:function).
+
+tests/data/scoring_e402adf.json holds, for fixed predictions of three systems per family, what
+lf-wrap computed at commit e402adf (lf_wrap.evaluation.metrics and .stats, before the families
+owned their scores): the metrics, the per-row scores, intervals and paired tests at two draws,
+and the retained gains. The families give the same floats, bit for bit (asked: 1e-12)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sacrebleu.metrics import CHRF
+
+from conftest import run_lf_wrap
+from lf_wrap.core.errors import UserError
+from lf_wrap.scoring.bootstrap import Bootstrap
+from lf_wrap.scoring.registry import FAMILIES, family
+from lf_wrap.search.objective import retained_gain
+from lf_wrap.tasks import resolve_task
+
+GOLDEN = json.loads((Path(__file__).parent / "data" / "scoring_e402adf.json").read_text(encoding="utf-8"))
+
+
+def _same(got, expected, where: str):
+    if isinstance(expected, dict):
+        assert sorted(got) == sorted(expected), where
+        for key in expected:
+            _same(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected)):
+            _same(g, e, f"{where}[{i}]")
+    elif expected is None:
+        assert got is None, where
+    else:
+        assert got == expected, where
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN["cases"]))
+def test_every_value_equals_todays(name):
+    case = GOLDEN["cases"][name]
+    expected = case["expected"]
+    scoring = FAMILIES[name]
+    task = resolve_task("golden", name)
+    na = case.get("no_answer_text")
+    rows = [scoring.rows(system, case["references"], na if scoring.no_answer else None) for system in case["systems"]]
+    assert [json.loads(json.dumps(r)) for r in rows] == expected["rows"]          # the same scores.jsonl fields
+    assert [scoring.corpus(r) for r in rows] == expected["metrics"]               # bit for bit
+    for index, (resamples, seed, confidence) in enumerate(GOLDEN["draws"]):
+        settings = Bootstrap(resamples, seed, confidence)
+        _same([{k: list(scoring.interval(k, r, settings)) for k in scoring.keys} for r in rows],
+               expected["intervals"][index], f"{name} intervals")
+        paired = [{k: scoring.paired(k, rows[0], r, settings) for k in scoring.keys} for r in rows[1:]]
+        _same(paired, expected["paired"][index], f"{name} paired")
+        if name == "bleu":     # sacrebleu's p-value, bit for bit
+            assert [p["bleu"]["p_value"] for p in paired] == [p["bleu"]["p_value"] for p in expected["paired"][index]]
+        for key in scoring.keys:
+            headline = resolve_task("golden", name, scored_by=_Headline(scoring, key))
+            _same(retained_gain(headline, rows[0], rows[1], rows[2], settings), expected["retained"][index][key],
+                   f"{name} retained {key}")
+    assert task.metrics == scoring.keys
+
+
+class _Headline:
+    """A family seen with another of its metrics first (to take retained gains of every metric)."""
+
+    def __init__(self, scoring, key):
+        self._scoring, self.keys, self.no_answer = scoring, (key,), scoring.no_answer
+
+    def __getattr__(self, name):
+        return getattr(self._scoring, name)
+
+
+# ---------------------------------------------------------------- chrF
+
+
+def _systems(n: int = 40) -> tuple[list[str], list[str], list[str]]:
+    rng = random.Random(5)
+    words = "the a cat dog sat ran on under mat house tree red blue quickly today big river Zürich 3.5 , .".split()
+    refs = [" ".join(rng.choices(words, k=rng.randint(4, 15))) for _ in range(n)]
+    noisy = lambda rate: [" ".join(w if rng.random() > rate else rng.choice(words) for w in r.split())  # noqa: E731
+                          for r in refs]
+    return refs, noisy(0.5), noisy(0.2)
+
+
+def test_chrf_equals_sacrebleus_corpus_score():
+    refs, worse, better = _systems()
+    chrf = FAMILIES["chrf"]
+    for hyps in (worse, better, refs, [""] * len(refs)):
+        rows = chrf.rows(hyps, [[r] for r in refs])
+        assert chrf.value("chrf", rows) * 100 == pytest.approx(CHRF().corpus_score(hyps, [refs]).score, rel=1e-12)
+    # Several references: sacrebleu holds each row to its best one.
+    second = [r.upper() for r in refs]
+    rows = chrf.rows(worse, [[r, s] for r, s in zip(refs, second)])
+    assert chrf.value("chrf", rows) * 100 == pytest.approx(CHRF().corpus_score(worse, [refs, second]).score, rel=1e-12)
+    # A corpus metric, not a mean of sentence scores.
+    sentences = np.mean([CHRF().sentence_score(h, [r]).score for h, r in zip(worse, refs)])
+    assert abs(chrf.value("chrf", chrf.rows(worse, [[r] for r in refs])) * 100 - sentences) > 1e-3
+
+
+def test_chrf_intervals_and_paired_test_are_sacrebleus_resamples():
+    refs, worse, better = _systems()
+    chrf = FAMILIES["chrf"]
+    rows_w, rows_b = (chrf.rows(h, [[r] for r in refs]) for h in (worse, better))
+    low, high = chrf.interval("chrf", rows_b)
+    assert low < chrf.value("chrf", rows_b) < high
+    # sacrebleu's own bootstrap of chrF (same seed, its float32 sums): half the distance of the same ends.
+    score = CHRF().corpus_score(better, [refs], n_bootstrap=1000)
+    assert score._ci == pytest.approx(100 * (high - low) / 2, rel=1e-5)
+    test = chrf.paired("chrf", rows_w, rows_b)
+    assert test["difference"] > 0 and test["ci95"][0] > 0 and test["p_value"] < 0.01
+
+
+def test_chrf_through_the_cli(tmp_path):
+    refs, worse, _ = _systems(12)
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"prediction": p, "references": [r]}) + "\n" for p, r in zip(worse, refs)))
+    done = run_lf_wrap("score", path, "--task", "my_mt", "--metric", "chrf", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["chrf"] == pytest.approx(CHRF().corpus_score(worse, [refs]).score / 100, rel=1e-12)
+
+
+# ---------------------------------------------------------------- a metric of your own
+
+METRIC_FILE = '''
+def contains(prediction, references):
+    """1 when any reference appears in the prediction (case-insensitive)."""
+    return float(any(r.lower() in prediction.lower() for r in references))
+
+
+def length_gap(prediction, references):
+    return abs(len(prediction) - len(references[0]))
+length_gap.higher_is_better = False
+length_gap.aggregation = "median"
+
+
+def bad_return(prediction, references):
+    return "yes" if prediction else None
+
+
+def explodes(prediction, references):
+    if prediction == "boom":
+        raise RuntimeError("no reference like that")
+    return 1.0
+
+
+not_a_function = 3
+'''
+
+
+@pytest.fixture
+def metric_file(tmp_path, monkeypatch):
+    (tmp_path / "my_metrics.py").write_text(METRIC_FILE)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_metric_of_your_own_gets_rows_intervals_and_paired_tests(metric_file):
+    mine = family("my_metrics.py:contains")
+    assert mine.keys == ("contains",) and mine.metric("contains").higher_is_better
+    assert mine.describe("contains") == "1 when any reference appears in the prediction (case-insensitive)."
+    predictions = ["in Paris today", "Oslo", "nowhere", "ROME!"] * 10
+    references = [["paris"], ["oslo"], ["lima"], ["rome"]] * 10
+    rows = mine.rows(predictions, references)
+    assert rows[:4] == [{"contains": 1.0}, {"contains": 1.0}, {"contains": 0.0}, {"contains": 1.0}]
+    assert mine.corpus(rows) == {"contains": 0.75}
+    # Resampled like any mean family: its interval is exact_match's on the same 0/1 rows.
+    as_em = [{"exact_match": r["contains"]} for r in rows]
+    assert mine.interval("contains", rows) == FAMILIES["exact_match"].interval("exact_match", as_em)
+    worse = mine.rows(["nothing"] * 40, references)
+    assert mine.paired("contains", worse, rows)["p_value"] < 0.01
+    task = resolve_task("my_cities", "my_metrics.py:contains")
+    assert task.metrics == ("contains",) and task.declaration()["definitions"]["contains"].startswith("1 when")
+
+
+def test_a_metric_of_your_own_may_say_lower_is_better_and_median(metric_file):
+    gap = family("my_metrics.py:length_gap")
+    assert gap.metric("length_gap").higher_is_better is False and gap.aggregation == "median"
+    rows = gap.rows(["ab", "abcd", "abcdefgh"], [["ab"], ["a"], ["a"]])
+    assert gap.corpus(rows) == {"length_gap": 3.0}                # gaps 0, 3, 7: the median
+    low, high = gap.interval("length_gap", rows * 20, Bootstrap(200))
+    assert low <= 3.0 <= high
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("missing.py:contains", "metric missing.py:contains: missing.py not found"),
+    ("my_metrics.py:absent", "my_metrics.py has no function 'absent'"),
+    ("my_metrics.py:not_a_function", "'not_a_function' in my_metrics.py is a int, not a function"),
+])
+def test_a_bad_reference_is_one_error(metric_file, spec, message):
+    with pytest.raises(UserError, match=message):
+        family(spec)
+    with pytest.raises(UserError, match="^tasks.mine.metric: metric ") as raised:
+        resolve_task("mine", spec, "tasks.mine.metric")
+    assert message in str(raised.value)
+
+
+def test_a_file_that_fails_to_load_is_one_error(metric_file):
+    (metric_file / "broken.py").write_text("import no_such_module_here\n")
+    with pytest.raises(UserError, match="loading .*broken.py raised ModuleNotFoundError"):
+        family("broken.py:anything")
+
+
+@pytest.mark.parametrize("function, message", [
+    ("bad_return", r"bad_return\(\) on row 0 \(prediction 'x'\) returned str 'yes', not a number"),
+    ("explodes", r"explodes\(\) on row 1 \(prediction 'boom'\) raised RuntimeError: no reference like that"),
+])
+def test_a_failing_row_is_one_error_line_naming_file_function_and_row(metric_file, function, message):
+    with pytest.raises(UserError, match=message):
+        family(f"my_metrics.py:{function}").rows(["x", "boom"], [["x"], ["y"]])
+    path = metric_file / "p.jsonl"
+    path.write_text(json.dumps({"row": 7, "prediction": "x", "references": ["x"]}) + "\n"
+                    + json.dumps({"row": 9, "prediction": "boom", "references": ["y"]}) + "\n")
+    done = run_lf_wrap("score", path, "--task", "mine", "--metric", f"my_metrics.py:{function}", cwd=metric_file)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("Error: ") and f"my_metrics.py:{function}" in errors[0]
+
+
+def test_score_and_compare_with_a_metric_of_your_own(metric_file):
+    a, b = metric_file / "a.jsonl", metric_file / "b.jsonl"
+    refs = [["paris"], ["oslo"], ["lima"], ["rome"]] * 30
+    a.write_text("".join(json.dumps({"row": i, "prediction": "none", "references": r}) + "\n" for i, r in enumerate(refs)))
+    b.write_text("".join(json.dumps({"row": i, "prediction": r[0] if i % 4 else "no", "references": r}) + "\n"
+                         for i, r in enumerate(refs)))
+    spec = "my_metrics.py:contains"
+    done = run_lf_wrap("score", b, "--task", "mine", "--metric", spec, "--json", cwd=metric_file)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads(done.stdout)
+    assert scores["contains"] == 0.75 and scores["contains_ci95"][0] < 0.75 < scores["contains_ci95"][1]
+    done = run_lf_wrap("compare", a, b, "--task", "mine", "--metric", spec, "--json", cwd=metric_file)
+    assert done.returncode == 0, done.stderr
+    test = json.loads(done.stdout)["metrics"]["contains"]
+    assert test["difference"] == 0.75 and test["significant"] and test["p_value"] < 0.01
