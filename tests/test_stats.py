@@ -14,7 +14,7 @@ from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest, _bootstrap_resample
 
 from lf_wrap.scoring import bootstrap as draws
-from lf_wrap.scoring.bootstrap import Bootstrap, p_value
+from lf_wrap.scoring.bootstrap import Bootstrap
 from lf_wrap.scoring.registry import FAMILIES, family
 from lf_wrap.tasks import TASKS
 
