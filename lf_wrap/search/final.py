@@ -5,8 +5,11 @@ base, specialist and candidate resampled together), with the eval recipe's boots
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lf_wrap.evaluation import stats
 from lf_wrap.search import leaderboard
+from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.scoring import Scorer, from_dict
 
@@ -51,6 +54,17 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> di
     labels = {"best": best["label"], **{name: c.label() for name, c in references(n).items()}}
     return {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
             "scores": scores, "retained": retained, "summary": summary, "bootstrap": draw}
+
+
+def write_best(out: Path, plan, best: dict, output_form: str) -> Path:
+    """The best candidate written by the merge stage itself (its manifest, its checks)."""
+    from lf_wrap.merge.run import merge
+
+    c = best["candidate"]
+    config = MergeConfig(adapters=[a.given for a in plan.adapters], base=plan.config.base, method=c["method"],
+                         weights=c["weights"], density=c["density"], seed=c["seed"], out=str(out / "best"),
+                         **{"as": output_form})
+    return merge(config, force=(out / "best").exists()).out
 
 
 def summary(result) -> str:

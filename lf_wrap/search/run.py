@@ -38,7 +38,7 @@ from lf_wrap.evaluation.run import load_tokenizer
 from lf_wrap.merge.checks import MergePlan, check_inputs
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import leaderboard, study as optimiser, workers
-from lf_wrap.search.final import final_figures, references, specialist, summary  # noqa: F401 (the command's)
+from lf_wrap.search.final import final_figures, references, specialist, summary, write_best  # noqa: F401
 from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import Judge, reference
@@ -159,6 +159,8 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
         ledger = Ledger(out, ident, crew.id)    # a damaged ledger or journal: one Error, before anything runs
         if not recipe.storage:
             optimiser.check_journal(out)
+        # (shared: a worker that joins before the first one created the study finds no journal yet)
+        journal_lost = resumed and not crew.shared and not recipe.storage and not (out / optimiser.JOURNAL).exists()
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "search.yaml", recipe_text)
         atomic_write_json(out / MANIFEST, record.manifest(body))
@@ -166,7 +168,7 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     if resumed:
         _say(f"{'joining' if crew.shared else 'continuing'} the search in {out}: {len(ledger.entries)} scores on "
              "record are reused" + (f" (worker {crew.id})" if crew.shared else ""))
-        if not recipe.storage and not (out / optimiser.JOURNAL).exists():
+        if journal_lost:
             _say(f"{out / optimiser.JOURNAL} is missing: the optimiser starts over with a new study (any trials "
                  "it held are gone); scores on record are reused where it asks the same candidates")
     engine = checked.eval_recipe.engine
@@ -192,17 +194,6 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
         raise
     scorer.close()
     return result
-
-
-def _write_best(out: Path, plan, best: dict, output_form: str) -> Path:
-    """The best candidate written by the merge stage itself (its manifest, its checks)."""
-    from lf_wrap.merge.run import merge
-
-    c = best["candidate"]
-    config = MergeConfig(adapters=[a.given for a in plan.adapters], base=plan.config.base, method=c["method"],
-                         weights=c["weights"], density=c["density"], seed=c["seed"], out=str(out / "best"),
-                         **{"as": output_form})
-    return merge(config, force=(out / "best").exists()).out
 
 
 def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap, record, body, crew: workers.Solo,
@@ -252,6 +243,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         if not trials:                 # shared: the rest of the budget is being scored by other workers
             crew.wait(study)
             done = len(optimiser.completed(study))
+            bar.update(done)
             continue
         round_number += 1
         candidates = [optimiser.suggest(trial, recipe, tasks) for trial in trials]
@@ -285,7 +277,7 @@ def _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, stu
     _say(f"best on the search rows: {best['label']} ({_objective(recipe)} {best['value']:.1%}); scoring it and the "
          "reference merges on the report rows")
     final = final_figures(scorer, tasks, best, bootstrap)
-    merge_out = _write_best(out, scorer.plan, best, recipe.output)
+    merge_out = write_best(out, scorer.plan, best, recipe.output)
     leaderboard.write_all(out, table, judge, final, tasks)
     body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
                  "engine_replicas": scorer.replicas,
