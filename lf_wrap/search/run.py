@@ -13,7 +13,8 @@ base and specialists on the search rows (the reference of every retained gain); 
 candidates from the optimiser until `budget` trials are complete; the leaderboard; the best and
 the study-style sum merge on the report rows with intervals; the best merge written. Ctrl-C,
 SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
-command goes on from the journal and the ledger."""
+command goes on from the journal and the ledger. `workers: shared`: each run is one worker of a
+search several share (lf_wrap.search.workers, docs/search-workers.md)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ search: the journal is appended to as trials are asked and told, so a killed sea
 continued by opening the same file (`JournalFileBackend`, no database server). A trial that was
 asked but never told (the process died while scoring it) is marked failed and its parameters
 enqueued again, so the next round asks it first; its score is taken from the search's score
-ledger when it had been written (lf_wrap.search.ledger).
+ledger when it had been written (lf_wrap.search.ledger). In a search shared by several workers
+(lf_wrap.search.workers) only a dead worker's trials are (`requeue_stale`), and the study may
+live in a database instead (`storage`: an RDB URL, Optuna's RDBStorage).
 
 Parameters: `method` (when more than one), `weight.<task>` per adapter on the recipe's step,
 `density` for ties/dare_*. The study-style sum (every weight 1) and linear 0.5 are enqueued
