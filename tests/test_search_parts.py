@@ -250,7 +250,8 @@ def test_shared_folder_lock_admits_workers_and_refuses_a_single_run(tmp_path):
     assert joined.stdout.strip() == "joined", joined.stderr
     assert "is being written by another lf-wrap run (pid" in single.stdout, single.stderr
     with folder_lock(out, option="out"):                  # every worker gone: a single run takes it
-        pass
+        worker = subprocess.run([sys.executable, "-c", probe, str(out), "shared"], capture_output=True, text=True)
+    assert "is being written by another lf-wrap run (pid" in worker.stdout, worker.stderr   # and refuses a worker
 
 
 def test_ledger_of_several_workers_refreshes_and_claims(tmp_path):

@@ -136,3 +136,28 @@ def test_kill_9_of_one_worker_loses_no_candidate(study, tmp_path):
     manifest = read_json(out / "manifest.json")
     assert manifest["status"] == "finished" and manifest["trials"] == len(states)
     print(f"killed pid {victim.pid}; trials {states}; scores by worker {manifest['scores_by_worker']}")
+
+
+def test_a_worker_with_its_study_in_a_database(study, tmp_path):
+    """storage: an RDB URL (SQLite here; PostgreSQL or MySQL on a cluster): the study lives there,
+    the scores stay in out; the password of a URL never reaches the manifest."""
+    import optuna
+
+    from lf_wrap.search.recipe import load_search_recipe
+    from lf_wrap.search.study import study_name
+
+    out = tmp_path / "rdb"
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    path = _search_recipe(study, out, budget=3, round_size=3, workers="shared", storage=url)
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert not (out / "optuna.journal").exists()
+    manifest = read_json(out / "manifest.json")
+    assert manifest["status"] == "finished" and manifest["storage"] == url
+    recipe, _ = load_search_recipe(path)
+    name = study_name(recipe, manifest["identity"], manifest["space"])
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    _no_score_twice(out)
+    moved = run_lf_wrap("merge", "search", path, "--set", f"storage=sqlite:///{tmp_path / 'other.db'}")
+    assert moved.returncode == 2 and "give the same storage" in moved.stderr

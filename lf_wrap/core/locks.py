@@ -71,7 +71,7 @@ def held(path: Path, shared: bool = False, wait: bool = True) -> Iterator[int | 
 def is_held(path: Path) -> bool:
     """Whether a live process holds a flock on `path` (False when the file is gone)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDWR)      # NFS carries an exclusive flock only on a descriptor open for writing
     except FileNotFoundError:
         return False
     try:

@@ -62,9 +62,14 @@ class Ledger:
         if not self.path.is_file():
             raise UserError(f"{self.path}: not a file; it should hold the search's scores (one JSON line each): "
                             "move it away, and the scores are computed again")
-        with open(self.path, "r+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            _cut_torn_line(handle)
+        try:                   # opened for writing: NFS carries an exclusive flock only on such a descriptor
+            handle = open(self.path, "r+b")
+        except PermissionError:               # a read-only ledger: read (a torn last line is never read)
+            handle = None
+        if handle is not None:
+            with handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)     # no worker is writing a line while it is cut
+                _cut_torn_line(handle)
         self.refresh()
 
     def refresh(self) -> int:
