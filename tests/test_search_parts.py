@@ -211,3 +211,121 @@ def test_a_recipe_with_an_unusual_name_is_read_as_a_recipe(tmp_path, name):
     result = CliRunner().invoke(cli, ["merge", "search", str(path), "--check"])
     assert result.exit_code == 2
     assert f"{name}: adapters: required" in result.output and "--eval" not in result.output      # read as a recipe
+
+
+# A search shared by several workers (lf_wrap.search.workers): the parts that need no engine.
+# Another worker is played here by a child process holding the same locks (flock is per process).
+
+def _hold_in_child(*paths):
+    """A child process holding an exclusive flock on each path until it is killed (a worker)."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import fcntl, os, sys, time\n"
+            "fds = [os.open(p, os.O_RDWR | os.O_CREAT) for p in sys.argv[1:]]\n"
+            "[fcntl.flock(fd, fcntl.LOCK_EX) for fd in fds]\n"
+            "print('held', flush=True)\ntime.sleep(600)\n")
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen([sys.executable, "-c", code, *map(str, paths)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    time.sleep(0.05)
+    return child
+
+
+def test_shared_folder_lock_admits_workers_and_refuses_a_single_run(tmp_path):
+    from lf_wrap.core.locks import folder_lock
+
+    out = tmp_path / "search"
+    with folder_lock(out, option="out", shared=True):
+        import subprocess
+        import sys
+
+        probe = ("import sys\nfrom lf_wrap.core.locks import folder_lock\nfrom lf_wrap.core.errors import UserError\n"
+                 "try:\n    with folder_lock(sys.argv[1], option='out', shared=sys.argv[2] == 'shared'):\n"
+                 "        print('joined')\nexcept UserError as err:\n    print(err)\n")
+        joined = subprocess.run([sys.executable, "-c", probe, str(out), "shared"], capture_output=True, text=True)
+        single = subprocess.run([sys.executable, "-c", probe, str(out), "single"], capture_output=True, text=True)
+    assert joined.stdout.strip() == "joined", joined.stderr
+    assert "is being written by another lf-wrap run (pid" in single.stdout, single.stderr
+    with folder_lock(out, option="out"):                  # every worker gone: a single run takes it
+        worker = subprocess.run([sys.executable, "-c", probe, str(out), "shared"], capture_output=True, text=True)
+    assert "is being written by another lf-wrap run (pid" in worker.stdout, worker.stderr   # and refuses a worker
+
+
+def test_ledger_of_several_workers_refreshes_and_claims(tmp_path):
+    mine, theirs = Ledger(tmp_path, "id-1", worker="w1"), Ledger(tmp_path, "id-1", worker="w2")
+    theirs.add({"rows": "search", "key": "base", "candidate": None, "metrics": {}, "per_row": {}})
+    assert mine.get("search", "base") is None and mine.refresh() == 1
+    assert mine.get("search", "base")["worker"] == "w2"
+    with (tmp_path / "scores.jsonl").open("ab") as handle:
+        handle.write(b'{"identity": "id-1", "rows": "sea')                 # another worker mid-write
+    assert mine.refresh() == 0                                            # a line is read once it is whole
+    with mine.claim("search", ["a", "b"]) as held:
+        assert held == ["a", "b"]
+        child = _hold_in_child(mine._claim_file("search", "c"))           # another worker scores "c"
+        try:
+            with theirs.claim("search", ["a", "c", "d"]) as other:
+                assert other == ["d"]                                     # "a" is this one's, "c" the child's
+        finally:
+            child.kill()
+            child.wait()
+    with theirs.claim("search", ["a", "c"]) as other:                     # released, or its holder died
+        assert other == ["a", "c"]
+    single = Ledger(tmp_path / "single", "id-1")
+    with single.claim("search", ["a"]) as held:
+        assert held == ["a"] and not (tmp_path / "single" / "workers").exists()
+
+
+def test_ledger_append_cuts_a_dead_workers_torn_line_under_its_lock(tmp_path):
+    ledger = Ledger(tmp_path, "id-1", worker="w1")
+    ledger.add({"rows": "search", "key": "base", "candidate": None, "metrics": {}, "per_row": {}})
+    with (tmp_path / "scores.jsonl").open("ab") as handle:
+        handle.write(b'{"identity": "id-1", "rows": "search", "key": "tor')     # a worker killed mid-line
+    ledger.add({"rows": "search", "key": "next", "candidate": None, "metrics": {}, "per_row": {}})
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    assert [json.loads(line)["key"] for line in lines] == ["base", "next"]
+    again = Ledger(tmp_path, "id-1")
+    assert set(again.entries) == {("search", "base"), ("search", "next")}
+
+
+def test_workers_ask_within_the_budget_and_retry_only_a_dead_workers_trials(tmp_path):
+    from lf_wrap.search.workers import Crew
+
+    config = recipe(tmp_path, budget=4, workers="shared")
+    folder = tmp_path / "search"
+    folder.mkdir()
+    study = optimiser.open_study(folder, config, TASKS)
+    me, live, dead = Crew(folder), Crew(folder), Crew(folder)
+    me.register()
+    child = _hold_in_child(folder / "workers" / "alive" / live.id)       # a live worker in another process
+    try:
+        live_trial = live.ask(study, 1, 4)[0]
+        dead_trial = dead.ask(study, 1, 4)[0]                               # its process is gone: nothing held
+        dead_params = optimiser.suggest(dead_trial, config, TASKS)
+        optimiser.suggest(live_trial, config, TASKS)
+        assert me.alive(me.id) and me.alive(live.id) and not me.alive(dead.id) and not me.alive(None)
+        got = me.ask(study, 4, 4)                                           # the budget: 4 asked in all
+        assert len(got) == 3 and {t.user_attrs["worker"] for t in got} == {me.id}
+        assert optimiser.suggest(got[0], config, TASKS) == dead_params      # the dead worker's candidate, again
+        states = {t.number: t.state.name for t in study.get_trials()}
+        assert states[live_trial.number] == "RUNNING" and states[dead_trial.number] == "FAIL"
+        assert me.ask(study, 4, 4) == []                                    # nothing left to ask
+    finally:
+        child.kill()
+        child.wait()
+    assert me.requeue(study) == 1                                           # the live worker died after all
+    me._stack.close()
+
+
+def test_storage_is_an_rdb_url_and_its_password_is_never_shown(tmp_path):
+    with pytest.raises(UserError, match="storage: .*not an RDB URL"):
+        recipe(tmp_path, storage=str(tmp_path / "optuna.journal"))
+    config = recipe(tmp_path, budget=4, storage=f"sqlite:///{tmp_path / 'studies.db'}")
+    name = optimiser.study_name(config, "ident", {"methods": ["linear"]})
+    assert name.startswith("merge-search-") and name != optimiser.study_name(config, "other", {})
+    study = optimiser.open_study(tmp_path, config, TASKS, name)
+    assert len(study.get_trials()) == 2 and not (tmp_path / optimiser.JOURNAL).exists()   # the references
+    assert len(optimiser.open_study(tmp_path, config, TASKS, name).get_trials()) == 2      # found, not enqueued again
+    assert optimiser.redacted("postgresql://me:secret@db.example/search") == "postgresql://me:***@db.example/search"

@@ -127,10 +127,15 @@ def _names(ctx, param, value):
 @click.option("--objective", type=click.Choice(["worst", "mean"]), help="Direct form: worst task (default) or mean.")
 @click.option("--as", "output_form", type=click.Choice(["adapter", "model"]), help="Direct form: how the best is written.")
 @click.option("--out", type=click.Path(path_type=Path), help="Direct form: the search folder (default runs/search).")
+@click.option("--workers", type=click.Choice(["single", "shared"]),
+              help="Direct form: shared makes this run one worker of a search several runs share "
+                   "(docs/search-workers.md; recipe form: --set workers=shared).")
+@click.option("--storage", help="Direct form: an RDB URL for the study (postgresql://user@host/db; default: "
+                                "the folder's optuna.journal).")
 @click.option("--force", is_flag=True, help="Start over in a search folder that holds another search.")
 @click.option("--check", is_flag=True, help="Only read and check every input (adapters, rows); start nothing.")
 def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampler, search_rows, seed, objective,
-                   output_form, out, force, check):
+                   output_form, out, workers, storage, force, check):
     """Search merges of task adapters for the one that keeps every specialist's gain.
 
     \b
@@ -140,14 +145,16 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
 
     Every candidate is scored in one running vLLM engine (its weights patched in place) on search
     rows; the best, the study's sum merge and linear 0.5 are then scored on other rows (the report rows).
-    Killed, the same command goes on where it stopped."""
+    Killed, the same command goes on where it stopped. With workers: shared, the same command run
+    several times (on one machine, or on nodes sharing the folder) shares the search."""
     import yaml
 
     from lf_wrap.search.recipe import direct_recipe, load_search_recipe
     from lf_wrap.search.run import search, summary
 
     direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "budget": budget, "sampler": sampler,
-              "search_rows": search_rows, "seed": seed, "objective": objective, "as": output_form, "out": out}
+              "search_rows": search_rows, "seed": seed, "objective": objective, "as": output_form, "out": out,
+              "workers": workers, "storage": storage}
     # One input that is a file (adapters are folders) is a recipe, whatever its name: SEARCH.YAML, search.yml.txt.
     first = Path(inputs[0])
     recipe_form = len(inputs) == 1 and (first.suffix.lower() in (".yaml", ".yml") or first.is_file())
@@ -168,7 +175,8 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
         data = {"eval": str(eval_recipe),
                 "adapters": [{"path": p, **({"task": tasks[i]} if tasks else {})} for i, p in enumerate(inputs)]}
         data.update({k: v for k, v in (("methods", methods), ("budget", budget), ("sampler", sampler), ("seed", seed),
-                                       ("objective", objective), ("as", output_form)) if v is not None})
+                                       ("objective", objective), ("as", output_form), ("workers", workers),
+                                       ("storage", storage)) if v is not None})
         if search_rows is not None or seed is not None:
             data["rows"] = {k: v for k, v in (("search", search_rows), ("seed", seed)) if v is not None}
         if out is not None:

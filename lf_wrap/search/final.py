@@ -5,6 +5,10 @@ specialist and candidate resampled together), with the eval recipe's bootstrap s
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from lf_wrap.merge.config import MergeConfig
+from lf_wrap.search import leaderboard
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.objective import retained_gain
 from lf_wrap.search.scoring import Scorer, from_dict
@@ -52,3 +56,35 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> di
     return {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
             "scores": scores, "retained": retained, "summary": summary,
             "bootstrap": {"n_resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence}}
+
+
+def write_best(out: Path, plan, best: dict, output_form: str) -> Path:
+    """The best candidate written by the merge stage itself (its manifest, its checks)."""
+    from lf_wrap.merge.run import merge
+
+    c = best["candidate"]
+    config = MergeConfig(adapters=[a.given for a in plan.adapters], base=plan.config.base, method=c["method"],
+                         weights=c["weights"], density=c["density"], seed=c["seed"], out=str(out / "best"),
+                         **{"as": output_form})
+    return merge(config, force=(out / "best").exists()).out
+
+
+def summary(result) -> str:
+    """What the command prints: best vs the reference merges on the report rows, task by task."""
+    final = result.final
+    lines = [f"best merge: {result.best['label']} -> {result.merge_out}",
+             f"retained gain on the report rows ({', '.join(f'{t} {n} rows' for t, n in final['rows'].items())}):",
+             f"  {'task':<12}" + "".join(f"{name:>26}" for name in MERGES)]
+    for task in final["rows"]:
+        cells = []
+        for name in MERGES:
+            g = final["retained"][name][task]
+            text = leaderboard.pct(g["value"])
+            if g["ci95"]:
+                text += f" [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}]"
+            cells.append(text)
+        lines.append(f"  {task:<12}" + "".join(f"{c:>26}" for c in cells))
+    lines.append(f"  {'worst task':<12}" + "".join(f"{leaderboard.pct(final['summary'][n]['worst']):>26}" for n in MERGES))
+    lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
+                 f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
+    return "\n".join(lines)

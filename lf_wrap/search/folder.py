@@ -16,7 +16,7 @@ SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objec
 
 # Everything a search writes into its folder: --force deletes a folder holding nothing else.
 OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
-           "leaderboard.json", "chart*.png", "final.md", "best", "search.log")
+           "leaderboard.json", "chart*.png", "final.md", "best", "search.log", "optuna.journal.lock", "workers")
 
 
 def _changed_inputs(earlier: dict, parts: dict) -> str:
@@ -41,8 +41,10 @@ def _changed_inputs(earlier: dict, parts: dict) -> str:
     return ", ".join(changed) or "lf-wrap's ledger format"
 
 
-def prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict[str, Path], parts: dict) -> bool:
-    """True when an earlier search with the same inputs and space is continued. `--force` deletes
+def prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict[str, Path], parts: dict,
+                   storage: str | None = None) -> bool:
+    """True when an earlier search with the same inputs and space is continued (or joined, by a
+    worker of a shared search); its study must be where `storage` says (None: the journal). `--force` deletes
     only a search folder lf-wrap wrote (lf_wrap.core.files.check_replaceable), never one holding
     `inputs` (the recipes this run reads) or files of the user's."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
@@ -52,6 +54,10 @@ def prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict
     earlier = read_manifest_file(out / MANIFEST)
     same = earlier.get("identity") == ident and earlier.get("space") == space
     if same and not force:
+        if earlier.get("storage") != storage:
+            raise UserError(f"out {out} holds this search with its study in {earlier.get('storage') or 'its journal'},"
+                            f" not in {storage or 'the journal'}: give the same storage (every worker of a search "
+                            "shares one study)")
         return True
     if not force:
         if earlier.get("identity") != ident:

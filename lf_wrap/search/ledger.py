@@ -10,17 +10,30 @@ template's rendering, the generation settings, the stop tokens and the lf-wrap v
 are appended and fsynced one at a time, so only the last line can be torn (a kill while
 writing): it is cut off before the next append. A damaged line anywhere else is refused with
 its line number, never skipped or cut: the lines after it are scores, and dropping them would
-change the leaderboard without a word. A line deleted by hand is simply scored again."""
+change the leaderboard without a word. A line deleted by hand is simply scored again.
+
+Several workers of one shared search (lf_wrap.search.workers) write one ledger: each append
+holds an exclusive flock on the file (a torn last line, left by a worker killed mid-write, is
+cut under that lock, never while another worker is writing), `refresh` takes the complete lines
+the others appended since the last read, and a worker about to score a candidate first claims
+it (a flock on `workers/claims/<digest>.lock`, held while it scores): a candidate another worker
+is scoring is waited for and reused, and a claim of a killed worker is free at once (the kernel
+drops its locks), so its candidate is scored by the next worker that needs it. A line of a
+shared search names the worker that wrote it ("worker")."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import dump_json
+from lf_wrap.core.locks import held
 
 LEDGER = "scores.jsonl"
 FORMAT = 2          # part of every identity: lines of another format are never reused
@@ -33,11 +46,14 @@ def identity(parts: dict) -> str:
 
 
 class Ledger:
-    def __init__(self, folder: Path, identity: str):
+    def __init__(self, folder: Path, identity: str, worker: str | None = None):
         self.path = Path(folder) / LEDGER
         self.identity = identity
+        self.worker = worker                   # a shared search's worker id: claims and a "worker" key per line
+        self.claims = Path(folder) / "workers" / "claims"
         self.entries: dict[tuple[str, str], dict] = {}
         self.foreign = 0                       # lines of another identity (ignored)
+        self._offset = self._lines = 0         # what has been read: bytes, lines
         self._read()
 
     def _read(self) -> None:
@@ -46,15 +62,32 @@ class Ledger:
         if not self.path.is_file():
             raise UserError(f"{self.path}: not a file; it should hold the search's scores (one JSON line each): "
                             "move it away, and the scores are computed again")
-        data = self.path.read_bytes()
+        try:                   # opened for writing: NFS carries an exclusive flock only on such a descriptor
+            handle = open(self.path, "r+b")
+        except PermissionError:               # a read-only ledger: read (a torn last line is never read)
+            handle = None
+        if handle is not None:
+            with handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)     # no worker is writing a line while it is cut
+                _cut_torn_line(handle)
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Take the complete lines appended since the last read (by other workers too): how many."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return 0
+        data = data[:data.rfind(b"\n") + 1]       # a line being written is read once it is whole
         lines = data.splitlines(keepends=True)
-        if lines and not lines[-1].endswith(b"\n"):
-            with open(self.path, "r+b") as handle:      # a torn last line (a kill while writing)
-                handle.truncate(len(data) - len(lines[-1]))
-            lines.pop()
-        for number, line in enumerate(lines, 1):
+        for line in lines:
+            self._lines += 1
             if line.strip():
-                self._take(number, line)
+                self._take(self._lines, line)
+        self._offset += len(data)
+        return len(lines)
 
     def _take(self, number: int, line: bytes) -> None:
         try:
@@ -84,11 +117,43 @@ class Ledger:
         return self.entries.get((rows, key))
 
     def add(self, entry: dict) -> dict:
-        entry = {"identity": self.identity, **entry}
+        entry = {"identity": self.identity, **entry, **({"worker": self.worker} if self.worker else {})}
         line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
+        with open(self.path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)        # one append at a time, whichever worker
+            _cut_torn_line(handle)
+            handle.write(line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
         self.entries[(entry["rows"], entry["key"])] = entry
         return entry
+
+    @contextmanager
+    def claim(self, rows: str, keys: list[str]) -> Iterator[list[str]]:
+        """The keys this process may score now, claimed for the block: all of them in a single run;
+        in a shared search those no other worker is scoring (each claim a flock, dropped by the
+        kernel if this process dies)."""
+        if self.worker is None:
+            yield list(keys)
+            return
+        with ExitStack() as stack:
+            yield [k for k in keys if stack.enter_context(held(self._claim_file(rows, k), wait=False)) is not None]
+
+    def wait(self, rows: str, key: str) -> None:
+        """Until the worker scoring `key` has written it or died (its claim is then free)."""
+        with held(self._claim_file(rows, key)):
+            pass
+        self.refresh()
+
+    def _claim_file(self, rows: str, key: str) -> Path:
+        return self.claims / f"{hashlib.sha256(f'{rows}/{key}'.encode()).hexdigest()[:24]}.lock"
+
+
+def _cut_torn_line(handle) -> None:
+    """Under the ledger's flock: a last line without its newline (a writer killed mid-line) is cut."""
+    size = os.fstat(handle.fileno()).st_size
+    if not size or os.pread(handle.fileno(), 1, size - 1) == b"\n":
+        return
+    handle.seek(0)
+    data = handle.read()
+    handle.truncate(data.rfind(b"\n") + 1)

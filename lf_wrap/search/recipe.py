@@ -123,6 +123,22 @@ class SearchRecipe(_Strict):
     """The best merge is written as one LoRA adapter (exact for linear; ties/dare via SVD) or a model."""
     out: Path = Path("runs/search")
     """The search folder: its Optuna journal, every score, the leaderboard, the best merge."""
+    workers: Literal["single", "shared"] = "single"
+    """single: one run at a time writes `out` (a second is refused). shared: every run of this
+    recipe is one worker of the same search, on this machine or another whose `out` is the same
+    shared folder; each scores other candidates (docs/search-workers.md)."""
+    storage: str | None = None
+    """Where the optimiser's study lives: by default `out`/optuna.journal; or an RDB URL for many
+    workers on a cluster (postgresql://user@host/db, mysql+pymysql://user@host/db, sqlite:///path;
+    needs SQLAlchemy and the database's driver). The scores stay in `out`/scores.jsonl."""
+
+    @field_validator("storage")
+    @classmethod
+    def _rdb_url(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"{value!r} is not an RDB URL (dialect://...: postgresql://user@host/db, "
+                             "sqlite:///path); leave storage out to keep the study in the search folder's journal")
+        return value
 
     @field_validator("methods")
     @classmethod

@@ -13,7 +13,8 @@ base and specialists on the search rows (the reference of every retained gain); 
 candidates from the optimiser until `budget` trials are complete; the leaderboard; the best and
 the study-style sum merge on the report rows with intervals; the best merge written. Ctrl-C,
 SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
-command goes on from the journal and the ledger."""
+command goes on from the journal and the ledger. `workers: shared`: each run is one worker of a
+search several share (lf_wrap.search.workers, docs/search-workers.md)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ from lf_wrap.core.errors import Interrupted, UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder
 from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
 from lf_wrap.core.identity import engine_identity, model_identity
-from lf_wrap.core.locks import folder_lock
 from lf_wrap.core.models import resolve_base
 from lf_wrap.core.process import terminate_as_interrupt
 from lf_wrap.evaluation.engine import EngineSpec, engine_spec
@@ -38,8 +38,8 @@ from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
 from lf_wrap.evaluation.run import load_tokenizer
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.search import leaderboard, study as optimiser
-from lf_wrap.search.final import final_figures, references, specialist
+from lf_wrap.search import leaderboard, study as optimiser, workers
+from lf_wrap.search.final import final_figures, references, specialist, summary, write_best  # noqa: F401
 from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import Judge, reference
@@ -130,34 +130,47 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
 
 
 def search(recipe: SearchRecipe, recipe_text: str, force: bool = False, recipe_path: Path | None = None) -> SearchResult:
-    """Run (or continue) the search; one run at a time holds `out` (lf_wrap.core.locks)."""
+    """Run (or continue) the search; one run at a time holds `out` (lf_wrap.core.locks), or each
+    worker of a shared search holds it shared (lf_wrap.search.workers)."""
     record = StageRecord("search")
+    if force and recipe.workers == "shared":
+        raise UserError("--force: not with workers: shared (other workers may be scoring in out); stop them, and "
+                        "start over once with --force --set workers=single")
     checked = plan_search(recipe)
     for note in checked.notes:
         _say(note)
     out = Path(recipe.out).expanduser().resolve()    # a link to a folder: the folder it points to
-    with folder_lock(out, option="out"):
-        return _search(recipe, recipe_text, force, recipe_path, record, checked, out)
+    crew = workers.crew(recipe, out)
+    with crew.hold(out):
+        return _search(recipe, recipe_text, force, recipe_path, record, checked, out, crew)
 
 
 def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Path | None, record: StageRecord,
-            checked: SearchPlan, out: Path) -> SearchResult:
+            checked: SearchPlan, out: Path, crew: workers.Solo) -> SearchResult:
     ident, rows, spec = checked.identity, checked.rows, checked.spec
     space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
     reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
-    resumed = prepare_folder(out, ident, space, force, reads,
-                              {"inputs": checked.inputs, "rows": row_ids(rows), "generation": checked.generation})
-    ledger = Ledger(out, ident)                 # a damaged ledger or journal: one Error, before anything runs
-    optimiser.check_journal(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "search.yaml", recipe_text)
+    storage = optimiser.redacted(recipe.storage) if recipe.storage else None
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
             "generation": checked.generation, "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides,
-            "budget": recipe.budget, "round_size": recipe.round_size, "engine": spec.kwargs, "notes": checked.notes}
-    atomic_write_json(out / MANIFEST, record.manifest(body))
+            "budget": recipe.budget, "round_size": recipe.round_size, "engine": spec.kwargs, "notes": checked.notes,
+            "storage": storage, "workers": recipe.workers}
+    with crew.setup():                          # shared: one worker at a time checks and writes the folder
+        resumed = prepare_folder(out, ident, space, force, reads, {"inputs": checked.inputs, "rows": row_ids(rows),
+                                                                   "generation": checked.generation}, storage)
+        ledger = Ledger(out, ident, crew.id)    # a damaged ledger or journal: one Error, before anything runs
+        if not recipe.storage:
+            optimiser.check_journal(out)
+        # (shared: a worker that joins before the first one created the study finds no journal yet)
+        journal_lost = resumed and not crew.shared and not recipe.storage and not (out / optimiser.JOURNAL).exists()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "search.yaml", recipe_text)
+        atomic_write_json(out / MANIFEST, record.manifest(body))
+        crew.register()
     if resumed:
-        _say(f"continuing the search in {out}: {len(ledger.entries)} scores on record are reused")
-        if not (out / optimiser.JOURNAL).exists():
+        _say(f"{'joining' if crew.shared else 'continuing'} the search in {out}: {len(ledger.entries)} scores on "
+             "record are reused" + (f" (worker {crew.id})" if crew.shared else ""))
+        if journal_lost:
             _say(f"{out / optimiser.JOURNAL} is missing: the optimiser starts over with a new study (any trials "
                  "it held are gone); scores on record are reused where it asks the same candidates")
     engine = checked.eval_recipe.engine
@@ -166,15 +179,17 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     received: list[int] = []           # SIGTERM/SIGHUP stop the search as Ctrl-C does (exit 143/129, not 130)
     try:
         with terminate_as_interrupt(received), tools_to_log(out / "search.log", "search"):
-            result = _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body)
+            result = _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body,
+                          crew, ident)
     except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
         # A Ctrl-C inside a library's cleanup (Optuna's journal lock) may surface as that cleanup's
         # own error: the interrupt is still what stopped the search.
         stopped = isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt)
-        record.finish(INTERRUPTED if stopped else FAILED)
-        body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
-                    type(err).__name__)
-        atomic_write_json(out / MANIFEST, record.manifest(body))
+        if not crew.shared:            # shared: the others go on; the folder's manifest stays theirs
+            record.finish(INTERRUPTED if stopped else FAILED)
+            body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
+                        type(err).__name__)
+            atomic_write_json(out / MANIFEST, record.manifest(body))
         scorer.close(after=err)
         if stopped:
             name = signal.Signals(received[0]).name if received else "Ctrl-C"
@@ -185,18 +200,8 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     return result
 
 
-def _write_best(out: Path, plan, best: dict, output_form: str) -> Path:
-    """The best candidate written by the merge stage itself (its manifest, its checks)."""
-    from lf_wrap.merge.run import merge
-
-    c = best["candidate"]
-    config = MergeConfig(adapters=[a.given for a in plan.adapters], base=plan.config.base, method=c["method"],
-                         weights=c["weights"], density=c["density"], seed=c["seed"], out=str(out / "best"),
-                         **{"as": output_form})
-    return merge(config, force=(out / "best").exists()).out
-
-
-def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap, record, body) -> SearchResult:
+def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap, record, body, crew: workers.Solo,
+         ident: str) -> SearchResult:
     started = time.monotonic()
     n = len(tasks)
     first = scorer.score_many("search", [None] + [specialist(i, n) for i in range(n)])
@@ -215,11 +220,13 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     def value(entry: dict) -> float:
         return judge.assess(headline_scores(entry, rows), row_scores(entry)).value
 
-    study = optimiser.open_study(out, recipe, tasks)
-    requeued = optimiser.requeue_unfinished(study)
+    with crew.setup():                 # shared: the study created and the references enqueued once
+        study = optimiser.open_study(out, recipe, tasks, optimiser.study_name(recipe, ident, body["space"]))
+    requeued = crew.requeue(study)
     if requeued:
-        _say(f"{requeued} candidate(s) were being scored when the last run stopped; asked again "
-             "(their scores are reused where they were written)")
+        _say(f"{requeued} candidate(s) were being scored when {'their worker' if crew.shared else 'the last run'} "
+             "stopped; asked again (their scores are reused where they were written)")
+    scorer.ledger.refresh()            # shared: the scores other workers wrote since this one joined
     lost = optimiser.unscored(study, scorer.ledger, recipe, tasks)
     if lost:
         _say(f"{len(lost)} completed candidate(s) of {optimiser.JOURNAL} have no score in {scorer.ledger.path.name} "
@@ -236,13 +243,19 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     bar = Progress("search", total, "candidate")
     bar.update(done)
     while done < total:
+        trials = crew.ask(study, recipe.round_size, total)
+        if not trials:                 # shared: the rest of the budget is being scored by other workers
+            crew.wait(study)
+            done = len(optimiser.completed(study))
+            bar.update(done)
+            continue
         round_number += 1
-        trials = [study.ask() for _ in range(min(recipe.round_size, total - done))]
         candidates = [optimiser.suggest(trial, recipe, tasks) for trial in trials]
         for trial, candidate, entry in zip(trials, candidates, scorer.score_many("search", candidates)):
             trial.set_user_attr("candidate", candidate.label())
             optimiser.tell(study, trial, value(entry))
         done = len(optimiser.completed(study))
+        scorer.ledger.refresh()
         best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, judge, rows))
         elapsed = time.monotonic() - started
         per = elapsed / max(scorer.scored, 1)
@@ -252,45 +265,34 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
                         f"{best['value']:.1%} (worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}); "
                         f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
     bar.close()
+    with crew.finishing(out) as finished:      # shared: once, by the first worker to take the lock
+        if finished is not None:
+            _say(f"the search was finished by worker {finished.get('finished_by')}: nothing left to do here")
+            return SearchResult(out, finished["best"], finished["final"], scorer.scored, scorer.reused,
+                                Path(finished["best_merge"]))
+        return _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, study, judge)
+
+
+def _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, study, judge) -> SearchResult:
+    n = len(tasks)
     scorer.score_many("search", list(references(n).values()))
     table = leaderboard.rows(study, scorer.ledger, judge, rows, references(n))
     best = leaderboard.best_row(table)
     _say(f"best on the search rows: {best['label']} ({_objective(recipe)} {best['value']:.1%}); scoring it and the "
          "reference merges on the report rows")
     final = final_figures(scorer, tasks, best, bootstrap)
-    merge_out = _write_best(out, scorer.plan, best, recipe.output)
+    merge_out = write_best(out, scorer.plan, best, recipe.output)
     leaderboard.write_all(out, table, judge, final, tasks)
     body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
                  "engine_replicas": scorer.replicas,
                  "engine_start_seconds": scorer.engine_start_seconds,
                  "generate_seconds": round(scorer.generate_seconds, 2), "best": best, "best_merge": str(merge_out),
                  "final": final})
+    if crew.shared:
+        body.update(finished_by=crew.id, scores_by_worker=crew.scores_by_worker(scorer.ledger))
     record.finish()
     atomic_write_json(out / MANIFEST, record.manifest(body))
     return SearchResult(out, best, final, scorer.scored, scorer.reused, merge_out)
-
-
-def summary(result: SearchResult) -> str:
-    """What the command prints: best vs the reference merges on the report rows, task by task."""
-    from lf_wrap.search.final import MERGES
-
-    final = result.final
-    lines = [f"best merge: {result.best['label']} -> {result.merge_out}",
-             f"retained gain on the report rows ({', '.join(f'{t} {n} rows' for t, n in final['rows'].items())}):",
-             f"  {'task':<12}" + "".join(f"{name:>26}" for name in MERGES)]
-    for task in final["rows"]:
-        cells = []
-        for name in MERGES:
-            g = final["retained"][name][task]
-            text = leaderboard.pct(g["value"])
-            if g["ci95"]:
-                text += f" [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}]"
-            cells.append(text)
-        lines.append(f"  {task:<12}" + "".join(f"{c:>26}" for c in cells))
-    lines.append(f"  {'worst task':<12}" + "".join(f"{leaderboard.pct(final['summary'][n]['worst']):>26}" for n in MERGES))
-    lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
-                 f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
-    return "\n".join(lines)
 
 
 def _objective(recipe: SearchRecipe) -> str:

@@ -146,25 +146,39 @@ class Scorer:
         return self.score_many(kind, [candidate])[0]
 
     def score_many(self, kind: str, candidates: list[Candidate | None]) -> list[dict]:
+        """Scores from the ledger where it has them (another worker's too: read again first),
+        the others computed here; in a shared search only those this process claims, then those
+        another worker was scoring, once it has written them (or died: then here)."""
+        self.ledger.refresh()
         missing = {key_of(c): c for c in candidates if self.ledger.get(kind, key_of(c)) is None}
-        self.reused += len(candidates) - len(missing)
-        if missing:
-            if self.engine is None and self.pool is None:
-                self._start()
-            todo = list(missing.values())
-            payloads = [(kind, as_dict(c)) for c in todo]
-            if self.pool is not None:
-                last = time.monotonic()                   # seconds: since the previous result came back
-                for index, predictions in self.pool.imap(payloads):
-                    now = time.monotonic()
-                    self._record(kind, todo[index], predictions, now - last)
-                    last = now
-            else:
-                for candidate, payload in zip(todo, payloads):
-                    started = time.monotonic()
-                    predictions = self.serve(payload)
-                    self._record(kind, candidate, predictions, time.monotonic() - started)
+        before = self.scored
+        while missing:
+            with self.ledger.claim(kind, list(missing)) as mine:
+                self.ledger.refresh()                     # written by another worker since
+                self._generate(kind, [missing[k] for k in mine if self.ledger.get(kind, k) is None])
+            missing = {k: c for k, c in missing.items() if self.ledger.get(kind, k) is None}
+            if missing and not mine:
+                self.ledger.wait(kind, next(iter(missing)))
+        self.reused += len(candidates) - (self.scored - before)
         return [self.ledger.get(kind, key_of(c)) for c in candidates]
+
+    def _generate(self, kind: str, todo: list[Candidate | None]) -> None:
+        if not todo:
+            return
+        if self.engine is None and self.pool is None:
+            self._start()
+        payloads = [(kind, as_dict(c)) for c in todo]
+        if self.pool is not None:
+            last = time.monotonic()                   # seconds: since the previous result came back
+            for index, predictions in self.pool.imap(payloads):
+                now = time.monotonic()
+                self._record(kind, todo[index], predictions, now - last)
+                last = now
+        else:
+            for candidate, payload in zip(todo, payloads):
+                started = time.monotonic()
+                predictions = self.serve(payload)
+                self._record(kind, candidate, predictions, time.monotonic() - started)
 
     def _record(self, kind: str, candidate: Candidate | None, predictions: list[str], seconds: float) -> dict:
         entry = {"rows": kind, "key": key_of(candidate), "candidate": as_dict(candidate), "metrics": {}}

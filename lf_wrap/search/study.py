@@ -7,7 +7,9 @@ search: the journal is appended to as trials are asked and told, so a killed sea
 continued by opening the same file (`JournalFileBackend`, no database server). A trial that was
 asked but never told (the process died while scoring it) is marked failed and its parameters
 enqueued again, so the next round asks it first; its score is taken from the search's score
-ledger when it had been written (lf_wrap.search.ledger).
+ledger when it had been written (lf_wrap.search.ledger). In a search shared by several workers
+(lf_wrap.search.workers) only a dead worker's trials are (`requeue_stale`), and the study may
+live in a database instead (`storage`: an RDB URL, Optuna's RDBStorage).
 
 Parameters: `method` (when more than one), `weight.<task>` per adapter on the recipe's step,
 `density` for ties/dare_*. The study-style sum (every weight 1) and linear 0.5 are enqueued
@@ -15,6 +17,7 @@ first when they lie in the space: the optimiser starts from the merges people al
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -98,12 +101,19 @@ def check_journal(folder: Path) -> None:
     if not path.is_file():
         raise UserError(f"{path}: not a file; it should hold the optimiser's trials: move it away to start the "
                         "optimiser over, or pass --force to start the whole search over")
-    data = path.read_bytes()
-    lines = data.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(b"\n"):
-        with open(path, "r+b") as handle:
-            handle.truncate(len(data) - len(lines[-1]))
-        lines.pop()
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))      # Optuna's own: no worker of a shared search is mid-append
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        lines = data.splitlines(keepends=True)
+        if lines and not lines[-1].endswith(b"\n"):
+            with open(path, "r+b") as handle:
+                handle.truncate(len(data) - len(lines[-1]))
+            lines.pop()
+    finally:
+        lock.release()
     for number, line in enumerate(lines, 1):
         try:
             entry = json.loads(line.decode("utf-8"))
@@ -119,19 +129,62 @@ def _damaged(path: Path, what: str):
                     "it asks the same candidates), or pass --force to start the whole search over")
 
 
-def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str]):
-    """The study in `folder`/optuna.journal: created, or loaded to go on."""
+def study_name(recipe: SearchRecipe, ident: str, space: dict) -> str:
+    """The journal holds one study, `merge-search`; a database may hold many searches' studies:
+    there the name says which search (its identity and space), so every worker finds the same."""
+    if not recipe.storage:
+        return STUDY_NAME
+    digest = hashlib.sha256(json.dumps({"identity": ident, "space": space}, sort_keys=True).encode()).hexdigest()
+    return f"{STUDY_NAME}-{digest[:16]}"
+
+
+def rdb_storage(url: str, study_name: str):
+    """Optuna's RDBStorage on `url` (SQLAlchemy's form: sqlite:///path, postgresql://user@host/db,
+    mysql+pymysql://user@host/db); one UserError when SQLAlchemy or the database cannot be reached."""
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        raise UserError(f"storage {redacted(url)}: an RDB URL needs SQLAlchemy: pip install sqlalchemy (and the "
+                        "database's driver: psycopg2-binary for PostgreSQL, PyMySQL for MySQL); or leave storage "
+                        "out to keep the study in the search folder's optuna.journal") from None
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as err:            # a driver missing, a refused connection, a bad URL
+        raise UserError(f"storage {redacted(url)}: Optuna cannot open it ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}); study {study_name}") from None
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (what a manifest, a message or a log may show)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..." if "@" in url else url
+
+
+def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str], study_name: str = STUDY_NAME):
+    """The study in `folder`/optuna.journal, or in the recipe's `storage` (an RDB URL, where several
+    searches may keep studies: `study_name` tells them apart): created, or loaded to go on."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     _quiet()
-    check_journal(folder)
-    storage = JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+    if recipe.storage:
+        storage, where = rdb_storage(recipe.storage, study_name), f"storage {redacted(recipe.storage)}"
+    else:
+        check_journal(folder)
+        storage, where = JournalStorage(JournalFileBackend(str(folder / JOURNAL))), str(folder / JOURNAL)
     try:
-        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=make_sampler(recipe, tasks),
+        study = optuna.create_study(study_name=study_name, storage=storage, sampler=make_sampler(recipe, tasks),
                                     direction="maximize", load_if_exists=True)
     except (ValueError, KeyError, TypeError, IndexError) as err:    # JSON lines Optuna cannot replay
+        if recipe.storage:
+            raise UserError(f"{where}: Optuna cannot read study {study_name} ({type(err).__name__}: {err})") from None
         _damaged(folder / JOURNAL, f"{folder / JOURNAL}: Optuna cannot read it ({type(err).__name__}: {err})")
     if not study.trials:
         for params in reference_params(recipe, tasks):
@@ -167,6 +220,26 @@ def requeue_unfinished(study) -> int:
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(dict(trial.params), skip_if_exists=False)
     return len(stale)
+
+
+def requeue_stale(study, alive) -> int:
+    """A shared search's version of requeue_unfinished: only the trials of workers no longer alive
+    (`alive(worker id)` False; a trial without a worker was asked by a run that has ended) are
+    failed and asked again. A trial a live worker is scoring is never touched."""
+    from optuna.trial import TrialState
+
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if not alive(t.user_attrs.get("worker"))]
+    for trial in stale:
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+    return len(stale)
+
+
+def running(study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
 def completed(study) -> list:
