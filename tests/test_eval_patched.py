@@ -94,6 +94,29 @@ def test_a_changed_config_keeps_an_engine_of_its_own(models, tmp_path):
     assert full_model_patch(str(other), models["base"]) == (None, "its config.json is not the base's")
 
 
+def test_an_adapter_merge_cannot_read_stays_a_lora_request(models, tmp_path):
+    from lf_wrap.evaluation.models import ResolvedModel
+    from lf_wrap.evaluation.run import _engine_groups, _serving_entry
+    from lf_wrap.evaluation.serving import plan_patches
+
+    biased = tmp_path / "biased"
+    shutil.copytree(models["adapter"], biased)
+    config = json.loads((biased / "adapter_config.json").read_text())
+    (biased / "adapter_config.json").write_text(json.dumps({**config, "bias": "lora_only"}))
+    base = str(models["base"])
+    resolved = [ResolvedModel("base", "base", base), ResolvedModel("ok", "adapter", str(models["adapter"]), rank=8),
+                ResolvedModel("biased", "adapter", str(biased), rank=8),
+                ResolvedModel("merged", "full", str(models["merged"])), ResolvedModel("odd", "full", str(models["odd"]))]
+    patched = plan_patches(resolved, models["base"])
+    assert patched.names() == ["ok", "merged"] and set(patched.refused) == {"biased", "odd"}
+    assert "bias is 'lora_only'" in patched.refused["biased"]
+    groups = _engine_groups(resolved, base, patched)
+    assert [[m.name for m in g[2]] for g in groups] == [["base", "ok", "biased", "merged"], ["odd"]]
+    assert _serving_entry(groups[0][2], True, "patch", patched) == {"serve": "patch", "patched": ["ok", "merged"],
+                                                                   "lora": ["biased"]}
+    assert _serving_entry(groups[1][2], False, "patch", patched)["serve"] == "own engine"
+
+
 def test_serve_settings(monkeypatch):
     from lf_wrap.core.errors import UserError
     from lf_wrap.evaluation.recipe import EngineSettings
