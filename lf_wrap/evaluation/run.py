@@ -10,7 +10,9 @@
 
 All checks (models, adapters' base, datasets, prompt lengths, existing files) run before an
 engine starts. Rows already in a predictions file are not generated again; an engine whose
-models have nothing left to generate is not started."""
+models have nothing left to generate is not started. How many engines serve the models is
+engine.serve (lf_wrap.evaluation.serving): with `patch`, one, whose weights each model is
+patched into in turn."""
 
 from __future__ import annotations
 
