@@ -7,8 +7,9 @@
   (the adapter merged into the base, as `lf-wrap merge adapters --as model` writes it), a
   merged full model as its own tensors. Rows are generated model by model (rows of two models
   never share a batch), and the prefix cache is reset at each change. On CPU a patched model
-  runs at base speed, a LoRA request at about half of it, and an engine start costs about a
-  minute compiled: one start instead of one per merged model.
+  runs at base speed, a LoRA request costs about 1.5x a base request (bench/bench_search_paths.py
+  --lora-study), and an engine start costs about a minute compiled: one start instead of one
+  per merged model (bench/bench_eval_serving.py, docs/serving.md).
 - `auto`: `patch` on the CPU backend; `lora` elsewhere. On a GPU the trade is unmeasured (no
   GPU was at hand to measure it), so the default stays the one known to work there.
 
@@ -55,8 +56,8 @@ def resolve_serve(settings) -> tuple[str, str]:
     from vllm.platforms import current_platform
 
     if current_platform.is_cpu():
-        return "patch", ("engine.serve: auto on CPU (a patched model runs at base speed, a LoRA request at "
-                         "about half; one engine start for every model)")
+        return "patch", ("engine.serve: auto on CPU (a patched model runs at base speed, a LoRA request costs "
+                         "about 1.5x; one engine start for every model)")
     return "lora", ("engine.serve: auto on a GPU keeps LoRA: patching against LoRA is unmeasured on a GPU; "
                     "set engine.serve: patch to use it")
 
