@@ -37,7 +37,6 @@ from lf_wrap.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SERVE_MODES = ("patch", "lora", "auto")
 UNUSED_OUT = ".lf-wrap-eval-serve-never-written"   # check_inputs wants an output path; nothing is written
 
 
