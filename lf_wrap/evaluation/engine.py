@@ -1,4 +1,5 @@
-"""vLLM engines: one for the base model and every adapter together, one per full model.
+"""vLLM engines: one for the base model and every adapter together, one per full model (or,
+with engine.serve: patch, one for every model: lf_wrap.evaluation.serving).
 
 Requests of all models in a group go into the same `LLM.generate` call (a `LoRARequest` per
 adapter request, none for the base), so vLLM batches them together and each model's weights
@@ -200,20 +201,27 @@ class ReplicaPool:
 
 
 def run_batches(spec: EngineSpec, batches: list[list[Job]], data_parallel_size: int, tensor_parallel_size: int,
-                on_ready=lambda: None):
+                on_ready=lambda serve: None, server=None):
     """Yield (batch index, outputs) for every batch; batches arrive in completion order.
-    `on_ready` is called once the engine(s) have started (to time the start apart)."""
+    `on_ready(serve)` is called once the engine(s) have started (to time the start apart), with
+    what serves the batches in this process (None for replicas). `server`:
+    a picklable factory, server(engine) -> a callable serving one batch instead of engine.run
+    (lf_wrap.evaluation.serving patches each batch's model in); it reaches into the model, so
+    the engine core then runs in the engine's process (vLLM's GPU default is a child process)."""
+    if server is not None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if data_parallel_size <= 1:
         engine = Engine(spec)
-        on_ready()
+        serve = server(engine) if server is not None else engine.run
+        on_ready(serve)
         try:
             for index, jobs in enumerate(batches):
-                yield index, engine.run(jobs)
+                yield index, serve(jobs)
         finally:
             engine.close()
         return
-    pool = ReplicaPool(spec, data_parallel_size, tensor_parallel_size)
-    on_ready()
+    pool = ReplicaPool(spec, data_parallel_size, tensor_parallel_size, server=server)
+    on_ready(None)
     try:
         yield from pool.imap(batches)
     finally:

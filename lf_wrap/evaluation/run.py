@@ -10,7 +10,9 @@
 
 All checks (models, adapters' base, datasets, prompt lengths, existing files) run before an
 engine starts. Rows already in a predictions file are not generated again; an engine whose
-models have nothing left to generate is not started."""
+models have nothing left to generate is not started. How many engines serve the models is
+engine.serve (lf_wrap.evaluation.serving): with `patch`, one, whose weights each model is
+patched into in turn."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ import logging
 import os
 import time
 from collections import defaultdict
+from itertools import groupby
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lf_wrap import __version__
+from lf_wrap.evaluation import serving
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
@@ -79,22 +83,27 @@ def load_tokenizer(path: str):
         raise UserError(f"cannot load the tokenizer of {path} ({str(err).splitlines()[0]})") from None
 
 
-def _engine_groups(models: list[ResolvedModel], base: str) -> list[tuple[str, str, list[ResolvedModel]]]:
-    """(model to load, tokenizer, models it serves): base + adapters first, then each full model."""
+def tokenizer_of(model: ResolvedModel, base: str) -> str:
+    """The tokenizer a model is served with: a full model's own when it has one, else the base's."""
+    own = model.kind == "full" and any((Path(model.path) / f).is_file() for f in TOKENIZER_FILES)
+    return model.path if own else base
+
+
+def _engine_groups(models: list[ResolvedModel], base: str,
+                   patched: serving.PatchedModels | None) -> list[tuple[str, str, list[ResolvedModel], bool]]:
+    """(model to load, tokenizer, models it serves, is the base's engine): base + adapters (+ the
+    full models patched into the base) first, then each other full model."""
     groups: dict[str, list[ResolvedModel]] = {}
     for model in models:
-        groups.setdefault(model.engine_key, []).append(model)
-    out = []
-    for key, members in groups.items():
-        path = base if key == "base" else members[0].path
-        has_tokenizer = key == "base" or any((Path(path) / f).is_file() for f in TOKENIZER_FILES)
-        out.append((path, path if has_tokenizer else base, members))
-    return out
+        key = "base" if patched is not None and model.name in patched.full else model.engine_key
+        groups.setdefault(key, []).append(model)
+    return [(base if key == "base" else members[0].path, base if key == "base" else tokenizer_of(members[0], base),
+             members, key == "base") for key, members in groups.items()]
 
 
 def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tokenizer, data: dict[str, TaskData],
                 force: bool, counts: dict, identities: dict[str, dict], stop_ids: list[int],
-                engine_args: dict) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
+                engine_args: dict, model_by_model: bool) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
     files: dict[tuple[str, str], pred.PredictionFile] = {}
     pending: list[tuple[ResolvedModel, Request]] = []
     for task, task_data in data.items():
@@ -124,6 +133,9 @@ def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tok
             for model in members:
                 if request.row not in files[(model.name, task)].done:
                     pending.append((model, request))
+    if model_by_model:                # patched: one model's weights at a time, so its rows together
+        order = {m.name: i for i, m in enumerate(members)}
+        pending.sort(key=lambda item: order[item[0].name])
     return files, pending
 
 
@@ -135,24 +147,32 @@ def _record(model: ResolvedModel, request: Request, output: dict) -> dict:
             "truncated": request.truncated, "token_ids": output["token_ids"]}
 
 
-def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str) -> dict:
+def _batches(pending: list, size: int, one_model: bool) -> list[list]:
+    """`size` rows a batch; with `one_model`, a batch never holds two models' rows."""
+    runs = [list(run) for _, run in groupby(pending, key=lambda item: item[0].name)] if one_model else [pending]
+    return [run[i:i + size] for run in runs for i in range(0, len(run), size)]
+
+
+def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str, server=None) -> dict:
     from tqdm.auto import tqdm
 
-    size = recipe.batch_size
-    batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+    batches = _batches(pending, recipe.batch_size, server is not None)
     jobs = [[Job(m.name, r.token_ids, recipe.tasks[r.task].max_new_tokens) for m, r in batch] for batch in batches]
     started = time.monotonic()
     ready: list[float] = []
     bars: list = []
+    served: list = []
     tokens, last = 0, started
 
-    def engine_ready() -> None:   # the bar starts with generation, so rows/s leaves the start out
+    def engine_ready(serve) -> None:   # the bar starts with generation, so rows/s leaves the start out
         ready.append(time.monotonic())
+        served.append(serve)
         bars.append(tqdm(total=len(pending), unit="row", desc=label, dynamic_ncols=True))
 
     try:
         for index, outputs in run_batches(spec, jobs, recipe.engine.data_parallel_size,
-                                          recipe.engine.tensor_parallel_size, on_ready=engine_ready):
+                                          recipe.engine.tensor_parallel_size, on_ready=engine_ready,
+                                          server=server):
             bar = bars[0]
             by_file = defaultdict(list)
             for (model, request), output in zip(batches[index], outputs):
@@ -171,9 +191,22 @@ def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str) 
             bar.close()
     start_seconds = ready[0] - started
     seconds = max(last - ready[0], 1e-9)
+    patching = served[0].timing() if served and hasattr(served[0], "timing") else {}
     return {"rows": len(pending), "completion_tokens": tokens, "engine_start_seconds": round(start_seconds, 2),
             "generate_seconds": round(seconds, 2), "rows_per_second": round(len(pending) / seconds, 3),
-            "tokens_per_second": round(tokens / seconds, 2)}
+            "tokens_per_second": round(tokens / seconds, 2), **patching}
+
+
+def _serving_entry(members: list[ResolvedModel], is_base: bool, mode: str,
+                   patched: serving.PatchedModels | None) -> dict:
+    """How this engine served its models, for the manifest's engines entry."""
+    if not is_base:
+        why = (patched.refused.get(members[0].name) if patched is not None else None) or "engine.serve is lora"
+        return {"serve": "own engine", "why": why}
+    if patched:
+        return {"serve": "patch", "patched": [m.name for m in members if m.name in patched.names()],
+                "lora": [m.name for m in members if m.kind == "adapter" and m.name not in patched.names()]}
+    return {"serve": "lora" if mode == "lora" or any(m.kind == "adapter" for m in members) else mode}
 
 
 def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path | None = None,
@@ -198,23 +231,32 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
 def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path, force: bool,
               overrides: tuple[str, ...], record: StageRecord, models: list[ResolvedModel], data: dict,
               base_folder: Path) -> EvalResult:
-    rank, slots, notes = lora_settings(models, recipe.engine.max_lora_rank, recipe.engine.max_loras)
+    mode, why = serving.resolve_serve(recipe.engine)
+    patched = serving.plan_patches(models, base_folder) if mode == "patch" else None
+    _say(f"serving: {mode} ({why})" + (f"; patched into the base's engine: {', '.join(patched.names())}"
+                                       if patched else ""))
+    lora_served = [m for m in models if not (patched and m.name in patched.adapters)]
+    rank, slots, notes = lora_settings(lora_served, recipe.engine.max_lora_rank, recipe.engine.max_loras)
     for note in notes:
         _say(note)
     counts: dict = defaultdict(dict)
     engines, generated, reused = [], 0, 0
     plans = []
     identities: dict[str, dict] = {}
-    for model_path, tokenizer_path, members in _engine_groups(models, str(base_folder)):
+    for model_path, tokenizer_path, members, is_base in _engine_groups(models, str(base_folder), patched):
         tokenizer = load_tokenizer(tokenizer_path)
         stop_ids = stop_token_ids(tokenizer, recipe.template)
-        for model in members:
-            identities[model.name] = model_identity(model.kind, model.path, base_folder, Path(tokenizer_path))
-        spec = engine_spec(members, model_path, tokenizer_path, recipe.engine, (rank, slots), stop_ids)
+        for model in members:      # the same whatever the serving mode: answers do not depend on it
+            identities[model.name] = model_identity(model.kind, model.path, base_folder,
+                                                    Path(tokenizer_of(model, str(base_folder))))
+        server = patched if is_base and patched else None
+        spec = engine_spec([m for m in members if m in lora_served], model_path, tokenizer_path, recipe.engine,
+                           (rank, slots), stop_ids)
         files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts, identities, stop_ids,
-                                     engine_identity(spec.kwargs))
-        plans.append((model_path, members, files, pending, spec))
-    for number, (model_path, members, files, pending, spec) in enumerate(plans, 1):
+                                     engine_identity(spec.kwargs), model_by_model=server is not None)
+        how = _serving_entry(members, is_base, mode, patched)
+        plans.append((model_path, members, files, pending, spec, server, how))
+    for number, (model_path, members, files, pending, spec, server, how) in enumerate(plans, 1):
         names = ", ".join(m.name for m in members)
         total = sum(c["rows"] for m in members for c in counts[m.name].values())
         reused += total - len(pending)
@@ -223,8 +265,8 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
             continue
         _say(f"engine {number}/{len(plans)}: {model_path} serving {names}: {len(pending)} rows to generate"
              + (f", {total - len(pending)} already written" if total > len(pending) else ""))
-        timing = _generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}")
-        engines.append({"models": [m.name for m in members], "vllm_args": spec.kwargs,
+        timing = _generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}", server)
+        engines.append({"models": [m.name for m in members], **how, "vllm_args": spec.kwargs,
                         "data_parallel_size": recipe.engine.data_parallel_size, **timing})
         generated += len(pending)
 

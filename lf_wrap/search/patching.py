@@ -6,6 +6,8 @@ float32 delta}. The patched weight is cast(float32(W0) + delta), with W0 and the
 from the checkpoint, as `lf-wrap merge adapters --as model` writes it (merge.run.write_model);
 vLLM then casts it to the engine's dtype as its loader would. So a patched engine serves what
 the merged model folder served alone would, bit for bit (tests/test_search_patching.py).
+`replace` serves another checkpoint's tensors as they are (`lf-wrap eval` with engine.serve:
+patch serves a merged model folder that way: lf_wrap.evaluation.serving).
 
 How vLLM 0.32 holds those weights, and what that means here:
 - q/k/v live in one `qkv_proj` (QKVParallelLinear) and gate/up in one `gate_up_proj`; the
@@ -71,6 +73,7 @@ class WeightPatcher:
 
         patcher = WeightPatcher(engine, names)      # names: the weights candidates may touch
         patcher.apply(deltas)                       # W = cast(f32(W0) + delta); prefix cache reset
+        patcher.replace(weights)                    # or W = another checkpoint's tensors (eval)
         ... engine.run(jobs) ...
         patcher.restore()                           # the base again, bitwise
 
@@ -96,17 +99,27 @@ class WeightPatcher:
     def apply(self, deltas: Mapping[str, torch.Tensor]) -> None:
         """Serve W0 + delta for every name in `deltas` (a dict, or any mapping that computes
         each delta when asked: one module's delta in memory at a time)."""
-        unknown = [n for n in deltas if n not in self._part_index]
+        self._serve(deltas, _merged)
+
+    @torch.no_grad()
+    def replace(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """Serve `weights` themselves (another checkpoint's tensors for these names, e.g. a merged
+        model folder's: W, not W - W0, which float32 cannot always add back exactly), cast to the
+        engine's dtype as vLLM's loader casts them. Like `apply`: every other name at W0."""
+        self._serve(weights, _as_loaded)
+
+    def _serve(self, values: Mapping[str, torch.Tensor], rows_of) -> None:
+        unknown = [n for n in values if n not in self._part_index]
         if unknown:
             raise UserError(f"candidate patches {unknown[0]}, which is not among the {len(self.names)} weights "
                             "this patcher was set up for")
-        touched = {self._part_index[n] for n in deltas} | {self._part_index[n] for n in self.active}
+        touched = {self._part_index[n] for n in values} | {self._part_index[n] for n in self.active}
         for path in touched:
             layer = self.layers[path]
-            rows = {name: _merged(part, deltas[name], layer.dtype) for name, part in layer.parts.items()
-                    if name in deltas}
+            rows = {name: rows_of(part, values[name], layer.dtype) for name, part in layer.parts.items()
+                    if name in values}
             _write(layer, rows)
-        self.active = set(deltas)
+        self.active = set(values)
         self._reset_prefix_cache()
 
     @torch.no_grad()
@@ -251,6 +264,14 @@ def _merged(part: _Part, delta: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
     if tuple(delta.shape) != tuple(part.w0.shape):
         raise UserError(f"{part.name}: delta of shape {tuple(delta.shape)} for a weight of {tuple(part.w0.shape)}")
     return (part.w0.float() + delta.to(torch.float32)).to(part.w0.dtype).to(dtype)
+
+
+def _as_loaded(part: _Part, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A checkpoint tensor as vLLM's loader makes it: the file's values cast to the engine's dtype."""
+    if tuple(weight.shape) != tuple(part.w0.shape) or weight.dtype != part.w0.dtype:
+        raise UserError(f"{part.name}: {weight.dtype} {tuple(weight.shape)} for a weight of "
+                        f"{part.w0.dtype} {tuple(part.w0.shape)}")
+    return weight.to(dtype)
 
 
 def _write(layer: _Layer, rows: dict[str, torch.Tensor]) -> None:
