@@ -175,16 +175,21 @@ def test_patched_predictions_equal_the_models_served_alone(patched, alone):
 
 
 @pytest.mark.slow
-def test_the_serving_mode_is_not_part_of_a_predictions_identity(patched, alone, models, prepared, tmp_path):
-    """A lora run over the patched run's folder reuses every prediction (and starts no engine);
-    changing what does decide the answers (max_new_tokens) still regenerates."""
+def test_a_merged_models_predictions_are_reused_across_modes_an_adapters_are_not(patched, alone, models, prepared,
+                                                                                 tmp_path):
+    """A lora run over the patched run's folder reuses the base's and the merged model's predictions
+    (the merged model serves its own tensors either way) and starts no engine; an adapter patched
+    into the weights rounds otherwise than a LoRA request, so its predictions are not reused;
+    changing what decides every answer (max_new_tokens) still regenerates."""
     out = tmp_path / "out"
     shutil.copytree(patched["out"], out)
-    again = evaluate(recipe_file(models, prepared, "lora"), out)
+    again = evaluate(recipe_file(models, prepared, "lora", names=("base", "merged", "odd")), out)
     assert again["manifest"]["generated"] == 0 and again["manifest"]["engines"] == []
-    assert again["manifest"]["reused"] == patched["manifest"]["generated"]
     for task in TASKS:
         assert tokens(out, "merged", task) == tokens(alone["out"], "merged", task)
+    adapter = run_lf_wrap("eval", recipe_file(models, prepared, "lora"), "--out", out)
+    assert adapter.returncode == 2 and "model 'adapter'" in adapter.stderr, adapter.stderr[-2000:]
+    assert "adapter_served_as='patch', now adapter_served_as='lora'" in adapter.stderr
     changed = run_lf_wrap("eval", recipe_file(models, prepared, "lora"), "--out", out,
                           "--set", "tasks.qa.max_new_tokens=11")
     assert changed.returncode != 0 and "--force" in changed.stderr

@@ -28,7 +28,7 @@ from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, Task
 # model_fingerprint covers the content of every file that serves the model (base and adapter
 # weights, or the full model's; config, tokenizer, chat template): lf_wrap.evaluation.identity.
 RESUME_KEYS = ("model_path", "model_fingerprint", "dataset", "dataset_sha256", "template", "prompt_rendering",
-               "max_new_tokens", "stop_token_ids", "dtype", "max_model_len", "engine_args", "long_prompts",
+               "max_new_tokens", "stop_token_ids", "dtype", "max_model_len", "engine_args", "adapter_served_as", "long_prompts",
                "no_answer_text")
 
 

@@ -246,9 +246,12 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
     for model_path, tokenizer_path, members, is_base in _engine_groups(models, str(base_folder), patched):
         tokenizer = load_tokenizer(tokenizer_path)
         stop_ids = stop_token_ids(tokenizer, recipe.template)
-        for model in members:      # the same whatever the serving mode: answers do not depend on it
+        for model in members:
             identities[model.name] = model_identity(model.kind, model.path, base_folder,
                                                     Path(tokenizer_of(model, str(base_folder))))
+            if model.kind == "adapter":    # W0 + s*B@A in the weights and a LoRA request round apart
+                identities[model.name]["adapter_served_as"] = (
+                    "patch" if patched and model.name in patched.adapters else "lora")
         server = patched if is_base and patched else None
         spec = engine_spec([m for m in members if m in lora_served], model_path, tokenizer_path, recipe.engine,
                            (rank, slots), stop_ids)

@@ -20,9 +20,13 @@ Which models can be patched, decided before any engine starts (else they are ser
   weights are the base's except for 2-D linear weights inside decoder layers (what the patcher
   can write). A merge written by `lf-wrap merge adapters --as model` is one.
 
-Answers do not depend on the mode: a patched model generates token for token what it generates
-served alone (tests/test_eval_patched.py, float32), so the mode is not part of a prediction's
-identity (lf_wrap.core.identity); the manifest's `engines` entries record it."""
+A merged full model patched in serves its own tensors, exactly what its own engine loads, so
+its predictions are reused across modes. An adapter is another matter: W0 + s*B@A summed into
+the weights and a LoRA request computing x@W0 + s*(x@A)@B round differently (token for token
+equal on the tiny model in float32, tests/test_eval_patched.py, but not promised, and bfloat16
+drifts), so how an adapter was served (`adapter_served_as`: patch or lora) is part of its
+predictions' identity: switching modes regenerates them. The manifest's `engines` entries
+record the mode."""
 
 from __future__ import annotations
 
