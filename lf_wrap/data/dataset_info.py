@@ -68,6 +68,23 @@ def read_manifest(dataset_dir: Path, name: str) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
+def recorded_task(dataset_dir: Path, pattern: str):
+    """The task a registered set was prepared for, as its manifest recorded it (a Task), or None:
+    a set lf-wrap did not prepare, or a name that matches no set (its own error comes later)."""
+    from lf_wrap.tasks import TASKS, task_from_declaration
+
+    try:
+        name = match_name(dataset_dir, pattern, "dataset")
+    except UserError:
+        return None
+    manifest = read_manifest(dataset_dir, name) or {}
+    declaration = manifest.get("task_declaration")
+    if isinstance(declaration, dict):
+        return task_from_declaration(declaration, f"{manifest_path(dataset_dir, name)} (task_declaration)")
+    task = manifest.get("task")            # a set prepared before task files: a shipped task's name
+    return TASKS.get(task) if isinstance(task, str) else None
+
+
 def written_by_us(dataset_dir: Path, name: str) -> bool:
     return (read_manifest(dataset_dir, name) or {}).get("written_by") == WRITER
 
