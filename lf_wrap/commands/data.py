@@ -67,3 +67,24 @@ def samples_command(out, seed):
 
     for path, rows in write_samples(out, seed=seed).items():
         click.echo(f"wrote {path} ({rows} rows)")
+
+
+@data.command("add")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", required=True, help="Dataset name in dataset_info.json (a plain, visible file name).")
+@click.option("--format", "fmt", type=click.Choice(["alpaca", "sharegpt"]), default=None,
+              help="LLaMA-Factory's format of FILE [default: sharegpt when rows have `conversations`, else alpaca].")
+@click.option("--task", default=None,
+              help="The task the rows are for (a task file or a shipped name): recorded, so that eval and the "
+                   "search score the set with it.")
+@click.option("--dataset-dir", type=click.Path(path_type=Path), default=Path("dataset_info"),
+              show_default=True, help="LLaMA-Factory dataset folder holding dataset_info.json.")
+def add_command(file, name, fmt, task, dataset_dir):
+    """Register FILE, a set you already have (JSON array or JSON Lines, alpaca or sharegpt).
+
+    Every row is checked as LLaMA-Factory will read it (one error naming the row and key); the
+    rows are written to <dataset-dir>/<name>.json with a manifest and their dataset_info.json
+    entry (other entries are never touched)."""
+    from lf_wrap.data.add import add, summary as add_summary
+
+    click.echo(add_summary(add(file, name, dataset_dir, fmt, task)))
