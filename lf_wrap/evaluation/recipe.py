@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 
 from lf_wrap.core.recipes import read_recipe
 from lf_wrap.data.dataset_info import recorded_task
+from lf_wrap.scoring.registry import CHOICES
 from lf_wrap.scoring.bootstrap import MAX_RESAMPLES, MIN_RESAMPLES, Bootstrap
 from lf_wrap.tasks import TASK_NAME, TASKS, Task, find_task, resolve_task, with_overrides
 
@@ -38,8 +39,8 @@ class ModelEntry(_Strict):
 class TaskEntry(_Strict):
     """One task to score. Its metric, headline and max_new_tokens come from its task file, found
     without repeating it: `task:` where given, else the declaration `lf-wrap data prepare` recorded
-    in the dataset's manifest, else the shipped task of this name; an entry of a task with no file
-    names its `metric` (docs/tasks.md). `metric`, `max_new_tokens` and `no_answer_text` here
+    in the dataset's manifest (for the task of the entry's name), else the shipped task of this
+    name; an entry of a task with no file names its `metric` (docs/tasks.md). `metric`, `max_new_tokens` and `no_answer_text` here
     override the task's."""
 
     dataset: str
@@ -71,10 +72,17 @@ def resolved_entry(dataset_dir: Path, name: str, entry: TaskEntry) -> TaskEntry:
     """`entry` with its task found (TaskEntry's rule) and max_new_tokens filled in. ValueError
     (or UserError, for a task file) naming the key."""
     key = f"tasks.{name}"
+    recorded = recorded_task(dataset_dir, entry.dataset) if entry.task is None else None
     if entry.task is not None:
         task = find_task(entry.task, what=f"{key}.task")
+    elif recorded is not None and recorded.name == name:
+        task = recorded
+    elif recorded is not None and entry.metric is None:
+        raise ValueError(f"{key}: dataset '{entry.dataset}' was prepared for task '{recorded.name}', not '{name}': "
+                         f"name the entry '{recorded.name}', or give {key}.task (a task file) or {key}.metric "
+                         f"(one of: {CHOICES})")
     else:
-        task = recorded_task(dataset_dir, entry.dataset) or resolve_task(name, entry.metric, f"{key}.metric")
+        task = resolve_task(name, entry.metric, f"{key}.metric")
     task = with_overrides(task, entry.metric, entry.max_new_tokens, entry.no_answer_text, f"{key}.metric")
     out = entry.model_copy(update={"max_new_tokens": task.max_new_tokens or entry.max_new_tokens
                                    or DEFAULT_MAX_NEW_TOKENS})

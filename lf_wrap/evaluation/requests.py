@@ -3,8 +3,8 @@
 The datasets are the prepared alpaca files named in dataset_info.json (as LLaMA-Factory reads
 them); the prompt is the training prompt (lf_wrap.evaluation.prompts, with the row's `system`
 where its task file gives one); the task is the eval recipe's (TaskEntry: found from the task
-file the set was prepared from); the references are what the row's
-`output` says, or its `answers` list when the row carries one. For a no-answer task (qa, or a
+file the set was prepared from); the references are what the row's `output` says, or its
+`answers` list when the row carries one. For a no-answer task (qa, or a
 task of your own scored with squad_v2), an `output` equal to the dataset's no-answer text
 (manifest: filters.no_answer_text) means "unanswerable": references []."""
 
