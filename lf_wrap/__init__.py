@@ -6,7 +6,8 @@ The layout is the architecture:
     lf_wrap/core/        what every stage shares: errors, atomic files, the process runner,
                          manifests (provenance), the two environments, the recipe reader,
                          content hashing, the PEFT adapter reader
-    lf_wrap/tasks.py     the study's tasks (and a user's own): prompt, source schema, metrics
+    lf_wrap/tasks/       task files: what a task is (prompt, fields, filters, metric); the
+                         study's three are shipped in lf_wrap/defaults/tasks/
     lf_wrap/data/        stage 1: source split -> alpaca set + dataset_info.json entry
     lf_wrap/train/       stage 2: training recipe -> `llamafactory-cli train` -> run directory
     lf_wrap/merge/       stage 3: adapters -> merged model or adapter (methods/: one per family)

@@ -6,6 +6,7 @@ from lf_wrap import __version__
 from lf_wrap.commands import LfWrapGroup
 from lf_wrap.commands.data import data
 from lf_wrap.commands.demo import demo_command
+from lf_wrap.commands.init import init_command
 from lf_wrap.commands.eval import compare_command, eval_command, report_command, score_command
 from lf_wrap.commands.merge import merge
 from lf_wrap.commands.train import train_command, validate_command
@@ -25,6 +26,7 @@ def cli(verbose):
 cli.add_command(data)
 cli.add_command(demo_command)
 cli.add_command(eval_command)
+cli.add_command(init_command)
 cli.add_command(score_command)
 cli.add_command(compare_command)
 cli.add_command(report_command)

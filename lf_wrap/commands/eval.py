@@ -40,17 +40,20 @@ def _draw_options(command):
 
 def _task(task, metric):
     from lf_wrap.core.errors import UserError
-    from lf_wrap.tasks import resolve_task
+    from lf_wrap.tasks import find_task, is_task_file, resolve_task, with_overrides
 
     try:
+        if is_task_file(task):
+            return with_overrides(find_task(task, what="--task"), metric, key="--metric")
         return resolve_task(task, metric, "--metric")
     except ValueError as err:
         raise UserError(str(err)) from None
 
 
-_TASK_HELP = "translate, summarize or qa; or the name of a task of your own, with --metric."
-_METRIC_HELP = ("A task of your own: how it is scored, as `metric:` in the eval recipe: bleu, chrf, rouge, "
-                "exact_match, squad_v2, or a function of your own as path/to/file.py:function.")
+_TASK_HELP = ("A task file (path/to/task.yaml), or translate, summarize or qa; or the name of a task with no "
+              "file, with --metric.")
+_METRIC_HELP = ("How it is scored, where not as its task file says (a task with no file needs it), as `metric:` "
+                "in the eval recipe: bleu, chrf, rouge, exact_match, squad_v2, or path/to/file.py:function.")
 _NO_ANSWER_HELP = ("qa (or --metric squad_v2): the model's answer for an unanswerable question, scored as \"\" "
                    "[default: recorded beside the file by lf-wrap eval, else 'unanswerable'].")
 

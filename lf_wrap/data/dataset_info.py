@@ -32,13 +32,15 @@ def manifest_path(dataset_dir: Path, name: str) -> Path:
     return Path(dataset_dir) / f"{name}{MANIFEST_SUFFIX}.json"
 
 
-def alpaca_entry(file_name: str) -> dict:
-    """The entry LLaMA-Factory reads an alpaca-format JSON file through."""
-    return {
-        "file_name": file_name,
-        "formatting": "alpaca",
-        "columns": {"prompt": "instruction", "query": "input", "response": "output"},
-    }
+def alpaca_entry(file_name: str, system: bool = False, history: bool = False) -> dict:
+    """The entry LLaMA-Factory reads an alpaca-format JSON file through (with its `system` and
+    `history` columns where the rows have them)."""
+    columns = {"prompt": "instruction", "query": "input", "response": "output"}
+    if system:
+        columns["system"] = "system"
+    if history:
+        columns["history"] = "history"
+    return {"file_name": file_name, "formatting": "alpaca", "columns": columns}
 
 
 def read_info(dataset_dir: Path) -> dict:
@@ -64,6 +66,23 @@ def read_manifest(dataset_dir: Path, name: str) -> dict | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) else None
+
+
+def recorded_task(dataset_dir: Path, pattern: str):
+    """The task a registered set was prepared for, as its manifest recorded it (a Task), or None:
+    a set lf-wrap did not prepare, or a name that matches no set (its own error comes later)."""
+    from lf_wrap.tasks import TASKS, task_from_declaration
+
+    try:
+        name = match_name(dataset_dir, pattern, "dataset")
+    except UserError:
+        return None
+    manifest = read_manifest(dataset_dir, name) or {}
+    declaration = manifest.get("task_declaration")
+    if isinstance(declaration, dict):
+        return task_from_declaration(declaration, f"{manifest_path(dataset_dir, name)} (task_declaration)")
+    task = manifest.get("task")            # a set prepared before task files: a shipped task's name
+    return TASKS.get(task) if isinstance(task, str) else None
 
 
 def written_by_us(dataset_dir: Path, name: str) -> bool:
@@ -142,17 +161,17 @@ def check_name_free(dataset_dir: Path, name: str, what: str = "--name") -> None:
             raise UserError(f"{path} already exists and was not written by lf-wrap; choose another {what}")
 
 
-def write_set(dataset_dir: Path, name: str, payload: bytes, manifest: dict) -> None:
-    """Write set `name`: its data file, its manifest and its entry, all three or none. Call under
-    `locked`, after `check_name_free`. The new registry is worked out (and a registry that is not
-    a JSON object refused) before the first byte is written; the three files are then written in
-    full beside their places, hidden, and renamed into place only once all three are on disk. A
+def write_set(dataset_dir: Path, name: str, payload: bytes, manifest: dict, entry: dict | None = None) -> None:
+    """Write set `name`: its data file, its manifest and its entry (default: alpaca_entry), all
+    three or none. Call under `locked`, after `check_name_free`. The new registry is worked out
+    (and a registry that is not a JSON object refused) before the first byte is written; the
+    three files are then written in full beside their places, hidden, and renamed into place only once all three are on disk. A
     full disk or a Ctrl-C while writing leaves the folder as it was, where writing the rows first
     and registering last left rows with no entry, or a stale manifest beside new rows. (Only the
     three renames, microseconds apart, are not one step.)"""
     dataset_dir = Path(dataset_dir)
     info = read_info(dataset_dir)
-    info[name] = alpaca_entry(data_file_name(name))
+    info[name] = entry or alpaca_entry(data_file_name(name))
     writes = [(dataset_dir / data_file_name(name), payload),
               (manifest_path(dataset_dir, name), dump_json(manifest).encode("utf-8")),
               (dataset_dir / INFO_FILE, dump_json(info).encode("utf-8"))]

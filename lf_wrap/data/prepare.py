@@ -1,7 +1,9 @@
 """`lf-wrap data prepare`: one source split -> one LLaMA-Factory instruction set.
 
 Sample `n` rows with a seed, then filter, then write the alpaca JSON array, a manifest beside
-it and the `dataset_info.json` entry, all three or none. Sources are Hub ids (the real `datasets.load_dataset`
+it and the `dataset_info.json` entry, all three or none. The task file (lf_wrap.tasks) says how a
+row is rendered and filtered; the manifest records its declaration, so that every later stage
+finds the task from the dataset alone. Sources are Hub ids (the real `datasets.load_dataset`
 path) or local files of the same schema. `load_dataset` keeps the split as a memory-mapped
 Arrow table and only the sampled rows are ever read into Python, so memory stays flat however
 large the split (wmt19 zh-en train is 26 million rows, 7 GB). Idempotent: the same command
@@ -9,21 +11,22 @@ writes the same bytes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from lf_wrap.data import dataset_info as registry
 from lf_wrap.data.sources import load_split
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import dump_json, sha256_file
 from lf_wrap.core.manifest import HEADER_KEYS, StageRecord
-from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, RowError, Task, get_task
-
-DEFAULT_KEYWORDS = Path(__file__).resolve().parents[1] / "defaults" / "keywords.yaml"
+from lf_wrap.core.recipes import did_you_mean
+from lf_wrap.tasks import RowError, Task, find_task, with_overrides
+from lf_wrap.tasks.rows import render_row
+from lf_wrap.tasks.spec import load_keywords
 
 
 @dataclass
@@ -31,9 +34,10 @@ class PrepareOptions:
     seed: int = 42
     name: str | None = None
     dataset_dir: Path = Path("dataset_info")
-    keywords_file: Path = DEFAULT_KEYWORDS
-    unanswerable: str = "keep"          # qa: "keep" (target = no_answer_text) or "drop"
-    no_answer_text: str = DEFAULT_NO_ANSWER_TEXT
+    keywords_file: Path | None = None   # replaces the task's keyword list
+    unanswerable: str = "keep"          # a task with the no-answer rule: "keep" (target = no_answer_text) or "drop"
+    no_answer_text: str | None = None   # default: the task file's
+    task_overrides: tuple[str, ...] = ()   # `--set KEY=VALUE` on the task file
     cutoff_len: int | None = None       # drop rows longer than this many tokens ...
     tokenizer: str | None = None        # ... counted with this tokenizer
 
@@ -50,12 +54,20 @@ class PrepareResult:
 
 
 def check_columns(task: Task, columns: list[str], source: str) -> None:
-    if any(set(option) <= set(columns) for option in task.columns):
-        return
-    missing = [c for c in task.columns[0] if c not in columns]
-    if missing:
-        raise UserError(f"{source}: missing column '{missing[0]}' for task '{task.name}' "
-                        f"(columns found: {', '.join(columns) or 'none'})")
+    """Every field the task reads is a column of the source (one of its paths, for a field
+    under `fields`): else one error naming the task file's line and key."""
+    for key, field in task.spec.used():
+        paths = task.spec.paths(field)
+        if any(path.split(".")[0] in columns for path in paths):
+            continue
+        if field in task.spec.fields:
+            key = ("fields", field)
+        dotted = ".".join(str(k) for k in key)
+        others = f" (or {', '.join(repr(p) for p in paths[1:])})" if len(paths) > 1 else ""
+        what = f"slot '{{{field}}}'" if key[0] in ("prompt", "input", "system") else f"'{field}'"
+        raise UserError(f"{task.where(key)}: {dotted}: {what} reads '{paths[0]}'{others}, and {source} has no column "
+                        f"'{paths[0].split('.')[0]}' (columns found: {', '.join(columns) or 'none'})"
+                        f"{did_you_mean(paths[0].split('.')[0], columns)}")
 
 
 def check_dataset_dir(folder: Path) -> None:
@@ -76,17 +88,6 @@ def sample_indices(total: int, n: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------- filters
 
 
-def load_keywords(path: Path) -> list[str]:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"{path}: cannot read keyword list ({err})") from None
-    words = data.get("drop_keywords") if isinstance(data, dict) else None
-    if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
-        raise UserError(f"{path}: key 'drop_keywords' must be a list of non-empty strings")
-    return words
-
-
 def has_keyword(texts: tuple[str, ...], keywords: list[str]) -> bool:
     lowered = [t.casefold() for t in texts]
     return any(k.casefold() in t for k in keywords for t in lowered)
@@ -95,20 +96,38 @@ def has_keyword(texts: tuple[str, ...], keywords: list[str]) -> bool:
 # ---------------------------------------------------------------- the stage
 
 
-def prepare(task_name: str, source: str, split: str, n: int, config: str | None = None,
+def prepare(task_ref: str | Path | Task, source: str | None, split: str, n: int, config: str | None = None,
             options: PrepareOptions | None = None) -> PrepareResult:
+    """Prepare one set of task `task_ref` (a shipped task's name, a task file, or a Task) from
+    `source` (a Hub id or local files; None: the task file's source.hub_id)."""
     record = StageRecord("prepare")
     options = options or PrepareOptions()
-    task = get_task(task_name)
+    task = task_ref if isinstance(task_ref, Task) else find_task(
+        task_ref, options.task_overrides, keywords_given=options.keywords_file is not None)
+    spec = task.spec
     if n <= 0:
         raise UserError(f"-n must be a positive number of rows, got {n}")
     if options.unanswerable not in ("keep", "drop"):
         raise UserError(f"--unanswerable must be 'keep' or 'drop', got '{options.unanswerable}'")
     if (options.cutoff_len is None) != (options.tokenizer is None):
         raise UserError("--cutoff-len and --tokenizer go together")
-    keywords = load_keywords(options.keywords_file) if task.keyword_fields else []
+    if options.keywords_file is not None and spec.keyword_filter is None:
+        raise UserError(f"--keywords: task '{task.name}' ({task.origin}) has no keyword_filter to give words to")
+    if options.no_answer_text is not None:
+        if not task.no_answer:
+            raise UserError(f"--no-answer-text: task '{task.name}' is scored with {task.metric}, which has no "
+                            "no-answer rule (squad_v2 has)")
+        task = with_overrides(task, no_answer_text=options.no_answer_text)
+        spec = task.spec
+    if options.keywords_file is not None:
+        task = dataclasses.replace(task, keywords=tuple(load_keywords(options.keywords_file)))
+    keywords = list(task.keywords)
+    if source is None:
+        source = spec.source.hub_id
+        if source is None:
+            raise UserError(f"--source: task '{task.name}' names no source.hub_id; give --source FILE|HUB_ID")
     is_hub = not Path(source).exists()
-    config = config if config is not None else (task.hub_config if is_hub else None)
+    config = config if config is not None else (spec.source.config if is_hub else None)
 
     # Fail before a multi-GB download on what can be checked now: a name that is a path or
     # would write where it must not, a dataset folder that is a file, a broken registry, a
@@ -136,19 +155,19 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
     rows = []
     for index, row in zip(indices.tolist(), data.select(indices)):
         try:
-            fields = task.read(row)
+            rendered = render_row(spec, row, task.no_answer, spec.no_answer_text)
         except RowError as err:
-            raise UserError(f"{loaded.locate(index)}: {err}") from None
-        if any(not fields[key].strip() for key in task.required):
+            raise UserError(f"{loaded.locate(index)}: {err} (task '{task.name}', {task.origin})") from None
+        if rendered.empty:
             dropped["empty"] += 1
             continue
-        if keywords and has_keyword(tuple(fields[key] for key in task.keyword_fields), keywords):
+        if keywords and has_keyword(rendered.keyword_texts, keywords):
             dropped["keyword"] += 1
             continue
-        if task.no_answer and not fields["answers"] and options.unanswerable == "drop":
+        if rendered.unanswerable and options.unanswerable == "drop":
             dropped["unanswerable"] += 1
             continue
-        alpaca = task.to_alpaca(fields, options.no_answer_text)
+        alpaca = rendered.alpaca
         if tokenizer is not None and _token_count(tokenizer, alpaca) > options.cutoff_len:
             dropped["cutoff_len"] += 1
             continue
@@ -158,7 +177,8 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
     if not rows:
         raise UserError(f"{source}: every sampled row was dropped by the filters ({dropped})")
 
-    name = options.name if options.name is not None else f"alpaca_{task.name_prefix}_{split}_{len(rows)}"
+    default = spec.dataset_name.replace("{name}", task.name).replace("{split}", split).replace("{rows}", str(len(rows)))
+    name = options.name if options.name is not None else default
     dataset_dir = Path(options.dataset_dir)
     what = "--name" if options.name is not None else "the default name (from --split)"
     registry.check_name(name, what)
@@ -166,6 +186,7 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
     body = {
         "written_by": registry.WRITER,
         "task": task.name,
+        "task_file": task.origin,
         "source": source,
         "config": config,
         "split": split,
@@ -175,9 +196,9 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
         "sampling": "numpy.random.default_rng(seed).choice(source_rows, n, replace=False)",
         "filters": {
             "keywords": keywords,
-            "non_empty": list(task.required),
+            "non_empty": list(spec.non_empty),
             "unanswerable": options.unanswerable if task.no_answer else None,
-            "no_answer_text": options.no_answer_text if task.no_answer else None,
+            "no_answer_text": spec.no_answer_text if task.no_answer else None,
             "cutoff_len": options.cutoff_len,
             "tokenizer": options.tokenizer,
         },
@@ -185,27 +206,29 @@ def prepare(task_name: str, source: str, split: str, n: int, config: str | None 
         "rows_dropped": dropped,
         "rows_written": len(rows),
         "file_name": data_file.name,
+        "task_declaration": task.recorded(),
     }
     payload = dump_json(rows).encode("utf-8")
     body["sha256"] = hashlib.sha256(payload).hexdigest()
+    entry = registry.alpaca_entry(data_file.name, system=spec.system is not None)
     with registry.locked(dataset_dir):
         registry.check_name_free(dataset_dir, name, what)
         previous = registry.read_manifest(dataset_dir, name)
-        if _unchanged(previous, body, data_file, registry.read_info(dataset_dir).get(name)):
+        if _unchanged(previous, body, data_file, registry.read_info(dataset_dir).get(name), entry):
             # Idempotent: the same command on the same source leaves every byte as it was
             # (manifest times included) and says so, like any stage whose output exists.
             return PrepareResult(name=name, data_file=data_file, manifest=previous, skipped=True)
         manifest = record.manifest(body)
         manifest.update(record.finish())
-        registry.write_set(dataset_dir, name, payload, manifest)
+        registry.write_set(dataset_dir, name, payload, manifest, entry)
     return PrepareResult(name=name, data_file=data_file, manifest=manifest)
 
 
-def _unchanged(previous: dict | None, body: dict, data_file: Path, entry) -> bool:
+def _unchanged(previous: dict | None, body: dict, data_file: Path, entry, wanted: dict) -> bool:
     """The manifest, data file and registry entry already hold exactly what this run would write."""
     if previous is None or {k: v for k, v in previous.items() if k not in HEADER_KEYS} != body:
         return False
-    return (entry == registry.alpaca_entry(data_file.name) and data_file.is_file()
+    return (entry == wanted and data_file.is_file()
             and sha256_file(data_file) == body["sha256"])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from lf_wrap.core.adapters import Adapter, read_adapter
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.models import same_base
-from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry
+from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry, resolved_entry
 
 # vLLM's LoRAConfig.max_lora_rank accepts only these sizes.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -110,7 +110,11 @@ def tasks_from_training_runs(recipe: EvalRecipe, models: list[ResolvedModel]) ->
     tasks, notes = dict(recipe.tasks), []
     for model in models:
         if model.task and model.task not in tasks and model.validation_dataset:
-            tasks[model.task] = TaskEntry(dataset=model.validation_dataset)
+            try:
+                tasks[model.task] = resolved_entry(recipe.dataset_dir, model.task,
+                                                   TaskEntry(dataset=model.validation_dataset))
+            except ValueError as err:
+                raise UserError(f"model '{model.name}': {err}") from None
             notes.append(f"tasks.{model.task}: dataset {model.validation_dataset}, from the training run of model "
                          f"'{model.name}' ({Path(model.path).parent / 'manifest.json'})")
     if not tasks:

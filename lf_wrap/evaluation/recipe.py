@@ -11,11 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe
+from lf_wrap.data.dataset_info import recorded_task
+from lf_wrap.scoring.registry import CHOICES
 from lf_wrap.scoring.bootstrap import MAX_RESAMPLES, MIN_RESAMPLES, Bootstrap
-from lf_wrap.tasks import TASK_NAME, TASKS, Task, resolve_task
+from lf_wrap.tasks import TASK_NAME, TASKS, Task, find_task, resolve_task, with_overrides
+
+DEFAULT_MAX_NEW_TOKENS = 256      # a task with no file, whose entry gives none
 
 
 class _Strict(BaseModel):
@@ -33,19 +37,57 @@ class ModelEntry(_Strict):
 
 
 class TaskEntry(_Strict):
+    """One task to score. Its metric, headline and max_new_tokens come from its task file, found
+    without repeating it: `task:` where given, else the declaration `lf-wrap data prepare` recorded
+    in the dataset's manifest (for the task of the entry's name), else the shipped task of this
+    name; an entry of a task with no file names its `metric` (docs/tasks.md). `metric`, `max_new_tokens` and `no_answer_text` here
+    override the task's."""
+
     dataset: str
     """Prepared validation set in dataset_dir/dataset_info.json; shell-style wildcards allowed
     (alpaca_wmt19_zh-en_validation_*) when exactly one name matches."""
-    max_new_tokens: int = Field(256, ge=1)
-    """Greedy decoding stops at the template's stop word or after this many tokens."""
+    task: str | None = None
+    """A task file (path/to/task.yaml, relative to the current directory) or a shipped task's name;
+    default: the task the dataset was prepared from."""
+    max_new_tokens: int | None = Field(None, ge=1)
+    """Greedy decoding stops at the template's stop word or after this many tokens; default: the
+    task file's (256 for a task with no file)."""
     metric: str | None = None
-    """A task of your own: how it is scored (bleu, chrf, rouge, exact_match, squad_v2, or a function
-    of your own as path/to/file.py:function, docs/metrics.md); the references are each row's
-    `output`. The study's tasks (translate, summarize, qa) need none."""
+    """How it is scored, where not as its task file says; a task with no file needs it (bleu, chrf,
+    rouge, exact_match, squad_v2, or a function of your own as path/to/file.py:function,
+    docs/metrics.md); the references are each row's `output`."""
     no_answer_text: str | None = None
     """qa (or a task scored with squad_v2): what the model was taught to say for an unanswerable
     question (read as "" when scoring); default: the dataset manifest's filters.no_answer_text,
     else 'unanswerable'."""
+    _task: Task | None = PrivateAttr(None)
+
+    @property
+    def definition(self) -> Task | None:
+        """The task, as resolved by `resolved_entry` (None before)."""
+        return self._task
+
+
+def resolved_entry(dataset_dir: Path, name: str, entry: TaskEntry) -> TaskEntry:
+    """`entry` with its task found (TaskEntry's rule) and max_new_tokens filled in. ValueError
+    (or UserError, for a task file) naming the key."""
+    key = f"tasks.{name}"
+    recorded = recorded_task(dataset_dir, entry.dataset) if entry.task is None else None
+    if entry.task is not None:
+        task = find_task(entry.task, what=f"{key}.task")
+    elif recorded is not None and recorded.name == name:
+        task = recorded
+    elif recorded is not None and entry.metric is None:
+        raise ValueError(f"{key}: dataset '{entry.dataset}' was prepared for task '{recorded.name}', not '{name}': "
+                         f"name the entry '{recorded.name}', or give {key}.task (a task file) or {key}.metric "
+                         f"(one of: {CHOICES})")
+    else:
+        task = resolve_task(name, entry.metric, f"{key}.metric")
+    task = with_overrides(task, entry.metric, entry.max_new_tokens, entry.no_answer_text, f"{key}.metric")
+    out = entry.model_copy(update={"max_new_tokens": task.max_new_tokens or entry.max_new_tokens
+                                   or DEFAULT_MAX_NEW_TOKENS})
+    out._task = task
+    return out
 
 
 # vllm.LLM arguments lf-wrap fills from the recipe and the adapters; extra_args may not change them.
@@ -142,9 +184,9 @@ class EvalRecipe(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, value, info: ValidationInfo):
-        """Each task is the study's or declares its metric; a model's own task is one of those."""
-        for name, entry in value.items():
-            resolve_task(name, entry.metric, f"tasks.{name}.metric")
+        """Each task is found (TaskEntry); a model's own task is one of those or the study's."""
+        dataset_dir = info.data.get("dataset_dir", Path("dataset_info"))
+        value = {name: resolved_entry(dataset_dir, name, entry) for name, entry in value.items()}
         for model in info.data.get("models") or []:
             if model.task is not None and model.task not in TASKS and model.task not in value:
                 raise ValueError(f"model '{model.name}': task '{model.task}' is neither one of the study's tasks "
@@ -152,8 +194,9 @@ class EvalRecipe(_Strict):
         return value
 
     def task_definition(self, name: str) -> Task:
-        """How task `name` of this recipe is scored (the study's own, or a declared task of yours)."""
-        return resolve_task(name, self.tasks[name].metric)
+        """How task `name` of this recipe is scored (its task file, as the entry overrides it)."""
+        entry = self.tasks[name]
+        return entry.definition or resolved_entry(self.dataset_dir, name, entry).definition
 
     @model_validator(mode="after")
     def _unique_names(self):

@@ -1,8 +1,10 @@
 """Validation rows -> the prompts, references and token ids an engine generates from.
 
 The datasets are the prepared alpaca files named in dataset_info.json (as LLaMA-Factory reads
-them); the prompt is the training prompt (lf_wrap.evaluation.prompts); the references are what the row's
-`output` says, or its `answers` list when the row carries one. For a no-answer task (qa, or a
+them); the prompt is the training prompt (lf_wrap.evaluation.prompts, with the row's `system`
+where its task file gives one); the task is the eval recipe's (TaskEntry: found from the task
+file the set was prepared from); the references are what the row's `output` says, or its
+`answers` list when the row carries one. For a no-answer task (qa, or a
 task of your own scored with squad_v2), an `output` equal to the dataset's no-answer text
 (manifest: filters.no_answer_text) means "unanswerable": references []."""
 
@@ -103,7 +105,8 @@ def references_of(row: dict, no_answer_text: str | None) -> list[str]:
 def build_requests(data: TaskData, template: str) -> list[Request]:
     out = []
     for i, row in enumerate(data.rows):
-        text = prompts.render_prompt(row, template)
+        system = row.get("system") if isinstance(row.get("system"), str) else None   # a task file's `system`
+        text = prompts.render_prompt(row, template, system)
         out.append(Request(task=data.task, row=i, id=str(row.get("id", i)), prompt=text,
                            prompt_sha256=prompts.prompt_hash(text),
                            references=references_of(row, data.no_answer_text)))

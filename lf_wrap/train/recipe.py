@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.recipes import Override, apply_override, parse_override, read_yaml, validate
-from lf_wrap.tasks import known_task_or_none
+from lf_wrap.tasks import TASKS, find_task, is_task_file
 
 SECTION = "lf_wrap"
 TRAIN_ALIAS = "train"   # `--set train.learning_rate=2e-4` is `--set learning_rate=2e-4`
@@ -44,8 +44,6 @@ class LfWrapSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    task: str | None = None
-    """Which of the study's tasks the adapter is for (recorded in the manifest)."""
     dataset: list[str]
     """Prepared training set(s) in dataset_dir/dataset_info.json, each a name or a pattern matching
     exactly one name (`alpaca_wmt19_zh-en_train_*`); becomes LLaMA-Factory's `dataset`."""
@@ -53,6 +51,11 @@ class LfWrapSection(BaseModel):
     """The held-out set this adapter is scored on (`lf-wrap eval`); not used in training."""
     dataset_dir: Path = Path("dataset_info")
     """Folder holding dataset_info.json, relative to the current directory."""
+    task: str | None = Field(None, validate_default=True)
+    """The task the adapter is for: a shipped task (translate, summarize, qa), a task file
+    (path/to/task.yaml, relative to the current directory), or the task the training sets were
+    prepared from, by name; left out, their task. Its name is recorded in the run's manifest, and
+    `lf-wrap eval` scores the adapter on it."""
     run_dir: Path | None = None
     """A fixed run folder; default runs/<recipe>-<YYYYmmdd-HHMMSS>. --run-dir wins."""
     smoke: dict[str, Any] = {}
@@ -60,8 +63,11 @@ class LfWrapSection(BaseModel):
 
     @field_validator("task")
     @classmethod
-    def _known_task(cls, value):
-        return known_task_or_none(value)
+    def _declared_task(cls, value, info: ValidationInfo):
+        if "dataset" not in info.data or "dataset_dir" not in info.data:
+            return value                   # the error is the dataset's
+        validation = [info.data["validation_dataset"]] if info.data.get("validation_dataset") else []
+        return training_task(value, [*info.data["dataset"], *validation], info.data["dataset_dir"])
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -71,6 +77,37 @@ class LfWrapSection(BaseModel):
         if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
             raise ValueError("dataset names must be non-empty strings")
         return value
+
+
+def _prepared_tasks(names: list[str], dataset_dir: Path) -> dict[str, str]:
+    """dataset -> the task its manifest says it was prepared for (sets lf-wrap prepared, that exist)."""
+    from lf_wrap.data.dataset_info import match_name, read_manifest
+
+    out = {}
+    for name in names:
+        try:
+            name = match_name(dataset_dir, name, "lf_wrap.dataset")
+        except UserError:
+            continue          # the dataset checks say what is wrong with it
+        task = (read_manifest(dataset_dir, name) or {}).get("task")
+        if isinstance(task, str):
+            out[name] = task
+    return out
+
+
+def training_task(task: str | None, datasets: list[str], dataset_dir: Path) -> str | None:
+    """The name of the task a recipe trains for (LfWrapSection.task); ValueError if it is not a
+    declared task. (Sets of several tasks may train one adapter: LLaMA-Factory mixes them.)"""
+    prepared = _prepared_tasks(datasets, dataset_dir)
+    if task is not None and task not in TASKS and is_task_file(task):
+        task = find_task(task).name
+    elif task is not None and task not in TASKS and task not in prepared.values():
+        found = f"; the training sets were prepared for {', '.join(sorted(set(prepared.values())))}" if prepared else ""
+        raise ValueError(f"unknown task {task!r}: not a shipped task ({', '.join(TASKS)}), not a task file "
+                         f"(path/to/task.yaml){found}")
+    elif task is None and len(set(prepared.values())) == 1:
+        task = next(iter(prepared.values()))
+    return task
 
 
 @dataclass

@@ -1,0 +1,172 @@
+"""A study of your own, end to end, with nothing but task files and lf-wrap commands: two tasks
+made here (a label task scored with exact match, a short-text task with a nested field scored
+with ROUGE, each from JSON Lines files), prepared, scaffolded with `lf-wrap init`, trained on the
+tiny model (--smoke), merged, evaluated and merge-searched. No Python snippet and no hand-edited
+JSON or YAML between the steps: each stage finds the task from the dataset it was prepared from.
+
+The tiny random model learns nothing in a --smoke run (its loss stays flat), so no specialist beats
+the base and the search, having scored every specialist and the base on its search rows with each
+task's own metric, stops as designed ("no gain for a merge to keep", exit 2); `--check` before it
+reads every input and passes. With a model that learns, the same commands search."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import read_json, run_lf_wrap
+
+pytestmark = pytest.mark.slow
+
+LABEL_TASK = """\
+name: sentiment
+prompt: "Is this review positive or negative?\\n{review}"
+response: label
+metric: exact_match
+max_new_tokens: 4
+"""
+
+HEADLINE_TASK = """\
+name: headline
+system: You write headlines.
+prompt: "Write a headline for this story:\\n{story.body}"
+response: title
+metric: rouge
+max_new_tokens: 12
+non_empty: [story.body]
+"""
+
+GOOD = ["great", "lovely", "wonderful", "superb"]
+BAD = ["awful", "boring", "terrible", "dull"]
+THINGS = ["film", "book", "meal", "hotel", "concert", "game"]
+CITIES = ["Riverton", "Lakeside", "Oakridge", "Westport", "Fairview"]
+EVENTS = ["opens a bridge", "closes a school", "plants trees", "hires nurses"]
+
+
+def label_rows() -> list[dict]:
+    return [{"review": f"The {thing} was {word}.", "label": "positive" if word in GOOD else "negative"}
+            for thing in THINGS for word in GOOD + BAD]
+
+
+def headline_rows() -> list[dict]:
+    return [{"story": {"body": f"On Monday the council of {city} said it {event}. Residents were told in a letter."},
+             "title": f"{city} {event}", "id": f"{city}-{i}"}
+            for city in CITIES for i, event in enumerate(EVENTS)]
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def ok(done):
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def study(tiny_model, tmp_path_factory):
+    """Every step of the study, timed; returns (root, study folder, seconds per step)."""
+    root = tmp_path_factory.mktemp("own_tasks")
+    (root / "tasks").mkdir()
+    (root / "tasks" / "sentiment.yaml").write_text(LABEL_TASK, encoding="utf-8")
+    (root / "tasks" / "headline.yaml").write_text(HEADLINE_TASK, encoding="utf-8")
+    labels, heads = label_rows(), headline_rows()
+    write_jsonl(root / "data" / "sentiment_train.jsonl", labels[:40])
+    write_jsonl(root / "data" / "sentiment_validation.jsonl", labels[40:])
+    write_jsonl(root / "data" / "headline_train.jsonl", heads[:14])
+    write_jsonl(root / "data" / "headline_validation.jsonl", heads[14:])
+    seconds = {}
+    start = time.monotonic()
+    ok(run_lf_wrap("init", "my-study", "--task", "tasks/sentiment.yaml", "--task", "tasks/headline.yaml",
+                   "--model", tiny_model, cwd=root))
+    folder = root / "my-study"
+    for task, rows in (("sentiment", (40, 8)), ("headline", (14, 6))):
+        for split, n in zip(("train", "validation"), rows):
+            ok(run_lf_wrap("data", "prepare", root / "tasks" / f"{task}.yaml", "--source",
+                           root / "data" / f"{task}_{split}.jsonl", "--split", split, "-n", n,
+                           "--name", f"{task}_{split}", cwd=folder))
+    seconds["init+prepare"] = time.monotonic() - start
+    for task in ("sentiment", "headline"):
+        mark = time.monotonic()
+        ok(run_lf_wrap("train", f"train/{task}.yaml", "--smoke", "--set", "max_steps=4", cwd=folder))
+        seconds[f"train {task}"] = time.monotonic() - mark
+    mark = time.monotonic()
+    ok(run_lf_wrap("merge", "recipe", "merge.yaml", cwd=folder))
+    seconds["merge"] = time.monotonic() - mark
+    engine = ["engine.dtype=float32", "engine.max_model_len=512", "engine.gpu_memory_utilization=0.2"]
+    mark = time.monotonic()
+    ok(run_lf_wrap("eval", "eval.yaml", *[a for s in engine for a in ("--set", s)], cwd=folder))
+    seconds["eval"] = time.monotonic() - mark
+    mark = time.monotonic()
+    search = ["search.yaml", "--set", "budget=2", "--set", "round_size=2", "--set", "methods=[linear]",
+              "--set", "rows.search=3", "--set", f"eval_overrides=[{','.join(engine)}]"]
+    ok(run_lf_wrap("merge", "search", *search, "--check", cwd=folder))
+    searched = run_lf_wrap("merge", "search", *search, cwd=folder)
+    seconds["search"] = time.monotonic() - mark
+    seconds["total"] = time.monotonic() - start
+    print(f"\nown-task study, seconds per step: {json.dumps({k: round(v, 1) for k, v in seconds.items()})}")
+    return root, folder, seconds, searched
+
+
+def test_init_writes_recipes_that_open_with_their_command(study):
+    _, folder, *_ = study
+    for relative in ("train/sentiment.yaml", "train/headline.yaml", "merge.yaml", "eval.yaml", "search.yaml"):
+        first = (folder / relative).read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# lf-wrap ") and relative in first
+    eval_text = (folder / "eval.yaml").read_text(encoding="utf-8")
+    assert "metric:" not in eval_text and "max_new_tokens:" not in eval_text      # nothing repeated
+
+
+def test_prepared_sets_carry_the_task(study):
+    _, folder, *_ = study
+    rows = read_json(folder / "dataset_info" / "headline_validation.json")
+    assert rows[0]["instruction"].startswith("Write a headline for this story:\nOn Monday the council of ")
+    assert rows[0]["system"] == "You write headlines." and rows[0]["input"] == ""
+    info = read_json(folder / "dataset_info" / "dataset_info.json")
+    assert info["headline_validation"]["columns"]["system"] == "system"
+    assert "system" not in info["sentiment_train"]["columns"]
+    manifest = read_json(folder / "dataset_info" / "sentiment_train.manifest.json")
+    assert manifest["task"] == "sentiment" and manifest["task_declaration"]["metric"] == "exact_match"
+
+
+def test_every_stage_reads_the_task_file(study):
+    root, folder, *_ = study
+    for task in ("sentiment", "headline"):
+        assert read_json(folder / "runs" / f"{task}-latest" / "manifest.json")["task"] == task
+    out = folder / "eval" / "results" / "eval"
+    doc = read_json(out / "metrics.json")
+    assert doc["headline"]["sentiment"] == "exact_match" and doc["headline"]["headline"] == "rouge1"
+    assert set(doc["metrics"]) == {"base", "lora_sentiment", "lora_headline", "merge"}
+    for model in doc["metrics"]:
+        assert set(doc["metrics"][model]) == {"sentiment", "headline"}
+    for task, tokens in (("sentiment", 4), ("headline", 12)):
+        assert read_json(out / "predictions" / "base" / f"{task}.meta.json")["max_new_tokens"] == tokens
+        rows = (out / "predictions" / "base" / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()
+        assert max(json.loads(line)["completion_tokens"] for line in rows) <= tokens
+    assert read_json(out / "table.json")["rows"][:2] == ["sentiment EM", "headline ROUGE-1"]
+    # lf-wrap score takes the task file: the same numbers as the eval's
+    for task in ("sentiment", "headline"):
+        done = ok(run_lf_wrap("score", out / "predictions" / "lora_sentiment" / f"{task}.jsonl", "--task",
+                              root / "tasks" / f"{task}.yaml", "--json", cwd=folder))
+        scores = json.loads(done.stdout)
+        assert {k: v for k, v in scores.items() if not k.endswith("_ci95")} == doc["metrics"]["lora_sentiment"][task]
+
+
+
+def test_the_search_scores_each_task_with_its_own_metric(study):
+    _, folder, _, searched = study
+    if searched.returncode == 0:
+        board = read_json(folder / "runs" / "search" / "leaderboard.json")
+        assert board["counted"] == ["sentiment", "headline"]
+        return
+    assert searched.returncode == 2, searched.stderr[-3000:]
+    assert "no specialist beats the base on its own task" in searched.stderr
+    for task in ("sentiment", "headline"):
+        assert f"{task}: the specialist scores" in searched.stderr
+
+
+def test_it_runs_in_a_few_minutes(study):
+    assert study[2]["total"] < 600
