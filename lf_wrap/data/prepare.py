@@ -56,15 +56,15 @@ class PrepareResult:
 def check_columns(task: Task, columns: list[str], source: str) -> None:
     """Every field the task reads is a column of the source (one of its paths, for a field
     under `fields`): else one error naming the task file's line and key."""
-    for key, field in task.spec.used():
-        paths = task.spec.paths(field)
+    for key, name in task.spec.used():
+        paths = task.spec.paths(name)
         if any(path.split(".")[0] in columns for path in paths):
             continue
-        if field in task.spec.fields:
-            key = ("fields", field)
+        if name in task.spec.fields:
+            key = ("fields", name)
         dotted = ".".join(str(k) for k in key)
         others = f" (or {', '.join(repr(p) for p in paths[1:])})" if len(paths) > 1 else ""
-        what = f"slot '{{{field}}}'" if key[0] in ("prompt", "input", "system") else f"'{field}'"
+        what = f"slot '{{{name}}}'" if key[0] in ("prompt", "input", "system") else f"'{name}'"
         raise UserError(f"{task.where(key)}: {dotted}: {what} reads '{paths[0]}'{others}, and {source} has no column "
                         f"'{paths[0].split('.')[0]}' (columns found: {', '.join(columns) or 'none'})"
                         f"{did_you_mean(paths[0].split('.')[0], columns)}")
