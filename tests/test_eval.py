@@ -86,8 +86,10 @@ def setup(tiny_model, prepared, tmp_path_factory):
                    {"name": "merged_qa", "path": str(merged)}],
         "tasks": {t: {"dataset": f"tiny_{t}_valid*", "max_new_tokens": n} for t, n in max_new.items()},
         # max_loras 2 = every slot filled by the two adapters: lf-wrap must raise it (the vLLM bug).
+        # serve: lora, as on a GPU: these tests hold vLLM's LoRA path (slots, base requests beside
+        # adapters'); the patched path is tests/test_eval_patched.py's.
         "engine": {"dtype": "float32", "max_model_len": max_model_len, "gpu_memory_utilization": 0.2,
-                   "max_lora_rank": 8, "max_loras": 2},
+                   "max_lora_rank": 8, "max_loras": 2, "serve": "lora"},
         "long_prompts": "skip",
         "batch_size": 12,
         "bootstrap": {"resamples": 200, "seed": 7, "compare_to": ["lora_translate"]},

@@ -119,11 +119,12 @@ class EngineSettings(_Strict):
     """vLLM's choice when omitted (mp on one node); ray to span nodes of a running Ray cluster."""
     enforce_eager: bool = False
     seed: int = 0
-    serve: Literal["lora", "patch", "auto"] = "lora"
+    serve: Literal["lora", "patch", "auto"] = "auto"
     """How one engine serves several models (lf_wrap.evaluation.serving, docs/serving.md): lora,
     each adapter a LoRA request and each full model an engine of its own; patch, the base loaded
     once and each adapter and merged model written into its weights in turn (at base speed);
-    auto, patch on CPU and lora on a GPU (unmeasured there). Answers are the same either way."""
+    auto (the default), patch on CPU and lora on a GPU (unmeasured there). A merged model's
+    answers are the same either way; an adapter's are regenerated when its mode changes."""
     extra_args: dict[str, Any] = {}
     """Any other vllm.LLM(...) argument, passed as is (e.g. max_num_seqs, hf_overrides). It is
     part of every prediction's identity (a change regenerates); a key this section already has
