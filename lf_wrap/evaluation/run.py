@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lf_wrap import __version__
 from lf_wrap.evaluation import serving
+from lf_wrap.core.console import Progress, tools_to_log
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
@@ -154,7 +155,6 @@ def _batches(pending: list, size: int, one_model: bool) -> list[list]:
 
 
 def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str, server=None) -> dict:
-    from tqdm.auto import tqdm
 
     batches = _batches(pending, recipe.batch_size, server is not None)
     jobs = [[Job(m.name, r.token_ids, recipe.tasks[r.task].max_new_tokens) for m, r in batch] for batch in batches]
@@ -167,7 +167,7 @@ def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str, 
     def engine_ready(serve) -> None:   # the bar starts with generation, so rows/s leaves the start out
         ready.append(time.monotonic())
         served.append(serve)
-        bars.append(tqdm(total=len(pending), unit="row", desc=label, dynamic_ncols=True))
+        bars.append(Progress(label, len(pending), "row"))
 
     try:
         for index, outputs in run_batches(spec, jobs, recipe.engine.data_parallel_size,
@@ -180,11 +180,10 @@ def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str, 
                 tokens += output["completion_tokens"]
             for key, records in by_file.items():
                 files[key].append(records)
-            bar.update(len(outputs))
             last = time.monotonic()
             generating = max(last - ready[0], 1e-9)
-            bar.set_postfix_str(f"{tokens / generating:.0f} generated tok/s")
-            if bar.n >= bar.total:
+            bar.update(bar.done + len(outputs), f"{tokens / generating:.0f} generated tok/s")
+            if bar.done >= bar.total:
                 bar.close()       # before the engine shuts down, so the rate is generation's
     finally:
         for bar in bars:
@@ -268,7 +267,8 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
             continue
         _say(f"engine {number}/{len(plans)}: {model_path} serving {names}: {len(pending)} rows to generate"
              + (f", {total - len(pending)} already written" if total > len(pending) else ""))
-        timing = _generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}", server)
+        with tools_to_log(out / "eval.log", "eval"):
+            timing = _generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}", server)
         engines.append({"models": [m.name for m in members], **how, "vllm_args": spec.kwargs,
                         "data_parallel_size": recipe.engine.data_parallel_size, **timing})
         generated += len(pending)
