@@ -121,7 +121,7 @@ def test_serve_settings(monkeypatch):
     from lf_wrap.evaluation.recipe import EngineSettings
     from lf_wrap.evaluation.serving import resolve_serve
 
-    assert EngineSettings().serve == "lora"
+    assert EngineSettings().serve == "auto"
     assert resolve_serve(EngineSettings(serve="auto"))[0] == "patch"          # this machine is a CPU
     assert resolve_serve(EngineSettings(serve="auto", tensor_parallel_size=2))[0] == "lora"
     with pytest.raises(UserError, match="tensor_parallel_size"):

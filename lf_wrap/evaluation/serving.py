@@ -1,6 +1,6 @@
 """`engine.serve`: how one engine serves the base, the adapters and the merged models of an eval.
 
-- `lora` (the default): base + adapters in one engine, each adapter a vLLM LoRA request;
+- `lora`: base + adapters in one engine, each adapter a vLLM LoRA request;
   each full model in an engine of its own.
 - `patch`: the base is loaded once and every model is patched into its weights in turn
   (lf_wrap.search.patching, the merge search's WeightPatcher): an adapter as W0 + scaling * B @ A
@@ -10,7 +10,7 @@
   runs at base speed, a LoRA request costs about 1.5x a base request (bench/bench_search_paths.py
   --lora-study), and an engine start costs about a minute compiled: one start instead of one
   per merged model (bench/bench_eval_serving.py, docs/serving.md).
-- `auto`: `patch` on the CPU backend; `lora` elsewhere. On a GPU the trade is unmeasured (no
+- `auto` (the default): `patch` on the CPU backend; `lora` elsewhere. On a GPU the trade is unmeasured (no
   GPU was at hand to measure it), so the default stays the one known to work there.
 
 Which models can be patched, decided before any engine starts (else they are served as in
