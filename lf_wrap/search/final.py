@@ -14,7 +14,7 @@ from lf_wrap.search.objective import retained_gain
 from lf_wrap.search.scoring import Scorer, from_dict
 
 
-MERGES = ("sum", "linear 0.5", "best")     # the merges whose retained gains the report rows give
+MERGES = leaderboard.MERGES
 
 
 def references(n_adapters: int) -> dict[str, Candidate]:

@@ -20,6 +20,8 @@ from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.scoring import from_dict, headline_scores, key_of, row_scores
 from lf_wrap.search.rows import TaskRows
 
+MERGES = ("sum", "linear 0.5", "best")     # the merges whose retained gains the report rows give
+
 
 def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str]) -> dict:
     candidate = from_dict(entry["candidate"])
@@ -102,7 +104,6 @@ def leaderboard_csv(table: list[dict], tasks: list[str]) -> str:
 
 
 def final_markdown(final: dict, tasks: list[str]) -> str:
-    from lf_wrap.search.final import MERGES
 
     label = final["labels"]["best"]
     s = final["scores"]
