@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 import yaml
 
-from lf_wrap.train.run import plan_training, train
+from lf_wrap.train.run import train
 
 recipe_argument = click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
 set_option = click.option(
@@ -46,16 +46,19 @@ def train_command(recipe, sets, run_dir, nproc, smoke, force):
 
 
 @click.command("validate")
-@recipe_argument
-@set_option
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key, as the file's command would.")
 @smoke_option
-@click.option("--show", is_flag=True, help="Print the LLaMA-Factory arguments the recipe resolves to.")
+@click.option("--show", is_flag=True, help="Print what the file resolves to (for a training recipe: the arguments "
+                                          "llamafactory-cli would get).")
 def validate_command(recipe, sets, smoke, show):
-    """Run every check `lf-wrap train` runs before launching, and launch nothing."""
-    plan = plan_training(recipe, sets, smoke)
-    names = ", ".join(f"{n} ({p})" if p else n for n, p in plan.datasets.items())
-    click.echo(f"{recipe}: OK: {len(plan.args)} LLaMA-Factory keys checked against llamafactory "
-               f"{plan.versions.get('llamafactory')}; data: {names}; model: {plan.model}")
+    """Run every check the command of RECIPE runs before any work, and run nothing.
+
+    RECIPE is a training, eval, merge or search recipe, or a task file; its kind is told from
+    its keys (lf_wrap.validation)."""
+    from lf_wrap.validation import check
+
+    checked = check(recipe, tuple(sets), smoke)
+    click.echo(f"{recipe}: OK: {checked.kind}: {checked.summary}")
     if show:
-        args = {**plan.train_args(Path("runs")), "output_dir": "<run_dir>/adapter"}
-        click.echo(yaml.safe_dump(args, sort_keys=False, allow_unicode=True), nl=False)
+        click.echo(yaml.safe_dump(checked.resolved, sort_keys=False, allow_unicode=True), nl=False)

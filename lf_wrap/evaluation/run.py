@@ -208,10 +208,10 @@ def _serving_entry(members: list[ResolvedModel], is_base: bool, mode: str,
     return {"serve": "lora" if mode == "lora" or any(m.kind == "adapter" for m in members) else mode}
 
 
-def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path | None = None,
-             force: bool = False, overrides: tuple[str, ...] = ()) -> EvalResult:
-    record = StageRecord("eval")
-    out = Path(out or default_out(recipe_path))
+def plan_eval(recipe: EvalRecipe, out: Path) -> tuple[EvalRecipe, list[ResolvedModel], dict, Path]:
+    """Every check `lf-wrap eval` runs before it touches a folder or starts an engine (also what
+    `lf-wrap validate` runs on an eval recipe): template, models, adapters' base, tasks and
+    their datasets, the base's folder, `--out`'s place, the serving mode."""
     get_template(recipe.template)
     models = resolve_models(recipe)
     recipe, from_runs = tasks_from_training_runs(recipe, models)
@@ -223,6 +223,15 @@ def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path 
                                        "the base model": base_folder,
                                        "the dataset folder": Path(recipe.dataset_dir),
                                        **{f"dataset '{d.dataset}'": d.file for d in data.values()}})
+    serving.resolve_serve(recipe.engine)
+    return recipe, models, data, base_folder
+
+
+def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path | None = None,
+             force: bool = False, overrides: tuple[str, ...] = ()) -> EvalResult:
+    record = StageRecord("eval")
+    out = Path(out or default_out(recipe_path))
+    recipe, models, data, base_folder = plan_eval(recipe, out)
     with folder_lock(out):
         return _evaluate(recipe, recipe_path, recipe_text, out, force, overrides, record, models, data, base_folder)
 
