@@ -40,6 +40,7 @@ def interactive() -> bool:
 
 _console: IO[str] | None = None      # the terminal's stderr while the tools' output goes to a log
 _redirected = False
+_announced: set[Path] = set()     # a log's path is said once per process
 
 
 def console_stream() -> IO[str]:
@@ -61,7 +62,9 @@ def tools_to_log(log_path: Path, label: str) -> Iterator[Path]:
         yield log_path
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log.info(f"{label}: the libraries' own output goes to {log_path} (lf-wrap -v shows it here too)")
+    if log_path not in _announced:
+        _announced.add(log_path)
+        log.info(f"{label}: the libraries' own output goes to {log_path} (lf-wrap -v shows it here too)")
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     target = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)

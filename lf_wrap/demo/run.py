@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from lf_wrap.core.console import tools_to_log
+
 from lf_wrap.core.environments import REPO_ROOT
 from lf_wrap.core.files import atomic_write_text
 
@@ -160,9 +162,10 @@ def run_demo(kind: str, out: Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _say("model", f"{kind}", start)
-    model = demo_model(kind, out)
-    _say("model", f"{model}", start)
-    dataset_dir = prepare_data(out, scale)
+    with tools_to_log(out / "demo.log", "demo: model and data"):   # transformers' and datasets' bars
+        model = demo_model(kind, out)
+        _say("model", f"{model}", start)
+        dataset_dir = prepare_data(out, scale)
     _say("data", f"6 instruction sets in {dataset_dir}", start)
     adapters = train_adapters(out, model, dataset_dir, scale)
     _say("train", "3 adapters: " + ", ".join(str(p) for p in adapters.values()), start)
