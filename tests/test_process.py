@@ -18,7 +18,7 @@ import sys
 from lf_wrap.core.process import run_logged
 try:
     run_logged([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(120)"],
-               sys.argv[1])
+               sys.argv[1], echo=True)      # echoed: the test reads the child's pid from it
 except KeyboardInterrupt:
     sys.exit(130)
 """
