@@ -223,12 +223,7 @@ def resolve_task(name: str, metric: str | None = None, key: str = "metric", scor
         raise ValueError(f"unknown task '{name}': the study's tasks are {', '.join(TASKS)}; a task of your own "
                          f"needs a task file (docs/tasks.md) or {key}, one of: {CHOICES}")
     if scored_by is None:
-        try:
-            family(metric)
-        except ValueError as err:
-            raise ValueError(f"{key}: {err}") from None
-        except UserError as err:
-            raise UserError(f"{key}: {err}") from None
+        _check_metric(metric, key)
     if not TASK_NAME.fullmatch(name):
         raise ValueError(f"task name {name!r}: letters, digits, '.', '_' and '-' only (it names files)")
     if shipped is not None:
@@ -236,17 +231,22 @@ def resolve_task(name: str, metric: str | None = None, key: str = "metric", scor
     return Task(name, metric, scored_by=scored_by)
 
 
+def _check_metric(metric: str, key: str) -> None:
+    """The metric exists (a shipped family, or a file.py:function that loads), else an error naming `key`."""
+    try:
+        family(metric)
+    except ValueError as err:
+        raise ValueError(f"{key}: {err}") from None
+    except UserError as err:
+        raise UserError(f"{key}: {err}") from None
+
+
 def with_overrides(task: Task, metric: str | None = None, max_new_tokens: int | None = None,
                    no_answer_text: str | None = None, key: str = "metric") -> Task:
     """The task as an eval recipe overrides it (each None: the task's own). ValueError naming `key`
     for a metric that does not exist."""
     if metric is not None and metric != task.metric:
-        try:
-            family(metric)
-        except ValueError as err:
-            raise ValueError(f"{key}: {err}") from None
-        except UserError as err:
-            raise UserError(f"{key}: {err}") from None
+        _check_metric(metric, key)
         task = dataclasses.replace(task, metric=metric, scored_by=None)
     updates = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("no_answer_text", no_answer_text))
                if v is not None}
