@@ -4,10 +4,10 @@ with ROUGE, each from JSON Lines files), prepared, scaffolded with `lf-wrap init
 tiny model (--smoke), merged, evaluated and merge-searched. No Python snippet and no hand-edited
 JSON or YAML between the steps: each stage finds the task from the dataset it was prepared from.
 
-The tiny random model learns nothing in a --smoke run (its loss stays flat), so no specialist beats
-the base and the search, having scored every specialist and the base on its search rows with each
-task's own metric, stops as designed ("no gain for a merge to keep", exit 2); `--check` before it
-reads every input and passes. With a model that learns, the same commands search."""
+The tiny model here is built with a wider initial spread (init_std 0.1) than the other tests' one:
+at transformers' default 0.02 its tied embeddings are too short for a LoRA to make any answer
+likely, and a specialist that learned nothing leaves the search no gain to keep. With it, 30 CPU
+steps teach each adapter its task and the search runs to its final report."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ name: sentiment
 prompt: "Is this review positive or negative?\\n{review}"
 response: label
 metric: exact_match
-max_new_tokens: 4
+max_new_tokens: 8
 """
 
 HEADLINE_TASK = """\
@@ -67,7 +67,14 @@ def ok(done):
 
 
 @pytest.fixture(scope="module")
-def study(tiny_model, tmp_path_factory):
+def learning_model(tmp_path_factory):
+    from lf_wrap.demo.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2-learns", init_std=0.1)
+
+
+@pytest.fixture(scope="module")
+def study(learning_model, tmp_path_factory):
     """Every step of the study, timed; returns (root, study folder, seconds per step)."""
     root = tmp_path_factory.mktemp("own_tasks")
     (root / "tasks").mkdir()
@@ -81,7 +88,7 @@ def study(tiny_model, tmp_path_factory):
     seconds = {}
     start = time.monotonic()
     ok(run_lf_wrap("init", "my-study", "--task", "tasks/sentiment.yaml", "--task", "tasks/headline.yaml",
-                   "--model", tiny_model, cwd=root))
+                   "--model", learning_model, cwd=root))
     folder = root / "my-study"
     for task, rows in (("sentiment", (40, 8)), ("headline", (14, 6))):
         for split, n in zip(("train", "validation"), rows):
@@ -91,7 +98,8 @@ def study(tiny_model, tmp_path_factory):
     seconds["init+prepare"] = time.monotonic() - start
     for task in ("sentiment", "headline"):
         mark = time.monotonic()
-        ok(run_lf_wrap("train", f"train/{task}.yaml", "--smoke", "--set", "max_steps=4", cwd=folder))
+        ok(run_lf_wrap("train", f"train/{task}.yaml", "--smoke", "--set", "max_steps=30",
+                       "--set", "lora_target=all", cwd=folder))
         seconds[f"train {task}"] = time.monotonic() - mark
     mark = time.monotonic()
     ok(run_lf_wrap("merge", "recipe", "merge.yaml", cwd=folder))
@@ -142,7 +150,7 @@ def test_every_stage_reads_the_task_file(study):
     assert set(doc["metrics"]) == {"base", "lora_sentiment", "lora_headline", "merge"}
     for model in doc["metrics"]:
         assert set(doc["metrics"][model]) == {"sentiment", "headline"}
-    for task, tokens in (("sentiment", 4), ("headline", 12)):
+    for task, tokens in (("sentiment", 8), ("headline", 12)):
         assert read_json(out / "predictions" / "base" / f"{task}.meta.json")["max_new_tokens"] == tokens
         rows = (out / "predictions" / "base" / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()
         assert max(json.loads(line)["completion_tokens"] for line in rows) <= tokens
@@ -158,14 +166,15 @@ def test_every_stage_reads_the_task_file(study):
 
 def test_the_search_scores_each_task_with_its_own_metric(study):
     _, folder, _, searched = study
-    if searched.returncode == 0:
-        board = read_json(folder / "runs" / "search" / "leaderboard.json")
-        assert board["counted"] == ["sentiment", "headline"]
-        return
-    assert searched.returncode == 2, searched.stderr[-3000:]
-    assert "no specialist beats the base on its own task" in searched.stderr
-    for task in ("sentiment", "headline"):
-        assert f"{task}: the specialist scores" in searched.stderr
+    ok(searched)
+    board = read_json(folder / "runs" / "search" / "leaderboard.json")
+    assert board["counted"] == ["sentiment", "headline"]
+    assert board["base"] == {"sentiment": 0.0, "headline": 0.0}          # the random base answers nothing right
+    assert all(board["specialist"][task] > 0 for task in ("sentiment", "headline"))
+    assert {row["role"] for row in board["rows"]} >= {"reference: sum", "reference: linear 0.5"}
+    final = (folder / "runs" / "search" / "final.md").read_text(encoding="utf-8")
+    assert "sentiment" in final and "headline" in final
+    assert (folder / "runs" / "search" / "best" / "merge_manifest.json").is_file()
 
 
 def test_it_runs_in_a_few_minutes(study):

@@ -47,6 +47,7 @@ def evaluated(tiny_model, prepared, tmp_path_factory):
         "models": [{"name": "base"}, {"name": "lora_ner", "path": str(adapter), "task": "my_ner"}],
         "tasks": {"my_ner": {"dataset": "my_cities", "metric": "exact_match", "max_new_tokens": 4},
                   "qa": {"dataset": "tiny_qa_validation", "max_new_tokens": 4},
+                  "translate": {"dataset": "tiny_translate_validation", "metric": "chrf", "max_new_tokens": 4},
                   "my_squad": {"dataset": "my_cities", "metric": "squad_v2", "max_new_tokens": 4},
                   "my_chrf": {"dataset": "my_cities", "metric": "chrf", "max_new_tokens": 4},
                   "my_contains": {"dataset": "my_cities", "metric": "my_metrics.py:contains", "max_new_tokens": 4}},
@@ -89,11 +90,13 @@ def test_a_user_task_is_scored_like_lf_wrap_score_and_tabled(evaluated):
     assert read_json(evaluated / "manifest.json")["tasks"]["my_ner"]["metric"] == "exact_match"
 
     table = read_json(evaluated / "table.json")
-    assert table["rows"] == ["qa EM", "my_ner EM", "my_squad EM", "my_chrf chrF", "my_contains contains", "mean"]
+    # the study's translate, scored with chrF by the recipe's override, is tabled by chrF
+    assert table["rows"] == ["translate chrF", "qa EM", "my_ner EM", "my_squad EM", "my_chrf chrF", "my_contains contains", "mean"]
     assert set(doc["paired"]["lora_ner"]["base"]["my_contains"]) == {"contains"}
     assert doc["higher_is_better"]["contains"] is True and doc["higher_is_better"]["chrf"] is True
     assert doc["definitions"]["contains"] == "1 when the reference appears in the prediction."
     assert table["own_task"] == {"base": None, "lora_ner": "my_ner EM"}
+    assert table["values"]["base"]["translate chrF"] == doc["metrics"]["base"]["translate"]["chrf"]
     markdown = (evaluated / "table.md").read_text(encoding="utf-8")
     for model in ("base", "lora_ner"):
         value = doc["metrics"][model]["my_ner"]["exact_match"]

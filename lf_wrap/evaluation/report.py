@@ -60,7 +60,8 @@ def table_tasks(metrics_doc: dict, source: str = "metrics.json") -> list[Task]:
     unknown = [t for t in seen if t not in TASKS and t not in declared]
     if unknown:
         raise UserError(f"{source}: unknown task '{unknown[0]}'")
-    return [TASKS[t] for t in TASKS if t in seen] + [declared[t] for t in declared if t not in TASKS]
+    return ([declared.get(t, TASKS[t]) for t in TASKS if t in seen]        # a recipe may rescore a study task
+            + [declared[t] for t in declared if t not in TASKS])
 
 
 def _label(task: Task, key: str) -> str:
