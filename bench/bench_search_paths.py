@@ -7,7 +7,7 @@ SmolLM2-135M-Instruct and the demo's three adapters (CPU; vLLM in this process).
 
 (a) base model; (b) each candidate as one exact LoRA adapter (ranks concatenated: 3 x 8 = 24,
 so max_lora_rank 32), alone and all candidates as concurrent requests; (c) candidate weights
-patched into the running base engine (lf_wrap.search.patching); (d) the mergekit-evolve way:
+patched into the running base engine (lf_wrap.serving.patching); (d) the mergekit-evolve way:
 write the merged model, start a new engine, score. Every pass: the same rows, greedy,
 exactly --max-new-tokens tokens per row (ignore_eos, so every path does the same work), the
 prefix cache reset first, one untimed warm-up request per engine, the best of --repeats
@@ -120,7 +120,7 @@ def four_paths(args, model, adapters, rows) -> None:
     from lf_wrap.merge.config import MergeConfig
     from lf_wrap.merge.run import merge
     from lf_wrap.search.candidates import Candidate, deltas
-    from lf_wrap.search.patching import WeightPatcher
+    from lf_wrap.serving.patching import WeightPatcher
 
     out = args.work / "candidates"
     paths = [str(p) for p in adapters.values()]
@@ -206,7 +206,7 @@ def whole_search(args, model, adapters, rows) -> None:
     from lf_wrap.merge.config import MergeConfig
     from lf_wrap.merge.run import merge
     from lf_wrap.search.candidates import sample, deltas
-    from lf_wrap.search.patching import WeightPatcher
+    from lf_wrap.serving.patching import WeightPatcher
 
     out = args.work / "search-candidates"
     paths = [str(p) for p in adapters.values()]

@@ -409,7 +409,7 @@ def patched_engine(tiny_model, adapters, written_tokens, tmp_path_factory):
     from lf_wrap.evaluation.engine import Engine
     from lf_wrap.merge.checks import check_inputs
     from lf_wrap.merge.config import MergeConfig
-    from lf_wrap.search.patching import WeightPatcher
+    from lf_wrap.serving.patching import WeightPatcher
     from test_search_patching import engine_spec
 
     plan = check_inputs(MergeConfig(adapters=adapters, method="linear", out=str(tmp_path_factory.mktemp("x") / "no")))

@@ -1,4 +1,4 @@
-"""Candidate merges patched into a running vLLM engine (lf_wrap.search.patching) on the tiny
+"""Candidate merges patched into a running vLLM engine (lf_wrap.serving.patching) on the tiny
 model with three seeded random adapters: the patched engine generates exactly what the same
 merge written by `lf-wrap merge adapters --as model` generates when served alone; restoring
 gives the base back bit for bit; KV computed under one candidate never serves the next."""
@@ -13,7 +13,7 @@ from lf_wrap.merge.checks import check_inputs
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.run import merge
 from lf_wrap.search.candidates import Candidate, candidate_plan, deltas
-from lf_wrap.search.patching import WeightPatcher
+from lf_wrap.serving.patching import WeightPatcher
 from merge_helpers import make_adapters
 
 pytestmark = pytest.mark.slow

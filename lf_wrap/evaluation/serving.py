@@ -3,7 +3,7 @@
 - `lora`: base + adapters in one engine, each adapter a vLLM LoRA request;
   each full model in an engine of its own.
 - `patch`: the base is loaded once and every model is patched into its weights in turn
-  (lf_wrap.search.patching, the merge search's WeightPatcher): an adapter as W0 + scaling * B @ A
+  (lf_wrap.serving.patching, the merge search's WeightPatcher): an adapter as W0 + scaling * B @ A
   (the adapter merged into the base, as `lf-wrap merge adapters --as model` writes it), a
   merged full model as its own tensors. Rows are generated model by model (rows of two models
   never share a batch), and the prefix cache is reset at each change. On CPU a patched model
@@ -210,7 +210,7 @@ class PatchServer:
     generate. Counts the changes and the seconds they took, for the manifest."""
 
     def __init__(self, engine, models: PatchedModels):
-        from lf_wrap.search.patching import WeightPatcher
+        from lf_wrap.serving.patching import WeightPatcher
 
         base = Path(models.base_folder)
         self.engine, self.models = engine, models
@@ -224,7 +224,7 @@ class PatchServer:
         self.changes, self.patch_seconds = 0, 0.0
 
     def __call__(self, jobs) -> list[dict]:
-        from lf_wrap.search.candidates import Deltas
+        from lf_wrap.merge.run import Deltas
 
         models = {job.model for job in jobs}
         if len(models) != 1:

@@ -21,6 +21,7 @@ import logging
 import resource
 import shutil
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,3 +270,25 @@ def summary(result: MergeResult) -> str:
         lines.append(f"  relative reconstruction error per module: max {m['errors']['max']:.3g}, "
                      f"mean {m['errors']['mean']:.3g} (all in {MANIFEST})")
     return "\n".join(lines)
+
+
+class Deltas(Mapping):
+    """{base weight name: merged float32 delta}, each computed when asked (one module in memory
+    at a time when a consumer walks it, as WeightPatcher.apply does)."""
+
+    def __init__(self, plan: MergePlan):
+        self.plan = plan
+
+    def __getitem__(self, name: str):
+        if name not in self.plan.modules:
+            raise KeyError(name)
+        return merged_delta(self.plan, name)
+
+    def __contains__(self, name) -> bool:       # Mapping's default would compute the delta
+        return name in self.plan.modules
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.plan.modules)
+
+    def __len__(self) -> int:
+        return len(self.plan.modules)

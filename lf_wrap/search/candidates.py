@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lf_wrap.merge.checks import MergePlan
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
+from lf_wrap.merge.run import Deltas
 
 
 @dataclass(frozen=True)
@@ -82,30 +83,6 @@ def candidate_plan(plan: MergePlan, candidate: Candidate) -> MergePlan:
     config = MergeConfig.model_validate(data)
     seed = (candidate.seed if candidate.seed is not None else 0) if METHODS[candidate.method].seeded else None
     return dataclasses.replace(plan, config=config, weights=[float(w) for w in candidate.weights], seed=seed)
-
-
-class Deltas(Mapping):
-    """{base weight name: merged float32 delta}, each computed when asked (one module in memory
-    at a time when a consumer walks it, as WeightPatcher.apply does)."""
-
-    def __init__(self, plan: MergePlan):
-        self.plan = plan
-
-    def __getitem__(self, name: str):
-        from lf_wrap.merge.run import merged_delta
-
-        if name not in self.plan.modules:
-            raise KeyError(name)
-        return merged_delta(self.plan, name)
-
-    def __contains__(self, name) -> bool:       # Mapping's default would compute the delta
-        return name in self.plan.modules
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.plan.modules)
-
-    def __len__(self) -> int:
-        return len(self.plan.modules)
 
 
 def deltas(plan: MergePlan, candidate: Candidate) -> Deltas:

@@ -1,5 +1,5 @@
 """Scoring candidates in one running engine: the base model loaded once (no LoRA), each
-candidate's merged delta patched into its weights (lf_wrap.search.patching), the search or
+candidate's merged delta patched into its weights (lf_wrap.serving.patching), the search or
 report rows generated greedily, each task scored by its own metrics (lf_wrap.tasks).
 
 Why patching and not LoRA requests (measured in bench/bench_search_paths.py, README): on CPU a
@@ -65,7 +65,7 @@ class PatchedServer:
         return self.bind(engine, plan)
 
     def bind(self, engine: Engine, plan: MergePlan):
-        from lf_wrap.search.patching import WeightPatcher
+        from lf_wrap.serving.patching import WeightPatcher
 
         patcher = WeightPatcher(engine, plan.modules, checkpoint=plan.base_dir)
 
