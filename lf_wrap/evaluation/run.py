@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import defaultdict
-from itertools import groupby
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lf_wrap import __version__
 from lf_wrap.evaluation import serving
-from lf_wrap.core.console import Progress, tools_to_log
+from lf_wrap.core.console import tools_to_log
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation import predictions as pred
-from lf_wrap.evaluation.engine import Job, engine_spec, run_batches
+from lf_wrap.evaluation.engine import engine_spec
+from lf_wrap.evaluation.generate import generate
 from lf_wrap.evaluation.models import ResolvedModel, lora_settings, resolve_models, tasks_from_training_runs
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import Request, TaskData, live_requests, load_task
@@ -140,62 +139,6 @@ def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tok
     return files, pending
 
 
-def _record(model: ResolvedModel, request: Request, output: dict) -> dict:
-    return {"row": request.row, "id": request.id, "model": model.name, "task": request.task,
-            "prompt_sha256": request.prompt_sha256, "prediction": output["prediction"],
-            "references": request.references, "finish_reason": output["finish_reason"],
-            "prompt_tokens": output["prompt_tokens"], "completion_tokens": output["completion_tokens"],
-            "truncated": request.truncated, "token_ids": output["token_ids"]}
-
-
-def _batches(pending: list, size: int, one_model: bool) -> list[list]:
-    """`size` rows a batch; with `one_model`, a batch never holds two models' rows."""
-    runs = [list(run) for _, run in groupby(pending, key=lambda item: item[0].name)] if one_model else [pending]
-    return [run[i:i + size] for run in runs for i in range(0, len(run), size)]
-
-
-def _generate(recipe: EvalRecipe, spec, files: dict, pending: list, label: str, server=None) -> dict:
-
-    batches = _batches(pending, recipe.batch_size, server is not None)
-    jobs = [[Job(m.name, r.token_ids, recipe.tasks[r.task].max_new_tokens) for m, r in batch] for batch in batches]
-    started = time.monotonic()
-    ready: list[float] = []
-    bars: list = []
-    served: list = []
-    tokens, last = 0, started
-
-    def engine_ready(serve) -> None:   # the bar starts with generation, so rows/s leaves the start out
-        ready.append(time.monotonic())
-        served.append(serve)
-        bars.append(Progress(label, len(pending), "row"))
-
-    try:
-        for index, outputs in run_batches(spec, jobs, recipe.engine.data_parallel_size,
-                                          recipe.engine.tensor_parallel_size, on_ready=engine_ready,
-                                          server=server):
-            bar = bars[0]
-            by_file = defaultdict(list)
-            for (model, request), output in zip(batches[index], outputs):
-                by_file[(model.name, request.task)].append(_record(model, request, output))
-                tokens += output["completion_tokens"]
-            for key, records in by_file.items():
-                files[key].append(records)
-            last = time.monotonic()
-            generating = max(last - ready[0], 1e-9)
-            bar.update(bar.done + len(outputs), f"{tokens / generating:.0f} generated tok/s")
-            if bar.done >= bar.total:
-                bar.close()       # before the engine shuts down, so the rate is generation's
-    finally:
-        for bar in bars:
-            bar.close()
-    start_seconds = ready[0] - started
-    seconds = max(last - ready[0], 1e-9)
-    patching = served[0].timing() if served and hasattr(served[0], "timing") else {}
-    return {"rows": len(pending), "completion_tokens": tokens, "engine_start_seconds": round(start_seconds, 2),
-            "generate_seconds": round(seconds, 2), "rows_per_second": round(len(pending) / seconds, 3),
-            "tokens_per_second": round(tokens / seconds, 2), **patching}
-
-
 def _serving_entry(members: list[ResolvedModel], is_base: bool, mode: str,
                    patched: serving.PatchedModels | None) -> dict:
     """How this engine served its models, for the manifest's engines entry."""
@@ -277,7 +220,7 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
         _say(f"engine {number}/{len(plans)}: {model_path} serving {names}: {len(pending)} rows to generate"
              + (f", {total - len(pending)} already written" if total > len(pending) else ""))
         with tools_to_log(out / "eval.log", "eval"):
-            timing = _generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}", server)
+            timing = generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}", server)
         engines.append({"models": [m.name for m in members], **how, "vllm_args": spec.kwargs,
                         "data_parallel_size": recipe.engine.data_parallel_size, **timing})
         generated += len(pending)
