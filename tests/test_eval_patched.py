@@ -93,6 +93,21 @@ def test_a_changed_config_keeps_an_engine_of_its_own(models, tmp_path):
     assert full_model_patch(str(other), models["base"]) == (None, "its config.json is not the base's")
 
 
+def test_a_config_written_by_another_transformers_is_still_the_bases(models, tmp_path):
+    """A base from the Hub records the transformers that saved it, and a merge written today
+    another: the same settings, so the merge is patched in, not given an engine of its own."""
+    from lf_wrap.evaluation.serving import full_model_patch
+
+    other = tmp_path / "other"
+    shutil.copytree(models["merged"], other)
+    for name in ("config.json", "generation_config.json"):
+        settings = json.loads((other / name).read_text())
+        settings["transformers_version"] = "4.43.1"
+        (other / name).write_text(json.dumps(dict(reversed(list(settings.items()))), indent=4))
+    names, why = full_model_patch(str(other), models["base"])
+    assert why == "" and names == full_model_patch(str(models["merged"]), models["base"])[0]
+
+
 def test_an_adapter_merge_cannot_read_stays_a_lora_request(models, tmp_path):
     from lf_wrap.evaluation.models import ResolvedModel
     from lf_wrap.evaluation.run import _engine_groups, _serving_entry
@@ -133,7 +148,7 @@ def test_serve_settings(monkeypatch):
 def test_batches_never_mix_models():
     from types import SimpleNamespace
 
-    from lf_wrap.evaluation.run import _batches
+    from lf_wrap.evaluation.generate import _batches
 
     a, b = SimpleNamespace(name="a"), SimpleNamespace(name="b")
     pending = [(a, i) for i in range(7)] + [(b, i) for i in range(3)]

@@ -16,7 +16,8 @@
 Which models can be patched, decided before any engine starts (else they are served as in
 `lora` mode, with a log line saying why):
 - an adapter `lf-wrap merge` can merge (plain LoRA: no DoRA, no modules_to_save, ...);
-- a full model whose config and tokenizer files are the base's, byte for byte, and whose
+- a full model whose config and tokenizer files are the base's (byte for byte; config.json and
+  generation_config.json may differ in `transformers_version`, which records who wrote them), and whose
   weights are the base's except for 2-D linear weights inside decoder layers (what the patcher
   can write). A merge written by `lf-wrap merge adapters --as model` is one.
 
@@ -30,6 +31,7 @@ record the mode."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -100,7 +102,7 @@ def full_model_patch(path: str, base_folder: Path) -> tuple[list[str] | None, st
     for name in sorted({n for n in (*mine, *base) if matches(n, SERVING_PATTERNS)}):
         if name not in mine and not own_tokenizer and name not in NOT_TOKENIZER:
             continue                              # no tokenizer of its own: served with the base's anyway
-        if mine.get(name) != base.get(name):
+        if mine.get(name) != base.get(name) and not _same_json(folder / name, base_folder / name):
             return None, f"its {name} is not the base's"
     try:
         tensors, base_tensors = _tensors(folder), _tensors(base_folder)
@@ -125,6 +127,23 @@ def full_model_patch(path: str, base_folder: Path) -> tuple[list[str] | None, st
 
 
 NOT_TOKENIZER = ("config.json", "generation_config.json", "preprocessor_config.json")
+# Written by whichever transformers saved the file; nothing vLLM serves depends on it. A base from
+# the Hub and a merge written today always differ there.
+WRITER_ONLY = ("transformers_version",)
+
+
+def _same_json(path: Path, base_path: Path) -> bool:
+    """Two JSON settings files (config.json, generation_config.json) that differ only in who wrote them."""
+    if path.suffix != ".json" or not path.is_file() or not base_path.is_file():
+        return False
+    try:
+        mine, base = (json.loads(p.read_text(encoding="utf-8")) for p in (path, base_path))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(mine, dict) or not isinstance(base, dict):
+        return False
+    return ({k: v for k, v in mine.items() if k not in WRITER_ONLY}
+            == {k: v for k, v in base.items() if k not in WRITER_ONLY})
 
 
 def _patchable(name: str, info: dict) -> bool:
