@@ -177,5 +177,32 @@ def test_the_search_scores_each_task_with_its_own_metric(study):
     assert (folder / "runs" / "search" / "best" / "merge_manifest.json").is_file()
 
 
+def _ledger(folder) -> dict:
+    lines = (folder / "scores.jsonl").read_text(encoding="utf-8").splitlines()
+    return {(e["rows"], e["key"]): e for e in map(json.loads, lines)}
+
+
+def test_the_search_takes_the_base_and_specialists_answers_from_the_eval(study):
+    """The eval served the base and each adapter (patched) with the search's engine arguments on
+    the same rows: the search takes those answers, and they score exactly what generating them
+    again in the search's own engine scores."""
+    _, folder, _, searched = study
+    ok(searched)
+    manifest = read_json(folder / "runs" / "search" / "manifest.json")
+    assert manifest["from_eval"] == 6                        # base + 2 specialists, search and report rows
+    taken = {k: e for k, e in _ledger(folder / "runs" / "search").items() if "from_eval" in e}
+    assert {key for _, key in taken} == {"base", "linear[1,0]", "linear[0,1]"}
+    engine = ["engine.dtype=float32", "engine.max_model_len=512", "engine.gpu_memory_utilization=0.2"]
+    fresh = ok(run_lf_wrap("merge", "search", "search.yaml", "--set", "budget=2", "--set", "round_size=2",
+                           "--set", "methods=[linear]", "--set", "rows.search=3",
+                           "--set", f"eval_overrides=[{','.join(engine)}]", "--set", "reuse_eval=false",
+                           "--set", "out=runs/search-fresh", cwd=folder))
+    assert "taken from" not in fresh.stderr
+    generated = _ledger(folder / "runs" / "search-fresh")
+    for key, entry in taken.items():
+        assert "from_eval" not in generated[key]
+        assert (entry["metrics"], entry["per_row"]) == (generated[key]["metrics"], generated[key]["per_row"]), key
+
+
 def test_it_runs_in_a_few_minutes(study):
     assert study[2]["total"] < 600

@@ -94,6 +94,11 @@ class SearchRecipe(_Strict):
     bootstrap. Its `models` list is not used."""
     eval_overrides: list[str] = []
     """`--set` overrides applied to the eval recipe, e.g. [engine.dtype=float32]."""
+    reuse_eval: bool = True
+    """Take the base's and each specialist's answers from the eval's results folder where the eval
+    served the same files, with the same engine arguments, on the same rows (search.from_eval)."""
+    eval_results: Path | None = None
+    """That folder, when it is not the eval recipe's default (eval/results/<recipe name>)."""
     adapters: list[AdapterEntry] = Field(min_length=2)
     """The specialists to merge, one per task."""
     methods: list[str] = ["linear"]

@@ -92,8 +92,10 @@ class Scorer:
     spread over them, each replica scoring a whole candidate)."""
 
     def __init__(self, spec: EngineSpec, plan: MergePlan, rows: dict[str, TaskRows], ledger: Ledger,
-                 batch_size: int, replicas: int = 1):
+                 batch_size: int, replicas: int = 1, answers=None):
         self.spec, self.plan, self.rows, self.ledger, self.replicas = spec, plan, rows, ledger, replicas
+        self.answers = answers          # the eval's own answers where they may be used (search.from_eval)
+        self.from_eval = 0
         merge_config = plan.config.model_dump(mode="json", by_alias=True)
         self.server = PatchedServer(merge_config, _jobs(rows), batch_size)
         self.engine: Engine | None = None
@@ -152,6 +154,12 @@ class Scorer:
         self.ledger.refresh()
         missing = {key_of(c): c for c in candidates if self.ledger.get(kind, key_of(c)) is None}
         before = self.scored
+        for key, candidate in list(missing.items()) if self.answers is not None else ():
+            got = self.answers.predictions(kind, candidate)
+            if got is not None:
+                self._record(kind, candidate, got, 0.0, source=self.answers.source(candidate))
+                self.from_eval += 1
+                del missing[key]
         while missing:
             with self.ledger.claim(kind, list(missing)) as mine:
                 self.ledger.refresh()                     # written by another worker since
@@ -159,7 +167,7 @@ class Scorer:
             missing = {k: c for k, c in missing.items() if self.ledger.get(kind, k) is None}
             if missing and not mine:
                 self.ledger.wait(kind, next(iter(missing)))
-        self.reused += len(candidates) - (self.scored - before)
+        self.reused += len(candidates) - (self.scored - before)      # the eval's answers among them
         return [self.ledger.get(kind, key_of(c)) for c in candidates]
 
     def _generate(self, kind: str, todo: list[Candidate | None]) -> None:
@@ -180,8 +188,10 @@ class Scorer:
                 predictions = self.serve(payload)
                 self._record(kind, candidate, predictions, time.monotonic() - started)
 
-    def _record(self, kind: str, candidate: Candidate | None, predictions: list[str], seconds: float) -> dict:
-        entry = {"rows": kind, "key": key_of(candidate), "candidate": as_dict(candidate), "metrics": {}}
+    def _record(self, kind: str, candidate: Candidate | None, predictions: list[str], seconds: float,
+                source: str | None = None) -> dict:
+        entry = {"rows": kind, "key": key_of(candidate), "candidate": as_dict(candidate), "metrics": {},
+                 **({"from_eval": source} if source else {})}
         per_row, start = {}, 0
         for task, task_rows in self.rows.items():
             requests = getattr(task_rows, kind)
@@ -196,7 +206,7 @@ class Scorer:
         entry["per_row"] = per_row
         self.generate_seconds += seconds
         entry["seconds"] = round(seconds, 2)
-        self.scored += 1
+        self.scored += source is None
         return self.ledger.add(entry)
 
 
