@@ -392,3 +392,17 @@ def test_bad_folds_or_objectives_are_one_error_before_anything_runs(study, tmp_p
         assert done.returncode == 2, done.stderr[-3000:]
         assert done.stderr.count("Error:") == 1 and message in done.stderr, done.stderr[-3000:]
         assert not out.exists()
+
+
+def test_direct_form_takes_folds_and_pareto(study, tmp_path):
+    root, eval_path, folders = study
+    out = tmp_path / "direct"
+    base = ("merge", "search", *folders, "--eval", eval_path, "--tasks", ",".join(TASKS), "--search-rows", "5",
+            "--out", out)
+    checked = run_lf_wrap(*base, "--folds", "2", "--objective", "pareto", "--check")
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "objective pareto (2 folds, ranked by worst_fold)" in checked.stdout
+    bad = run_lf_wrap(*base, "--folds", "6")
+    assert bad.returncode == 2 and bad.stderr.count("Error:") == 1
+    assert "rows.folds: 6 folds of 5 search rows per task would leave a fold empty" in bad.stderr
+    assert not out.exists()

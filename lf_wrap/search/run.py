@@ -87,7 +87,8 @@ class SearchPlan:
         rows = ", ".join(f"{t} {len(x.search)}/{len(x.report)}" for t, x in self.rows.items())
         return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/report: "
                 f"{rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
-                f"{r.objective}, {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
+                f"{r.objective}" + (f" ({r.rows.folds} folds, ranked by {r.uncertainty.rank_by})" if r.rows.folds else "")
+                + f", {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
 
 
 def plan_search(recipe: SearchRecipe) -> SearchPlan:
