@@ -5,13 +5,13 @@
     <out>/search.yaml        the recipe as given (direct form: as resolved)
     <out>/optuna.journal     the optimiser's storage (Optuna JournalStorage): the single record
     <out>/scores.jsonl       every score computed (lf_wrap.search.ledger), reused on a rerun
-    <out>/leaderboard.{md,csv,json}, chart.png, final.md   (lf_wrap.search.leaderboard)
+    <out>/leaderboard.{md,csv,json}, chart.png, final.md, pareto.png   (lf_wrap.search.leaderboard)
     <out>/best/              the best merge (merge stage: adapter or model, with its own manifest)
 
 Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
 base and specialists on the search rows (the reference of every retained gain); rounds of
-candidates from the optimiser until `budget` trials are complete; the leaderboard; the best and
-the study-style sum merge on the report rows with intervals; the best merge written. Ctrl-C,
+candidates from the optimiser until `budget` trials are complete; the leaderboard; the best, the
+top 5 (held: lf_wrap.search.held) and the study-style sum merge on the report rows; the best merge written. Ctrl-C,
 SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
 command goes on from the journal and the ledger. `workers: shared`: each run is one worker of a
 search several share (lf_wrap.search.workers, docs/search-workers.md)."""
