@@ -312,3 +312,97 @@ def test_inputs_are_named_as_the_recipe_names_them_and_a_file_as_out_fails_the_c
     (tmp_path / "afile").write_text("x")
     done = run_lf_wrap("merge", "search", _search_recipe(study, tmp_path / "afile"), "--check")
     assert done.returncode == 2 and done.stderr.count("Error:") == 1 and "is a file, not a search folder" in done.stderr
+
+
+def test_folds_rank_by_the_worst_fold_and_the_top_5_are_held_on_the_report_rows(study, tmp_path):
+    """rows.folds 2: every candidate's objective on each fold of the search rows, ranked by the
+    worst; the top 5 scored on the report rows too, each with its held verdict, and final.md says
+    whether the winner held. Other folds then re-rank the scores on record: no search row is
+    generated again."""
+    out = tmp_path / "folds"
+    path = _search_recipe(study, out, budget=6, rows={"search": 6, "folds": 2})
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    manifest, board = read_json(out / "manifest.json"), read_json(out / "leaderboard.json")
+    assert manifest["folds"] == {"folds": 2, "seed": 0, "rows_per_fold": {t: [3, 3] for t in TASKS}}
+    assert board["folds"] == manifest["folds"] and board["ranked_by"]["rank_by"] == "worst_fold"
+    for row in board["rows"]:
+        assert len(row["folds"]) == 2 and row["value"] == min(row["folds"])
+    ranks = [(-round(r["value"], 12), -round(r["mean"], 12)) for r in board["rows"]]
+    assert ranks == sorted(ranks)
+    top = board["held"]
+    assert [r["label"] for r in top] == [r["label"] for r in board["rows"][:5]]
+    for r, row in zip(top, board["rows"]):
+        assert r["ranked_value"] == row["value"] and r["search_folds"] == [min(row["folds"]), max(row["folds"])]
+        assert r["held"] == (round(r["report"], 12) >= round(r["ranked_value"], 12))
+    report_keys = {e["key"] for e in _ledger(out) if e["rows"] == "report"}
+    assert {r["label"] for r in top} <= report_keys               # each scored on the report rows
+    final = (out / "final.md").read_text(encoding="utf-8")
+    winner = top[0]
+    verdict = "The winner held:" if winner["held"] else "The winner did not hold:"
+    assert f"{verdict} `{winner['label']}` keeps" in final and board["held_sentence"] in final
+    assert "| rank | candidate | search: ranked by (worst task kept, worst of 2 folds)" in final
+    assert "## On the report rows" in (out / "leaderboard.md").read_text(encoding="utf-8")
+
+    searched = [e for e in _ledger(out) if e["rows"] == "search"]
+    again = run_lf_wrap("merge", "search", path, "--set", "rows.folds=3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing the search" in again.stderr
+    assert [e for e in _ledger(out) if e["rows"] == "search"] == searched    # nothing generated on the search rows
+    board = read_json(out / "leaderboard.json")
+    assert board["folds"]["folds"] == 3 and all(len(r["folds"]) == 3 for r in board["rows"])
+
+
+def test_pareto_search_writes_the_front_and_its_chart(study, tmp_path):
+    out = tmp_path / "pareto"
+    path = _search_recipe(study, out, budget=6, objective="pareto", methods=["linear"])
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    import optuna
+
+    from lf_wrap.search.recipe import load_search_recipe
+    from lf_wrap.search.study import open_study
+
+    recipe, _ = load_search_recipe(path)
+    study_ = open_study(out, recipe, list(TASKS), objectives=3)
+    assert len(study_.directions) == 3 and all(d == optuna.study.StudyDirection.MAXIMIZE for d in study_.directions)
+    board = read_json(out / "leaderboard.json")
+    front = [r for r in board["rows"] if r["front"]]
+    assert front and board["pareto_front"] == [r["label"] for r in front]
+    for r in front:                                         # no row beats a front row on every task
+        assert not any(all(o["objectives"][t] >= r["objectives"][t] for t in TASKS)
+                       and any(o["objectives"][t] > r["objectives"][t] for t in TASKS)
+                       for o in board["rows"] if o is not r)
+    assert read_json(out / "manifest.json")["best"]["label"] == front[0]["label"]
+    assert (out / "pareto.png").stat().st_size > 1000
+    assert "## Pareto front" in (out / "leaderboard.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["rows.folds=1"], "rows.folds: Input should be greater than or equal to 2"),
+    (["rows.folds=6"], "rows.folds: 6 folds of 5 search rows per task would leave a fold empty"),
+    (["uncertainty.rank_by=worst_fold"], "uncertainty.rank_by: worst_fold needs rows.folds"),
+    (["objective=pareto", "sampler=cmaes"], "objective: pareto needs a sampler that optimises several objectives"),
+])
+def test_bad_folds_or_objectives_are_one_error_before_anything_runs(study, tmp_path, sets, message):
+    out = tmp_path / "bad"
+    path = _search_recipe(study, out)
+    for command in (("merge", "search", path), ("validate", path)):
+        done = run_lf_wrap(*command, *(x for s in sets for x in ("--set", s)))
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert done.stderr.count("Error:") == 1 and message in done.stderr, done.stderr[-3000:]
+        assert not out.exists()
+
+
+def test_direct_form_takes_folds_and_pareto(study, tmp_path):
+    root, eval_path, folders = study
+    out = tmp_path / "direct"
+    base = ("merge", "search", *folders, "--eval", eval_path, "--tasks", ",".join(TASKS), "--search-rows", "5",
+            "--out", out)
+    checked = run_lf_wrap(*base, "--folds", "2", "--objective", "pareto", "--check")
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "objective pareto (2 folds, ranked by worst_fold)" in checked.stdout
+    bad = run_lf_wrap(*base, "--folds", "6")
+    assert bad.returncode == 2 and bad.stderr.count("Error:") == 1
+    assert "rows.folds: 6 folds of 5 search rows per task would leave a fold empty" in bad.stderr
+    assert not out.exists()

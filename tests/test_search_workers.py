@@ -172,3 +172,24 @@ def test_a_worker_with_its_study_in_a_database(study, tmp_path):  # noqa: F811
     _no_score_twice(out)
     moved = run_lf_wrap("merge", "search", path, "--set", f"storage=sqlite:///{tmp_path / 'other.db'}")
     assert moved.returncode == 2 and "give the same storage" in moved.stderr
+
+
+def test_two_workers_share_a_pareto_search(study, tmp_path):  # noqa: F811
+    """objective pareto with workers shared: both workers ask and tell one multi-objective study."""
+    out = tmp_path / "shared-pareto"
+    path = _search_recipe(study, out, budget=4, round_size=1, workers="shared", objective="pareto",
+                          methods=["linear"])
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    children = [_start(path, log) for log in logs]
+    _wait(children)
+    for child, log in zip(children, logs):
+        assert child.returncode == 0, log.read_text()[-4000:]
+    _no_score_twice(out)
+    from lf_wrap.search.recipe import load_search_recipe
+    from lf_wrap.search.study import open_study
+
+    recipe, _ = load_search_recipe(path)
+    trials = open_study(out, recipe, list(TASKS), objectives=3).trials
+    assert [t.state.name for t in trials].count("COMPLETE") == 4 and all(len(t.values) == 3 for t in trials)
+    board = read_json(out / "leaderboard.json")
+    assert board["pareto_front"] and (out / "pareto.png").is_file()

@@ -123,8 +123,10 @@ def _names(ctx, param, value):
 @click.option("--budget", type=int, help="Direct form: candidates to score (default 32).")
 @click.option("--sampler", type=click.Choice(["tpe", "cmaes", "random", "grid"]), help="Direct form: Optuna sampler.")
 @click.option("--search-rows", type=int, help="Direct form: rows per task to search on (default 100).")
+@click.option("--folds", type=int, help="Direct form: split the search rows into this many folds; rank by the worst.")
 @click.option("--seed", type=int, help="Direct form: seed of the sampler and of the row draw.")
-@click.option("--objective", type=click.Choice(["worst", "mean"]), help="Direct form: worst task (default) or mean.")
+@click.option("--objective", type=click.Choice(["worst", "mean", "pareto"]),
+              help="Direct form: worst task (default), mean, or pareto (one objective per task).")
 @click.option("--as", "output_form", type=click.Choice(["adapter", "model"]), help="Direct form: how the best is written.")
 @click.option("--out", type=click.Path(path_type=Path), help="Direct form: the search folder (default runs/search).")
 @click.option("--workers", type=click.Choice(["single", "shared"]),
@@ -134,8 +136,8 @@ def _names(ctx, param, value):
                                 "the folder's optuna.journal).")
 @click.option("--force", is_flag=True, help="Start over in a search folder that holds another search.")
 @click.option("--check", is_flag=True, help="Only read and check every input (adapters, rows); start nothing.")
-def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampler, search_rows, seed, objective,
-                   output_form, out, workers, storage, force, check):
+def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampler, search_rows, folds, seed,
+                   objective, output_form, out, workers, storage, force, check):
     """Search merges of task adapters for the one that keeps every specialist's gain.
 
     \b
@@ -153,7 +155,7 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
     from lf_wrap.search.run import search, summary
 
     direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "budget": budget, "sampler": sampler,
-              "search_rows": search_rows, "seed": seed, "objective": objective, "as": output_form, "out": out,
+              "search_rows": search_rows, "folds": folds, "seed": seed, "objective": objective, "as": output_form, "out": out,
               "workers": workers, "storage": storage}
     # One input that is a file (adapters are folders) is a recipe, whatever its name: SEARCH.YAML, search.yml.txt.
     first = Path(inputs[0])
@@ -177,8 +179,9 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
         data.update({k: v for k, v in (("methods", methods), ("budget", budget), ("sampler", sampler), ("seed", seed),
                                        ("objective", objective), ("as", output_form), ("workers", workers),
                                        ("storage", storage)) if v is not None})
-        if search_rows is not None or seed is not None:
-            data["rows"] = {k: v for k, v in (("search", search_rows), ("seed", seed)) if v is not None}
+        if search_rows is not None or seed is not None or folds is not None:
+            data["rows"] = {k: v for k, v in (("search", search_rows), ("folds", folds), ("seed", seed))
+                            if v is not None}
         if out is not None:
             data["out"] = str(out)
         recipe = direct_recipe(data)

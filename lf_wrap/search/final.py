@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.search import leaderboard
+from lf_wrap.search import held, leaderboard
 from lf_wrap.search.candidates import Candidate
-from lf_wrap.search.objective import retained_gain
+from lf_wrap.search.objective import Judge, retained_gain
 from lf_wrap.search.scoring import Scorer, from_dict
 
 
@@ -28,7 +28,9 @@ def specialist(index: int, n_adapters: int) -> Candidate:
     return Candidate("linear", tuple(1.0 if j == index else 0.0 for j in range(n_adapters)))
 
 
-def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> dict:
+def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap, top: list[dict] = (),
+                  judge: Judge | None = None) -> dict:
+    """`top`: the leaderboard's first rows, each also scored on the report rows (lf_wrap.search.held)."""
     rows = scorer.rows
     n = len(tasks)
     names = ["base", *(f"specialist {t}" for t in tasks), "best", *references(n)]
@@ -53,9 +55,17 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap) -> di
         summary[name] = {"worst": min(values) if values else None,
                          "mean": sum(values) / len(values) if values else None}
     labels = {"best": best["label"], **{name: c.label() for name, c in references(n).items()}}
-    return {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
-            "scores": scores, "retained": retained, "summary": summary,
-            "bootstrap": {"n_resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence}}
+    out = {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
+           "scores": scores, "retained": retained, "summary": summary,
+           "bootstrap": {"n_resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence}}
+    if judge is not None and top:
+        top = list(top) + ([] if any(r["label"] == best["label"] for r in top) else [best])
+        found = scorer.score_many("report", [from_dict(r["candidate"]) for r in top])    # best's is reused
+        specialists = {t: entries[f"specialist {t}"] for t in tasks}
+        gains = [held.report_gains(judge, rows, entries["base"], specialists, entry) for entry in found]
+        out["held"] = held.held_rows(top, gains, judge)
+        out["held_sentence"] = held.sentence(out["held"], best["label"], judge)
+    return out
 
 
 def write_best(out: Path, plan, best: dict, output_form: str) -> Path:

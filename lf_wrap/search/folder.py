@@ -16,7 +16,7 @@ SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objec
 
 # Everything a search writes into its folder: --force deletes a folder holding nothing else.
 OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
-           "leaderboard.json", "chart*.png", "final.md", "best", "search.log", "optuna.journal.lock", "workers")
+           "leaderboard.json", "chart*.png", "pareto.png", "final.md", "best", "search.log", "optuna.journal.lock", "workers")
 
 
 def _changed_inputs(earlier: dict, parts: dict) -> str:

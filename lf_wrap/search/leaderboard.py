@@ -4,7 +4,9 @@ report rows, a chart of retained gain per task, and the best merge written by th
 
     leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
                                     and retained gain, worst, mean, role, Optuna trial numbers
-    final.md                        best vs sum vs linear 0.5 on the report rows, with 95% intervals
+    final.md                        best vs sum vs linear 0.5 on the report rows, with 95% intervals;
+                                    whether the winner held (the top 5 on both sets of rows, lf_wrap.search.held)
+    pareto.png                      objective pareto: each task's retained gain, the front (lf_wrap.search.pareto)
     chart.png                       retained gain per task: the best candidates and the sum merge
                                     (search rows); best, sum, linear 0.5 with intervals (report rows)"""
 
@@ -15,6 +17,7 @@ import io
 from pathlib import Path
 
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lf_wrap.search import held, pareto
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.scoring import from_dict, headline_scores, key_of, row_scores
@@ -32,6 +35,7 @@ def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str])
             "weights": dict(zip(tasks, candidate.weights)), "density": candidate.density, "seed": candidate.seed,
             "scores": scores, "retained": gains.per_task, "worst": gains.worst, "mean": gains.mean,
             "lower_bound": assessed.bound, "value": assessed.value,
+            "folds": list(assessed.fold_values), "objectives": assessed.per_task(),
             "trials": [], "complexity": list(candidate.complexity()), "candidate": entry["candidate"]}
 
 
@@ -56,11 +60,14 @@ def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows], re
                                                            tuple(r["complexity"]), r["value"]))
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
+    if judge.objective == "pareto":
+        pareto.mark_front(ranked)
     return ranked
 
 
 def best_row(table: list[dict]) -> dict:
-    return table[0]
+    """The first row; with objective pareto, the first row on the Pareto front."""
+    return next((r for r in table if r.get("front", True)), table[0])
 
 
 def pct(value) -> str:
@@ -69,19 +76,26 @@ def pct(value) -> str:
 
 def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str]) -> str:
     ref = judge.ref
+    folds, front = bool(judge.folds), judge.objective == "pareto"
+    scalar = "mean" if judge.objective == "mean" else "worst"
     head = ["rank", "candidate", "role"] + [f"{t} score" for t in tasks] + [f"{t} kept" for t in ref.tasks] + \
-        ["worst", "mean", f"{judge.objective} {judge.quantile:.0%} bound", "trials"]
+        ["worst", "mean", f"{scalar} {judge.quantile:.0%} bound"] + (["worst fold", "fold range"] if folds else []) + \
+        (["front"] if front else []) + ["trials"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in table:
         cells = [str(r["rank"]), f"`{r['label']}`", r["role"]] + [f"{r['scores'][t]:.4f}" for t in tasks] + \
-            [pct(r["retained"][t]) for t in ref.tasks] + [pct(r["worst"]), pct(r["mean"]), pct(r["lower_bound"]),
-                                                           ",".join(map(str, r["trials"])) or "-"]
-        lines.append("| " + " | ".join(cells) + " |")
+            [pct(r["retained"][t]) for t in ref.tasks] + [pct(r["worst"]), pct(r["mean"]), pct(r["lower_bound"])]
+        cells += [pct(min(r["folds"])), f"{pct(min(r['folds']))} .. {pct(max(r['folds']))}"] if folds else []
+        cells += ["yes" if r["front"] else ""] if front else []
+        lines.append("| " + " | ".join(cells + [",".join(map(str, r["trials"])) or "-"]) + " |")
     base = ", ".join(f"{t} {ref.base[t]:.4f}" for t in tasks)
     own = ", ".join(f"{t} {ref.specialist[t]:.4f}" for t in tasks)
-    ranked_by = (f"the {judge.quantile:.0%} lower bound of the {judge.objective} (a bootstrap quantile over "
-                 f"{judge.resamples} resamples of the search rows)" if judge.rank_by == "lower_bound"
-                 else f"the {judge.objective}")
+    what = "mean kept" if scalar == "mean" else "worst task kept"
+    ranked_by = {"lower_bound": f"the {judge.quantile:.0%} lower bound of the {what} (a bootstrap quantile over "
+                                f"{judge.resamples} resamples of the search rows)",
+                 "worst_fold": f"the {what} on the candidate's worst fold of the search rows (a fold's gain: "
+                               "candidate - base on its rows, over the specialist's gain on all search rows)",
+                 "point": f"the {what}"}[judge.rank_by]
     notes = [f"Search rows. Base: {base}. Specialists on their own task: {own}.",
              "kept: (candidate - base) / (specialist - base) on that task; worst and mean over the counted tasks.",
              f"Ranked by {ranked_by}, then the mean, then the simpler merge."]
@@ -94,16 +108,17 @@ def leaderboard_csv(table: list[dict], tasks: list[str]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["rank", "candidate", "role", "method", *[f"weight_{t}" for t in tasks], "density", "seed",
                      *[f"score_{t}" for t in tasks], *[f"retained_{t}" for t in tasks], "worst", "mean",
-                     "lower_bound", "trials"])
+                     "lower_bound", "worst_fold", "folds", "front", "trials"])
     for r in table:
         writer.writerow([r["rank"], r["label"], r["role"], r["method"], *[r["weights"][t] for t in tasks],
                          r["density"], r["seed"], *[r["scores"][t] for t in tasks],
                          *[r["retained"].get(t) for t in tasks], r["worst"], r["mean"], r["lower_bound"],
-                         " ".join(map(str, r["trials"]))])
+                         min(r["folds"]) if r["folds"] else "", " ".join(f"{v:.6g}" for v in r["folds"]),
+                         {True: "yes", False: "no"}.get(r.get("front"), ""), " ".join(map(str, r["trials"]))])
     return buffer.getvalue()
 
 
-def final_markdown(final: dict, tasks: list[str]) -> str:
+def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
 
     label = final["labels"]["best"]
     s = final["scores"]
@@ -130,6 +145,9 @@ def final_markdown(final: dict, tasks: list[str]) -> str:
               f"[low, high]: {final['bootstrap']['confidence']:.0%} bootstrap interval over the report rows "
               f"({final['bootstrap']['n_resamples']} resamples, seed {final['bootstrap']['seed']}); a retained "
               "gain's interval resamples base, specialist and merge together."]
+    if "held" in final:
+        lines += ["", final["held_sentence"], "", "The top of the leaderboard on both sets of rows:", "",
+                  held.markdown(final["held"], judge)]
     return "\n".join(lines) + "\n"
 
 
@@ -167,15 +185,26 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> byt
     return _png(fig)
 
 
-def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: list[str]) -> None:
+def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: list[str], folds: dict | None = None,
+              multi: bool = False) -> None:
+    """`folds`: the manifest's record of the folds (rows.folds); `multi`: objective pareto."""
     ref = judge.ref
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, judge, tasks))
+    front = [r for r in table if r.get("front")]
+    more = "".join(["" if "held" not in final else "\n## On the report rows\n\n" + final["held_sentence"] + "\n\n"
+                    + held.markdown(final["held"], judge),
+                    "\n## Pareto front\n\n" + pareto.markdown(front, list(ref.tasks)) if multi else ""])
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, judge, tasks) + more)
     atomic_write_text(out / "leaderboard.csv", leaderboard_csv(table, tasks))
     atomic_write_json(out / "leaderboard.json", {"tasks": tasks, "counted": list(ref.tasks), "base": ref.base,
                                                  "specialist": ref.specialist, "left_out": ref.left_out,
                                                  "ranked_by": {"objective": judge.objective, "rank_by": judge.rank_by,
                                                                "quantile": judge.quantile,
                                                                "resamples": judge.resamples, "seed": judge.seed},
+                                                 "folds": folds, "held": final.get("held"),
+                                                 "held_sentence": final.get("held_sentence"),
+                                                 "pareto_front": [r["label"] for r in front] if multi else None,
                                                  "rows": table})
-    atomic_write_text(out / "final.md", final_markdown(final, tasks))
+    atomic_write_text(out / "final.md", final_markdown(final, tasks, judge))
     atomic_write_bytes(out / "chart.png", chart(table, final, tasks))
+    if multi:
+        atomic_write_bytes(out / "pareto.png", pareto.chart(table, list(ref.tasks), final["labels"]["best"]))

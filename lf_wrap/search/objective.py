@@ -115,7 +115,15 @@ def retained_gain(task: Task, base: Sequence[dict], specialist: Sequence[dict], 
 class Assessment:
     gains: Gains                     # the point estimates
     bound: float                     # the objective's lower bound over resamples of the rows
-    value: float                     # what the search maximises (bound or point, as the recipe says)
+    value: float                     # what the search maximises (bound, point or worst fold, as the recipe says)
+    folds: tuple[dict[str, float], ...] = ()    # each fold's retained gain per task (rows.folds)
+    fold_values: tuple[float, ...] = ()         # the objective on each fold
+
+    def per_task(self) -> dict[str, float]:
+        """Each task's retained gain as the search ranks it: its worst fold (with folds), else the point."""
+        if self.folds:
+            return {t: min(f[t] for f in self.folds) for t in self.gains.per_task}
+        return dict(self.gains.per_task)
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,14 @@ class Judge:
     specialist and candidate resampled together per task; the worst or mean over tasks taken
     on each resample). A merge chosen by its point score among many is flattered by the rows
     (a noisy task can lift a brittle merge to the top); ranking by the lower bound prefers the
-    merge whose gains hold on most resamples of the same rows."""
+    merge whose gains hold on most resamples of the same rows.
+
+    With folds (`folds`: task -> the fold of each search row), the objective is also computed on
+    each fold, and `rank_by` worst_fold ranks by the worst of them: resampling the same rows
+    cannot show how other rows differ, a fold the candidate did badly on can. A fold's retained
+    gain is (candidate - base on the fold's rows) / (specialist - base on all search rows): the
+    gain to keep is the whole search rows' (a fold's own specialist gain, on a few rows, may be
+    near zero or negative, and a ratio over it swings without bound)."""
 
     ref: Reference
     definitions: dict[str, Task]                # task -> how it is scored (its headline metric counts)
@@ -136,6 +151,24 @@ class Judge:
     quantile: float = 0.1
     resamples: int = 200
     seed: int = 12345
+    folds: dict[str, list[int]] | None = None
+
+    def fold_gains(self, rows: dict[str, list]) -> tuple[dict[str, float], ...]:
+        """Each fold's retained gain per counted task (empty without folds)."""
+        if not self.folds:
+            return ()
+        count = max(max(f) for f in self.folds.values()) + 1
+        out = []
+        for fold in range(count):
+            gains = {}
+            for t in self.ref.tasks:
+                family, metric = self.definitions[t].family, self.definitions[t].headline
+                picked = [i for i, f in enumerate(self.folds[t]) if f == fold]
+                lift = (family.value(metric, [rows[t][i] for i in picked])
+                        - family.value(metric, [self.base_rows[t][i] for i in picked]))
+                gains[t] = lift / (self.ref.specialist[t] - self.ref.base[t])
+            out.append(gains)
+        return tuple(out)
 
     def assess(self, scores: dict[str, float], rows: dict[str, list]) -> Assessment:
         gains = retained_gains(self.ref, scores)
@@ -143,7 +176,12 @@ class Judge:
         draws = np.vstack([retained_gain_resamples(self.definitions[t], self.base_rows[t], self.specialist_rows[t],
                                                    rows[t], bootstrap) for t in self.ref.tasks])
         usable = draws[:, ~np.isnan(draws).any(axis=0)]     # resamples where every specialist beats the base
-        per_draw = usable.min(axis=0) if self.objective == "worst" else usable.mean(axis=0)
-        point = gains.worst if self.objective == "worst" else gains.mean
+        mean = self.objective == "mean"        # worst and pareto rank by the worst task
+        per_draw = usable.mean(axis=0) if mean else usable.min(axis=0)
+        point = gains.mean if mean else gains.worst
         bound = float(np.quantile(per_draw, self.quantile)) if per_draw.size else point
-        return Assessment(gains, bound, bound if self.rank_by == "lower_bound" else point)
+        folds = self.fold_gains(rows)
+        fold_values = tuple((sum(f.values()) / len(f)) if mean else min(f.values()) for f in folds)
+        value = {"lower_bound": bound, "point": point,
+                 "worst_fold": min(fold_values) if fold_values else point}[self.rank_by]
+        return Assessment(gains, bound, value, folds, fold_values)

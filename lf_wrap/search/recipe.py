@@ -69,19 +69,35 @@ class Rows(_Strict):
     report: int | None = Field(None, ge=1)
     """At most this many of the remaining rows are the report rows (default: all of them)."""
     seed: int = 0
-    """Seed of the draw."""
+    """Seed of the draw, and of the folds."""
+    folds: int | None = Field(None, ge=2, strict=True)
+    """Split each task's search rows into this many folds (a seeded deal of whole prompts): a
+    candidate's objective is computed on each fold and ranked by its worst fold (uncertainty.rank_by
+    worst_fold, the default when folds are given), so a merge that wins on a few rows does not win.
+    The per-row scores on record give every fold: changing folds re-ranks, nothing is generated again."""
     search_datasets: dict[str, str] = {}
     """task -> a dataset in the eval recipe's dataset_dir to search on instead of a draw; the report
     rows are then the eval dataset's. A row in both (same id or same prompt) is refused."""
+
+    @field_validator("folds")
+    @classmethod
+    def _folds_fit(cls, value: int | None, info) -> int | None:
+        search = info.data.get("search")
+        if value is not None and search is not None and value > search:
+            raise ValueError(f"{value} folds of {search} search rows per task would leave a fold empty; give at most "
+                             f"{search} folds, or more search rows")
+        return value
 
 
 class Uncertainty(_Strict):
     """How the search ranks candidates given that the search rows are a sample: by a lower
     bound of the objective (a bootstrap quantile over the rows), or by its point value."""
 
-    rank_by: Literal["lower_bound", "point"] = "lower_bound"
+    rank_by: Literal["lower_bound", "point", "worst_fold"] = "lower_bound"
     """lower_bound: the merge whose gains hold on most resamples of the rows wins (a merge
-    lifted to the top by a few lucky rows of a noisy task does not); point: the plain value."""
+    lifted to the top by a few lucky rows of a noisy task does not); point: the plain value;
+    worst_fold: the objective on the candidate's worst fold of the search rows (needs rows.folds,
+    and is the default when rows.folds is given)."""
     quantile: float = Field(0.1, gt=0, lt=1)
     """The lower bound is this quantile of the objective's bootstrap distribution."""
     resamples: int = Field(200, ge=20)
@@ -120,8 +136,10 @@ class SearchRecipe(_Strict):
     """Candidates asked of the optimiser at once (one progress line per round)."""
     seed: int = 0
     """Seed of the sampler, and of dare_*'s random drop."""
-    objective: Literal["worst", "mean"] = "worst"
-    """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean."""
+    objective: Literal["worst", "mean", "pareto"] = "worst"
+    """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean;
+    pareto: one objective per task (Optuna's multi-objective study), the Pareto front in the
+    leaderboard and pareto.png, and `best/` the front's candidate with the best worst task."""
     uncertainty: Uncertainty = Uncertainty()
     rows: Rows = Rows()
     output: Literal["adapter", "model"] = Field("adapter", alias="as")
@@ -168,6 +186,13 @@ class SearchRecipe(_Strict):
             if self.grid.count(value) > 1:
                 raise ValueError(f"grid: {value} is given twice; give each weight value once (the grid's size is "
                                  "the candidates it has)")
+        if "rank_by" not in self.uncertainty.model_fields_set and self.rows.folds:
+            self.uncertainty.rank_by = "worst_fold"        # folds given: ranked by them unless told otherwise
+        if self.uncertainty.rank_by == "worst_fold" and not self.rows.folds:
+            raise ValueError("uncertainty.rank_by: worst_fold needs rows.folds (the number of folds, 2 or more)")
+        if self.objective == "pareto" and self.sampler == "cmaes":
+            raise ValueError("objective: pareto needs a sampler that optimises several objectives (tpe, random or "
+                             "grid); cmaes optimises one")
         return self
 
 

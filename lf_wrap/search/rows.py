@@ -30,6 +30,7 @@ class TaskRows:
     search_dataset: str           # where the search rows come from
     search_sha256: str
     skipped_too_long: int = 0
+    folds: list[int] | None = None  # the fold of each search row (rows.folds), else None
 
 
 def specialists(recipe: SearchRecipe, eval_recipe: EvalRecipe) -> tuple[EvalRecipe, list[ResolvedModel], list[str]]:
@@ -106,8 +107,31 @@ def split_rows(recipe: SearchRecipe, eval_recipe: EvalRecipe, tasks: list[str], 
         if not search or not report:
             raise UserError(f"{task}: no {'search' if not search else 'report'} rows left (prompts longer than "
                             "engine.max_model_len - max_new_tokens are skipped)")
-        out[task] = TaskRows(task, data, entry.max_new_tokens, search, report, source, source_sha, skipped)
+        folds = deal_folds(search, recipe.rows.folds, recipe.rows.seed, task) if recipe.rows.folds else None
+        out[task] = TaskRows(task, data, entry.max_new_tokens, search, report, source, source_sha, skipped, folds)
     return out
+
+
+def deal_folds(search: list[Request], k: int, seed: int, task: str) -> list[int]:
+    """The fold (0..k-1) of each search row, in order: whole prompts shuffled (seeded by the rows'
+    seed and the task, apart from the draw's) and dealt round-robin, so folds differ in size by
+    one prompt at most and two rows with the same prompt share a fold. Only the rows' ids decide
+    it: scores on record are re-ranked under other folds without generating anything again."""
+    order = sorted({r.prompt_sha256 for r in search})
+    if len(order) < k:
+        raise UserError(f"rows.folds: {k} folds of {task}'s {len(search)} search rows ({len(order)} distinct "
+                        f"prompts) would leave a fold empty; give at most {len(order)} folds, or more search rows")
+    random.Random(f"{seed}:{task}:folds").shuffle(order)
+    fold = {prompt: i % k for i, prompt in enumerate(order)}
+    return [fold[r.prompt_sha256] for r in search]
+
+
+def fold_record(rows: dict[str, TaskRows], k: int | None, seed: int) -> dict | None:
+    """What the manifest and leaderboard record of the folds (not part of the search's identity)."""
+    if not k:
+        return None
+    return {"folds": k, "seed": seed, "rows_per_fold": {t: [r.folds.count(f) for f in range(k)]
+                                                         for t, r in rows.items()}}
 
 
 def _refuse_overlap(task: str, search: list[Request], report: list[Request], search_name: str, report_name: str) -> None:

@@ -5,13 +5,13 @@
     <out>/search.yaml        the recipe as given (direct form: as resolved)
     <out>/optuna.journal     the optimiser's storage (Optuna JournalStorage): the single record
     <out>/scores.jsonl       every score computed (lf_wrap.search.ledger), reused on a rerun
-    <out>/leaderboard.{md,csv,json}, chart.png, final.md   (lf_wrap.search.leaderboard)
+    <out>/leaderboard.{md,csv,json}, chart.png, final.md, pareto.png   (lf_wrap.search.leaderboard)
     <out>/best/              the best merge (merge stage: adapter or model, with its own manifest)
 
 Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
 base and specialists on the search rows (the reference of every retained gain); rounds of
-candidates from the optimiser until `budget` trials are complete; the leaderboard; the best and
-the study-style sum merge on the report rows with intervals; the best merge written. Ctrl-C,
+candidates from the optimiser until `budget` trials are complete; the leaderboard; the best, the
+top 5 (held: lf_wrap.search.held) and the study-style sum merge on the report rows; the best merge written. Ctrl-C,
 SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
 command goes on from the journal and the ledger. `workers: shared`: each run is one worker of a
 search several share (lf_wrap.search.workers, docs/search-workers.md)."""
@@ -38,15 +38,15 @@ from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
 from lf_wrap.evaluation.run import default_out, load_tokenizer
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.search import leaderboard, study as optimiser, workers
+from lf_wrap.search import held, leaderboard, ranking, study as optimiser, workers
 from lf_wrap.search.final import final_figures, references, specialist, summary, write_best  # noqa: F401
 from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder
 from lf_wrap.search.from_eval import eval_answers
 from lf_wrap.search.ledger import Ledger, identity
-from lf_wrap.search.objective import Judge, reference
+from lf_wrap.search.objective import reference
 from lf_wrap.search.recipe import SearchRecipe
-from lf_wrap.search.rows import TaskRows, row_ids, specialists, split_rows
-from lf_wrap.search.scoring import Scorer, headline_scores, row_scores
+from lf_wrap.search.rows import TaskRows, fold_record, row_ids, specialists, split_rows
+from lf_wrap.search.scoring import Scorer, headline_scores
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class SearchPlan:
         rows = ", ".join(f"{t} {len(x.search)}/{len(x.report)}" for t, x in self.rows.items())
         return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/report: "
                 f"{rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
-                f"{r.objective}, {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
+                f"{r.objective}" + (f" ({r.rows.folds} folds, ranked by {r.uncertainty.rank_by})" if r.rows.folds else "")
+                + f", {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
 
 
 def plan_search(recipe: SearchRecipe) -> SearchPlan:
@@ -155,7 +156,8 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
             "generation": checked.generation, "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides,
             "budget": recipe.budget, "round_size": recipe.round_size, "engine": spec.kwargs, "notes": checked.notes,
-            "storage": storage, "workers": recipe.workers}
+            "storage": storage, "workers": recipe.workers,
+            "folds": fold_record(rows, recipe.rows.folds, recipe.rows.seed)}
     with crew.setup():                          # shared: one worker at a time checks and writes the folder
         resumed = prepare_folder(out, ident, space, force, reads, {"inputs": checked.inputs, "rows": row_ids(rows),
                                                                    "generation": checked.generation}, storage)
@@ -224,16 +226,10 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     except ValueError as err:
         raise UserError(f"search rows: {err}") from None
     body["left_out"] = ref.left_out
-    u = recipe.uncertainty
-    judge = Judge(ref, {t: rows[t].data.definition for t in tasks}, row_scores(first[0]),
-                  {t: row_scores(entry)[t] for t, entry in zip(tasks, first[1:])}, recipe.objective,
-                  u.rank_by, u.quantile, u.resamples, u.seed)
-
-    def value(entry: dict) -> float:
-        return judge.assess(headline_scores(entry, rows), row_scores(entry)).value
-
+    judge = ranking.make_judge(recipe, ref, rows, first[0], dict(zip(tasks, first[1:])))
     with crew.setup():                 # shared: the study created and the references enqueued once
-        study = optimiser.open_study(out, recipe, tasks, optimiser.study_name(recipe, ident, body["space"]))
+        study = optimiser.open_study(out, recipe, tasks, optimiser.study_name(recipe, ident, body["space"]),
+                                     objectives=len(ref.tasks) if recipe.objective == "pareto" else 1)
     requeued = crew.requeue(study)
     if requeued:
         _say(f"{requeued} candidate(s) were being scored when {'their worker' if crew.shared else 'the last run'} "
@@ -265,7 +261,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         candidates = [optimiser.suggest(trial, recipe, tasks) for trial in trials]
         for trial, candidate, entry in zip(trials, candidates, scorer.score_many("search", candidates)):
             trial.set_user_attr("candidate", candidate.label())
-            optimiser.tell(study, trial, value(entry))
+            optimiser.tell(study, trial, ranking.told(recipe, judge, rows, entry))
         done = len(optimiser.completed(study))
         scorer.ledger.refresh()
         best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, judge, rows))
@@ -273,7 +269,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         per = elapsed / max(scorer.scored, 1)
         bar.update(done, f"best {best['label']} {best['value']:.1%}",
                    line=f"search: round {round_number}: {done}/{total} candidates ({scorer.scored} scored, "
-                        f"{scorer.reused} reused); best so far {best['label']}: {_objective(recipe)} "
+                        f"{scorer.reused} reused); best so far {best['label']}: {held.ranked_by(judge)} "
                         f"{best['value']:.1%} (worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}); "
                         f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
     bar.close()
@@ -290,11 +286,11 @@ def _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, stu
     scorer.score_many("search", list(references(n).values()))
     table = leaderboard.rows(study, scorer.ledger, judge, rows, references(n))
     best = leaderboard.best_row(table)
-    _say(f"best on the search rows: {best['label']} ({_objective(recipe)} {best['value']:.1%}); scoring it and the "
-         "reference merges on the report rows")
-    final = final_figures(scorer, tasks, best, bootstrap)
+    _say(f"best on the search rows: {best['label']} ({held.ranked_by(judge)} {best['value']:.1%}); scoring it, "
+         f"the next of the top {held.TOP} and the reference merges on the report rows")
+    final = final_figures(scorer, tasks, best, bootstrap, table[:held.TOP], judge)
     merge_out = write_best(out, scorer.plan, best, recipe.output)
-    leaderboard.write_all(out, table, judge, final, tasks)
+    leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto")
     body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
                  "from_eval": scorer.from_eval,
                  "engine_replicas": scorer.replicas,
@@ -307,8 +303,3 @@ def _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, stu
     atomic_write_json(out / MANIFEST, record.manifest(body))
     return SearchResult(out, best, final, scorer.scored, scorer.reused, merge_out)
 
-
-def _objective(recipe: SearchRecipe) -> str:
-    what = "worst task kept" if recipe.objective == "worst" else "mean kept"
-    u = recipe.uncertainty
-    return f"{what}, {u.quantile:.0%} lower bound" if u.rank_by == "lower_bound" else what

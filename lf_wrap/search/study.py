@@ -166,9 +166,11 @@ def redacted(url: str) -> str:
         return url.split("://", 1)[0] + "://..." if "@" in url else url
 
 
-def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str], study_name: str = STUDY_NAME):
+def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str], study_name: str = STUDY_NAME,
+               objectives: int = 1):
     """The study in `folder`/optuna.journal, or in the recipe's `storage` (an RDB URL, where several
-    searches may keep studies: `study_name` tells them apart): created, or loaded to go on."""
+    searches may keep studies: `study_name` tells them apart): created, or loaded to go on.
+    `objectives` > 1: a multi-objective study (objective pareto: one per counted task, each maximised)."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -181,7 +183,7 @@ def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str], study_name:
         storage, where = JournalStorage(JournalFileBackend(str(folder / JOURNAL))), str(folder / JOURNAL)
     try:
         study = optuna.create_study(study_name=study_name, storage=storage, sampler=make_sampler(recipe, tasks),
-                                    direction="maximize", load_if_exists=True)
+                                    directions=["maximize"] * objectives, load_if_exists=True)
     except (ValueError, KeyError, TypeError, IndexError) as err:    # JSON lines Optuna cannot replay
         if recipe.storage:
             raise UserError(f"{where}: Optuna cannot read study {study_name} ({type(err).__name__}: {err})") from None
