@@ -36,6 +36,8 @@ class DemoScale:
     merge_weights: tuple[float, ...] = (0.5, 0.5, 0.5)
     search_budget: int = 0            # merge search candidates (0: no search step)
     search_rows: int = 0              # of validation_rows per task; the others are the report rows
+    search_methods: tuple[str, ...] = ("linear",)
+    samples_validation: int = 60      # validation rows per source in the written samples
 
 
 SCALES = {
@@ -79,7 +81,7 @@ def prepare_data(out: Path, scale: DemoScale) -> Path:
     from lf_wrap.data.prepare import PrepareOptions, prepare
     from lf_wrap.data.samples import write_samples
 
-    write_samples(out / "samples")
+    write_samples(out / "samples", validation=scale.samples_validation)
     dataset_dir = out / "dataset_info"
     for task, source in TASK_SOURCES.items():
         for split, n in (("train", scale.train_rows), ("validation", scale.validation_rows)):
