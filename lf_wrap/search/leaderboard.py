@@ -17,6 +17,8 @@ from pathlib import Path
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
+from lf_wrap.search.candidates import thaw
+from lf_wrap.search.layerwise import Layout, markdown as block_markdown, panel, weight_columns, weight_values
 from lf_wrap.search.scoring import from_dict, headline_scores, key_of, row_scores
 from lf_wrap.search.rows import TaskRows
 
@@ -29,7 +31,7 @@ def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str])
     assessed = judge.assess(scores, row_scores(entry))
     gains = assessed.gains
     return {"label": candidate.label(), "key": entry["key"], "role": "candidate", "method": candidate.method,
-            "weights": dict(zip(tasks, candidate.weights)), "density": candidate.density, "seed": candidate.seed,
+            "weights": dict(zip(tasks, map(thaw, candidate.weights))), "density": candidate.density, "seed": candidate.seed,
             "scores": scores, "retained": gains.per_task, "worst": gains.worst, "mean": gains.mean,
             "lower_bound": assessed.bound, "value": assessed.value,
             "trials": [], "complexity": list(candidate.complexity()), "candidate": entry["candidate"]}
@@ -67,7 +69,7 @@ def pct(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str]) -> str:
+def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str], layout: Layout | None = None) -> str:
     ref = judge.ref
     head = ["rank", "candidate", "role"] + [f"{t} score" for t in tasks] + [f"{t} kept" for t in ref.tasks] + \
         ["worst", "mean", f"{judge.objective} {judge.quantile:.0%} bound", "trials"]
@@ -86,17 +88,18 @@ def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str]) -> s
              "kept: (candidate - base) / (specialist - base) on that task; worst and mean over the counted tasks.",
              f"Ranked by {ranked_by}, then the mean, then the simpler merge."]
     notes += [f"Not counted: {why}" for why in ref.left_out.values()]
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    blocks = "\n" + block_markdown(table[0], tasks, layout) if layout else ""
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + blocks
 
 
-def leaderboard_csv(table: list[dict], tasks: list[str]) -> str:
+def leaderboard_csv(table: list[dict], tasks: list[str], layout: Layout | None = None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "candidate", "role", "method", *[f"weight_{t}" for t in tasks], "density", "seed",
+    writer.writerow(["rank", "candidate", "role", "method", *weight_columns(tasks, layout), "density", "seed",
                      *[f"score_{t}" for t in tasks], *[f"retained_{t}" for t in tasks], "worst", "mean",
                      "lower_bound", "trials"])
     for r in table:
-        writer.writerow([r["rank"], r["label"], r["role"], r["method"], *[r["weights"][t] for t in tasks],
+        writer.writerow([r["rank"], r["label"], r["role"], r["method"], *weight_values(r, tasks, layout),
                          r["density"], r["seed"], *[r["scores"][t] for t in tasks],
                          *[r["retained"].get(t) for t in tasks], r["worst"], r["mean"], r["lower_bound"],
                          " ".join(map(str, r["trials"]))])
@@ -133,7 +136,7 @@ def final_markdown(final: dict, tasks: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> bytes:
+def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout: Layout | None = None) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -141,7 +144,11 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> byt
     from lf_wrap.evaluation.charts import _png
 
     shown = table[:top] + [r for r in table[top:] if r["role"] == "reference: sum"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    fig, axes = plt.subplots(1, 3 if layout else 2, figsize=(18 if layout else 12, 4), sharey=not layout)
+    left, right = axes[0], axes[1]
+    if layout:                                 # the best merge's weights per block of layers
+        right.sharey(left)
+        panel(axes[2], table[0], tasks, layout)
     width = 0.8 / max(len(shown), 1)
     for i, r in enumerate(shown):
         xs = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(tasks))]
@@ -167,15 +174,17 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> byt
     return _png(fig)
 
 
-def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: list[str]) -> None:
+def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: list[str],
+              layout: Layout | None = None) -> None:
     ref = judge.ref
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, judge, tasks))
-    atomic_write_text(out / "leaderboard.csv", leaderboard_csv(table, tasks))
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, judge, tasks, layout))
+    atomic_write_text(out / "leaderboard.csv", leaderboard_csv(table, tasks, layout))
     atomic_write_json(out / "leaderboard.json", {"tasks": tasks, "counted": list(ref.tasks), "base": ref.base,
                                                  "specialist": ref.specialist, "left_out": ref.left_out,
                                                  "ranked_by": {"objective": judge.objective, "rank_by": judge.rank_by,
                                                                "quantile": judge.quantile,
                                                                "resamples": judge.resamples, "seed": judge.seed},
+                                                 **({"blocks": layout.record()} if layout else {}),
                                                  "rows": table})
     atomic_write_text(out / "final.md", final_markdown(final, tasks))
-    atomic_write_bytes(out / "chart.png", chart(table, final, tasks))
+    atomic_write_bytes(out / "chart.png", chart(table, final, tasks, layout=layout))
