@@ -15,10 +15,39 @@ from lf_wrap.search.candidates import Candidate, deltas, thaw
 from test_search import _ledger, _search_recipe, study  # noqa: F401  (the search's fixture: tasks, eval recipe)
 from test_search_patching import adapters, engine_spec, greedy, plan, prompts, served_alone  # noqa: F401
 
-pytestmark = pytest.mark.slow
-
 LAYERED = {"linear": Candidate("linear", ((1.0, -0.3), (0.5, 0.8), 0.0)),
            "ties": Candidate("ties", ((1.0, 0.5), (0.5, 1.0), 1.0), density=0.4)}
+
+
+def test_one_block_keeps_the_parameters_keys_and_space_of_one_weight_per_adapter():
+    """blocks 1: `weight.<task>` parameters, `linear[0.5,1]` keys, the same space and csv columns;
+    blocks 2: a parameter per block, equal block weights one number, a key that survives the ledger."""
+    from optuna.trial import FixedTrial
+
+    from lf_wrap.search.folder import SPACE_KEYS, search_space
+    from lf_wrap.search.layerwise import weight_columns
+    from lf_wrap.search.recipe import SearchRecipe
+    from lf_wrap.search.scoring import as_dict, from_dict
+    from lf_wrap.search.study import _grid_space, reference_params, suggest
+
+    tasks = ["a", "b"]
+    one = SearchRecipe(eval="e.yaml", adapters=[{"path": "x"}, {"path": "y"}])
+    assert reference_params(one, tasks)[1] == {"weight.a": 0.5, "weight.b": 0.5}
+    candidate = suggest(FixedTrial({"weight.a": 0.5, "weight.b": 1.0}), one, tasks)
+    assert candidate.label() == "linear[0.5,1]" and as_dict(candidate)["weights"] == [0.5, 1.0]
+    assert search_space(one) == one.model_dump(mode="json", include=set(SPACE_KEYS))
+    assert weight_columns(tasks, None) == ["weight_a", "weight_b"]
+    two = one.model_copy(update={"blocks": 2, "sampler": "grid"})
+    assert list(_grid_space(two, tasks)) == ["weight.a.0", "weight.a.1", "weight.b.0", "weight.b.1"]
+    candidate = suggest(FixedTrial({"weight.a.0": 1.0, "weight.a.1": 0.0, "weight.b.0": 0.5, "weight.b.1": 0.5}),
+                        two, tasks)
+    assert candidate.label() == "linear[1/0,0.5]" and from_dict(as_dict(candidate)) == candidate
+    assert search_space(two)["blocks"] == 2
+    kinds = one.model_copy(update={"per_kind": True})
+    candidate = suggest(FixedTrial({"weight.a.attention": 1.0, "weight.a.mlp": 0.0, "weight.b.attention": 0.5,
+                                    "weight.b.mlp": 0.5}), kinds, tasks)
+    assert candidate.label() == "linear[attention=1 mlp=0,0.5]"
+    assert as_dict(candidate)["weights"] == [{"attention": 1.0, "mlp": 0.0}, 0.5]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +69,7 @@ def written_tokens(tiny_model, adapters, prompts, tmp_path_factory):  # noqa: F8
     return tokens
 
 
+@pytest.mark.slow
 def test_patched_block_weighted_candidates_generate_what_merge_recipe_writes(tiny_model, plan, prompts,  # noqa: F811
                                                                             written_tokens):
     from lf_wrap.evaluation.engine import Engine
@@ -57,6 +87,7 @@ def test_patched_block_weighted_candidates_generate_what_merge_recipe_writes(tin
         engine.close()
 
 
+@pytest.mark.slow
 def test_a_search_with_two_blocks_shows_the_best_weights_per_block(study, tmp_path):  # noqa: F811
     out = tmp_path / "blocks"
     # A range without 1 and 0.5: no reference merge is asked as a trial, every candidate is sampled.
@@ -84,6 +115,7 @@ def test_a_search_with_two_blocks_shows_the_best_weights_per_block(study, tmp_pa
     assert again.returncode == 2 and "another search space (blocks)" in again.stderr, again.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_more_blocks_than_layers_is_one_error_before_any_engine(study, tmp_path):  # noqa: F811
     out = tmp_path / "three"
     path = _search_recipe(study, out, blocks=3)

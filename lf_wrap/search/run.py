@@ -39,9 +39,9 @@ from lf_wrap.evaluation.run import load_tokenizer
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import leaderboard, study as optimiser, workers
-from lf_wrap.search.layerwise import check_layout, layout
 from lf_wrap.search.final import final_figures, references, specialist, summary, write_best  # noqa: F401
 from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder, search_space  # noqa: F401
+from lf_wrap.search.layerwise import check_layout, layout
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import Judge, reference
 from lf_wrap.search.recipe import SearchRecipe
