@@ -19,6 +19,7 @@ from lf_wrap.core.adapters import CONFIG_FILE as ADAPTER_CONFIG, Adapter, read_a
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import check_output_folder, check_replaceable
 from lf_wrap.core.models import resolve_base, same_base
+from lf_wrap.merge.blocks import block_count, block_ranges, count_layers, layered, module_weights
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
 
@@ -74,6 +75,27 @@ class MergePlan:
     seed: int | None
     rank: int | None              # SVD rank (ties/dare/tsv/iso/knots as adapter)
     warnings: list[str] = field(default_factory=list)
+    layers: int | None = None     # the base's decoder layers (lf_wrap.merge.blocks.count_layers)
+    per_module: dict[str, list[float]] | None = None   # layer-wise weights: module -> one per adapter
+
+    def weights_of(self, name: str) -> list[float]:
+        """The adapters' weights in module `name` (the same in every module unless layer-wise)."""
+        return self.per_module[name] if self.per_module is not None else self.weights
+
+    def used_adapters(self) -> list[bool]:
+        """Whether each adapter has a non-zero weight in some module. `--as adapter` concatenates
+        such an adapter into every module (at weight 0 where a block zeroes it): one rank throughout."""
+        rows = list(self.per_module.values()) if self.per_module is not None else [self.weights]
+        return [any(row[i] != 0 for row in rows) for i in range(len(self.adapters))]
+
+    def blocks_record(self) -> dict:
+        """Layer-wise weights for merge_manifest.json: the blocks' layers and each module's
+        weights (nothing for one weight per adapter: earlier manifests keep their keys)."""
+        if self.per_module is None:
+            return {}
+        ranges = block_ranges(self.layers, block_count(self.weights))
+        return {"blocks": {"count": len(ranges), "layers": [list(r) for r in ranges],
+                           "module_weights": self.per_module}}
 
     @property
     def output_form(self) -> str:
@@ -118,8 +140,10 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
             if info["dtype"] not in FLOAT_DTYPES:
                 raise UserError(f"base {base_name}: {name} is {info['dtype']}; merging needs float weights")
     modules = [name for name in headers if name in reference.factors]
-    weights = [float(w) for w in (config.weights or [1.0] * len(adapters))]
-    if config.output_form == "adapter" and not any(weights):
+    layers = count_layers(base_dir, headers)
+    weights, per_module = resolve_weights(config.weights, len(adapters), modules, layers)
+    if config.output_form == "adapter" and not any(
+            any(row) for row in (per_module.values() if per_module is not None else [weights])):
         raise UserError("weights: all weights are 0; the merged adapter would be empty")
     method = METHODS[config.method]
     check_rank_needs(config.method, config.params, [a.rank for a in adapters],
@@ -140,7 +164,20 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
             raise UserError(f"{commas[0]}: LLaMA-Factory splits adapter paths on commas; rename or link it")
     return MergePlan(config=config, out=out, adapters=adapters, base_name=base_name, base_dir=base_dir,
                      base_shards=shards, modules=modules, dtype=FLOAT_DTYPES[headers[modules[0]]["dtype"]],
-                     weights=weights, seed=seed, rank=rank, warnings=warnings)
+                     weights=weights, seed=seed, rank=rank, warnings=warnings, layers=layers, per_module=per_module)
+
+
+def resolve_weights(given: list | None, adapters: int, modules: list[str],
+                    layers: int | None) -> tuple[list, dict | None]:
+    """(weights as recorded, per-module weights or None): numbers stay one weight per adapter;
+    a layer-wise form (lf_wrap.merge.blocks) is placed on the base's modules, or refused naming
+    `weights` when it does not fit (more blocks than layers, a module outside the layers)."""
+    if not layered(given):
+        return [float(w) for w in (given or [1.0] * adapters)], None
+    try:
+        return list(given), module_weights(given, modules, layers)
+    except ValueError as err:
+        raise UserError(f"weights: {err}") from None
 
 
 def check_methods_fit(methods: list[str], plan: MergePlan) -> None:

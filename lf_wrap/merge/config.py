@@ -13,7 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lf_wrap.core.recipes import read_recipe, validate
+from lf_wrap.merge import blocks
 from lf_wrap.merge.methods import METHODS
+
+# One adapter's weight: a number, one number per block of layers, or per kind (lf_wrap.merge.blocks).
+Weight = float | list[float] | dict[str, float | list[float]]
 
 
 class MergeConfig(BaseModel):
@@ -24,7 +28,9 @@ class MergeConfig(BaseModel):
     adapters: list[str] = Field(min_length=1)
     base: str | None = None
     method: str = "sum"
-    weights: list[float] | None = None
+    weights: list[Weight] | None = None
+    """One per adapter: a number, or layer-wise (a list of block weights, or per kind
+    {attention: ..., mlp: ...}; lf_wrap.merge.blocks)."""
     density: float | None = None
     seed: int | None = None
     rank: int | None = None
@@ -45,8 +51,12 @@ class MergeConfig(BaseModel):
                 raise ValueError("weights: `sum` adds every adapter at weight 1; use method linear to weight them")
             if len(self.weights) != len(self.adapters):
                 raise ValueError(f"weights: {len(self.weights)} weights for {len(self.adapters)} adapters")
-            if not all(math.isfinite(w) for w in self.weights):
+            if not all(math.isfinite(v) for v in _numbers(self.weights)):
                 raise ValueError("weights: every weight must be a finite number")
+            try:
+                blocks.check_form(self.weights)
+            except ValueError as err:
+                raise ValueError(f"weights: {err}") from None
         if self.params and not method.params:
             raise ValueError(f"params: method {name} takes no hyper-parameters; "
                              f"{', '.join(n for n, m in METHODS.items() if m.params)} do")
@@ -70,6 +80,15 @@ class MergeConfig(BaseModel):
             if self.rank < 1:
                 raise ValueError(f"rank: {self.rank} is not a positive integer")
         return self
+
+
+def _numbers(weights) -> list[float]:
+    """Every number in a `weights` list, whatever its form."""
+    out = []
+    for weight in weights:
+        for value in (weight.values() if isinstance(weight, dict) else [weight]):
+            out += value if isinstance(value, list) else [value]
+    return out
 
 
 def parse_config(data: dict[str, Any], source: str) -> MergeConfig:

@@ -100,7 +100,7 @@ def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, rec
         record.finish()
         manifest = record.manifest({
             "method": config.method, "as": plan.output_form, "weights": plan.weights,
-            "density": config.density, "seed": plan.seed, "rank": rank,
+            "density": config.density, "seed": plan.seed, "rank": rank, **plan.blocks_record(),
             **({"params": config.params} if config.params else {}),
             "base": base, "inputs": inputs, "dtype": plan.dtype,
             "files": sorted(p.name for p in tmp.iterdir()),
@@ -189,10 +189,11 @@ def write_adapter(plan: MergePlan, tmp: Path) -> tuple[dict[str, float], int]:
 
     tensors, errors = {}, {}
     exact = METHODS[plan.config.method].exact_adapter
+    used_adapters = plan.used_adapters()
     for name in plan.modules:
         target = merged_delta(plan, name)
         if exact:
-            kept = [(a, w) for a, w in zip(plan.adapters, plan.weights) if w != 0]
+            kept = [(a, w) for a, w, used in zip(plan.adapters, plan.weights_of(name), used_adapters) if used]
             a_mat, b_mat = lowrank.concat([a.factors[name] for a, _ in kept], [w * a.scaling for a, w in kept])
         else:
             a_mat, b_mat = lowrank.truncated_svd(target, plan.rank)
@@ -226,7 +227,7 @@ def merged_delta(plan: MergePlan, name: str):
         digest = hashlib.sha256(f"{plan.seed}:{name}".encode()).digest()
         generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
     config = plan.config
-    return METHODS[config.method].combine(deltas, plan.weights, config.density, generator, config.params)
+    return METHODS[config.method].combine(deltas, plan.weights_of(name), config.density, generator, config.params)
 
 
 # ---------------------------------------------------------------- manifest helpers

@@ -13,7 +13,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lf_wrap.merge.checks import MergePlan
+from lf_wrap.merge.blocks import KINDS
+from lf_wrap.merge.checks import MergePlan, resolve_weights
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.merge.run import Deltas
@@ -22,12 +23,14 @@ from lf_wrap.merge.run import Deltas
 @dataclass(frozen=True)
 class Candidate:
     method: str
-    weights: tuple[float, ...]
+    weights: tuple            # one per adapter: a number, or layer-wise (freeze below)
     density: float | None = None
     seed: int | None = None
 
     def label(self) -> str:
-        text = f"{self.method}[{','.join(f'{w:g}' for w in self.weights)}]"
+        """E.g. `linear[0.5,1]`; layer-wise, `linear[1/0.5,0.5]` (block weights joined by /) or
+        `linear[attention=1/0.5 mlp=0/1,0.5]`: the candidate's identity in the score ledger."""
+        text = f"{self.method}[{','.join(_text(w) for w in self.weights)}]"
         if self.density is not None:
             text += f" density {self.density:g}"
         return text + (f" seed {self.seed}" if self.seed is not None else "")
@@ -37,7 +40,65 @@ class Candidate:
         sum, then TIES' trimming, then DARE's random drop), then how many different weights
         (one shared weight is one knob), then how much is trimmed or dropped (1 - density)."""
         rank = METHOD_ORDER.index(self.method) if self.method in METHOD_ORDER else len(METHOD_ORDER)
-        return (rank, len(set(self.weights)), round(1 - (self.density if self.density is not None else 1), 6))
+        return (rank, len(set(self.numbers())), round(1 - (self.density if self.density is not None else 1), 6))
+
+    def numbers(self) -> list[float]:
+        """Every weight, whatever its form (one per adapter, or per block and kind)."""
+        return [v for w in self.weights for v in _flat(w)]
+
+
+# One adapter's weight in a candidate, hashable: a number; per block, a tuple of numbers; per kind,
+# a tuple of (kind, number or block tuple) pairs. `thaw` gives the merge recipe's form
+# (lf_wrap.merge.config.Weight: number, list, mapping), `freeze` takes it back.
+
+
+def freeze(weight):
+    if isinstance(weight, dict):
+        return tuple((kind, freeze(value)) for kind, value in sorted(weight.items()))
+    if isinstance(weight, (list, tuple)):
+        return tuple(weight) if weight and isinstance(weight[0], tuple) else tuple(float(v) for v in weight)
+    return float(weight)
+
+
+def thaw(weight):
+    if isinstance(weight, tuple):
+        if weight and isinstance(weight[0], tuple):
+            return {kind: thaw(value) for kind, value in weight}
+        return list(weight)
+    return weight
+
+
+def _flat(weight) -> list[float]:
+    if isinstance(weight, tuple):
+        return [v for item in weight for v in (_flat(item[1]) if isinstance(item, tuple) else [item])]
+    return [weight]
+
+
+def _text(weight) -> str:
+    if isinstance(weight, tuple) and weight and isinstance(weight[0], tuple):
+        return " ".join(f"{kind}={_text(value)}" for kind, value in weight)
+    if isinstance(weight, tuple):
+        return "/".join(f"{v:g}" for v in weight)
+    return f"{weight:g}"
+
+
+def weight_params(task: str, blocks: int, per_kind: bool) -> list[tuple[str, str | None, int]]:
+    """(optimiser parameter, kind, block) of one adapter's weights: `weight.<task>` alone for one
+    weight per adapter (the names every earlier search used), else `weight.<task>[.<kind>][.<block>]`."""
+    kinds = KINDS if per_kind else (None,)
+    return [(f"weight.{task}" + (f".{kind}" if kind else "") + (f".{block}" if blocks > 1 else ""), kind, block)
+            for kind in kinds for block in range(blocks)]
+
+
+def gather(values: dict[str | None, list[float]]):
+    """kind (None: no split by kind) -> block weights, as one adapter's candidate weight: one
+    number when they are all equal (the same merge as one weight per adapter, the same key)."""
+    flat = [v for block_values in values.values() for v in block_values]
+    if len(set(flat)) == 1:
+        return flat[0]
+    if None in values:
+        return tuple(values[None])
+    return tuple((kind, v[0] if len(v) == 1 else tuple(v)) for kind, v in values.items())
 
 
 # From the simplest method to the most involved (`sum` is linear with every weight 1); the
@@ -52,7 +113,7 @@ def _make(method: str, weights: Iterable[float], density: float | None, seed: in
     info = METHODS[method]
     if not info.weighted:
         raise ValueError(f"{method} takes no weights; search `linear` instead")
-    return Candidate(method, tuple(float(w) for w in weights), density if info.density else None,
+    return Candidate(method, tuple(freeze(w) for w in weights), density if info.density else None,
                      seed if info.seeded else None)
 
 
@@ -78,11 +139,12 @@ def candidate_plan(plan: MergePlan, candidate: Candidate) -> MergePlan:
     """`plan` (adapters and base already read and checked) with the candidate's settings,
     validated like a merge recipe."""
     data = plan.config.model_dump(by_alias=True)
-    data.update(method=candidate.method, weights=list(candidate.weights), density=candidate.density,
+    data.update(method=candidate.method, weights=[thaw(w) for w in candidate.weights], density=candidate.density,
                 seed=candidate.seed, rank=None, params={})
     config = MergeConfig.model_validate(data)
     seed = (candidate.seed if candidate.seed is not None else 0) if METHODS[candidate.method].seeded else None
-    return dataclasses.replace(plan, config=config, weights=[float(w) for w in candidate.weights], seed=seed)
+    weights, per_module = resolve_weights(config.weights, len(plan.adapters), plan.modules, plan.layers)
+    return dataclasses.replace(plan, config=config, weights=weights, per_module=per_module, seed=seed)
 
 
 def deltas(plan: MergePlan, candidate: Candidate) -> Deltas:

@@ -13,10 +13,17 @@ from lf_wrap.search.ledger import LEDGER
 
 MANIFEST = "manifest.json"
 SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objective", "uncertainty")
+LAYOUT = {"blocks": 1, "per_kind": False}   # in the space only when not these: earlier searches keep theirs
 
 # Everything a search writes into its folder: --force deletes a folder holding nothing else.
 OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
            "leaderboard.json", "chart*.png", "pareto.png", "final.md", "best", "search.log", "optuna.journal.lock", "workers")
+
+
+def search_space(recipe) -> dict:
+    """What the optimiser searches (the manifest's `space`: a folder holding another is refused)."""
+    space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
+    return {**space, **{k: getattr(recipe, k) for k, default in LAYOUT.items() if getattr(recipe, k) != default}}
 
 
 def _changed_inputs(earlier: dict, parts: dict) -> str:
@@ -63,7 +70,7 @@ def prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict
         if earlier.get("identity") != ident:
             what = f"other inputs ({_changed_inputs(earlier, parts)})"
         else:
-            changed = [k for k in SPACE_KEYS if (earlier.get("space") or {}).get(k) != space.get(k)]
+            changed = [k for k in (*SPACE_KEYS, *LAYOUT) if (earlier.get("space") or {}).get(k) != space.get(k)]
             what = f"another search space ({', '.join(changed)})"
         raise UserError(f"out {out} holds a search with {what}; its scores cannot be reused: choose another "
                         "out, or pass --force to start it over")

@@ -109,7 +109,8 @@ class EvalAnswers:
         if candidate is None:
             return None
         weights = list(candidate.weights)
-        if candidate.method != "linear" or sorted(weights) != [0.0] * (len(weights) - 1) + [1.0]:
+        if (candidate.method != "linear" or not all(isinstance(w, (int, float)) for w in weights)
+                or sorted(weights) != [0.0] * (len(weights) - 1) + [1.0]):
             return False
         return weights.index(1.0)
 

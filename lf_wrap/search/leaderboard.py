@@ -20,6 +20,8 @@ from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_wri
 from lf_wrap.search import held, pareto
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
+from lf_wrap.search.candidates import thaw
+from lf_wrap.search.layerwise import Layout, markdown as block_markdown, panel, weight_columns, weight_values
 from lf_wrap.search.scoring import from_dict, headline_scores, key_of, row_scores
 from lf_wrap.search.rows import TaskRows
 
@@ -32,7 +34,7 @@ def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str])
     assessed = judge.assess(scores, row_scores(entry))
     gains = assessed.gains
     return {"label": candidate.label(), "key": entry["key"], "role": "candidate", "method": candidate.method,
-            "weights": dict(zip(tasks, candidate.weights)), "density": candidate.density, "seed": candidate.seed,
+            "weights": dict(zip(tasks, map(thaw, candidate.weights))), "density": candidate.density, "seed": candidate.seed,
             "scores": scores, "retained": gains.per_task, "worst": gains.worst, "mean": gains.mean,
             "lower_bound": assessed.bound, "value": assessed.value,
             "folds": list(assessed.fold_values), "objectives": assessed.per_task(),
@@ -74,7 +76,7 @@ def pct(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str]) -> str:
+def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str], layout: Layout | None = None) -> str:
     ref = judge.ref
     folds, front = bool(judge.folds), judge.objective == "pareto"
     scalar = "mean" if judge.objective == "mean" else "worst"
@@ -100,17 +102,18 @@ def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str]) -> s
              "kept: (candidate - base) / (specialist - base) on that task; worst and mean over the counted tasks.",
              f"Ranked by {ranked_by}, then the mean, then the simpler merge."]
     notes += [f"Not counted: {why}" for why in ref.left_out.values()]
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    blocks = "\n" + block_markdown(table[0], tasks, layout) if layout else ""
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + blocks
 
 
-def leaderboard_csv(table: list[dict], tasks: list[str]) -> str:
+def leaderboard_csv(table: list[dict], tasks: list[str], layout: Layout | None = None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "candidate", "role", "method", *[f"weight_{t}" for t in tasks], "density", "seed",
+    writer.writerow(["rank", "candidate", "role", "method", *weight_columns(tasks, layout), "density", "seed",
                      *[f"score_{t}" for t in tasks], *[f"retained_{t}" for t in tasks], "worst", "mean",
                      "lower_bound", "worst_fold", "folds", "front", "trials"])
     for r in table:
-        writer.writerow([r["rank"], r["label"], r["role"], r["method"], *[r["weights"][t] for t in tasks],
+        writer.writerow([r["rank"], r["label"], r["role"], r["method"], *weight_values(r, tasks, layout),
                          r["density"], r["seed"], *[r["scores"][t] for t in tasks],
                          *[r["retained"].get(t) for t in tasks], r["worst"], r["mean"], r["lower_bound"],
                          min(r["folds"]) if r["folds"] else "", " ".join(f"{v:.6g}" for v in r["folds"]),
@@ -151,7 +154,7 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> bytes:
+def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout: Layout | None = None) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -159,7 +162,11 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> byt
     from lf_wrap.evaluation.charts import _png
 
     shown = table[:top] + [r for r in table[top:] if r["role"] == "reference: sum"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    fig, axes = plt.subplots(1, 3 if layout else 2, figsize=(18 if layout else 12, 4), sharey=not layout)
+    left, right = axes[0], axes[1]
+    if layout:                                 # the best merge's weights per block of layers
+        right.sharey(left)
+        panel(axes[2], table[0], tasks, layout)
     width = 0.8 / max(len(shown), 1)
     for i, r in enumerate(shown):
         xs = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(tasks))]
@@ -186,15 +193,16 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3) -> byt
 
 
 def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: list[str], folds: dict | None = None,
-              multi: bool = False) -> None:
-    """`folds`: the manifest's record of the folds (rows.folds); `multi`: objective pareto."""
+              multi: bool = False, layout: Layout | None = None) -> None:
+    """`folds`: the manifest's record of the folds (rows.folds); `multi`: objective pareto; `layout`:
+    the blocks of layer-wise weights (search.layerwise)."""
     ref = judge.ref
     front = [r for r in table if r.get("front")]
     more = "".join(["" if "held" not in final else "\n## On the report rows\n\n" + final["held_sentence"] + "\n\n"
                     + held.markdown(final["held"], judge),
                     "\n## Pareto front\n\n" + pareto.markdown(front, list(ref.tasks)) if multi else ""])
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, judge, tasks) + more)
-    atomic_write_text(out / "leaderboard.csv", leaderboard_csv(table, tasks))
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(table, judge, tasks, layout) + more)
+    atomic_write_text(out / "leaderboard.csv", leaderboard_csv(table, tasks, layout))
     atomic_write_json(out / "leaderboard.json", {"tasks": tasks, "counted": list(ref.tasks), "base": ref.base,
                                                  "specialist": ref.specialist, "left_out": ref.left_out,
                                                  "ranked_by": {"objective": judge.objective, "rank_by": judge.rank_by,
@@ -203,8 +211,9 @@ def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: li
                                                  "folds": folds, "held": final.get("held"),
                                                  "held_sentence": final.get("held_sentence"),
                                                  "pareto_front": [r["label"] for r in front] if multi else None,
+                                                 **({"blocks": layout.record()} if layout else {}),
                                                  "rows": table})
     atomic_write_text(out / "final.md", final_markdown(final, tasks, judge))
-    atomic_write_bytes(out / "chart.png", chart(table, final, tasks))
+    atomic_write_bytes(out / "chart.png", chart(table, final, tasks, layout=layout))
     if multi:
         atomic_write_bytes(out / "pareto.png", pareto.chart(table, list(ref.tasks), final["labels"]["best"]))

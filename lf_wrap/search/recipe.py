@@ -122,7 +122,14 @@ class SearchRecipe(_Strict):
     tsv, iso_c, iso_cts, knots (these four at their default hyper-parameters, the weights acting
     as per-task scalings; docs/merge-methods.md)."""
     weights: WeightRange = WeightRange()
-    """One weight per adapter, in this range."""
+    """One weight per adapter (per block and kind, with `blocks` / `per_kind`), in this range."""
+    blocks: int = Field(1, ge=1, strict=True)
+    """Layer-wise weights (AdaMerging's idea, scored by the generation metrics): each adapter gets
+    one weight per block of consecutive decoder layers, N blocks as even as possible, the first
+    ones one layer larger (lf_wrap.merge.blocks). At most the base's num_hidden_layers. 1: one
+    weight per adapter."""
+    per_kind: bool = Field(False, strict=True)
+    """Each block's weight split in two: one for its attention modules, one for its MLP modules."""
     density: DensityRange = DensityRange()
     """ties, dare_* and knots: the fraction of each delta kept."""
     sampler: Literal["tpe", "cmaes", "random", "grid"] = "tpe"

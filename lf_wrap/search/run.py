@@ -40,8 +40,9 @@ from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import held, leaderboard, ranking, study as optimiser, workers
 from lf_wrap.search.final import final_figures, references, specialist, summary, write_best  # noqa: F401
-from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder
+from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder, search_space  # noqa: F401
 from lf_wrap.search.from_eval import eval_answers
+from lf_wrap.search.layerwise import check_layout, layout
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import reference
 from lf_wrap.search.recipe import SearchRecipe
@@ -105,6 +106,7 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
     check_methods_fit(recipe.methods, plan)
+    check_layout(recipe.blocks, recipe.per_kind, plan)
     check_output_folder(out, "out", {**{f"adapter {m.path}": Path(m.path) for m in models},
                                      "the base model": base_dir, "the dataset folder": Path(eval_recipe.dataset_dir)})
     engine = eval_recipe.engine
@@ -150,7 +152,7 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False, recipe_p
 def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Path | None, record: StageRecord,
             checked: SearchPlan, out: Path, crew: workers.Solo) -> SearchResult:
     ident, rows, spec = checked.identity, checked.rows, checked.spec
-    space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
+    space = search_space(recipe)
     reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
     storage = optimiser.redacted(recipe.storage) if recipe.storage else None
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
@@ -290,7 +292,8 @@ def _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, stu
          f"the next of the top {held.TOP} and the reference merges on the report rows")
     final = final_figures(scorer, tasks, best, bootstrap, table[:held.TOP], judge)
     merge_out = write_best(out, scorer.plan, best, recipe.output)
-    leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto")
+    leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",
+                          layout=layout(recipe, scorer.plan))
     body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
                  "from_eval": scorer.from_eval,
                  "engine_replicas": scorer.replicas,

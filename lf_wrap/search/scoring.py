@@ -17,7 +17,7 @@ import time
 
 from lf_wrap.evaluation.engine import Engine, EngineSpec, Job
 from lf_wrap.merge.checks import MergePlan
-from lf_wrap.search.candidates import Candidate, deltas
+from lf_wrap.search.candidates import Candidate, deltas, freeze, thaw
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.rows import TaskRows
 
@@ -32,14 +32,14 @@ def key_of(candidate: Candidate | None) -> str:
 def as_dict(candidate: Candidate | None) -> dict | None:
     if candidate is None:
         return None
-    return {"method": candidate.method, "weights": list(candidate.weights), "density": candidate.density,
+    return {"method": candidate.method, "weights": [thaw(w) for w in candidate.weights], "density": candidate.density,
             "seed": candidate.seed}
 
 
 def from_dict(data: dict | None) -> Candidate | None:
     if data is None:
         return None
-    return Candidate(data["method"], tuple(data["weights"]), data.get("density"), data.get("seed"))
+    return Candidate(data["method"], tuple(freeze(w) for w in data["weights"]), data.get("density"), data.get("seed"))
 
 
 def _jobs(rows: dict[str, TaskRows]) -> dict[str, list[Job]]:
@@ -72,7 +72,7 @@ class PatchedServer:
         def serve(payload: tuple[str, dict | None]) -> list[str]:
             kind, data = payload
             candidate = from_dict(data)
-            if candidate is None or not any(candidate.weights):
+            if candidate is None or not any(candidate.numbers()):
                 patcher.restore()
             else:
                 patcher.apply(deltas(plan, candidate))

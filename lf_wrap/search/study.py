@@ -11,7 +11,8 @@ ledger when it had been written (lf_wrap.search.ledger). In a search shared by s
 (lf_wrap.search.workers) only a dead worker's trials are (`requeue_stale`), and the study may
 live in a database instead (`storage`: an RDB URL, Optuna's RDBStorage).
 
-Parameters: `method` (when more than one), `weight.<task>` per adapter on the recipe's step,
+Parameters: `method` (when more than one), `weight.<task>` per adapter on the recipe's step
+(layer-wise: `weight.<task>[.<kind>][.<block>]`, candidates.weight_params),
 `density` for ties/dare_*. The study-style sum (every weight 1) and linear 0.5 are enqueued
 first when they lie in the space: the optimiser starts from the merges people already use."""
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.merge.methods import METHODS
-from lf_wrap.search.candidates import Candidate
+from lf_wrap.search.candidates import Candidate, gather, weight_params
 from lf_wrap.search.recipe import SearchRecipe
 
 STUDY_NAME = "merge-search"
@@ -48,7 +49,8 @@ def _grid_values(low: float, high: float, step: float | None) -> list[float]:
 
 
 def _grid_space(recipe: SearchRecipe, tasks: list[str]) -> dict[str, list]:
-    space: dict[str, list] = {f"weight.{t}": list(recipe.grid) for t in tasks}
+    space: dict[str, list] = {name: list(recipe.grid) for t in tasks
+                              for name, _, _ in weight_params(t, recipe.blocks, recipe.per_kind)}
     if len(recipe.methods) > 1:
         space["method"] = list(recipe.methods)
     if any(METHODS[m].density for m in recipe.methods):
@@ -201,7 +203,7 @@ def reference_params(recipe: SearchRecipe, tasks: list[str]) -> list[dict]:
     out = []
     for value in (1.0, 0.5):
         if recipe.weights.low <= value <= recipe.weights.high and _on_step(value, recipe):
-            params = {f"weight.{t}": value for t in tasks}
+            params = {name: value for t in tasks for name, _, _ in weight_params(t, recipe.blocks, recipe.per_kind)}
             if len(recipe.methods) > 1:
                 params["method"] = "linear"
             out.append(params)
@@ -251,13 +253,21 @@ def completed(study) -> list:
 
 
 def suggest(trial, recipe: SearchRecipe, tasks: list[str]) -> Candidate:
-    """The trial's candidate: method, one weight per adapter, density and seed where the method has them."""
+    """The trial's candidate: method, one weight per adapter (or per block and kind), density and
+    seed where the method has them."""
     method = trial.suggest_categorical("method", recipe.methods) if len(recipe.methods) > 1 else recipe.methods[0]
-    if recipe.sampler == "grid":
-        weights = tuple(float(trial.suggest_categorical(f"weight.{t}", list(recipe.grid))) for t in tasks)
-    else:
-        weights = tuple(round(trial.suggest_float(f"weight.{t}", recipe.weights.low, recipe.weights.high,
-                                                  step=recipe.weights.step), 6) for t in tasks)
+    weights = []
+    for task in tasks:
+        values: dict[str | None, list[float]] = {}
+        for name, kind, _ in weight_params(task, recipe.blocks, recipe.per_kind):
+            if recipe.sampler == "grid":
+                value = float(trial.suggest_categorical(name, list(recipe.grid)))
+            else:
+                value = round(trial.suggest_float(name, recipe.weights.low, recipe.weights.high,
+                                                  step=recipe.weights.step), 6)
+            values.setdefault(kind, []).append(value)
+        weights.append(gather(values))
+    weights = tuple(weights)
     info = METHODS[method]
     density = None
     if info.density:
