@@ -109,7 +109,7 @@ def study(learning_model, tmp_path_factory):
     ok(run_lf_wrap("eval", "eval.yaml", *[a for s in engine for a in ("--set", s)], cwd=folder))
     seconds["eval"] = time.monotonic() - mark
     mark = time.monotonic()
-    search = ["search.yaml", "--set", "budget=2", "--set", "round_size=2", "--set", "methods=[linear]",
+    search = ["search.yaml", "--set", "budget=4", "--set", "round_size=2", "--set", "methods=[linear,ties]",
               "--set", "rows.search=3", "--set", f"eval_overrides=[{','.join(engine)}]"]
     ok(run_lf_wrap("merge", "search", *search, "--check", cwd=folder))
     searched = run_lf_wrap("merge", "search", *search, cwd=folder)
@@ -174,6 +174,13 @@ def test_the_search_scores_each_task_with_its_own_metric(study):
     assert {row["role"] for row in board["rows"]} >= {"reference: sum", "reference: linear 0.5"}
     final = (folder / "runs" / "search" / "final.md").read_text(encoding="utf-8")
     assert "sentiment" in final and "headline" in final
+    assert "Best vs sum on the task best keeps least (" in final and "paired bootstrap p = " in final
+    # the best of each method the search tried, on the report rows
+    methods = list(dict.fromkeys(row["method"] for row in board["rows"]))
+    assert methods == ["linear", "ties"] or methods == ["ties", "linear"], methods
+    figures = read_json(folder / "runs" / "search" / "manifest.json")["final"]
+    assert set(figures["families"]) == {"linear", "ties"}
+    assert "The best of each merge method the search tried" in final and "| ties | `ties[" in final
     assert (folder / "runs" / "search" / "best" / "merge_manifest.json").is_file()
 
 

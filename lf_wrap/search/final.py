@@ -29,8 +29,9 @@ def specialist(index: int, n_adapters: int) -> Candidate:
 
 
 def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap, top: list[dict] = (),
-                  judge: Judge | None = None) -> dict:
-    """`top`: the leaderboard's first rows, each also scored on the report rows (lf_wrap.search.held)."""
+                  judge: Judge | None = None, families: list[dict] = ()) -> dict:
+    """`top`: the leaderboard's first rows, each also scored on the report rows (lf_wrap.search.held);
+    `families`: the best row of each merge method the search tried (scored there too)."""
     rows = scorer.rows
     n = len(tasks)
     names = ["base", *(f"specialist {t}" for t in tasks), "best", *references(n)]
@@ -57,7 +58,12 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap, top: 
     labels = {"best": best["label"], **{name: c.label() for name, c in references(n).items()}}
     out = {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
            "scores": scores, "retained": retained, "summary": summary,
-           "bootstrap": {"n_resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence}}
+           "bootstrap": {"n_resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence},
+           "best_vs_sum": _best_vs_sum(rows, entries, retained["best"], draw)}
+    if len(families) > 1:
+        found = scorer.score_many("report", [from_dict(r["candidate"]) for r in families])
+        out["families"] = {r["method"]: _family(r["label"], entry, entries, rows, tasks, draw)
+                           for r, entry in zip(families, found)}
     if judge is not None and top:
         top = list(top) + ([] if any(r["label"] == best["label"] for r in top) else [best])
         found = scorer.score_many("report", [from_dict(r["candidate"]) for r in top])    # best's is reused
@@ -66,6 +72,37 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap, top: 
         out["held"] = held.held_rows(top, gains, judge)
         out["held_sentence"] = held.sentence(out["held"], best["label"], judge)
     return out
+
+
+def _best_vs_sum(rows, entries: dict, best_retained: dict, draw) -> dict | None:
+    """The paired test of best against sum on the task where best keeps least (the report rows):
+    whether best's gain over the study's merge there is more than resampling noise."""
+    kept = {t: g["value"] for t, g in best_retained.items() if g["value"] is not None}
+    if not kept:
+        return None
+    task = min(kept, key=kept.get)
+    definition = rows[task].data.definition
+    test = definition.family.paired(definition.headline, entries["sum"]["per_row"][task]["row_scores"],
+                                    entries["best"]["per_row"][task]["row_scores"], draw)
+    return {"task": task, "metric": definition.headline, **test}
+
+
+def _family(label: str, entry: dict, entries: dict, rows, tasks: list[str], draw) -> dict:
+    """One method's best row on the report rows: each task's retained gain with its interval."""
+    retained = {t: retained_gain(rows[t].data.definition, entries["base"]["per_row"][t]["row_scores"],
+                                 entries[f"specialist {t}"]["per_row"][t]["row_scores"],
+                                 entry["per_row"][t]["row_scores"], draw) for t in tasks}
+    values = [g["value"] for g in retained.values() if g["value"] is not None]
+    return {"label": label, "retained": retained, "worst": min(values) if values else None,
+            "mean": sum(values) / len(values) if values else None}
+
+
+def family_bests(table: list[dict]) -> list[dict]:
+    """The first (best) leaderboard row of each merge method, in the leaderboard's order."""
+    firsts: dict[str, dict] = {}
+    for row in table:
+        firsts.setdefault(row["method"], row)
+    return list(firsts.values())
 
 
 def write_best(out: Path, plan, best: dict, output_form: str) -> Path:
@@ -95,6 +132,8 @@ def summary(result) -> str:
             cells.append(text)
         lines.append(f"  {task:<12}" + "".join(f"{c:>26}" for c in cells))
     lines.append(f"  {'worst task':<12}" + "".join(f"{leaderboard.pct(final['summary'][n]['worst']):>26}" for n in MERGES))
+    if final.get("best_vs_sum"):
+        lines.append(leaderboard.best_vs_sum_sentence(final["best_vs_sum"]))
     lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
                  f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
     return "\n".join(lines)

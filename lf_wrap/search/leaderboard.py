@@ -148,10 +148,31 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
               f"[low, high]: {final['bootstrap']['confidence']:.0%} bootstrap interval over the report rows "
               f"({final['bootstrap']['n_resamples']} resamples, seed {final['bootstrap']['seed']}); a retained "
               "gain's interval resamples base, specialist and merge together."]
+    if final.get("best_vs_sum"):
+        lines += ["", best_vs_sum_sentence(final["best_vs_sum"])]
+    if final.get("families"):
+        head = ["method", "its best", *(f"{t} kept" for t in tasks), "worst", "mean"]
+        lines += ["", "The best of each merge method the search tried, on the same report rows:", "",
+                  "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for method, f in final["families"].items():
+            cells = []
+            for t in tasks:
+                g = f["retained"][t]
+                cells.append(f"{pct(g['value'])} [{pct(g['ci95'][0])}, {pct(g['ci95'][1])}]" if g["ci95"]
+                             else pct(g["value"]))
+            lines.append(f"| {method} | `{f['label']}` | " + " | ".join(cells) + f" | {pct(f['worst'])} | {pct(f['mean'])} |")
     if "held" in final:
         lines += ["", final["held_sentence"], "", "The top of the leaderboard on both sets of rows:", "",
                   held.markdown(final["held"], judge)]
     return "\n".join(lines) + "\n"
+
+
+def best_vs_sum_sentence(test: dict) -> str:
+    low, high = test["ci95"]
+    verdict = "more than resampling noise" if low > 0 or high < 0 else "within resampling noise"
+    return (f"Best vs sum on the task best keeps least ({test['task']}, {test['metric']}): {test['b']:.4f} against "
+            f"{test['a']:.4f}, difference {test['difference']:+.4f} [{low:+.4f}, {high:+.4f}], paired bootstrap "
+            f"p = {test['p_value']:.3g} ({verdict}).")
 
 
 def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout: Layout | None = None) -> bytes:

@@ -39,7 +39,7 @@ from lf_wrap.evaluation.run import default_out, load_tokenizer
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import held, leaderboard, ranking, study as optimiser, workers
-from lf_wrap.search.final import final_figures, references, specialist, summary, write_best  # noqa: F401
+from lf_wrap.search.final import family_bests, final_figures, references, specialist, summary, write_best  # noqa: F401,E501
 from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder, search_space  # noqa: F401
 from lf_wrap.search.from_eval import eval_answers
 from lf_wrap.search.layerwise import check_layout, layout
@@ -290,7 +290,7 @@ def _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, stu
     best = leaderboard.best_row(table)
     _say(f"best on the search rows: {best['label']} ({held.ranked_by(judge)} {best['value']:.1%}); scoring it, "
          f"the next of the top {held.TOP} and the reference merges on the report rows")
-    final = final_figures(scorer, tasks, best, bootstrap, table[:held.TOP], judge)
+    final = final_figures(scorer, tasks, best, bootstrap, table[:held.TOP], judge, family_bests(table))
     merge_out = write_best(out, scorer.plan, best, recipe.output)
     leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",
                           layout=layout(recipe, scorer.plan))
