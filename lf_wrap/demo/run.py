@@ -37,6 +37,7 @@ class DemoScale:
     search_budget: int = 0            # merge search candidates (0: no search step)
     search_rows: int = 0              # of validation_rows per task; the others are the report rows
     search_methods: tuple[str, ...] = ("linear",)
+    search_folds: int = 0             # rows.folds of the search (0: ranked by the lower bound)
     samples_validation: int = 60      # validation rows per source in the written samples
 
 
@@ -47,15 +48,18 @@ SCALES = {
                       max_new_tokens={"translate": 16, "summarize": 24, "qa": 8}),
     # SmolLM2-135M-Instruct: a real instruct model; each adapter should beat base on its task.
     "smollm2": DemoScale(
-        train_rows=240, validation_rows=60,
+        train_rows=240, validation_rows=140,
         # Gradient checkpointing (LLaMA-Factory's default) costs 5x per step on CPU: 30 s vs 6 s.
         train_sets=("max_steps=30", "per_device_train_batch_size=4", "gradient_accumulation_steps=1",
                     "learning_rate=1.0e-3", "cutoff_len=384", "lr_scheduler_type=cosine", "warmup_steps=3",
                     "save_steps=1000", "lora_rank=8", "disable_gradient_checkpointing=true"),
         max_new_tokens={"translate": 40, "summarize": 64, "qa": 16},
-        # Half of each validation set to search on, half to report on; about 15 s per candidate on
-        # 2 cores (90 rows in one patched engine): ~8 minutes in all.
-        search_budget=20, search_rows=30),
+        # 140 validation rows per task: 30 to search on (3 folds of 10: a candidate is ranked by its
+        # worst fold), the other 110 (about 100 for summarize, whose longest prompts are skipped)
+        # to report on. About 15 s per candidate on 2 cores (90 rows in one patched engine); the
+        # base's and the specialists' answers come from the eval.
+        search_budget=24, search_rows=30, search_folds=3, samples_validation=140,
+        search_methods=("linear", "tsv", "iso_cts")),
 }
 
 
@@ -141,12 +145,14 @@ def search_merges(out: Path, eval_path: Path, adapters: dict[str, Path], scale: 
     from lf_wrap.search.recipe import load_search_recipe
     from lf_wrap.search.run import search
 
-    # Linear merges with weights up to 1 (each adapter at most at full strength; the study's sum is
-    # the corner 1, 1, 1): with 20 candidates on 30 rows per task, the TIES winners at weights up
-    # to 1.5 did not hold on the report rows (README: Merge search).
-    recipe = {"eval": str(eval_path), "adapters": [{"path": str(p), "task": t} for t, p in adapters.items()],
-              "methods": ["linear"], "weights": {"high": 1.0}, "budget": scale.search_budget, "round_size": 4,
-              "rows": {"search": scale.search_rows}, "out": str(out / "search")}
+    # Weights up to 1 (each adapter at most at full strength; the study's sum is the corner 1, 1, 1):
+    # with 20 candidates on 30 rows per task, the TIES winners at weights up to 1.5 did not hold on
+    # the report rows. The search's base and specialists are the eval's answers (reuse_eval).
+    rows = {"search": scale.search_rows, **({"folds": scale.search_folds} if scale.search_folds else {})}
+    recipe = {"eval": str(eval_path), "eval_results": str(out / "eval"),
+              "adapters": [{"path": str(p), "task": t} for t, p in adapters.items()],
+              "methods": list(scale.search_methods), "weights": {"high": 1.0}, "budget": scale.search_budget,
+              "round_size": 4, "rows": rows, "out": str(out / "search")}
     path = out / "search.yaml"
     atomic_write_text(path, f"# Written by `lf-wrap demo`; re-run with: lf-wrap merge search {path}\n"
                       + yaml.safe_dump(recipe, sort_keys=False))
