@@ -106,6 +106,17 @@ def test_a_config_written_by_another_transformers_is_still_the_bases(models, tmp
         (other / name).write_text(json.dumps(dict(reversed(list(settings.items()))), indent=4))
     names, why = full_model_patch(str(other), models["base"])
     assert why == "" and names == full_model_patch(str(models["merged"]), models["base"])[0]
+    # LLaMA-Factory's export writes the tokenizer with padding_side and split_special_tokens at its
+    # default: nothing vLLM serves changes (the demo's 3-in-1 got an engine of its own for it)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (models["base"] / name).exists():
+            shutil.copy(models["base"] / name, other / name)
+    settings = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**settings, "padding_side": "left",
+                                                             "split_special_tokens": False}))
+    assert full_model_patch(str(other), models["base"])[1] == ""
+    (other / "tokenizer_config.json").write_text(json.dumps({**settings, "split_special_tokens": True}))
+    assert full_model_patch(str(other), models["base"]) == (None, "its tokenizer_config.json is not the base's")
 
 
 def test_an_adapter_merge_cannot_read_stays_a_lora_request(models, tmp_path):

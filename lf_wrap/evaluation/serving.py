@@ -16,8 +16,8 @@
 Which models can be patched, decided before any engine starts (else they are served as in
 `lora` mode, with a log line saying why):
 - an adapter `lf-wrap merge` can merge (plain LoRA: no DoRA, no modules_to_save, ...);
-- a full model whose config and tokenizer files are the base's (byte for byte; config.json and
-  generation_config.json may differ in `transformers_version`, which records who wrote them), and whose
+- a full model whose config and tokenizer files are the base's (byte for byte, but for the keys
+  of NO_SERVING_EFFECT: who wrote the file, the padding side, ...), and whose
   weights are the base's except for 2-D linear weights inside decoder layers (what the patcher
   can write). A merge written by `lf-wrap merge adapters --as model` is one.
 
@@ -127,14 +127,20 @@ def full_model_patch(path: str, base_folder: Path) -> tuple[list[str] | None, st
 
 
 NOT_TOKENIZER = ("config.json", "generation_config.json", "preprocessor_config.json")
-# Written by whichever transformers saved the file; nothing vLLM serves depends on it. A base from
-# the Hub and a merge written today always differ there.
-WRITER_ONLY = ("transformers_version",)
+# Keys of a settings file that change nothing vLLM serves, as {file: {key: the value that means
+# "not set", or ANY}}: who wrote the file (a base from the Hub against a merge written today); the
+# padding side (vLLM never pads a prompt) and split_special_tokens at its default, which
+# LLaMA-Factory's export adds to tokenizer_config.json.
+ANY = object()
+NO_SERVING_EFFECT = {"config.json": {"transformers_version": ANY},
+                     "generation_config.json": {"transformers_version": ANY},
+                     "tokenizer_config.json": {"padding_side": ANY, "split_special_tokens": False}}
 
 
 def _same_json(path: Path, base_path: Path) -> bool:
-    """Two JSON settings files (config.json, generation_config.json) that differ only in who wrote them."""
-    if path.suffix != ".json" or not path.is_file() or not base_path.is_file():
+    """Two JSON settings files that differ only in keys vLLM's answers do not depend on."""
+    ignored = NO_SERVING_EFFECT.get(path.name)
+    if ignored is None or not path.is_file() or not base_path.is_file():
         return False
     try:
         mine, base = (json.loads(p.read_text(encoding="utf-8")) for p in (path, base_path))
@@ -142,8 +148,12 @@ def _same_json(path: Path, base_path: Path) -> bool:
         return False
     if not isinstance(mine, dict) or not isinstance(base, dict):
         return False
-    return ({k: v for k, v in mine.items() if k not in WRITER_ONLY}
-            == {k: v for k, v in base.items() if k not in WRITER_ONLY})
+
+    def kept(settings: dict) -> dict:
+        return {k: v for k, v in settings.items()
+                if k not in ignored or (ignored[k] is not ANY and v != ignored[k])}
+
+    return kept(mine) == kept(base)
 
 
 def _patchable(name: str, info: dict) -> bool:
