@@ -55,9 +55,9 @@ SCALES = {
                     "save_steps=1000", "lora_rank=8", "disable_gradient_checkpointing=true"),
         max_new_tokens={"translate": 40, "summarize": 64, "qa": 16},
         # 140 validation rows per task: 30 to search on (3 folds of 10: a candidate is ranked by its
-        # worst fold), the other 110 (about 100 for summarize, whose longest prompts are skipped)
-        # to report on. About 15 s per candidate on 2 cores (90 rows in one patched engine); the
-        # base's and the specialists' answers come from the eval.
+        # worst fold), the other 110 to report on (103 for translate, whose keyword filter drops 7).
+        # About 15 s per candidate on 2 cores (90 rows in one patched engine); the base's and the
+        # specialists' answers come from the eval.
         search_budget=24, search_rows=30, search_folds=3, samples_validation=140,
         search_methods=("linear", "tsv", "iso_cts")),
 }
