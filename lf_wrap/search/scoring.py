@@ -154,21 +154,30 @@ class Scorer:
         self.ledger.refresh()
         missing = {key_of(c): c for c in candidates if self.ledger.get(kind, key_of(c)) is None}
         before = self.scored
-        for key, candidate in list(missing.items()) if self.answers is not None else ():
-            got = self.answers.predictions(kind, candidate)
-            if got is not None:
-                self._record(kind, candidate, got, 0.0, source=self.answers.source(candidate))
-                self.from_eval += 1
-                del missing[key]
         while missing:
             with self.ledger.claim(kind, list(missing)) as mine:
                 self.ledger.refresh()                     # written by another worker since
-                self._generate(kind, [missing[k] for k in mine if self.ledger.get(kind, k) is None])
+                todo = [missing[k] for k in mine if self.ledger.get(kind, k) is None]
+                self._generate(kind, self._take_from_eval(kind, todo))
             missing = {k: c for k, c in missing.items() if self.ledger.get(kind, k) is None}
             if missing and not mine:
                 self.ledger.wait(kind, next(iter(missing)))
         self.reused += len(candidates) - (self.scored - before)      # the eval's answers among them
         return [self.ledger.get(kind, key_of(c)) for c in candidates]
+
+    def _take_from_eval(self, kind: str, todo: list[Candidate | None]) -> list[Candidate | None]:
+        """Record the eval's answers where they may be used (search.from_eval); the rest, to generate."""
+        if self.answers is None:
+            return todo
+        left = []
+        for candidate in todo:
+            got = self.answers.predictions(kind, candidate)
+            if got is None:
+                left.append(candidate)
+            else:
+                self._record(kind, candidate, got, 0.0, source=self.answers.source(candidate))
+                self.from_eval += 1
+        return left
 
     def _generate(self, kind: str, todo: list[Candidate | None]) -> None:
         if not todo:
