@@ -26,6 +26,7 @@ from pathlib import Path
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.identity import model_identity
 from lf_wrap.evaluation import predictions as pred
+from lf_wrap.evaluation.run import default_out
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.rows import TaskRows
 
@@ -115,9 +116,18 @@ class EvalAnswers:
         return weights.index(1.0)
 
 
-def eval_answers(folder: Path | None, base_dir: Path, adapter_paths: list[str], rows: dict[str, TaskRows],
-                 generation: dict) -> EvalAnswers | None:
-    if folder is None or not (Path(folder) / "predictions").is_dir():
+def eval_answers(recipe, checked) -> EvalAnswers | None:
+    """The eval's answers for a search (its recipe, its SearchPlan), or None: `reuse_eval: false`,
+    no results folder, or nothing in it this search may use."""
+    if not recipe.reuse_eval:
         return None
-    answers = EvalAnswers(folder, base_dir, adapter_paths, rows, generation)
-    return answers if answers.found else None
+    folder = Path(recipe.eval_results or default_out(Path(recipe.eval)))
+    if not (folder / "predictions").is_dir():
+        return None
+    answers = EvalAnswers(folder, checked.plan.base_dir, [a.given for a in checked.plan.adapters], checked.rows,
+                          checked.generation)
+    if not answers.found:
+        return None
+    log.info(f"search: the base's and the specialists' answers the eval already has are taken from {folder} "
+             "(reuse_eval)")
+    return answers

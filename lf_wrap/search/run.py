@@ -35,7 +35,7 @@ from lf_wrap.core.process import terminate_as_interrupt
 from lf_wrap.evaluation.engine import EngineSpec, engine_spec
 from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
 from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
-from lf_wrap.evaluation.run import default_out, load_tokenizer
+from lf_wrap.evaluation.run import load_tokenizer
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import held, leaderboard, ranking, study as optimiser, workers
@@ -180,7 +180,7 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
                  "it held are gone); scores on record are reused where it asks the same candidates")
     engine = checked.eval_recipe.engine
     scorer = Scorer(spec, checked.plan, rows, ledger, checked.eval_recipe.batch_size,
-                    replicas=engine.data_parallel_size, answers=_eval_answers(recipe, checked))
+                    replicas=engine.data_parallel_size, answers=eval_answers(recipe, checked))
     received: list[int] = []           # SIGTERM/SIGHUP stop the search as Ctrl-C does (exit 143/129, not 130)
     try:
         with terminate_as_interrupt(received), tools_to_log(out / "search.log", "search"):
@@ -203,17 +203,6 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
         raise
     scorer.close()
     return result
-
-
-def _eval_answers(recipe: SearchRecipe, checked: SearchPlan):
-    if not recipe.reuse_eval:
-        return None
-    folder = recipe.eval_results or default_out(Path(recipe.eval))
-    answers = eval_answers(folder, checked.plan.base_dir, [a.given for a in checked.plan.adapters], checked.rows,
-                           checked.generation)
-    if answers is not None:
-        _say(f"the base's and the specialists' answers the eval already has are taken from {folder} (reuse_eval)")
-    return answers
 
 
 def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap, record, body, crew: workers.Solo,
