@@ -50,11 +50,7 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, bootstrap, top: 
         for name in retained:
             retained[name][task] = retained_gain(definition, per_row["base"], per_row[f"specialist {task}"],
                                                  per_row[name], draw)
-    summary = {}
-    for name, per_task in retained.items():
-        values = [g["value"] for g in per_task.values() if g["value"] is not None]
-        summary[name] = {"worst": min(values) if values else None,
-                         "mean": sum(values) / len(values) if values else None}
+    summary = {name: _worst_and_mean(per_task) for name, per_task in retained.items()}
     labels = {"best": best["label"], **{name: c.label() for name, c in references(n).items()}}
     out = {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
            "scores": scores, "retained": retained, "summary": summary,
@@ -92,9 +88,13 @@ def _family(label: str, entry: dict, entries: dict, rows, tasks: list[str], draw
     retained = {t: retained_gain(rows[t].data.definition, entries["base"]["per_row"][t]["row_scores"],
                                  entries[f"specialist {t}"]["per_row"][t]["row_scores"],
                                  entry["per_row"][t]["row_scores"], draw) for t in tasks}
+    return {"label": label, "retained": retained, **_worst_and_mean(retained)}
+
+
+def _worst_and_mean(retained: dict) -> dict:
+    """The worst and the mean of a merge's retained gains over the tasks that have one."""
     values = [g["value"] for g in retained.values() if g["value"] is not None]
-    return {"label": label, "retained": retained, "worst": min(values) if values else None,
-            "mean": sum(values) / len(values) if values else None}
+    return {"worst": min(values) if values else None, "mean": sum(values) / len(values) if values else None}
 
 
 def family_bests(table: list[dict]) -> list[dict]:

@@ -42,14 +42,13 @@ class EvalAnswers:
     specialist (one adapter at weight 1, the others 0, linear) on the search's `kind` rows, in
     the search's row order; None when the eval has none that may be used."""
 
-    def __init__(self, folder: Path, base_dir: Path, adapter_paths: list[str], rows: dict[str, TaskRows],
-                 generation: dict):
+    def __init__(self, folder: Path, base_dir: Path, base_fingerprint: str, adapter_paths: list[str],
+                 rows: dict[str, TaskRows], generation: dict):
         self.folder, self.rows, self.generation = Path(folder), rows, generation
-        self.wanted = {None: model_identity("base", base_dir, base_dir)["model_fingerprint"]}
+        self.wanted = {None: base_fingerprint}
         for index, path in enumerate(adapter_paths):
             self.wanted[index] = model_identity("adapter", path, base_dir)["model_fingerprint"]
         self.found = self._index()
-        self.taken: list[str] = []
 
     def _index(self) -> dict[tuple[int | None, str], tuple[Path, dict]]:
         """(who: None for the base, an adapter's index; task) -> the eval's predictions file, its meta."""
@@ -60,7 +59,7 @@ class EvalAnswers:
                 meta = pred.read_meta(path)
             except UserError:
                 continue
-            if not isinstance(meta, dict) or meta.get("task") not in self.rows:
+            if meta is None or meta.get("task") not in self.rows:        # (a file removed meanwhile)
                 continue
             for who, fingerprint in self.wanted.items():
                 if meta.get("model_fingerprint") != fingerprint:
@@ -87,7 +86,7 @@ class EvalAnswers:
             if path is None or meta.get("dataset_sha256") != sha:
                 return None
             try:
-                by_row = {line.get("row"): line for line in pred.read_lines(path) if isinstance(line, dict)}
+                by_row = {line.get("row"): line for line in pred.read_lines(path)}
             except UserError:
                 return None
             for request in getattr(task_rows, kind):
@@ -96,7 +95,6 @@ class EvalAnswers:
                         or str(line.get("id")) != str(request.id) or not isinstance(line.get("prediction"), str)):
                     return None
                 out.append(line["prediction"])
-        self.taken.append(f"{'base' if who is None else f'adapters.{who}'} ({kind} rows)")
         return out
 
     def source(self, candidate: Candidate | None) -> str:
@@ -124,8 +122,8 @@ def eval_answers(recipe, checked) -> EvalAnswers | None:
     folder = Path(recipe.eval_results or default_out(Path(recipe.eval)))
     if not (folder / "predictions").is_dir():
         return None
-    answers = EvalAnswers(folder, checked.plan.base_dir, [a.given for a in checked.plan.adapters], checked.rows,
-                          checked.generation)
+    answers = EvalAnswers(folder, checked.plan.base_dir, checked.inputs["base"]["fingerprint"],
+                          [a.given for a in checked.plan.adapters], checked.rows, checked.generation)
     if not answers.found:
         return None
     log.info(f"search: the base's and the specialists' answers the eval already has are taken from {folder} "
