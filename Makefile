@@ -119,9 +119,11 @@ lock-gpu: ## re-resolve requirements/*-gpu.in into the GPU locks (no GPU needed;
 check-locks: ## check that each GPU lock still matches its .in file (resolution only, installs nothing)
 	PYTHON=$(PYTHON) bash requirements/lock-gpu.sh --check
 
-.PHONY: bench-merge bench-eval
+.PHONY: bench-merge bench-eval bench-compile-cache
 bench-eval: setup ## one eval of 6 SmolLM2 models (base, 3 adapters, 2 merges): serve patch vs lora vs six engine loads (CPU)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python bench/bench_eval_serving.py --rows 3 --max-new-tokens 16
+bench-compile-cache: setup ## vLLM engine starts on CPU, first and second, with each compile-cache setting (SmolLM2)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python bench/bench_compile_cache.py
 bench-merge: setup ## time and peak memory of merging three adapters into the tiny model
 	$(VENV)/bin/python bench/bench_merge.py
 

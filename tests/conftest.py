@@ -26,10 +26,12 @@ os.environ["LF_WRAP_LLAMAFACTORY_CLI"] = str(LF_CLI)
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory):
-    """Keep datasets' Arrow cache, HF_HOME and lf-wrap's hash cache out of the home and the repo."""
+    """Keep datasets' Arrow cache, HF_HOME, vLLM's compile cache and lf-wrap's hash cache out of
+    the home and the repo (vLLM's is shared by every engine of the session: a model compiled once)."""
     home = tmp_path_factory.mktemp("hf_home")
-    old = {k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE", "LF_WRAP_CACHE")}
+    old = {k: os.environ.get(k) for k in ("HF_HOME", "HF_DATASETS_CACHE", "LF_WRAP_CACHE", "VLLM_CACHE_ROOT")}
     os.environ["HF_HOME"] = str(home)
+    os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm_cache"))
     os.environ["HF_DATASETS_CACHE"] = str(home / "datasets")
     os.environ["LF_WRAP_CACHE"] = str(tmp_path_factory.mktemp("lf_wrap_cache"))   # content-hash cache
     yield

@@ -211,5 +211,17 @@ def test_the_search_takes_the_base_and_specialists_answers_from_the_eval(study):
         assert (entry["metrics"], entry["per_row"]) == (generated[key]["metrics"], generated[key]["per_row"]), key
 
 
+def test_the_searchs_engine_loads_the_model_the_eval_compiled(study):
+    """The eval's engine compiled the model into vLLM's cache; the search's, the same model with
+    the same settings, loads it from there. On vLLM 0.32's default cache (AOT artifacts) the CPU
+    backend could not load it back, logged 'Compiling model again due to a load failure', and
+    compiled it again, as every later engine start did."""
+    _, folder, _, searched = study
+    ok(searched)
+    log = (folder / "runs" / "search" / "search.log").read_text(encoding="utf-8")
+    assert "init engine (profile, create kv cache, warmup model) took" in log     # a compiled engine started
+    assert "enforce_eager=False" in log and "Compiling model again" not in log
+
+
 def test_it_runs_in_a_few_minutes(study):
     assert study[2]["total"] < 600

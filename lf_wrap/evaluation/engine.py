@@ -76,12 +76,19 @@ CPU_KVCACHE_GIB = "4"
 def _prefer_in_process() -> None:
     """CPU defaults: the engine in this process (starts in seconds), and a KV cache of
     VLLM_CPU_KVCACHE_SPACE GiB. Unset, vLLM sizes the cache as `gpu_memory_utilization` of the
-    host's memory (0.9 of it: the machine swaps or dies), so lf-wrap sets 4 GiB and says so."""
+    host's memory (0.9 of it: the machine swaps or dies), so lf-wrap sets 4 GiB and says so.
+
+    And vLLM's compile cache as it was before its AOT artifacts (VLLM_USE_AOT_COMPILE=0, unless
+    set): with torch >= 2.10 vLLM 0.32 saves an AOT artifact that its CPU backend cannot load back
+    ("Compiling model again due to a load failure ... 'function' object has no attribute
+    'finalize_loading'"), so every engine compiled the model again; Inductor's cache loads, and a
+    second start of the same model takes a third of the first (docs/serving.md)."""
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
         return
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
     if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = CPU_KVCACHE_GIB
         logging.getLogger(__name__).info(f"VLLM_CPU_KVCACHE_SPACE is not set; using {CPU_KVCACHE_GIB} GiB for "
