@@ -314,7 +314,7 @@ def test_inputs_are_named_as_the_recipe_names_them_and_a_file_as_out_fails_the_c
     assert done.returncode == 2 and done.stderr.count("Error:") == 1 and "is a file, not a search folder" in done.stderr
 
 
-def test_folds_rank_by_the_worst_fold_and_the_top_5_are_held_on_the_report_rows(study, tmp_path):
+def test_folds_rank_by_the_worst_fold_and_the_top_held_are_checked_on_the_report_rows(study, tmp_path):
     """rows.folds 2: every candidate's objective on each fold of the search rows, ranked by the
     worst; the top 5 scored on the report rows too, each with its held verdict, and final.md says
     whether the winner held. Other folds then re-rank the scores on record: no search row is
@@ -351,6 +351,16 @@ def test_folds_rank_by_the_worst_fold_and_the_top_5_are_held_on_the_report_rows(
     assert [e for e in _ledger(out) if e["rows"] == "search"] == searched    # nothing generated on the search rows
     board = read_json(out / "leaderboard.json")
     assert board["folds"]["folds"] == 3 and all(len(r["folds"]) == 3 for r in board["rows"])
+
+    # rows.held 1: only the winner is checked on the report rows (each held row costs a candidate's
+    # report rows); everything it needs is on record, so nothing is generated.
+    reported = [e for e in _ledger(out) if e["rows"] == "report"]
+    alone = run_lf_wrap("merge", "search", path, "--set", "rows.folds=3", "--set", "rows.held=1")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    board = read_json(out / "leaderboard.json")
+    assert [r["label"] for r in board["held"]] == [board["rows"][0]["label"]]
+    assert board["held_sentence"].endswith("on the search rows (worst task kept, worst of 3 folds).")
+    assert [e for e in _ledger(out) if e["rows"] == "report"] == reported
 
 
 def test_pareto_search_writes_the_front_and_its_chart(study, tmp_path):

@@ -1,4 +1,4 @@
-"""Whether the search's winner holds on rows it never saw. The top TOP of the leaderboard are
+"""Whether the search's winner holds on rows it never saw. The top `rows.held` (5) of the leaderboard are
 scored on the report rows too (in the engine the final step runs anyway: a few patched
 candidates more), and each one's objective there is set beside the value it was ranked by on
 the search rows.
@@ -14,8 +14,6 @@ search rows."""
 from __future__ import annotations
 
 from lf_wrap.search.objective import DIGITS, Judge
-
-TOP = 5
 
 
 def _pct(value) -> str:
@@ -75,6 +73,8 @@ def sentence(rows: list[dict], best_label: str, judge: Judge) -> str:
     text = (f"The winner {verdict}: `{best_label}` keeps {_pct(winner['report'])} ({what}) on the report rows, "
             f"{compare} the {_pct(winner['ranked_value'])} it was ranked by on the search rows ({ranked_by(judge)})")
     first = min((r for r in rows if r["report"] is not None), key=lambda r: r["report_place"])
+    if len(rows) == 1:
+        return text + "."
     if first is winner:
         return text + f", and it keeps the most of the top {len(rows)} there."
     return text + f"; of the top {len(rows)}, #{first['rank']} `{first['label']}` keeps the most there " \

@@ -5,7 +5,7 @@ report rows, a chart of retained gain per task, and the best merge written by th
     leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
                                     and retained gain, worst, mean, role, Optuna trial numbers
     final.md                        best vs sum vs linear 0.5 on the report rows, with 95% intervals;
-                                    whether the winner held (the top 5 on both sets of rows, lf_wrap.search.held)
+                                    whether the winner held (the top `rows.held` on both sets of rows, lf_wrap.search.held)
     pareto.png                      objective pareto: each task's retained gain, the front (lf_wrap.search.pareto)
     chart.png                       retained gain per task: the best candidates and the sum merge
                                     (search rows); best, sum, linear 0.5 with intervals (report rows)"""

@@ -70,6 +70,10 @@ class Rows(_Strict):
     """At most this many of the remaining rows are the report rows (default: all of them)."""
     seed: int = 0
     """Seed of the draw, and of the folds."""
+    held: int = Field(5, ge=1, strict=True)
+    """The leaderboard's first `held` candidates are scored on the report rows too, to say whether
+    the winner held there (lf_wrap.search.held); each is one more candidate generated on every
+    report row. 1: the best alone."""
     folds: int | None = Field(None, ge=2, strict=True)
     """Split each task's search rows into this many folds (a seeded deal of whole prompts): a
     candidate's objective is computed on each fold and ranked by its worst fold (uncertainty.rank_by

@@ -11,7 +11,7 @@
 Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
 base and specialists on the search rows (the reference of every retained gain); rounds of
 candidates from the optimiser until `budget` trials are complete; the leaderboard; the best, the
-top 5 (held: lf_wrap.search.held) and the study-style sum merge on the report rows; the best merge written. Ctrl-C,
+top `rows.held` (lf_wrap.search.held) and the study-style sum merge on the report rows; the best merge written. Ctrl-C,
 SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
 command goes on from the journal and the ledger. `workers: shared`: each run is one worker of a
 search several share (lf_wrap.search.workers, docs/search-workers.md)."""
@@ -278,8 +278,8 @@ def _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, stu
     table = leaderboard.rows(study, scorer.ledger, judge, rows, references(n))
     best = leaderboard.best_row(table)
     _say(f"best on the search rows: {best['label']} ({held.ranked_by(judge)} {best['value']:.1%}); scoring it, "
-         f"the next of the top {held.TOP} and the reference merges on the report rows")
-    final = final_figures(scorer, tasks, best, bootstrap, table[:held.TOP], judge, family_bests(table))
+         f"the next of the top {recipe.rows.held} and the reference merges on the report rows")
+    final = final_figures(scorer, tasks, best, bootstrap, table[:recipe.rows.held], judge, family_bests(table))
     merge_out = write_best(out, scorer.plan, best, recipe.output)
     leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",
                           layout=layout(recipe, scorer.plan))
