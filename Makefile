@@ -41,8 +41,11 @@ $(VENV_LF)/.setup-done: requirements/train-cpu.txt
 demo: setup ## the whole study at small scale on CPU, offline (DEMO_MODEL=smollm2|tiny)
 	$(LFW) demo --model $(DEMO_MODEL)
 
-test: setup ## run the test suite (CPU, offline)
-	$(VENV)/bin/python -m pytest tests -q
+# Two pytest-xdist workers, each taking whole test files (a file's module fixtures are built once):
+# on 2 cores one worker leaves a core idle while it waits on a tool's process or its own Python.
+PYTEST_WORKERS ?= 2
+test: setup ## run the test suite (CPU, offline; PYTEST_WORKERS=2 processes, PYTEST_WORKERS=0 for one)
+	$(VENV)/bin/python -m pytest tests -q -n $(PYTEST_WORKERS) --dist loadfile
 
 samples: setup ## write the repo's sample source files to data/samples/
 	$(LFW) data samples --out data/samples

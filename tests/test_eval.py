@@ -89,7 +89,7 @@ def setup(tiny_model, prepared, tmp_path_factory):
         # serve: lora, as on a GPU: these tests hold vLLM's LoRA path (slots, base requests beside
         # adapters'); the patched path is tests/test_eval_patched.py's.
         "engine": {"dtype": "float32", "max_model_len": max_model_len, "gpu_memory_utilization": 0.2,
-                   "max_lora_rank": 8, "max_loras": 2, "serve": "lora"},
+                   "max_lora_rank": 8, "max_loras": 2, "serve": "lora", "enforce_eager": True},
         "long_prompts": "skip",
         "batch_size": 12,
         "bootstrap": {"resamples": 200, "seed": 7, "compare_to": ["lora_translate"]},

@@ -49,7 +49,9 @@ def recipe_file(models, prepared, serve: str, names=("base", "adapter", "merged"
         "model_name_or_path": str(models["base"]), "template": "qwen", "dataset_dir": str(prepared),
         "models": [{"name": n, **({"path": str(models[n])} if n != "base" else {})} for n in names],
         "tasks": {t: {"dataset": f"tiny_{t}_validation", "max_new_tokens": 12} for t in TASKS},
-        "engine": {"dtype": "float32", "max_model_len": 2048, "serve": serve},
+        # eager: a compiled start costs 15-70 s on 2 cores; patching a compiled engine is
+        # test_search_patching's (compiled, token for token)
+        "engine": {"dtype": "float32", "max_model_len": 2048, "serve": serve, "enforce_eager": True},
         "batch_size": 5,               # 8 rows a task: a model's rows span batches, never share one
         "bootstrap": {"resamples": 200},
     }

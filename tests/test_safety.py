@@ -133,7 +133,7 @@ def eval_recipe(tmp_path: Path, base: Path, prepared: Path, models: list[dict]) 
     recipe = {"model_name_or_path": str(base), "template": "qwen", "dataset_dir": str(prepared),
               "models": models, "tasks": {"qa": {"dataset": "tiny_qa_validation", "max_new_tokens": 6}},
               "engine": {"dtype": "float32", "max_model_len": 1024, "gpu_memory_utilization": 0.2,
-                         "max_lora_rank": 8},
+                         "max_lora_rank": 8, "enforce_eager": True},
               "batch_size": 16}
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))

@@ -48,7 +48,7 @@ def eval_recipe(path: Path, base: Path, prepared: Path, models: list[dict], **en
     recipe = {"model_name_or_path": str(base), "template": "qwen", "dataset_dir": str(prepared),
               "models": models, "tasks": {"qa": {"dataset": "tiny_qa_validation", "max_new_tokens": 6}},
               "engine": {"dtype": "float32", "max_model_len": 1024, "gpu_memory_utilization": 0.2,
-                         "max_lora_rank": 8, **engine},
+                         "max_lora_rank": 8, "enforce_eager": True, **engine},
               "batch_size": 16}
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -149,7 +149,7 @@ def _study(tiny_model: Path, adapters: dict, root: Path) -> tuple[Path, Path]:
         (links / name / "adapter_config.json").write_text(json.dumps(config))
     ev = {"model_name_or_path": str(base), "template": "qwen", "dataset_dir": str(data), "models": [{"name": "base"}],
           "tasks": {t: {"dataset": t, "metric": "rouge", "max_new_tokens": 4} for t in info},
-          "engine": {"dtype": "float32", "max_model_len": 512}}
+          "engine": {"dtype": "float32", "max_model_len": 512, "enforce_eager": True}}
     (root / "eval.yaml").write_text(yaml.safe_dump(ev))
     search = {"eval": str(root / "eval.yaml"), "methods": ["linear"], "budget": 2, "rows": {"search": 4},
               "adapters": [{"path": str(links / n), "task": t} for n, t in zip("ABC", info)], "out": str(root / "out")}

@@ -51,7 +51,8 @@ def evaluated(tiny_model, prepared, tmp_path_factory):
                   "my_squad": {"dataset": "my_cities", "metric": "squad_v2", "max_new_tokens": 4},
                   "my_chrf": {"dataset": "my_cities", "metric": "chrf", "max_new_tokens": 4},
                   "my_contains": {"dataset": "my_cities", "metric": "my_metrics.py:contains", "max_new_tokens": 4}},
-        "engine": {"dtype": "float32", "max_model_len": 1024, "gpu_memory_utilization": 0.2, "max_lora_rank": 8},
+        "engine": {"dtype": "float32", "max_model_len": 1024, "gpu_memory_utilization": 0.2, "max_lora_rank": 8,
+                   "enforce_eager": True},
     }
     path = root / "eval-user.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
