@@ -1,8 +1,8 @@
 """vLLM's compile cache on the CPU backend: how long an engine start takes the first time and the
 second time (same cache folder), with vLLM's default AOT artifacts and with the settings lf-wrap
 could use instead. Each start is its own process (SmolLM2-135M-Instruct, float32, in-process
-engine core, as lf-wrap runs it) with its own fresh cache folder per setting, so the second start
-of a setting finds only what its first start saved.
+engine core, as lf-wrap runs it) with its own fresh cache folders per setting (vLLM's and
+Inductor's), so the second start of a setting finds only what its first start saved.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_compile_cache.py
 
@@ -41,7 +41,8 @@ print(f"START {started:.1f} {out[0].outputs[0].token_ids[:4]}", flush=True)
 def start_once(model: str, env: dict, cache: str) -> tuple[float, float | None, bool]:
     """(seconds to a started engine, vLLM's own engine-init seconds, whether it compiled again)."""
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_USE_")}
-    child_env.update(env, VLLM_CACHE_ROOT=cache, VLLM_ENABLE_V1_MULTIPROCESSING="0",
+    child_env.update(env, VLLM_CACHE_ROOT=cache, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),
+                     VLLM_ENABLE_V1_MULTIPROCESSING="0",
                      VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
     done = subprocess.run([sys.executable, "-c", CHILD, model], env=child_env, capture_output=True, text=True)
     text = done.stdout + done.stderr
