@@ -8,7 +8,8 @@ Inductor's), so the second start of a setting finds only what its first start sa
 
 What it showed (docs/serving.md): vLLM 0.32's AOT artifact does not load back on CPU ('function'
 object has no attribute 'finalize_loading'), so every start compiled again; with
-VLLM_USE_AOT_COMPILE=0 a second start took about half of the first."""
+VLLM_USE_AOT_COMPILE=0 a second start loaded the compiled model: 25 s against 92 s for the
+first, and 62 s for a second start on vLLM's default."""
 
 from __future__ import annotations
 

@@ -66,6 +66,10 @@ def ok(done):
     return done
 
 
+# The eval's engine settings, as `--set` overrides (the search takes them as eval_overrides).
+ENGINE = ["engine.dtype=float32", "engine.max_model_len=512", "engine.gpu_memory_utilization=0.2"]
+
+
 @pytest.fixture(scope="module")
 def learning_model(tmp_path_factory):
     from lf_wrap.demo.tiny_model import build_tiny_model
@@ -104,13 +108,12 @@ def study(learning_model, tmp_path_factory):
     mark = time.monotonic()
     ok(run_lf_wrap("merge", "recipe", "merge.yaml", cwd=folder))
     seconds["merge"] = time.monotonic() - mark
-    engine = ["engine.dtype=float32", "engine.max_model_len=512", "engine.gpu_memory_utilization=0.2"]
     mark = time.monotonic()
-    ok(run_lf_wrap("eval", "eval.yaml", *[a for s in engine for a in ("--set", s)], cwd=folder))
+    ok(run_lf_wrap("eval", "eval.yaml", *[a for s in ENGINE for a in ("--set", s)], cwd=folder))
     seconds["eval"] = time.monotonic() - mark
     mark = time.monotonic()
     search = ["search.yaml", "--set", "budget=4", "--set", "round_size=2", "--set", "methods=[linear,ties]",
-              "--set", "rows.search=3", "--set", f"eval_overrides=[{','.join(engine)}]"]
+              "--set", "rows.search=3", "--set", f"eval_overrides=[{','.join(ENGINE)}]"]
     ok(run_lf_wrap("merge", "search", *search, "--check", cwd=folder))
     searched = run_lf_wrap("merge", "search", *search, cwd=folder)
     seconds["search"] = time.monotonic() - mark
@@ -199,10 +202,9 @@ def test_the_search_takes_the_base_and_specialists_answers_from_the_eval(study):
     assert manifest["from_eval"] == 6                        # base + 2 specialists, search and report rows
     taken = {k: e for k, e in _ledger(folder / "runs" / "search").items() if "from_eval" in e}
     assert {key for _, key in taken} == {"base", "linear[1,0]", "linear[0,1]"}
-    engine = ["engine.dtype=float32", "engine.max_model_len=512", "engine.gpu_memory_utilization=0.2"]
     fresh = ok(run_lf_wrap("merge", "search", "search.yaml", "--set", "budget=2", "--set", "round_size=2",
                            "--set", "methods=[linear]", "--set", "rows.search=3",
-                           "--set", f"eval_overrides=[{','.join(engine)}]", "--set", "reuse_eval=false",
+                           "--set", f"eval_overrides=[{','.join(ENGINE)}]", "--set", "reuse_eval=false",
                            "--set", "out=runs/search-fresh", cwd=folder))
     assert "taken from" not in fresh.stderr
     generated = _ledger(folder / "runs" / "search-fresh")
