@@ -48,8 +48,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def dump_json(obj: Any) -> str:
-    """The one JSON layout lf-wrap writes: UTF-8 (Chinese stays readable), indent 2, newline."""
-    return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+    """The one JSON layout lf-wrap writes: UTF-8 (Chinese stays readable), indent 2, newline. A
+    string with a lone surrogate, which UTF-8 cannot encode, makes the file \\u-escaped instead."""
+    text = json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, indent=2) + "\n"
+    return text
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lf_wrap.core import jsonlines
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import dump_json, sha256_file
 from lf_wrap.core.manifest import HEADER_KEYS, StageRecord
@@ -42,27 +43,62 @@ class _RowProblem(ValueError):
     """What is wrong with one row; the message starts with the key."""
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON (LLaMA-Factory's reader refuses it); write a number or a string")
+
+
+def _no_duplicates(pairs: list) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key '{key}' appears twice in one object (JSON readers keep only one of them)")
+    return out
+
+
+def _loads(text: str):
+    """json.loads, with NaN/Infinity and a key given twice refused: what lf-wrap writes must read
+    back as the same rows in LLaMA-Factory."""
+    return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+
+
+def _malformed(where: str, what: str, err: Exception) -> UserError:
+    message = getattr(err, "msg", None) or str(err)
+    if isinstance(err, RecursionError):
+        message = "nested too deeply to read"
+    return UserError(f"{where}: malformed {what} ({message})")
+
+
 def read_rows(path: Path) -> list[tuple[str, dict]]:
-    """(where, row) for each row of a JSON array or a JSON Lines file."""
+    """(where, row) for each row of a JSON array or a JSON Lines file (UTF-8, a BOM allowed; lines
+    end at \n only, so U+2028 or U+0085 inside a string stays inside it)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read ({err})") from None
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from None
     if not text.strip():
         raise UserError(f"{path}: the file is empty")
     if text.lstrip().startswith("["):
         try:
-            rows = json.loads(text)
+            rows = _loads(text)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+        except (ValueError, RecursionError) as err:
+            raise _malformed(str(path), "JSON", err) from None
+        if not isinstance(rows, list):
+            raise UserError(f"{path}: a JSON array of rows, or one JSON object per line, was expected")
         return [(f"{path}: row {i} (0-based index in the array)", row) for i, row in enumerate(rows)]
     out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
+    for lineno, line in jsonlines.split(text.encode("utf-8")):
+        try:
+            out.append((f"{path}:{lineno}", _loads(line.decode("utf-8"))))
+        except (ValueError, RecursionError) as err:
+            raise _malformed(f"{path}:{lineno}", "JSON line", err) from None
     return out
 
 
@@ -97,6 +133,8 @@ def check_sharegpt(row: dict) -> None:
         _string(row, key, False)
     if isinstance(turns[0], dict) and turns[0].get("from") == "system":
         turns = turns[1:]
+    if not turns:
+        raise _RowProblem("key 'conversations': a system turn alone; a row needs a human turn and a gpt turn")
     for i, turn in enumerate(turns):
         where = f"key 'conversations.{i}"
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):

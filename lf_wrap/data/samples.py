@@ -8,11 +8,11 @@ validation rows that share no row with training. Deterministic for a seed."""
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from pathlib import Path
 
-from lf_wrap.core.files import atomic_write_text
+from lf_wrap.core import jsonlines
+from lf_wrap.core.files import atomic_write_bytes
 
 PEOPLE = [("我", "I"), ("我们", "We"), ("他", "He"), ("她", "She"), ("我的朋友", "My friend"),
           ("老师", "The teacher"), ("我的邻居", "My neighbour"), ("那个医生", "That doctor"),
@@ -130,6 +130,6 @@ def write_samples(out: Path, seed: int = 0, validation: int = 60) -> dict[Path, 
     for folder, (train, valid) in sources.items():
         for split, rows in (("train", train), ("validation", valid)):
             path = Path(out) / folder / f"{split}.jsonl"
-            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            atomic_write_bytes(path, jsonlines.encode(rows))
             written[path] = len(rows)
     return written

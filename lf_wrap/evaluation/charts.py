@@ -6,9 +6,9 @@ matplotlib is imported only when a picture is drawn."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
+from lf_wrap.core import jsonlines
 from lf_wrap.scoring.bootstrap import Bootstrap
 
 
@@ -60,12 +60,8 @@ def chart(table: dict) -> bytes:
 
 def read_loss(log: Path) -> tuple[list[float], list[float]]:
     steps, losses = [], []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("loss") is not None:
+    for record in jsonlines.tolerant(log.read_bytes())[0]:
+        if record.get("loss") is not None:
             steps.append(record.get("current_steps", len(steps) + 1))
             losses.append(record["loss"])
     return steps, losses

@@ -19,6 +19,7 @@ import json
 import os
 from pathlib import Path
 
+from lf_wrap.core import jsonlines
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, Task
@@ -82,18 +83,8 @@ def read_lines(path: Path) -> list[dict]:
         data = path.read_bytes()
     except OSError as err:
         raise UserError(f"{path}: cannot read predictions ({err.strerror})") from None
-    out = []
-    for number, line in enumerate(decode_lines(path, data).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number}: not a JSON object ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: each line must be a JSON object")
-        out.append(record)
-    return out
+    decode_lines(path, data)
+    return [record for _, record in jsonlines.records(path, data)]
 
 
 def checked(path: Path, records: list[dict], task: Task) -> tuple[list[str], list[list[str]]]:
@@ -163,20 +154,19 @@ class PredictionFile:
             raise UserError(f"{who}{self.path} was generated with "
                             f"{_what_changed(changed[0], old_meta, self.meta)}; its rows are not reused. Pass --force "
                             "to regenerate them, or --out for a new folder")
-        data = self.path.read_bytes()
-        keep = data if data.endswith(b"\n") or not data else data[:data.rfind(b"\n") + 1]
-        if len(keep) != len(data):     # a line torn by a kill: cut it, the row is generated again
+        keep = self.path.read_bytes()
+        if keep and not keep.endswith(b"\n"):      # a line torn by a kill: cut, the row is generated again
             with open(self.path, "r+b") as handle:
-                handle.truncate(len(keep))
-                os.fsync(handle.fileno())
-            self.repaired = True
+                self.repaired = jsonlines.cut_torn(handle)
+            keep = jsonlines.complete(keep)
+        decode_lines(self.path, keep)
         first_line: dict[int, int] = {}
-        for number, line in enumerate(decode_lines(self.path, keep).splitlines(), 1):
+        for number, line in jsonlines.split(keep):
             try:
                 record = json.loads(line)
                 row = int(record["row"])
                 self.done[row] = record["prompt_sha256"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise UserError(f"{self.path}:{number}: not a line lf-wrap wrote; move the file away or "
                                 "pass --force to regenerate it") from None
             if row in first_line:      # scored twice, it would count twice in every metric
@@ -195,7 +185,7 @@ class PredictionFile:
     def append(self, records: list[dict]) -> None:
         if not records:
             return
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        payload = jsonlines.encode(records)
         if self.fresh:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(meta_path(self.path), self.meta)

@@ -21,12 +21,13 @@ where row, id and references agree."""
 
 from __future__ import annotations
 
-import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
+from lf_wrap.core import jsonlines
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.files import atomic_write_text
+from lf_wrap.core.files import atomic_write_bytes
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.scoring.bootstrap import Bootstrap
 from lf_wrap.scoring.custom import RowScoreError
@@ -88,7 +89,7 @@ def score_with_rows(path: Path, task: Task, no_answer_text: str | None = None) -
 def write_scores(scored: ScoredFile) -> Path:
     """Write `<task>.scores.jsonl` beside the predictions (atomically); return its path."""
     target = pred.scores_path(scored.path)
-    atomic_write_text(target, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in scored.row_scores()))
+    atomic_write_bytes(target, jsonlines.encode(scored.row_scores()))
     return target
 
 

@@ -31,6 +31,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from lf_wrap.core import jsonlines
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import dump_json
 from lf_wrap.core.locks import held
@@ -69,7 +70,7 @@ class Ledger:
         if handle is not None:
             with handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)     # no worker is writing a line while it is cut
-                _cut_torn_line(handle)
+                jsonlines.cut_torn(handle)
         self.refresh()
 
     def refresh(self) -> int:
@@ -80,14 +81,13 @@ class Ledger:
                 data = handle.read()
         except FileNotFoundError:
             return 0
-        data = data[:data.rfind(b"\n") + 1]       # a line being written is read once it is whole
-        lines = data.splitlines(keepends=True)
-        for line in lines:
-            self._lines += 1
-            if line.strip():
-                self._take(self._lines, line)
+        data = jsonlines.complete(data)       # a line being written is read once it is whole
+        lines = data.count(b"\n")
+        for number, line in jsonlines.split(data):
+            self._take(self._lines + number, line)
+        self._lines += lines
         self._offset += len(data)
-        return len(lines)
+        return lines
 
     def _take(self, number: int, line: bytes) -> None:
         try:
@@ -118,10 +118,10 @@ class Ledger:
 
     def add(self, entry: dict) -> dict:
         entry = {"identity": self.identity, **entry, **({"worker": self.worker} if self.worker else {})}
-        line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
+        line = jsonlines.dumps(entry, sort_keys=True)
         with open(self.path, "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)        # one append at a time, whichever worker
-            _cut_torn_line(handle)
+            jsonlines.cut_torn(handle)
             handle.write(line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
@@ -148,12 +148,3 @@ class Ledger:
     def _claim_file(self, rows: str, key: str) -> Path:
         return self.claims / f"{hashlib.sha256(f'{rows}/{key}'.encode()).hexdigest()[:24]}.lock"
 
-
-def _cut_torn_line(handle) -> None:
-    """Under the ledger's flock: a last line without its newline (a writer killed mid-line) is cut."""
-    size = os.fstat(handle.fileno()).st_size
-    if not size or os.pread(handle.fileno(), 1, size - 1) == b"\n":
-        return
-    handle.seek(0)
-    data = handle.read()
-    handle.truncate(data.rfind(b"\n") + 1)

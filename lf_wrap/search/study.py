@@ -22,6 +22,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from lf_wrap.core import jsonlines
 from lf_wrap.core.errors import UserError
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.search.candidates import Candidate, gather, weight_params
@@ -109,14 +110,13 @@ def check_journal(folder: Path) -> None:
     lock.acquire()
     try:
         data = path.read_bytes()
-        lines = data.splitlines(keepends=True)
-        if lines and not lines[-1].endswith(b"\n"):
+        if data and not data.endswith(b"\n"):
             with open(path, "r+b") as handle:
-                handle.truncate(len(data) - len(lines[-1]))
-            lines.pop()
+                jsonlines.cut_torn(handle)
+            data = jsonlines.complete(data)
     finally:
         lock.release()
-    for number, line in enumerate(lines, 1):
+    for number, line in jsonlines.split(data):
         try:
             entry = json.loads(line.decode("utf-8"))
         except ValueError:

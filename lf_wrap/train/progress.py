@@ -9,11 +9,11 @@ loss, remaining_time)."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 
+from lf_wrap.core import jsonlines
 from lf_wrap.core.console import Progress
 
 _TRAINER_BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[")
@@ -49,15 +49,9 @@ class TrainingProgress:
                 data = handle.read()
         except OSError:
             return
-        complete = data[:data.rfind(b"\n") + 1]
+        complete = jsonlines.complete(data)
         self.offset += len(complete)
-        for raw in complete.splitlines():
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(entry, dict):
-                continue
+        for entry in jsonlines.tolerant(complete)[0]:
             if isinstance(entry.get("loss"), (int, float)):
                 self.loss = float(entry["loss"])
             self.left = str(entry.get("remaining_time") or self.left)
