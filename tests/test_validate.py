@@ -47,3 +47,34 @@ def test_a_bad_file_of_each_kind_is_one_error_naming_the_key(study, tmp_path):
         assert done.returncode == 2 and len(errors) == 1 and key in errors[0], (kind, done.stderr[-2000:])
     done = run_lf_wrap("validate", root / "eval.yaml", "--smoke", cwd=tmp_path)
     assert done.returncode == 2 and "only a training recipe has a smoke set" in done.stderr
+
+
+@pytest.mark.parametrize("name, says", [
+    ("qa.scores", "'qa.scores' ends in '.scores': qa.scores.jsonl is where task 'qa' keeps its per-row scores"),
+    ("qa.meta", "'qa.meta' ends in '.meta'"),
+    ("a" * 300, "is 300 characters long; a name has at most 100"),
+])
+def test_a_task_name_whose_files_would_collide_or_not_fit_is_refused_before_any_engine(tiny_model, prepared, tmp_path,
+                                                                                      name, says):
+    """T27: task `qa.scores` had its predictions overwritten by task qa's per-row scores, then the
+    eval failed and refused every rerun; T25: a 300-character name failed after generating. Both
+    are refused by validate, by eval before the engine, and in a task file."""
+    recipe = {"model_name_or_path": str(tiny_model), "dataset_dir": str(prepared), "models": [{"name": "base"}],
+              "tasks": {"qa": {"dataset": "tiny_qa_validation", "max_new_tokens": 4},
+                        name: {"dataset": "tiny_qa_validation", "metric": "squad_v2", "max_new_tokens": 4}},
+              "engine": {"dtype": "float32", "max_model_len": 1024, "enforce_eager": True}}
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    for args in (("validate", path), ("eval", path, "--out", tmp_path / "ev")):
+        done = run_lf_wrap(*args, cwd=tmp_path)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert done.returncode == 2 and len(errors) == 1 and says in errors[0], done.stderr[-2000:]
+    assert not (tmp_path / "ev" / "predictions").exists()
+    task = tmp_path / "t.yaml"
+    task.write_text(f'name: {name}\nprompt: "{{x}}"\nresponse: y\nmetric: exact_match\n')
+    done = run_lf_wrap("validate", task, cwd=tmp_path)
+    assert done.returncode == 2 and says in done.stderr, done.stderr[-2000:]
+    models = {**recipe, "tasks": {"qa": recipe["tasks"]["qa"]}, "models": [{"name": "m" * 300}]}
+    path.write_text(yaml.safe_dump(models))
+    done = run_lf_wrap("validate", path, cwd=tmp_path)
+    assert done.returncode == 2 and "a name has at most 100" in done.stderr, done.stderr[-2000:]

@@ -17,7 +17,7 @@ from lf_wrap.core.recipes import read_recipe
 from lf_wrap.data.dataset_info import recorded_task
 from lf_wrap.scoring.registry import CHOICES
 from lf_wrap.scoring.bootstrap import MAX_RESAMPLES, MIN_RESAMPLES, Bootstrap
-from lf_wrap.tasks import TASK_NAME, TASKS, Task, find_task, resolve_task, with_overrides
+from lf_wrap.tasks import TASKS, Task, find_task, name_problem, resolve_task, with_overrides
 
 DEFAULT_MAX_NEW_TOKENS = 256      # a task with no file, whose entry gives none
 
@@ -27,13 +27,23 @@ class _Strict(BaseModel):
 
 
 class ModelEntry(_Strict):
-    name: str = Field(pattern=rf"^{TASK_NAME.pattern}$")   # pydantic's Rust regex: `$` is the very end
-    """Column name in the table and folder name under predictions/."""
+    name: str
+    """Column name in the table and folder name under predictions/: letters, digits, '.', '_' and
+    '-', at most 100 characters."""
     path: str | None = None
     """A LoRA adapter folder or a full model folder; omitted: the base model itself."""
     task: str | None = None
     """The task this model was trained for (one of the study's, or one declared under `tasks`):
     marked (bold) in the table."""
+
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(problem.replace(" (it names files)", " (it names a folder under predictions/)"))
+        return value
 
 
 class TaskEntry(_Strict):
@@ -187,6 +197,10 @@ class EvalRecipe(_Strict):
     def _known_tasks(cls, value, info: ValidationInfo):
         """Each task is found (TaskEntry); a model's own task is one of those or the study's."""
         dataset_dir = info.data.get("dataset_dir", Path("dataset_info"))
+        for name in value:
+            problem = name_problem(name)
+            if problem:
+                raise ValueError(f"task name {problem}")
         value = {name: resolved_entry(dataset_dir, name, entry) for name, entry in value.items()}
         for model in info.data.get("models") or []:
             if model.task is not None and model.task not in TASKS and model.task not in value:

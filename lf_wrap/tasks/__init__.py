@@ -27,9 +27,9 @@ from lf_wrap.scoring import custom
 from lf_wrap.scoring.family import Family
 from lf_wrap.scoring.registry import CHOICES, FAMILIES, family
 from lf_wrap.tasks.rows import RowError
-from lf_wrap.tasks.spec import DEFAULT_NO_ANSWER_TEXT, TASK_NAME, TaskFile, load_keywords
+from lf_wrap.tasks.spec import DEFAULT_NO_ANSWER_TEXT, TASK_NAME, TaskFile, load_keywords, name_problem
 
-__all__ = ["DEFAULT_NO_ANSWER_TEXT", "TASK_NAME", "TASKS", "RowError", "Task", "find_task", "get_task",
+__all__ = ["DEFAULT_NO_ANSWER_TEXT", "TASK_NAME", "TASKS", "RowError", "Task", "find_task", "get_task", "name_problem",
            "read_task_file", "resolve_task", "task_from_declaration"]
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "defaults" / "tasks"
@@ -224,8 +224,9 @@ def resolve_task(name: str, metric: str | None = None, key: str = "metric", scor
                          f"needs a task file (docs/tasks.md) or {key}, one of: {CHOICES}")
     if scored_by is None:
         _check_metric(metric, key)
-    if not TASK_NAME.fullmatch(name):
-        raise ValueError(f"task name {name!r}: letters, digits, '.', '_' and '-' only (it names files)")
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"task name {problem}")
     if shipped is not None:
         return dataclasses.replace(shipped, metric=metric, scored_by=scored_by)
     return Task(name, metric, scored_by=scored_by)

@@ -29,6 +29,25 @@ from lf_wrap.core.errors import UserError
 # A task or model name names files (predictions/<model>/<task>.jsonl). Matched whole with
 # `fullmatch`: with `match`, a `$` also matches before a final newline, and "mytask\n" passed.
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME = 100        # `.<name>.scores.jsonl.<8>.tmp` must fit a file system's 255 bytes, with room to spare
+# Files a task keeps beside its predictions `<task>.jsonl`: `<task>.scores.jsonl`, `<task>.meta.json`.
+# A task named `qa.scores` would have its predictions where task qa keeps its scores.
+RESERVED_SUFFIXES = (".scores", ".meta")
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with a task or model name (they name files and folders), or None. One rule
+    for task files, eval recipe keys, `--task`/`--metric` names and model names."""
+    if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+        return (f"{name!r} is not a plain name: letters, digits, '.', '_' and '-', starting with a letter or digit "
+                "(it names files)")
+    if len(name) > MAX_NAME:
+        return f"'{name[:20]}...' is {len(name)} characters long; a name has at most {MAX_NAME} (it names files)"
+    suffix = next((s for s in RESERVED_SUFFIXES if name.endswith(s)), None)
+    if suffix:
+        return (f"{name!r} ends in '{suffix}': {name}.jsonl is where task '{name[:-len(suffix)]}' keeps its "
+                f"{'per-row scores' if suffix == '.scores' else 'generation settings'}; choose another name")
+    return None
 DEFAULT_NO_ANSWER_TEXT = "unanswerable"
 DATASET_NAME_SLOTS = ("name", "split", "rows")
 
@@ -133,9 +152,9 @@ class TaskFile(_Strict):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
-        if not TASK_NAME.fullmatch(value):
-            raise ValueError(f"{value!r} is not a plain name: letters, digits, '.', '_' and '-', starting with a "
-                             "letter or digit (it names files)")
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("prompt")
