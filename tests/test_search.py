@@ -210,6 +210,29 @@ def test_other_inputs_in_the_same_folder_are_refused(study, tmp_path):
     assert widened.returncode == 2 and "another search space (weights)" in widened.stderr
 
 
+def test_a_changed_metric_is_never_answered_from_the_old_scores(study, tmp_path):
+    """SN1, SN2: the ledger's identity had no metric. A metric file edited in place (or another
+    function under the same name) gave "0 scores computed, 20 reused" and the old figures; a
+    shipped metric swapped in gave a KeyError traceback. Now both are other inputs, named."""
+    metric = tmp_path / "my_metric.py"
+    metric.write_text("def overlap(prediction, references):\n"
+                      "    return float(any(r.strip() and r.strip() in prediction for r in references))\n")
+    out = tmp_path / "custom"
+    path = _search_recipe(study, out, budget=2, eval_overrides=[f"tasks.{t}.metric={metric}:overlap" for t in TASKS])
+    first = run_lf_wrap("merge", "search", path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert read_json(out / "manifest.json")["scoring"]["task_a"]["function"] == "overlap"
+    ledger = (out / "scores.jsonl").read_bytes()
+    metric.write_text(metric.read_text() + "# the same function, edited\n")
+    edited = run_lf_wrap("merge", "search", path)
+    assert edited.returncode == 2 and edited.stderr.count("Error:") == 1, edited.stderr[-3000:]
+    assert "task task_a's metric" in edited.stderr and "(its file or settings changed)" in edited.stderr
+    swapped = run_lf_wrap("merge", "search", path, "--set", "eval_overrides=[tasks.task_a.metric=chrf]")
+    assert swapped.returncode == 2 and swapped.stderr.count("Error:") == 1, swapped.stderr[-3000:]
+    assert f"task task_a's metric ({metric}:overlap -> chrf)" in swapped.stderr
+    assert (out / "scores.jsonl").read_bytes() == ledger            # nothing lost, nothing reused
+
+
 def test_overlapping_search_and_report_rows_are_refused(study, tmp_path):
     out = tmp_path / "overlap"
     path = _search_recipe(study, out, rows={"search": 5, "search_datasets": {"task_b": "task_b"}})

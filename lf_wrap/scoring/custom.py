@@ -50,8 +50,16 @@ class CustomFamily(MeanFamily):
     """A family of one metric, scored by the user's function (None when it only describes a metric
     that metrics.json declared, for `lf-wrap report`)."""
 
-    def __init__(self, spec: str, metric: Metric, aggregation: str = "mean", function: Callable | None = None):
+    def __init__(self, spec: str, metric: Metric, aggregation: str = "mean", function: Callable | None = None,
+                 source_sha256: str | None = None):
         self.name, self.metrics, self.aggregation, self.function = spec, (metric,), aggregation, function
+        self.source_sha256 = source_sha256      # the file's content when it was loaded
+
+    def identity(self) -> dict:
+        """The function by name and its file by content: an edited metric file, or another function
+        of the same name, is another metric."""
+        return {**super().identity(), "function": self.metrics[0].name, "file_sha256": self.source_sha256,
+                "aggregation": self.aggregation, "higher_is_better": self.metrics[0].higher_is_better}
 
     def row_scores(self, prediction, references, no_answer_text) -> dict:
         raise NotImplementedError     # rows() scores every row itself, to say which one failed
@@ -124,7 +132,8 @@ def _load(spec: str, cwd: str) -> CustomFamily:
                         f"not {aggregation!r}")
     doc = (function.__doc__ or "").strip().split("\n")[0]
     definition = doc or f"{spec}: the function's score of each row, {aggregation} over rows"
-    return CustomFamily(spec, Metric(name, name, higher, definition), aggregation, function)
+    return CustomFamily(spec, Metric(name, name, higher, definition), aggregation, function,
+                        hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def load(spec: str) -> CustomFamily:

@@ -65,6 +65,11 @@ class Family:
     def describe(self, key: str) -> str:
         return self.metric(key).definition
 
+    def identity(self) -> dict:
+        """What decides its scores, for a stored score's identity (the search's ledger): the family
+        and its metrics (lf-wrap's version, recorded beside it, covers the shipped families' code)."""
+        return {"family": self.name, "metrics": list(self.keys), "no_answer": self.no_answer}
+
     # ---------------------------------------------------------------- per family
 
     def rows(self, predictions: Sequence[str], references: Sequence[Sequence[str]],

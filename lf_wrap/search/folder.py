@@ -45,6 +45,12 @@ def _changed_inputs(earlier: dict, parts: dict) -> str:
     old_gen = earlier.get("generation") or {}
     changed += [f"generation.{k}" for k in sorted(set(old_gen) | set(parts["generation"]))
                 if old_gen.get(k) != parts["generation"].get(k)]
+    old_scoring, new_scoring = earlier.get("scoring") or {}, parts.get("scoring") or {}
+    for task in sorted(set(old_scoring) | set(new_scoring)):
+        if old_scoring.get(task) != new_scoring.get(task):
+            was, now_ = (old_scoring.get(task) or {}).get("metric"), (new_scoring.get(task) or {}).get("metric")
+            changed.append(f"task {task}'s metric ({was} -> {now_})" if was != now_
+                           else f"task {task}'s metric {now_} (its file or settings changed)")
     return ", ".join(changed) or "lf-wrap's ledger format"
 
 

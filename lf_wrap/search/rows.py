@@ -146,6 +146,13 @@ def _refuse_overlap(task: str, search: list[Request], report: list[Request], sea
                             "search and report rows must not overlap")
 
 
+def scoring_ids(rows: dict[str, TaskRows]) -> dict:
+    """How each task's rows are scored (part of a stored score's identity): its metric family,
+    a function of your own by its file's content, and the no-answer text read as ""."""
+    return {task: {"metric": r.data.definition.metric, **r.data.definition.family.identity(),
+                   "no_answer_text": r.data.no_answer_text} for task, r in rows.items()}
+
+
 def row_ids(rows: dict[str, TaskRows]) -> dict:
     """What the manifest records of the rows (and what a reused score's identity includes)."""
     return {task: {"search_dataset": r.search_dataset, "search_dataset_sha256": r.search_sha256,

@@ -46,7 +46,7 @@ from lf_wrap.search.layerwise import check_layout, layout
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import reference
 from lf_wrap.search.recipe import SearchRecipe
-from lf_wrap.search.rows import TaskRows, fold_record, row_ids, specialists, split_rows
+from lf_wrap.search.rows import TaskRows, fold_record, row_ids, scoring_ids, specialists, split_rows
 from lf_wrap.search.scoring import Scorer, headline_scores
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class SearchPlan:
 
     @property
     def identity(self) -> str:
-        return identity({"inputs": self.inputs, "rows": row_ids(self.rows), "generation": self.generation})
+        return identity({"inputs": self.inputs, "rows": row_ids(self.rows), "generation": self.generation,
+                         "scoring": scoring_ids(self.rows)})
 
     def describe(self) -> str:
         r = self.recipe
@@ -155,14 +156,16 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     space = search_space(recipe)
     reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
     storage = optimiser.redacted(recipe.storage) if recipe.storage else None
+    scoring = scoring_ids(rows)
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
-            "generation": checked.generation, "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides,
+            "generation": checked.generation, "scoring": scoring, "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides,
             "budget": recipe.budget, "round_size": recipe.round_size, "engine": spec.kwargs, "notes": checked.notes,
             "storage": storage, "workers": recipe.workers,
             "folds": fold_record(rows, recipe.rows.folds, recipe.rows.seed)}
     with crew.setup():                          # shared: one worker at a time checks and writes the folder
         resumed = prepare_folder(out, ident, space, force, reads, {"inputs": checked.inputs, "rows": row_ids(rows),
-                                                                   "generation": checked.generation}, storage)
+                                                                   "generation": checked.generation,
+                                                                   "scoring": scoring}, storage)
         ledger = Ledger(out, ident, crew.id)    # a damaged ledger or journal: one Error, before anything runs
         if not recipe.storage:
             optimiser.check_journal(out)
