@@ -179,3 +179,27 @@ def test_manifest_opens_with_the_shared_header(tmp_path, sample_sources):
     manifest = read_json(tmp_path / f"{result.name}.manifest.json")
     assert list(manifest)[:len(HEADER_KEYS)] == list(HEADER_KEYS)
     assert manifest["stage"] == "prepare" and manifest["status"] == "finished" and manifest["seconds"] >= 0
+
+
+def test_a_source_edited_in_place_with_its_time_set_back_is_read_afresh(tmp_path):
+    """D1: `datasets` keys its Arrow copy of a local file by path, size and mtime; a file edited in
+    place (same size) with its mtime restored was read from the old copy, and the manifest had no
+    digest of the source to notice. D2: the copy lives under lf-wrap's cache, one per source."""
+    import hashlib
+    import os
+
+    from lf_wrap.core.environments import cache_root
+
+    rows = [{"translation": {"zh": f"句子{i}。", "en": f"text {i}"}} for i in range(6)]
+    source = write_jsonl(tmp_path / "src.jsonl", rows)
+    first = prepare("translate", str(source), "train", 6, options=PrepareOptions(dataset_dir=tmp_path / "a", name="a"))
+    before = os.stat(source)
+    source.write_text(source.read_text(encoding="utf-8").replace("text 3", "TEXT 3"), encoding="utf-8")
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(source).st_size == before.st_size
+    second = prepare("translate", str(source), "train", 6, options=PrepareOptions(dataset_dir=tmp_path / "b", name="b"))
+    assert "TEXT 3" in second.data_file.read_text(encoding="utf-8")
+    digests = [r.manifest["source_files"][str(source.resolve())] for r in (first, second)]
+    assert digests[0] != digests[1] and all(d.startswith("blake3:") for d in digests)
+    paths = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+    assert len(list((cache_root() / "datasets").glob(f"{paths}-*"))) == 1     # the older copy was deleted

@@ -192,6 +192,7 @@ def prepare(task_ref: str | Path | Task, source: str | None, split: str, n: int,
         "split": split,
         "seed": options.seed,
         "n": n,
+        "source_files": loaded.files,       # a local source's files by content (a Hub id: {})
         "source_rows": len(data),
         "sampling": "numpy.random.default_rng(seed).choice(source_rows, n, replace=False)",
         "filters": {

@@ -4,16 +4,29 @@ same schema (JSON array, JSON Lines, Parquet, Arrow, a folder of them, a `save_t
 Everything a user can fix ends as one `UserError` naming the source: a Hub id that cannot be
 reached or is not cached, an empty file, malformed JSON (file and line). A bad row found later
 is located the way the user can find it: the file and line (1-based) of a JSON Lines source,
-else the row's 0-based index in the split."""
+else the row's 0-based index in the split.
+
+Local files are known by content, not by path and time. `datasets` keys its Arrow copy of a
+local file by path, size and modification time, so a file edited in place with its time set
+back (`touch -r`, `cp -p`, a coarse-time file system) was read from the old copy. Here each
+file's content digest (lf_wrap.core.hashing, which also watches ctime) is recorded in the
+prepare manifest (`source_files`), and `datasets` builds its copy under
+$LF_WRAP_CACHE/datasets/<paths>-<content>/: other content is another folder, read afresh, and
+the copy of the same files' earlier content is deleted then, so copies do not pile up. A
+`save_to_disk` folder is read where it is (no copy)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lf_wrap.core.environments import cache_root
 from lf_wrap.core.errors import UserError
+from lf_wrap.core.hashing import file_digest, tree_digest
 
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -26,6 +39,7 @@ class Split:
     source: str
     data: object                                           # a datasets.Dataset
     json_lines: list[Path] = field(default_factory=list)   # JSON Lines files, in the order read
+    files: dict[str, str] = field(default_factory=dict)    # local source: each file's content digest
 
     def locate(self, index: int) -> str:
         """'file:line' for a row of a JSON Lines source (datasets skips blank lines), else its index."""
@@ -51,11 +65,12 @@ def load_split(source: str, config: str | None, split: str) -> Split:
         return Split(source, _load_hub(source, config, split))
     if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         loaded = datasets.load_from_disk(str(path))
+        digests = {f"{path.resolve()}/{name}": digest for name, digest in tree_digest(path)[1].items()}
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise UserError(f"{path}: no split '{split}' (splits: {', '.join(loaded)})")
-            return Split(source, loaded[split])
-        return Split(source, loaded)
+            return Split(source, loaded[split], files=digests)
+        return Split(source, loaded, files=digests)
     files = sorted(p for p in path.iterdir() if p.suffix in LOCAL_BUILDERS) if path.is_dir() else [path]
     if not files:
         raise UserError(f"{path}: no .json, .jsonl, .parquet or .arrow files in this folder")
@@ -65,15 +80,29 @@ def load_split(source: str, config: str | None, split: str) -> Split:
     if all(_is_blank(p) for p in files):
         raise UserError(f"{path}: the file is empty" if len(files) == 1 else f"{path}: every file in this folder is empty")
     builder = builders.pop()
+    digests = {str(p.resolve()): file_digest(p) for p in files}
     try:
-        data = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train")
+        data = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train",
+                                     cache_dir=str(_arrow_cache(digests)))
     except Exception as err:  # datasets wraps parse errors several layers deep
         if builder == "json":
             for file in files:
                 _raise_json_error(file)
         raise UserError(f"{path}: could not be read as {builder}: {str(err) or type(err).__name__}") from None
     json_lines = [p for p in files if builder == "json" and not _starts_with(p, "[")]
-    return Split(source, data, json_lines if len(json_lines) == len(files) else [])
+    return Split(source, data, json_lines if len(json_lines) == len(files) else [], digests)
+
+
+def _arrow_cache(digests: dict[str, str]) -> Path:
+    """Where `datasets` keeps its Arrow copy of these files in this content; an older copy of the
+    same files is deleted (one copy per set of source files)."""
+    paths = hashlib.sha256("\0".join(digests).encode()).hexdigest()[:16]
+    content = hashlib.sha256("\0".join(digests.values()).encode()).hexdigest()[:16]
+    root = cache_root() / "datasets"
+    for old in root.glob(f"{paths}-*"):
+        if old.name != f"{paths}-{content}":
+            shutil.rmtree(old, ignore_errors=True)
+    return root / f"{paths}-{content}"
 
 
 def _load_hub(source: str, config: str | None, split: str):
