@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import read_json, run_lf_wrap
 from lf_wrap.data.prepare import PrepareOptions, prepare
@@ -171,6 +172,37 @@ def test_init_writes_a_study_and_never_overwrites(tmp_path):
     before = snapshot(tmp_path)
     refused(run_lf_wrap("init", "study", "--task", task, "--model", "m", cwd=tmp_path), "exists already")
     refused(run_lf_wrap("init", "other", "--task", task, "--task", task, "--model", "m", cwd=tmp_path), "'sentiment'")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("model", ["my models #2/tiny", "org/model: v2", "yes", "1e3", "*anchor", "[x]"])
+def test_init_writes_every_value_so_that_yaml_reads_it_back_as_given(tmp_path, model):
+    """I5-I8: the model and the task file's path were written unquoted: ` #` cut the path, `: `
+    made a file that is not YAML (init said OK), `yes` became a boolean."""
+    folder = tmp_path / "tk dir #1"
+    folder.mkdir()
+    task = folder / "ok: task.yaml"
+    task.write_text(GOOD_TASK, encoding="utf-8")
+    done = run_lf_wrap("init", "st", "--task", task, "--task", "qa", "--model", model, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    train = yaml.safe_load((tmp_path / "st" / "train" / "sentiment.yaml").read_text(encoding="utf-8"))
+    assert train["model_name_or_path"] == model and train["lf_wrap"]["task"] == str(task)
+    evaluation = yaml.safe_load((tmp_path / "st" / "eval.yaml").read_text(encoding="utf-8"))
+    assert evaluation["model_name_or_path"] == model
+
+
+@pytest.mark.parametrize("study, args, says", [
+    ("st10\nmodel_name_or_path: /evil", (), "holds a line break"),
+    ("ok", ("--template", "nosuch"), "--template: template 'nosuch' is not supported"),
+    ("blocked", (), "is a file where lf-wrap init writes a folder"),
+])
+def test_init_refuses_what_it_cannot_write_safely_and_writes_nothing(tmp_path, study, args, says):
+    """I10 (a newline in the study folder split a comment into a key), I9, I11 (a file where the
+    train/ folder goes was a FileExistsError traceback)."""
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "train").write_text("not a folder")
+    before = snapshot(tmp_path)
+    refused(run_lf_wrap("init", study, "--task", "qa", "--model", "m", *args, cwd=tmp_path), says)
     assert snapshot(tmp_path) == before
 
 

@@ -5,15 +5,25 @@ training recipe per task (the study's hyper-parameters as the starting point), a
 an eval recipe and, for two tasks or more, a merge search recipe. Each file opens with the
 command that runs it. Paths in the recipes are relative to the study folder, and the commands
 run from there (`cd STUDY`); the task files are named by absolute path and never copied: a task
-stays declared in one place. Nothing is written when any of the files exists already."""
+stays declared in one place. Nothing is written when any of the files exists already.
+
+The recipes are templates with comments, so the values put into them (the model, the template,
+task file paths) are written as YAML scalars by PyYAML (`yaml_scalar`): a path holding ` #` or
+`: `, or a model named `yes`, reads back as written. Each file is read back with the YAML reader
+before init says it is done. A value that cannot sit on one line (a newline in the study folder,
+the model or a task file's path) is refused: it would split a comment into a key."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_text
+from lf_wrap.evaluation.prompts import get_template
 from lf_wrap.tasks import TASKS, Task, find_task
 
 # SPEC §3: the study's training keys (its qa recipe's batch sizes).
@@ -79,14 +89,31 @@ class Scaffold:
         return [self.files[p].splitlines()[0].removeprefix("# ") for p in self.files]
 
 
+def yaml_scalar(value: str) -> str:
+    """`value` as one YAML scalar that reads back as the same string (quoted where YAML would read
+    it otherwise: ` #`, `: `, `yes`, `1e3`, a leading `*`...)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20, allow_unicode=True)
+    text = text.removesuffix("\n").removesuffix("\n...")
+    if "\n" in text or yaml.safe_load(text) != value:
+        raise UserError(f"{value!r} cannot be written as one YAML value")
+    return text
+
+
+def _one_line(value: str, what: str) -> str:
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise UserError(f"{what} {value!r} holds a line break or a control character; it would split a line of "
+                        "the recipes lf-wrap init writes: rename it")
+    return value
+
+
 def _task_ref(task: Task, given: str) -> str:
     return task.name if given in TASKS else str(Path(task.origin).resolve())
 
 
 def _prepare_lines(task: Task, ref: str) -> str:
     source = task.spec.source.hub_id or "FILE"
-    return "".join(f"#   lf-wrap data prepare {ref} --source {source} --split {split} -n N --name {task.name}_{split}\n"
-                   for split in ("train", "validation"))
+    return "".join(f"#   lf-wrap data prepare {shlex.quote(ref)} --source {shlex.quote(source)} --split {split} -n N "
+                   f"--name {task.name}_{split}\n" for split in ("train", "validation"))
 
 
 def training_recipe(task: Task, ref: str, model: str, template: str, study: str) -> str:
@@ -97,7 +124,8 @@ def training_recipe(task: Task, ref: str, model: str, template: str, study: str)
             f"# Written by `lf-wrap init` with the study's hyper-parameters: edit freely. Top-level keys are\n"
             f"# LLaMA-Factory's own. Its data first:\n"
             f"{_prepare_lines(task, ref)}\n")
-    return head + TRAIN_KEYS.format(model=model, template=template, task_ref=ref, name=task.name)
+    return head + TRAIN_KEYS.format(model=yaml_scalar(model), template=yaml_scalar(template),
+                                    task_ref=yaml_scalar(ref), name=task.name)
 
 
 def merge_recipe(names: list[str], template: str, study: str) -> str:
@@ -106,7 +134,7 @@ def merge_recipe(names: list[str], template: str, study: str) -> str:
             f"# Run from {study}/ after training. Every task adapter at full weight (W + sum of dW), as the\n"
             f"# study's 3-in-1, written as one LoRA adapter (exact); `lf-wrap merge search search.yaml` looks\n"
             f"# for a better merge. Methods and keys: docs/merge-methods.md.\n"
-            f"adapters:\n{adapters}method: sum\nas: adapter\nout: runs/merge\ntemplate: {template}\n")
+            f"adapters:\n{adapters}method: sum\nas: adapter\nout: runs/merge\ntemplate: {yaml_scalar(template)}\n")
 
 
 def eval_recipe(names: list[str], model: str, template: str, study: str) -> str:
@@ -116,7 +144,7 @@ def eval_recipe(names: list[str], model: str, template: str, study: str) -> str:
             f"# Run from {study}/ after training and merging: every model on every task, one table.\n"
             f"# Each task's metric, headline and max_new_tokens come from the task file its dataset was\n"
             f"# prepared from; set them under tasks.<name> only to override (docs/tasks.md).\n"
-            f"model_name_or_path: {model}\ntemplate: {template}\ndataset_dir: dataset_info\n\n"
+            f"model_name_or_path: {yaml_scalar(model)}\ntemplate: {yaml_scalar(template)}\ndataset_dir: dataset_info\n\n"
             f"models:\n  - name: base\n{models}  - name: merge\n    path: runs/merge\n\n"
             f"tasks:\n{tasks}\n"
             f"engine:\n  dtype: auto\n  max_model_len: 4096\n  gpu_memory_utilization: 0.9\n\n"
@@ -137,7 +165,15 @@ def scaffold(folder: Path, task_refs: list[str], model: str, template: str = "qw
     """The study's files, checked (every task readable, names unique), not yet written."""
     if not task_refs:
         raise UserError("--task: name at least one task (a task file or a shipped task)")
+    _one_line(str(folder), "the study folder")
+    _one_line(model, "--model")
+    try:
+        get_template(template)           # the eval and search recipes written here render prompts with it
+    except UserError as err:
+        raise UserError(f"--template: {err}") from None
     tasks = [(find_task(ref, what="--task"), ref) for ref in task_refs]
+    for task, _ in tasks:
+        _one_line(str(task.origin), f"task '{task.name}': its file")
     names = [t.name for t, _ in tasks]
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice:
@@ -159,8 +195,30 @@ def write(plan: Scaffold) -> list[Path]:
     if taken:
         raise UserError(f"{plan.folder / taken[0]} exists already; lf-wrap init never overwrites a recipe: "
                         "choose another study folder, or move it away")
+    blocked = next((p for p in plan.files if _blocked_by_file(plan.folder / p)), None)
+    if blocked:
+        raise UserError(f"{_blocked_by_file(plan.folder / blocked)} is a file where lf-wrap init writes a folder "
+                        f"(for {plan.folder / blocked}); move it away, or choose another study folder")
     written = []
     for relative, text in plan.files.items():
-        atomic_write_text(plan.folder / relative, text)
+        try:
+            atomic_write_text(plan.folder / relative, text)
+        except OSError as err:
+            raise UserError(f"cannot write {plan.folder / relative} ({err.strerror}); "
+                            f"{len(written)} of {len(plan.files)} files were written") from None
         written.append(plan.folder / relative)
+    for path in written:                  # read back: what the next command will read
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise UserError(f"{path}: lf-wrap init wrote a file that does not read back as YAML ({err}); "
+                            "please report this") from None
     return written
+
+
+def _blocked_by_file(path: Path) -> Path | None:
+    """A file standing where a folder of `path` must be."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
