@@ -136,3 +136,20 @@ def test_an_eval_whose_references_hold_line_separators_finishes_and_reruns(tiny_
     assert scored.returncode == 0, scored.stderr
     compared = run_lf_wrap("compare", predictions, predictions, "--task", "sumr", "--metric", "rouge")
     assert compared.returncode == 0, compared.stderr
+
+
+def test_data_add_never_replaces_a_set_data_prepare_wrote(tmp_path, sample_sources):
+    """OW1: `data add --name shared` silently replaced the set `data prepare --name shared` had
+    written (documented as "replaces entries it wrote itself", but across stages)."""
+    from lf_wrap.data.prepare import PrepareOptions, prepare
+
+    prepared = prepare("qa", str(sample_sources / "squad_v2" / "validation.jsonl"), "validation", 6,
+                       options=PrepareOptions(name="shared", dataset_dir=tmp_path / "ds"))
+    before = prepared.data_file.read_bytes()
+    source = tmp_path / "rows.jsonl"
+    source.write_bytes(jsonlines.encode([_alpaca("x")]))
+    with pytest.raises(UserError, match="is a set `lf-wrap data prepare` wrote .*choose another --name"):
+        add(source, "shared", tmp_path / "ds")
+    assert prepared.data_file.read_bytes() == before
+    assert add(source, "mine", tmp_path / "ds").manifest["rows_written"] == 1
+    assert add(source, "mine", tmp_path / "ds").skipped                  # its own set: the same command again

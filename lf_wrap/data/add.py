@@ -196,6 +196,11 @@ def add(file: Path, name: str, dataset_dir: Path = Path("dataset_info"), fmt: st
     with registry.locked(dataset_dir):
         registry.check_name_free(dataset_dir, name)
         previous = registry.read_manifest(dataset_dir, name)
+        if previous is not None and previous.get("stage") not in (None, "add"):
+            raise UserError(f"--name {name}: {dataset_dir / registry.data_file_name(name)} is a set `lf-wrap data "
+                            f"{previous.get('stage')}` wrote ({previous.get('rows_written')} rows from "
+                            f"{previous.get('source')}); data add replaces only sets it added itself: choose another "
+                            "--name, or delete that set first")
         same = previous is not None and {k: v for k, v in previous.items() if k not in HEADER_KEYS} == body
         if same and registry.read_info(dataset_dir).get(name) == entry and data_file.is_file() \
                 and sha256_file(data_file) == body["sha256"]:
