@@ -55,6 +55,23 @@ def test_malformed_json_line_names_file_and_line(tmp_path, dataset_dir):
     assert_refused(prepare_cli("summarize", src, dataset_dir), dataset_dir, before, f"{src}:2")
 
 
+def test_a_line_separator_before_a_malformed_line_does_not_shift_its_number(tmp_path, dataset_dir):
+    src = tmp_path / "cnn.jsonl"
+    src.write_text('{"article": "a\u2028b", "highlights": "b", "id": "1"}\n{"article": "oops\n', encoding="utf-8")
+    before = snapshot(dataset_dir)
+    assert_refused(prepare_cli("summarize", src, dataset_dir), dataset_dir, before, f"{src}:2: malformed JSON line")
+
+
+def test_what_pyarrow_refuses_is_said_with_its_own_words(tmp_path, dataset_dir):
+    """J21: an escaped lone surrogate was 'An error occurred while generating the dataset'."""
+    src = tmp_path / "cnn.jsonl"
+    src.write_text('{"article": "a", "highlights": "b"}\n{"article": "x\\ud800", "highlights": "b"}\n',
+                   encoding="utf-8")
+    before = snapshot(dataset_dir)
+    assert_refused(prepare_cli("summarize", src, dataset_dir), dataset_dir, before, str(src),
+                   "The surrogate pair in string is invalid")
+
+
 def test_empty_source(tmp_path, dataset_dir):
     src = tmp_path / "empty.jsonl"
     src.write_text("", encoding="utf-8")

@@ -24,6 +24,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lf_wrap.core import jsonlines
 from lf_wrap.core.environments import cache_root
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.hashing import file_digest, tree_digest
@@ -88,7 +89,7 @@ def load_split(source: str, config: str | None, split: str) -> Split:
         if builder == "json":
             for file in files:
                 _raise_json_error(file)
-        raise UserError(f"{path}: could not be read as {builder}: {str(err) or type(err).__name__}") from None
+        raise UserError(f"{path}: could not be read as {builder}: {_cause(err)}") from None
     json_lines = [p for p in files if builder == "json" and not _starts_with(p, "[")]
     return Split(source, data, json_lines if len(json_lines) == len(files) else [], digests)
 
@@ -140,6 +141,16 @@ def _starts_with(path: Path, char: str) -> bool:
     return False
 
 
+def _cause(err: BaseException) -> str:
+    """The innermost message of an error datasets wrapped ("An error occurred while generating the
+    dataset" says nothing; pyarrow's "JSON parse error: ... in row 1" says what and where)."""
+    messages = []
+    while err is not None and len(messages) < 5:
+        messages.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        err = err.__cause__
+    return messages[-1] if len(messages) == 1 else f"{messages[-1]} ({messages[0]})"
+
+
 def _raise_json_error(path: Path) -> None:
     """Name the file and line of the first malformed JSON in `path` (only runs on failure)."""
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -149,9 +160,8 @@ def _raise_json_error(path: Path) -> None:
         except json.JSONDecodeError as err:
             raise UserError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
         return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
+    for lineno, line in jsonlines.split(text.encode("utf-8")):
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
