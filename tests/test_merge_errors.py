@@ -148,6 +148,11 @@ def test_existing_output_needs_force(bad, tmp):
     ("- a\n- b\n", [], ["YAML mapping"]),
     ("adapters: [a]\nout: o\n", ["density"], ["--set", "key=value"]),
     ("adapters: [a]\nout: o\nmethod: ties\n", ["density=2"], ["density", "not in (0, 1]"]),
+    # a weight that is no number: YAML's true, a quoted "0.5" (read as 1.0 and 0.5 before)
+    ("adapters: [a, b]\nout: o\nmethod: linear\nweights: [true, 0.5]\n", [], ["weights: true (adapter 1)"]),
+    ("adapters: [a, b]\nout: o\nmethod: linear\n", ["weights=[1, '0.5']"], ['weights: "0.5" (adapter 2)']),
+    ("adapters: [a]\nout: o\nmethod: linear\nweights: [{attention: [1, true]}]\n", [],
+     ["weights: true (adapter 1, attention)", "not a number"]),
 ])
 def test_bad_recipe_is_refused(tmp, body, overrides, needles):
     recipe = tmp / "pre" / "r.yaml"
