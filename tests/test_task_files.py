@@ -174,6 +174,31 @@ def test_init_writes_a_study_and_never_overwrites(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("place", ["train_is_a_file", "read_only_parent"])
+def test_init_where_the_study_cannot_be_written_is_one_error(tmp_path, place):
+    """`<study>/train` a file (probe I11), or the study in a read-only folder (PA11): one Error
+    naming the path, exit 2, nothing written (it was a FileExistsError / OSError traceback)."""
+    import os
+
+    if place == "read_only_parent" and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder; train_is_a_file takes the same path")
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    study = parent / "study"
+    if place == "train_is_a_file":
+        study.mkdir()
+        (study / "train").write_text("mine", encoding="utf-8")
+    before = snapshot(tmp_path)
+    os.chmod(parent, 0o555 if place == "read_only_parent" else 0o755)
+    try:
+        done = run_lf_wrap("init", study, "--task", "qa", "--model", "m", cwd=tmp_path)
+    finally:
+        os.chmod(parent, 0o755)
+    where = study / "train" if place == "train_is_a_file" else study
+    refused(done, f"cannot write the study into {study}: {where}", "nothing was written")
+    assert snapshot(tmp_path) == before
+
+
 def test_score_reads_a_shipped_task_by_name_or_file(tmp_path):
     predictions = tmp_path / "p.jsonl"
     predictions.write_text("".join(json.dumps({"row": i, "id": str(i), "prediction": p, "references": r}) + "\n"
