@@ -110,8 +110,7 @@ def base_shards(base_dir: Path) -> list[Path]:
             weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
         except (OSError, ValueError, AttributeError) as err:
             raise UserError(f"{index}: not a JSON object with a weight_map ({err})") from None
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and "/" not in v
-                                                       for v in weight_map.values()):
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
             raise UserError(f"{index}: weight_map must map each weight to a shard file in {base_dir}, got "
                             f"{json.dumps(weight_map)[:80]}")
         return [base_dir / name for name in sorted(set(weight_map.values()))]
