@@ -18,7 +18,7 @@ from lf_wrap.core.adapters import CONFIG_FILE as ADAPTER_CONFIG, Adapter, read_a
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import check_output_folder, check_replaceable
 # base_shards and safetensors_header live in lf_wrap.core.models; imported from here by older callers too
-from lf_wrap.core.models import base_shards, resolve_base, safetensors_header, same_base  # noqa: F401
+from lf_wrap.core.models import base_shards, resolve_base, safetensors_header, same_base
 from lf_wrap.merge.blocks import block_count, block_ranges, count_layers, layered, module_weights
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
