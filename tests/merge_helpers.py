@@ -14,14 +14,15 @@ SPECS = {"A": (4, 8, False), "B": (8, 4, True), "C": (4, 4, False)}
 
 
 def make_adapter(base: Path, out: Path, r: int, alpha: int, rslora: bool = False, seed: int = 0,
-                 targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+                 targets: tuple[str, ...] = ("q_proj", "v_proj"), modules_to_save: tuple[str, ...] = ()) -> Path:
     """get_peft_model + a seeded normal lora_B (PEFT starts B at zero: the delta would be 0)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, lora_dropout=0.0,
-                                                  target_modules=list(targets)))
+                                                  target_modules=list(targets),
+                                                  modules_to_save=list(modules_to_save) or None))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

@@ -221,3 +221,48 @@ def test_a_merged_models_predictions_are_reused_across_modes_an_adapters_are_not
     changed = run_lf_wrap("eval", recipe_file(models, prepared, "lora"), "--out", out,
                           "--set", "tasks.qa.max_new_tokens=11")
     assert changed.returncode != 0 and "--force" in changed.stderr
+
+
+# ---------------------------------------------------------------- adapters no engine can serve
+
+
+@pytest.fixture(scope="module")
+def unservable(tiny_model, tmp_path_factory):
+    """Adapters vLLM refuses as LoRA requests (made with the real PEFT) and lf-wrap cannot patch:
+    modules_to_save, a LoRA on embed_tokens, one on the tied lm_head; and one with lora_alpha NaN."""
+    root = tmp_path_factory.mktemp("unservable")
+    found = {"mts": make_adapter(tiny_model, root / "mts", r=4, alpha=8, modules_to_save=("lm_head",)),
+             "emb": make_adapter(tiny_model, root / "emb", r=4, alpha=8, targets=("embed_tokens",)),
+             "head": make_adapter(tiny_model, root / "head", r=4, alpha=8, targets=("lm_head",))}
+    found["nan"] = shutil.copytree(make_adapter(tiny_model, root / "ok", r=4, alpha=8), root / "nan")
+    config = json.loads((found["nan"] / "adapter_config.json").read_text())
+    (found["nan"] / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": float("nan")}))
+    return root, found
+
+
+@pytest.mark.parametrize("kind, serve, needles", [
+    ("mts", "auto", ["modules_to_save is set (['lm_head'])", "llamafactory-cli export"]),
+    ("emb", "auto", ["a LoRA on embed_tokens", "an embedding LoRA"]),
+    ("head", "lora", ["a LoRA on lm_head"]),
+    ("nan", "auto", ["lora_alpha a finite number", "lora_alpha=nan"]),
+])
+def test_an_adapter_the_engine_cannot_serve_is_refused_before_it_starts(tiny_model, prepared, unservable, kind,
+                                                                         serve, needles):
+    """Probe SV1-SV3 (and M40 for the eval): not patched, such an adapter went to vLLM as a LoRA
+    request, which raised once the engine was up, after the base's rows were generated. Now one
+    Error before any engine: what vLLM serves, and how to evaluate it (merged into the base)."""
+    root, found = unservable
+    recipe = {"model_name_or_path": str(tiny_model), "template": "qwen", "dataset_dir": str(prepared),
+              "models": [{"name": "base"}, {"name": kind, "path": str(found[kind])}],
+              "tasks": {"qa": {"dataset": "tiny_qa_validation", "max_new_tokens": 4}},
+              "engine": {"dtype": "float32", "max_model_len": 2048, "serve": serve, "enforce_eager": True}}
+    path = root / f"eval-{kind}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    done = run_lf_wrap("eval", path, "--out", root / f"ev-{kind}")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    for needle in [f"model '{kind}'", *needles]:
+        assert needle in errors[0], errors[0]
+    if kind != "nan":
+        assert "vLLM cannot serve adapter" in errors[0] and "linear layers" in errors[0], errors[0]
+    assert "engine 1/" not in done.stderr and not (root / f"ev-{kind}" / "predictions").exists()

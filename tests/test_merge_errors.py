@@ -21,7 +21,9 @@ def bad(tiny_model, tmp_path_factory):
     found["q_only"] = make_adapter(tiny_model, folder / "q_only", 4, 8, targets=("q_proj",))
     for name, edit in {"dora": {"use_dora": True}, "other_base": {"base_model_name_or_path": "someone/else"},
                        "no_base": {"base_model_name_or_path": None}, "bias": {"bias": "all"},
-                       "pissa": {"init_lora_weights": "pissa_niter_4"}}.items():
+                       "pissa": {"init_lora_weights": "pissa_niter_4"}, "nan_alpha": {"lora_alpha": float("nan")},
+                       "inf_alpha": {"lora_alpha": float("inf")}, "nan_rank": {"r": float("nan")},
+                       "bool_rank": {"r": True}}.items():
         shutil.copytree(found["A"], folder / name)
         config = json.loads((folder / name / "adapter_config.json").read_text())
         config.update(edit)
@@ -31,6 +33,16 @@ def bad(tiny_model, tmp_path_factory):
     (folder / "no_weights").mkdir()
     shutil.copy(found["A"] / "adapter_config.json", folder / "no_weights")
     found["no_config"], found["no_weights"] = folder / "no_config", folder / "no_weights"
+    shutil.copytree(found["A"], folder / "garbage_bin")        # an old-style .bin that is no pickle
+    (folder / "garbage_bin" / "adapter_model.safetensors").unlink()
+    (folder / "garbage_bin" / "adapter_model.bin").write_bytes(bytes(range(7, 107)))
+    found["garbage_bin"] = folder / "garbage_bin"
+    found["emb"] = make_adapter(tiny_model, folder / "emb", 4, 8, targets=("embed_tokens",))
+    found["index_5"] = shutil.copytree(tiny_model, folder / "index_5")    # a weight_map that is no mapping
+    (found["index_5"] / "model.safetensors.index.json").write_text('{"weight_map": 5}')
+    found["huge_header"] = shutil.copytree(tiny_model, folder / "huge_header")   # header length 10^12
+    weights = found["huge_header"] / "model.safetensors"
+    weights.write_bytes((10 ** 12).to_bytes(8, "little") + weights.read_bytes()[8:])
     from lf_wrap.demo.tiny_model import build_tiny_model
 
     found["small_base"] = build_tiny_model(folder / "small-base", hidden=64, heads=2)
@@ -90,6 +102,21 @@ CASES = {
     "all weights zero": (lambda b: [b["A"], b["B"], "--method", "linear", "--weights", "0,0", "--as", "adapter",
                                     "--out", "OUT"], ["all weights are 0"]),
     "unknown method": (lambda b: [b["A"], b["B"], "--method", "average", "--out", "OUT"], ["average"]),
+    # non-finite adapter settings (they merged into a model full of NaN), damaged weight files
+    "lora_alpha NaN": (lambda b: [b["nan_alpha"], b["B"], "--out", "OUT"],
+                       ["nan_alpha/adapter_config.json", "lora_alpha a finite number", "lora_alpha=nan"]),
+    "lora_alpha inf": (lambda b: [b["inf_alpha"], b["B"], "--out", "OUT"], ["inf_alpha", "lora_alpha=inf"]),
+    "r NaN": (lambda b: [b["nan_rank"], b["B"], "--out", "OUT"], ["nan_rank", "r must be a positive integer"]),
+    "r a boolean": (lambda b: [b["bool_rank"], b["B"], "--out", "OUT"], ["bool_rank", "r=True"]),
+    "embedding LoRA": (lambda b: [b["emb"], b["emb"], "--method", "linear", "--out", "OUT"],
+                       ["emb: an embedding LoRA", "linear layers only"]),
+    "garbage adapter_model.bin": (lambda b: [b["garbage_bin"], "--method", "linear", "--out", "OUT"],
+                                  ["garbage_bin/adapter_model.bin: cannot read"]),
+    "index weight_map a number": (lambda b: [b["A"], "--method", "linear", "--base", b["index_5"], "--out", "OUT"],
+                                  ["index_5/model.safetensors.index.json: weight_map must map"]),
+    "safetensors header length 10^12": (
+        lambda b: [b["A"], "--method", "linear", "--base", b["huge_header"], "--out", "OUT"],
+        ["huge_header/model.safetensors: not a safetensors file", "1000000000000 bytes"]),
 }
 
 
@@ -121,6 +148,11 @@ def test_existing_output_needs_force(bad, tmp):
     ("- a\n- b\n", [], ["YAML mapping"]),
     ("adapters: [a]\nout: o\n", ["density"], ["--set", "key=value"]),
     ("adapters: [a]\nout: o\nmethod: ties\n", ["density=2"], ["density", "not in (0, 1]"]),
+    # a weight that is no number: YAML's true, a quoted "0.5" (read as 1.0 and 0.5 before)
+    ("adapters: [a, b]\nout: o\nmethod: linear\nweights: [true, 0.5]\n", [], ["weights: true (adapter 1)"]),
+    ("adapters: [a, b]\nout: o\nmethod: linear\n", ["weights=[1, '0.5']"], ['weights: "0.5" (adapter 2)']),
+    ("adapters: [a]\nout: o\nmethod: linear\nweights: [{attention: [1, true]}]\n", [],
+     ["weights: true (adapter 1, attention)", "not a number"]),
 ])
 def test_bad_recipe_is_refused(tmp, body, overrides, needles):
     recipe = tmp / "pre" / "r.yaml"
@@ -159,3 +191,11 @@ def test_failed_llamafactory_export_leaves_no_output_but_keeps_its_log(bad, tmp)
     kept = tmp / "out.llamafactory_export.failed.log"
     assert "no-such-template" in kept.read_text() and str(kept) in result.output
     assert sorted(p.name for p in tmp.iterdir()) == [kept.name, "pre"]
+
+
+def test_the_same_adapter_twice_merges_with_a_warning(bad, tmp):
+    """Allowed (a weight of 2 spelled twice), but said: more often a typo for another adapter."""
+    result = CliRunner().invoke(cli, ["merge", "adapters", str(bad["A"]), str(bad["A"]), "--method", "linear",
+                                      "--weights", "1,1", "--as", "adapter", "--out", str(tmp / "out")])
+    assert result.exit_code == 0, result.output
+    assert f"{bad['A']} is the same adapter as {bad['A']}" in result.output

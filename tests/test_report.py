@@ -276,6 +276,11 @@ HAND_EDITS = {   # case: (file, edit of its JSON, the one line the user reads)
                     "{m}: metrics.base.translate.bleu: must be a finite number, got Infinity"),
     "P10_nan": (M, lambda d: _set(d, "metrics.lora_qa.qa.exact_match", float("nan")) and d,
                 "{m}: metrics.lora_qa.qa.exact_match: must be a finite number, got NaN"),
+    "N6_model_name_breaking_the_table": (MAN, lambda d: d["models"][0].update(name="ba|se\nx") or d,
+                                         "{man}: models.0.name: must be a plain name (letters, digits, '.', '_', "
+                                         '\'-\'), as in an eval recipe, got "ba|se\\nx"'),
+    "N10_direction_a_string": (M, lambda d: d.update(higher_is_better={"exact_match": "yes"}) or d,
+                               '{m}: higher_is_better.exact_match: must be true or false, got "yes"'),
     "P13_model_not_in_manifest": (M, lambda d: _set(d, "metrics.ghost", {"qa": {"exact_match": 0.9}}) and d,
                                   "{m}: metrics.ghost: model 'ghost' is not in {man}'s models (base, lora_qa, "
                                   "lora_summarize, lora_translate, merge_3in1); the two files are from different "
@@ -318,6 +323,23 @@ def test_a_drawing_failure_leaves_every_report_file_as_it_was(results, monkeypat
     with pytest.raises(RuntimeError, match="matplotlib failed"):
         report.write_report(results)
     assert {p.name: p.read_bytes() for p in results.iterdir()} == before
+
+
+def test_a_folder_where_a_report_file_goes_is_one_error_and_nothing_is_rewritten(results):
+    """chart.png replaced by a folder (probe N8): one Error naming it, exit 2, and the tables
+    written before are not rewritten beside it (they were, then an IsADirectoryError traceback)."""
+    assert run_lf_wrap("report", results).returncode == 0
+    (results / "chart.png").unlink()
+    (results / "chart.png").mkdir()
+    doc = read_json(results / "metrics.json")
+    doc["metrics"]["base"]["translate"]["bleu"] = 0.5            # a change the tables would show
+    atomic_write_json(results / "metrics.json", doc)
+    before = {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
+    done = run_lf_wrap("report", results)
+    assert (done.returncode, done.stderr.strip()) == (
+        2, f"Error: {results / 'chart.png'} is a folder (or another non-file) where the report writes its chart.png; "
+           "move it away, nothing was rewritten")
+    assert {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()} == before
 
 
 def test_a_value_outside_its_interval_still_draws_the_chart(results):

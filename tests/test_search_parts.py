@@ -158,6 +158,10 @@ def test_a_damaged_journal_is_one_error_naming_it(tmp_path):
     journal.write_bytes(data[:len(data) // 2] + b"garbage{{{\n" + data[len(data) // 2:])
     with pytest.raises(UserError, match=r"optuna\.journal:\d+: not a line Optuna wrote.*delete .*--force"):
         optimiser.open_study(folder, config, TASKS)
+    journal.write_bytes(data + b'{"op_code": 99}\n')     # valid JSON, an operation Optuna does not know (probe SJ2)
+    last = data.count(b"\n") + 1
+    with pytest.raises(UserError, match=rf"optuna\.journal:{last}: op_code 99 is no operation Optuna knows.*delete "):
+        optimiser.open_study(folder, config, TASKS)
     journal.write_bytes(data + b'{"op_code": 5, "worker_id": "x", "trial_id": 1, "torn-mid-wr')     # killed mid-write
     assert len(optimiser.completed(optimiser.open_study(folder, config, TASKS))) == 3
     after = journal.read_bytes()

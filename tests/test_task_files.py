@@ -206,6 +206,34 @@ def test_init_refuses_what_it_cannot_write_safely_and_writes_nothing(tmp_path, s
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("place", ["train_is_a_file", "read_only_parent"])
+def test_init_where_the_study_cannot_be_written_is_one_error(tmp_path, place):
+    """`<study>/train` a file (probe I11), or the study in a read-only folder (PA11): one Error
+    naming the path, exit 2, nothing written (it was a FileExistsError / OSError traceback).
+    A file where a folder goes is found before anything is written."""
+    import os
+
+    if place == "read_only_parent" and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder; train_is_a_file takes the same path")
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    study = parent / "study"
+    if place == "train_is_a_file":
+        study.mkdir()
+        (study / "train").write_text("mine", encoding="utf-8")
+    before = snapshot(tmp_path)
+    os.chmod(parent, 0o555 if place == "read_only_parent" else 0o755)
+    try:
+        done = run_lf_wrap("init", study, "--task", "qa", "--model", "m", cwd=tmp_path)
+    finally:
+        os.chmod(parent, 0o755)
+    if place == "train_is_a_file":
+        refused(done, f"{study / 'train'} is a file where lf-wrap init writes a folder")
+    else:
+        refused(done, f"cannot write the study into {study}: {study}", "nothing was written")
+    assert snapshot(tmp_path) == before
+
+
 def test_score_reads_a_shipped_task_by_name_or_file(tmp_path):
     predictions = tmp_path / "p.jsonl"
     predictions.write_text("".join(json.dumps({"row": i, "id": str(i), "prediction": p, "references": r}) + "\n"

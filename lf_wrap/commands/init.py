@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from lf_wrap.core.errors import UserError
+
 
 @click.command("init")
 @click.argument("study", type=click.Path(path_type=Path))
@@ -22,9 +24,24 @@ def init_command(study, tasks, model, template):
     from lf_wrap.tasks.scaffold import scaffold, write
 
     plan = scaffold(study, list(tasks), model, template)
-    for path in write(plan):
+    try:
+        written = write(plan)
+    except OSError as err:     # a read-only place, a file where the study needs a folder (<study>/train)
+        raise _not_writable(plan, err) from None
+    for path in written:
         click.echo(f"wrote {path}")
     click.echo(f"\nNext, from {study}/: prepare each task's sets (the commands at the top of each training "
                "recipe), then:")
     for step in plan.steps():
         click.echo(f"  {step}")
+
+
+def _not_writable(plan, err: OSError) -> UserError:
+    """One line for a study folder that cannot be written, naming the path and what was written
+    before the failure (write() refuses when any file exists, so a file there now is this run's)."""
+    where = err.filename or plan.folder
+    why = ("a file is where the study needs a folder" if isinstance(err, (FileExistsError, NotADirectoryError))
+           else err.strerror)
+    done = [str(plan.folder / p) for p in plan.files if (plan.folder / p).is_file()]
+    return UserError(f"init: cannot write the study into {plan.folder}: {where}: {why}; "
+                     + (f"written before that: {', '.join(done)}" if done else "nothing was written"))

@@ -16,6 +16,8 @@ their config.json files agree (a fine-tuned model has its base's config)."""
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
 from pathlib import Path
 
 from lf_wrap.core.errors import UserError
@@ -92,3 +94,59 @@ def same_base(declared: str, base: str) -> bool:
         return folder.resolve().name.lower() == hub.split("/")[1].lower()
     return False
 
+
+
+# ---------------------------------------------------------------- a model folder's weight files
+
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def base_shards(base_dir: Path) -> list[Path]:
+    """The safetensors files of a model folder: the shards its index names, or model.safetensors.
+    A damaged index is one UserError naming it."""
+    index = base_dir / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        except (OSError, ValueError, AttributeError) as err:
+            raise UserError(f"{index}: not a JSON object with a weight_map ({err})") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
+            raise UserError(f"{index}: weight_map must map each weight to a shard file in {base_dir}, got "
+                            f"{json.dumps(weight_map)[:80]}")
+        return [base_dir / name for name in sorted(set(weight_map.values()))]
+    if (base_dir / "model.safetensors").is_file():
+        return [base_dir / "model.safetensors"]
+    raise UserError(f"base model {base_dir}: no model.safetensors or {INDEX_FILE}")
+
+
+def safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and where its data starts (no tensor is read). The
+    header's length is checked against the file's size before it is read: a damaged length
+    (10^12) is one UserError, not a MemoryError; so is a header that is not safetensors'."""
+    try:
+        with open(path, "rb") as handle:
+            size, total = int.from_bytes(handle.read(8), "little"), os.fstat(handle.fileno()).st_size
+            if total < 8 or 8 + size > total:
+                raise UserError(f"{path}: not a safetensors file (its header says {size} bytes, the file has "
+                                f"{total}); the file is damaged or cut short")
+            header = json.loads(handle.read(size))
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror})") from None
+    except ValueError as err:
+        raise UserError(f"{path}: its safetensors header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path}: its safetensors header is not a JSON object; the file is damaged")
+    for name, info in header.items():
+        if name != "__metadata__" and not _tensor_entry(info):
+            raise UserError(f"{path}: tensor {name!r} in its header has no dtype, shape and data_offsets; "
+                            "the file is damaged")
+    return header, 8 + size
+
+
+def _tensor_entry(info) -> bool:
+    def ints(value, length=None) -> bool:
+        return isinstance(value, list) and all(type(n) is int for n in value) \
+            and (length is None or len(value) == length)
+
+    return isinstance(info, dict) and isinstance(info.get("dtype"), str) and ints(info.get("shape")) \
+        and ints(info.get("data_offsets"), 2)

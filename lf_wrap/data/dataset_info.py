@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_bytes, dump_json
@@ -47,11 +47,19 @@ def read_info(dataset_dir: Path) -> dict:
     path = Path(dataset_dir) / INFO_FILE
     if not path.exists():
         return {}
+    if not path.is_file():
+        raise UserError(f"{path}: not a file; it should hold the folder's dataset entries (a JSON object): "
+                        "move it away, lf-wrap will not replace it")
     try:
         info = json.loads(path.read_text(encoding="utf-8") or "{}")
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
                         "fix or move it, lf-wrap will not overwrite it") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                        "fix or move it, lf-wrap will not overwrite it") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror})") from None
     if not isinstance(info, dict):
         raise UserError(f"{path}: must hold a JSON object of dataset entries")
     return info
@@ -91,10 +99,24 @@ def written_by_us(dataset_dir: Path, name: str) -> bool:
 
 @contextmanager
 def locked(dataset_dir: Path) -> Iterator[None]:
+    """Hold the folder's lock file for the block (the folder is made if missing). A folder that
+    cannot be made or written (read-only, a file in the way) is one UserError, raised before
+    anything is written."""
     dataset_dir = Path(dataset_dir)
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dataset_dir / ".dataset_info.json.lock"), timeout=600):
+    lock = FileLock(str(dataset_dir / ".dataset_info.json.lock"), timeout=600)
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"--dataset-dir {dataset_dir}: another lf-wrap command has held {lock.lock_file} for "
+                        "10 minutes; try again when it has finished") from None
+    except OSError as err:
+        raise UserError(f"--dataset-dir {dataset_dir}: cannot write there ({err.filename or lock.lock_file}: "
+                        f"{err.strerror}); choose a folder you can write to") from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def check_plain_name(value: str, what: str) -> None:
@@ -211,9 +233,14 @@ def resolve_dataset(dataset_dir: Path, name: str) -> Path:
     if name not in info:
         known = ", ".join(sorted(info)) or "none"
         raise UserError(f"dataset '{name}' is not in {Path(dataset_dir) / INFO_FILE} (registered: {known})")
-    file_name = info[name].get("file_name")
-    if not file_name:
-        raise UserError(f"{Path(dataset_dir) / INFO_FILE}: entry '{name}' has no 'file_name'")
+    entry = info[name]
+    if not isinstance(entry, dict):
+        raise UserError(f"{Path(dataset_dir) / INFO_FILE}: entry '{name}' must be a JSON object (LLaMA-Factory's "
+                        f"dataset entry, with a 'file_name'), got {type(entry).__name__} {json.dumps(entry)[:60]}")
+    file_name = entry.get("file_name")
+    if not isinstance(file_name, str) or not file_name:
+        raise UserError(f"{Path(dataset_dir) / INFO_FILE}: entry '{name}' has no 'file_name' (a file name "
+                        f"in {dataset_dir}), got {file_name!r}")
     path = Path(dataset_dir) / file_name
     if not path.exists():
         raise UserError(f"dataset '{name}' points to {path}, which does not exist")

@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lf_wrap.core.adapters import Adapter, read_adapter
+from lf_wrap.core.adapters import Adapter, read_adapter, read_weights
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.models import same_base
+from lf_wrap.core.models import safetensors_header, same_base
 from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry, resolved_entry
 
 # vLLM's LoRAConfig.max_lora_rank accepts only these sizes.
@@ -155,3 +155,81 @@ def lora_settings(models: list[ResolvedModel], max_lora_rank: int | None,
                          "so that base requests never share a full LoRA batch)")
         max_loras = slots
     return max_lora_rank, max_loras, notes
+
+
+# ---------------------------------------------------------------- what vLLM serves as a LoRA request
+
+# vLLM wraps a generation model's linear layers with LoRA slots, and its embeddings only where the
+# model class lists them in `embedding_modules` (Llama does, Qwen2 does not); `modules_to_save` it
+# loads only as the classifier/score head of a cross-encoder (vllm/lora/peft_helper.py,
+# model_manager.py, lora_model.py). PEFT puts these names on an embedding LoRA's tensors:
+EMBEDDINGS = ("embed_tokens", "lm_head")
+
+
+def check_lora_servable(models: list[ResolvedModel], base_folder: Path) -> None:
+    """Every adapter served as a LoRA request is one vLLM loads: refused here, before any engine
+    starts, where vLLM would raise once the engine is up (after other models' rows were generated)."""
+    adapters = [m for m in models if m.kind == "adapter"]
+    if not adapters:
+        return
+    architecture, embeddings = _served_embeddings(base_folder)
+    for model in adapters:
+        adapter = read_adapter(model.path, who=f"model '{model.name}'")
+        why = _lora_refusal(adapter, embeddings)
+        if why is None:
+            continue
+        served = f" and {', '.join(sorted(embeddings))}" if embeddings else " only"
+        raise UserError(f"model '{model.name}': vLLM cannot serve adapter {model.path} as a LoRA request: {why}. "
+                        f"vLLM serves LoRA on {architecture}'s linear layers{served}, without modules_to_save. "
+                        f"To evaluate this adapter, merge it into the base and name the merged folder as the "
+                        f"model's path: {_merge_hint(model.path, base_folder)}")
+
+
+def _served_embeddings(base_folder: Path) -> tuple[str, set[str]]:
+    """(the base's architecture, which of EMBEDDINGS vLLM's class for it serves a LoRA on: its
+    `embedding_modules`). An architecture vLLM's registry does not name here is left to vLLM."""
+    try:
+        architecture = json.loads((base_folder / "config.json").read_text(encoding="utf-8"))["architectures"][0]
+        from vllm.model_executor.models import ModelRegistry
+
+        model_class = ModelRegistry._try_load_model_cls(architecture)
+    except Exception:   # noqa: BLE001 - no config, no architecture, another vLLM: the engine decides
+        return "the base", set(EMBEDDINGS)
+    if model_class is None:
+        return str(architecture), set(EMBEDDINGS)
+    return str(architecture), set(EMBEDDINGS) & set(getattr(model_class, "embedding_modules", None) or {})
+
+
+def _lora_refusal(adapter: Adapter, embeddings: set[str]) -> str | None:
+    """Why vLLM would refuse the adapter, in its own words where it has them, or None."""
+    from vllm.config.lora import LoRAConfig
+    from vllm.lora.peft_helper import PEFTHelper
+
+    if adapter.config.get("modules_to_save"):
+        return f"modules_to_save is set ({adapter.config['modules_to_save']})"
+    try:   # vLLM's own check of the config (DoRA, a trained bias, PiSSA-like inits ...); the rank is lora_settings'
+        PEFTHelper.from_dict(dict(adapter.config)).validate_legal(LoRAConfig(max_lora_rank=VLLM_LORA_RANKS[-1]))
+    except (ValueError, TypeError) as err:
+        return str(err)
+    if adapter.weights.suffix == ".safetensors":
+        names = [n for n in safetensors_header(adapter.weights)[0] if n != "__metadata__"]
+    else:
+        names = list(read_weights(adapter.weights))
+    for name in names:
+        parts = name.split(".")
+        module = next((p for p in parts if p in EMBEDDINGS), None)
+        if module is not None and module not in embeddings and "base_layer" not in parts:
+            return f"it holds a LoRA on {module} (tensor {name})"
+    return None
+
+
+def _merge_hint(path: str, base_folder: Path) -> str:
+    from lf_wrap.evaluation.serving import adapter_plan
+
+    try:
+        adapter_plan(path, base_folder)
+    except UserError as err:
+        return (f"`lf-wrap merge adapters` takes plain LoRA only and refuses this one ({err}); LLaMA-Factory's "
+                f"export (PEFT's merge_and_unload) merges it in full: `llamafactory-cli export` with "
+                f"adapter_name_or_path: {path}, finetuning_type: lora, export_dir: <folder>")
+    return f"`lf-wrap merge adapters {path} --method linear --as model --out <folder>`"

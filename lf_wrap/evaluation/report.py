@@ -289,6 +289,10 @@ def write_report(folder: Path) -> dict[str, Path]:
     curves = loss_curves(manifest)
     if curves is not None:
         rendered["loss_curves.png"] = curves
+    blocked = [name for name in rendered if (folder / name).exists() and not (folder / name).is_file()]
+    if blocked:   # checked before the first write: the report stays all old or all new
+        raise UserError(f"{folder / blocked[0]} is a folder (or another non-file) where the report writes its "
+                        f"{blocked[0]}; move it away, nothing was rewritten")
     for name, data in rendered.items():
         atomic_write_bytes(folder / name, data)
     return {name: folder / name for name in rendered}

@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 from lf_wrap.core.errors import UserError
+from lf_wrap.tasks.spec import TASK_NAME
 
 KINDS = ("base", "adapter", "full")
 
@@ -95,6 +96,9 @@ def check_metrics(doc: Any, source: str) -> dict:
         metric = c.obj(f"tasks.{task}", declaration, optional=True).get("metric")
         if metric is not None and not isinstance(metric, str):
             c.fail(f"tasks.{task}.metric", "must be a metric name", metric)
+    for key, value in c.obj("higher_is_better", doc.get("higher_is_better"), optional=True).items():
+        if not isinstance(value, bool):
+            c.fail(f"higher_is_better.{key}", "must be true or false", value)
     settings = c.obj("bootstrap", doc.get("bootstrap"), optional=True)
     if "resamples" in settings:
         c.count("bootstrap.resamples", settings["resamples"])
@@ -137,6 +141,9 @@ def check_manifest(doc: Any, source: str) -> dict:
         name = model.get("name")
         if not isinstance(name, str) or not name:
             c.fail(f"models.{i}.name", "must be a model name", name)
+        if not TASK_NAME.fullmatch(name):   # an eval recipe's rule: a '|' or a newline would break table.md
+            c.fail(f"models.{i}.name", "must be a plain name (letters, digits, '.', '_', '-'), as in an eval recipe",
+                   name)
         if name in seen:
             c.fail(f"models.{i}.name", "appears twice", name)
         seen.add(name)

@@ -29,7 +29,8 @@ from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.engine import engine_spec
 from lf_wrap.evaluation.generate import generate
-from lf_wrap.evaluation.models import ResolvedModel, lora_settings, resolve_models, tasks_from_training_runs
+from lf_wrap.evaluation.models import (ResolvedModel, check_lora_servable, lora_settings, resolve_models,
+                                      tasks_from_training_runs)
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import Request, TaskData, live_requests, load_task
 from lf_wrap.core.files import check_output_folder
@@ -187,6 +188,7 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
     _say(f"serving: {mode} ({why})" + (f"; patched into the base's engine: {', '.join(patched.names())}"
                                        if patched else ""))
     lora_served = [m for m in models if not (patched and m.name in patched.adapters)]
+    check_lora_servable(lora_served, base_folder)
     rank, slots, notes = lora_settings(lora_served, recipe.engine.max_lora_rank, recipe.engine.max_loras)
     for note in notes:
         _say(note)

@@ -9,16 +9,16 @@ UserError naming the file, key or module; nothing is written."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lf_wrap.core.adapters import CONFIG_FILE as ADAPTER_CONFIG, Adapter, read_adapter
+from lf_wrap.core.adapters import CONFIG_FILE as ADAPTER_CONFIG, Adapter, read_adapter, read_weights
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import check_output_folder, check_replaceable
-from lf_wrap.core.models import resolve_base, same_base
+# base_shards and safetensors_header live in lf_wrap.core.models; imported from here by older callers too
+from lf_wrap.core.models import base_shards, resolve_base, safetensors_header, same_base
 from lf_wrap.merge.blocks import block_count, block_ranges, count_layers, layered, module_weights
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
@@ -114,6 +114,7 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
         if config.base and not (named and same_base(named, config.base)):
             warnings.append(f"{adapter.given} was trained on {named!r}; merging onto --base {config.base!r} "
                             "(shapes checked; the weights must be the same model)")
+    warnings += _same_adapter_twice(adapters)
     base_dir = resolve_base(base_name)
     check_output_folder(out, "--out", {**{f"input adapter {a.given}": a.path for a in adapters},
                                        f"the base model {base_name}": base_dir})
@@ -239,10 +240,13 @@ def load_adapter(given: str) -> LoadedAdapter:
     if config.get("bias", "none") != "none":
         raise UserError(f"{config_file}: bias is {config['bias']!r}; lf-wrap merges LoRA without trained biases")
     r = adapter.rank
-    tensors = _read_adapter_weights(adapter.weights)
+    tensors = read_weights(adapter.weights)
     pairs: dict[str, dict[str, Any]] = {}
     for key, tensor in tensors.items():
         match = ADAPTER_KEY.match(key)
+        if match is None and ("embed_tokens" in key or "lm_head" in key or "lora_embedding_" in key):
+            raise UserError(f"adapter {given}: an embedding LoRA (tensor {key}: a LoRA on embed_tokens or lm_head, "
+                            "saved with the embedding weights); lf-wrap merges LoRA on linear layers only")
         if match is None:
             raise UserError(f"adapter {given}: unexpected tensor {key} (only lora_A/lora_B weights merge)")
         pairs.setdefault(match["module"] + ".weight", {})[match["part"]] = tensor.to(torch.float32)
@@ -257,16 +261,18 @@ def load_adapter(given: str) -> LoadedAdapter:
                          factors=factors, adapter=adapter)
 
 
-def _read_adapter_weights(weights: Path) -> dict:
-    import torch
-    from safetensors.torch import load_file
-
-    if weights.suffix == ".safetensors":
-        try:
-            return load_file(str(weights))
-        except Exception as err:   # safetensors raises its own error types for a damaged file
-            raise UserError(f"{weights}: cannot read ({err})") from None
-    return torch.load(weights, map_location="cpu", weights_only=True)
+def _same_adapter_twice(adapters: list[LoadedAdapter]) -> list[str]:
+    """A warning for each adapter given again (the same folder, or a copy: the same content):
+    allowed (a weight of 2 spelled twice), but more often a typo for another adapter."""
+    seen: dict[str, str] = {}
+    warnings = []
+    for adapter in adapters:
+        key = adapter.adapter.fingerprint()
+        if key in seen:
+            warnings.append(f"{adapter.given} is the same adapter as {seen[key]} (same config and weights); "
+                            "it is merged twice")
+        seen.setdefault(key, adapter.given)
+    return warnings
 
 
 def _common_base(adapters: list[LoadedAdapter]) -> str:
@@ -280,20 +286,3 @@ def _common_base(adapters: list[LoadedAdapter]) -> str:
         raise UserError(f"the adapters name different base models ({listing}); pass --base if they are the same "
                         "model (the rule for the same base: lf_wrap.core.models)")
     return first
-
-
-def base_shards(base_dir: Path) -> list[Path]:
-    index = base_dir / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return [base_dir / name for name in sorted(set(weight_map.values()))]
-    if (base_dir / "model.safetensors").is_file():
-        return [base_dir / "model.safetensors"]
-    raise UserError(f"base model {base_dir}: no model.safetensors or model.safetensors.index.json")
-
-
-def safetensors_header(path: Path) -> tuple[dict, int]:
-    """The JSON header of a safetensors file and where its data starts (no tensor is read)."""
-    with open(path, "rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        return json.loads(handle.read(size)), 8 + size

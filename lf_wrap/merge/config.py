@@ -6,18 +6,20 @@ the output form); read, overridden and checked by the one recipe reader (lf_wrap
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe, validate
 from lf_wrap.merge import blocks
 from lf_wrap.merge.methods import METHODS
 
 # One adapter's weight: a number, one number per block of layers, or per kind (lf_wrap.merge.blocks).
-Weight = float | list[float] | dict[str, float | list[float]]
+# Strict numbers: YAML's `true` or a quoted "0.5" is a typo to show, not a weight of 1.0 or 0.5.
+Weight = StrictFloat | list[StrictFloat] | dict[str, StrictFloat | list[StrictFloat]]
 
 
 class MergeConfig(BaseModel):
@@ -40,6 +42,22 @@ class MergeConfig(BaseModel):
     output_form: Literal["model", "adapter"] = Field("model", alias="as")
     out: str
     template: str = "qwen"
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _numbers_only(cls, weights):
+        """A boolean or a string among the weights is named, with its place (pydantic would read
+        YAML's `true` as 1.0 and "0.5" as 0.5)."""
+        if isinstance(weights, list):
+            for i, weight in enumerate(weights):
+                places = weight.items() if isinstance(weight, dict) else [(None, weight)]
+                for kind, value in places:
+                    for value in value if isinstance(value, list) else [value]:
+                        if isinstance(value, (bool, str)):
+                            where = f"adapter {i + 1}" + (f", {kind}" if kind is not None else "")
+                            raise ValueError(f"{json.dumps(value)} ({where}) is not a number; write the weight as "
+                                             "a number (e.g. 1.0 or 0.5, unquoted)")
+        return weights
 
     @model_validator(mode="after")
     def _method_parameters(self):

@@ -105,6 +105,7 @@ def check_journal(folder: Path) -> None:
         raise UserError(f"{path}: not a file; it should hold the optimiser's trials: move it away to start the "
                         "optimiser over, or pass --force to start the whole search over")
     from optuna.storages.journal import JournalFileSymlinkLock
+    from optuna.storages.journal._storage import JournalOperation   # the op codes Optuna replays (else: assert)
 
     lock = JournalFileSymlinkLock(str(path))      # Optuna's own: no worker of a shared search is mid-append
     lock.acquire()
@@ -123,6 +124,8 @@ def check_journal(folder: Path) -> None:
             entry = None
         if not isinstance(entry, dict) or "op_code" not in entry:
             _damaged(path, f"{path}:{number}: not a line Optuna wrote")
+        if not any(entry["op_code"] == op for op in JournalOperation):
+            _damaged(path, f"{path}:{number}: op_code {json.dumps(entry['op_code'])} is no operation Optuna knows")
 
 
 def _damaged(path: Path, what: str):

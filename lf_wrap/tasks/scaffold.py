@@ -200,12 +200,8 @@ def write(plan: Scaffold) -> list[Path]:
         raise UserError(f"{_blocked_by_file(plan.folder / blocked)} is a file where lf-wrap init writes a folder "
                         f"(for {plan.folder / blocked}); move it away, or choose another study folder")
     written = []
-    for relative, text in plan.files.items():
-        try:
-            atomic_write_text(plan.folder / relative, text)
-        except OSError as err:
-            raise UserError(f"cannot write {plan.folder / relative} ({err.strerror}); "
-                            f"{len(written)} of {len(plan.files)} files were written") from None
+    for relative, text in plan.files.items():       # an OSError: lf_wrap.commands.init names what was written
+        atomic_write_text(plan.folder / relative, text)
         written.append(plan.folder / relative)
     for path in written:                  # read back: what the next command will read
         try:
