@@ -179,7 +179,7 @@ def test_ctrl_c_stops_the_child(work, tiny_model, prepared):
     child.send_signal(signal.SIGINT)        # what Ctrl-C in a terminal does
     _, err = child.communicate(timeout=90)
     assert child.returncode == 130
-    assert "interrupted; llamafactory-cli was stopped" in err
+    assert "Error: interrupted (Ctrl-C); llamafactory-cli was stopped" in err
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["status"] == "interrupted"
     assert manifest["env"]["FORCE_TORCHRUN"] == "1" and manifest["env"]["NPROC_PER_NODE"] == "1"
