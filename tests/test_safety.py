@@ -1,6 +1,7 @@
 """No command destroys a user's files: `--force` replaces only lf-wrap's own earlier output of
 the same kind, never an input; a merge killed with kill -9 leaves nothing that later runs keep;
-an interrupted merge exits 130 (143 for SIGTERM) like an interrupted training run, with one line."""
+an interrupted merge or eval exits 130 (143 for SIGTERM) like an interrupted training run, with
+one line, and an eval's manifest says it was interrupted."""
 
 from __future__ import annotations
 
@@ -188,3 +189,53 @@ def test_a_merge_redone_in_place_is_not_served_from_old_predictions(tiny_model, 
     again = run_lf_wrap("eval", recipe, "--out", out)
     assert again.returncode == 2 and "model 'merged'" in again.stderr and "model/model.safetensors" in again.stderr
 
+
+# ---------------------------------------------------------------- an eval stopped by Ctrl-C or SIGTERM
+
+@pytest.mark.slow
+def test_an_interrupted_eval_says_so_in_its_manifest_releases_its_lock_and_resumes(tiny_model, prepared, tmp_path):
+    """Probe SG1/SG3: Ctrl-C exited 130 with no manifest; SIGTERM exited 143 silently and left the
+    lock file. Now each: one line, 130/143, manifest `interrupted`, no lock; the rerun writes the
+    missing rows only."""
+    import yaml
+
+    path = eval_recipe(tmp_path, tiny_model, prepared, [{"name": "base"}])
+    recipe = yaml.safe_load(path.read_text())
+    recipe["tasks"] = {"qa": {"dataset": "tiny_qa_train", "max_new_tokens": 32}}    # 40 rows, one a batch
+    recipe["batch_size"] = 1
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = tmp_path / "results"
+    predictions = out / "predictions" / "base" / "qa.jsonl"
+    argv = [str(Path(sys.executable).parent / "lf-wrap"), "eval", str(path), "--out", str(out)]
+    for sig, exit_code, name in ((signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")):
+        before = len(predictions.read_text().splitlines()) if predictions.exists() else 0
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as handle:      # started as from a terminal: SIGINT not ignored
+            child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            deadline = time.monotonic() + 300
+            while (child.poll() is None and time.monotonic() < deadline
+                   and not (predictions.exists() and len(predictions.read_text().splitlines()) > before + 1)):
+                time.sleep(0.1)
+            assert child.poll() is None, "the eval ended before it could be stopped: " + log.read_text()[-3000:]
+            (os.killpg if sig == signal.SIGINT else os.kill)(child.pid, sig)     # Ctrl-C: the whole group
+            assert child.wait(timeout=120) == exit_code, log.read_text()[-3000:]
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+        stderr = log.read_text()
+        errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+        assert "Traceback" not in stderr and errors == [
+            f"Error: interrupted ({name}); the predictions written so far are kept in {out}: run the same command "
+            "to go on"], stderr[-3000:]
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "interrupted" and manifest["stage"] == "eval", manifest
+        assert not (tmp_path / ".results.lock").exists()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line)["row"] for line in predictions.read_text().splitlines()]
+    assert sorted(rows) == list(range(40))                          # nothing generated twice
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["generated"] + manifest["reused"] == 40
+    assert len(manifest["history"]) == 3
