@@ -125,6 +125,31 @@ def test_an_interrupted_merge_exits_130_and_leaves_nothing(adapters, tmp_path):
         assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupted_prepare_says_which_signal_and_writes_nothing(sample_sources, tmp_path):
+    """Probe SG3's question for `data prepare`: SIGTERM killed it silently (no line; the shell's 143
+    by the signal, not by lf-wrap). It writes its set, manifest and entry all or none, so there is
+    no manifest to mark: one line, 130/143, nothing written."""
+    code = ("import sys, time\n"
+            "import lf_wrap.data.prepare as prepare\n"
+            "def stall(*args, **kwargs):\n"
+            "    print('STARTED', flush=True)\n"
+            "    time.sleep(600)\n"
+            "prepare.load_split = stall\n"
+            "from lf_wrap.cli import cli\n"
+            "cli(sys.argv[1:])\n")
+    folder = tmp_path / "ds"
+    for sig, exit_code, name in ((signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")):
+        child = subprocess.Popen([sys.executable, "-c", code, "data", "prepare", "qa", "--source",
+                                  str(sample_sources / "squad_v2" / "validation.jsonl"), "--split", "validation",
+                                  "-n", "4", "--name", "cut", "--dataset-dir", str(folder)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "STARTED"
+        child.send_signal(sig)
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == exit_code, err
+        assert [line for line in err.splitlines() if line.strip()] == [f"Error: interrupted ({name})"], err
+        assert not folder.exists() or sorted(p.name for p in folder.iterdir()) in ([], [".dataset_info.json.lock"])
+
 # ---------------------------------------------------------------- stale predictions are never reused
 
 
