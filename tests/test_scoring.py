@@ -9,7 +9,12 @@ and the retained gains. The families give the same floats, bit for bit (asked: 1
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +187,12 @@ def interrupts(prediction, references):
     return 1.0
 
 
+def waits(prediction, references):
+    print("SCORING", os.getpid(), flush=True)
+    time.sleep(10 ** 6)
+waits.time_limit = 3600
+
+
 def ends(prediction, references):
     if prediction == "boom":
         os._exit(7)
@@ -329,3 +340,35 @@ def test_a_metric_file_that_exits_at_import_is_one_error(metric_file, source, me
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(errors) == 1 and errors[0].startswith("Error: "), done.stderr
     assert "metric: metric " in errors[0] and "modexit.py:goodfn" in errors[0], errors
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def test_ctrl_c_while_a_metric_runs_stops_lf_wrap_and_the_metrics_process(metric_file):
+    """T42's other half: a KeyboardInterrupt the metric raises is its error (above), but a real
+    Ctrl-C still interrupts at once: exit 130, one line, and the metric's process is gone."""
+    path = metric_file / "p.jsonl"
+    path.write_text(json.dumps({"row": 0, "prediction": "x", "references": ["x"]}) + "\n")
+    exe = Path(sys.executable).parent / "lf-wrap"
+    child = subprocess.Popen([str(exe), "score", str(path), "--task", "mine", "--metric", "my_metrics.py:waits"],
+                             cwd=metric_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        word, pid = child.stdout.readline().split()
+        assert word == "SCORING" and _alive(int(pid))
+        os.killpg(child.pid, signal.SIGINT)         # what Ctrl-C in a terminal does: the whole group
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 130 and [line for line in err.splitlines() if line.strip()] == [
+        "Error: interrupted (Ctrl-C)"], err
+    deadline = time.monotonic() + 10
+    while _alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(int(pid))
