@@ -74,7 +74,7 @@ class MetricProcess:
                 raise UserError(f"{where} did not finish within {LOAD_LIMIT:g} s")
             kind, description = self.conn.recv()
         except EOFError:
-            raise UserError(f"{where} ended its process (exit code {self.stop(kill=True)})") from None
+            raise UserError(f"{where} ended its process (exit code {self.stop()})") from None
         except BaseException:
             self.stop(kill=True)
             raise
@@ -106,7 +106,7 @@ class MetricProcess:
                 try:
                     kind, value = self.conn.recv()
                 except EOFError:
-                    raise RowScoreError(f"{where} ended the metric's process (exit code {self.stop(kill=True)})",
+                    raise RowScoreError(f"{where} ended the metric's process (exit code {self.stop()})",
                                         row) from None
                 if kind == "failed":
                     raise RowScoreError(f"{where} {value}", row)
