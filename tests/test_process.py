@@ -59,3 +59,32 @@ def test_terminating_lf_wrap_stops_the_child(tmp_path, sig):
     else:
         os.kill(child_pid, signal.SIGKILL)
         pytest.fail("the child outlived lf-wrap")
+
+
+def test_stages_nest_the_innermost_tells_the_interrupt_with_the_signal_and_what_was_kept():
+    """lf_wrap.core.interrupts: the click layer's block around a stage's own (eval) around a child
+    run's (run_logged): a SIGTERM in the middle is told once, by the stage, as SIGTERM (exit 143),
+    after the stage's on_interrupt ran; an error that is not an interrupt passes untouched."""
+    from lf_wrap.core.errors import Interrupted
+    from lf_wrap.core.interrupts import on_interrupt, stoppable
+    from lf_wrap.core.process import terminate_as_interrupt
+
+    marked = []
+    with pytest.raises(Interrupted) as told:
+        with stoppable():                                   # the click layer
+            with stoppable("the rows so far are kept"):    # the stage
+                with on_interrupt(lambda: marked.append("interrupted")):
+                    with terminate_as_interrupt():          # a child run inside
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        time.sleep(5)
+    assert (str(told.value), told.value.exit_code) == ("interrupted (SIGTERM); the rows so far are kept", 143)
+    assert marked == ["interrupted"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # every handler restored
+    with pytest.raises(Interrupted) as told:
+        with stoppable():
+            raise KeyboardInterrupt
+    assert (str(told.value), told.value.exit_code) == ("interrupted (Ctrl-C)", 130)
+    with pytest.raises(ValueError):
+        with stoppable(), on_interrupt(lambda: marked.append("again")):
+            raise ValueError("not an interrupt")
+    assert marked == ["interrupted"]

@@ -1,6 +1,7 @@
 """No command destroys a user's files: `--force` replaces only lf-wrap's own earlier output of
 the same kind, never an input; a merge killed with kill -9 leaves nothing that later runs keep;
-an interrupted merge exits 130 like an interrupted training run."""
+an interrupted merge or eval exits 130 (143 for SIGTERM) like an interrupted training run, with
+one line, and an eval's manifest says it was interrupted."""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def test_an_interrupted_merge_exits_130_and_leaves_nothing(adapters, tmp_path):
             "run.write_model = stall\n"
             "from lf_wrap.cli import cli\n"
             "cli(sys.argv[1:])\n")
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig, exit_code, name in ((signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")):
         child = subprocess.Popen([sys.executable, "-c", code, "merge", "adapters", str(adapters["A"]), "--method",
                                   "linear", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)
@@ -119,10 +120,35 @@ def test_an_interrupted_merge_exits_130_and_leaves_nothing(adapters, tmp_path):
         time.sleep(0.2)
         child.send_signal(sig)
         _, err = child.communicate(timeout=60)
-        assert child.returncode == 130, err
-        assert "Error: interrupted" in err
+        assert child.returncode == exit_code, err     # a SIGTERM: 143, as a shell reports it (probe SG3)
+        assert [line for line in err.splitlines() if line.strip()] == [f"Error: interrupted ({name})"], err
         assert list(tmp_path.iterdir()) == []
 
+
+def test_an_interrupted_prepare_says_which_signal_and_writes_nothing(sample_sources, tmp_path):
+    """Probe SG3's question for `data prepare`: SIGTERM killed it silently (no line; the shell's 143
+    by the signal, not by lf-wrap). It writes its set, manifest and entry all or none, so there is
+    no manifest to mark: one line, 130/143, nothing written."""
+    code = ("import sys, time\n"
+            "import lf_wrap.data.prepare as prepare\n"
+            "def stall(*args, **kwargs):\n"
+            "    print('STARTED', flush=True)\n"
+            "    time.sleep(600)\n"
+            "prepare.load_split = stall\n"
+            "from lf_wrap.cli import cli\n"
+            "cli(sys.argv[1:])\n")
+    folder = tmp_path / "ds"
+    for sig, exit_code, name in ((signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")):
+        child = subprocess.Popen([sys.executable, "-c", code, "data", "prepare", "qa", "--source",
+                                  str(sample_sources / "squad_v2" / "validation.jsonl"), "--split", "validation",
+                                  "-n", "4", "--name", "cut", "--dataset-dir", str(folder)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "STARTED"
+        child.send_signal(sig)
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == exit_code, err
+        assert [line for line in err.splitlines() if line.strip()] == [f"Error: interrupted ({name})"], err
+        assert not folder.exists() or sorted(p.name for p in folder.iterdir()) in ([], [".dataset_info.json.lock"])
 
 # ---------------------------------------------------------------- stale predictions are never reused
 
@@ -187,3 +213,54 @@ def test_a_merge_redone_in_place_is_not_served_from_old_predictions(tiny_model, 
                  "--out", merged, "--force").exit_code == 0
     again = run_lf_wrap("eval", recipe, "--out", out)
     assert again.returncode == 2 and "model 'merged'" in again.stderr and "model/model.safetensors" in again.stderr
+
+
+# ---------------------------------------------------------------- an eval stopped by Ctrl-C or SIGTERM
+
+@pytest.mark.slow
+def test_an_interrupted_eval_says_so_in_its_manifest_releases_its_lock_and_resumes(tiny_model, prepared, tmp_path):
+    """Probe SG1/SG3: Ctrl-C exited 130 with no manifest; SIGTERM exited 143 silently and left the
+    lock file. Now each: one line, 130/143, manifest `interrupted`, no lock; the rerun writes the
+    missing rows only."""
+    import yaml
+
+    path = eval_recipe(tmp_path, tiny_model, prepared, [{"name": "base"}])
+    recipe = yaml.safe_load(path.read_text())
+    recipe["tasks"] = {"qa": {"dataset": "tiny_qa_train", "max_new_tokens": 32}}    # 40 rows, one a batch
+    recipe["batch_size"] = 1
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = tmp_path / "results"
+    predictions = out / "predictions" / "base" / "qa.jsonl"
+    argv = [str(Path(sys.executable).parent / "lf-wrap"), "eval", str(path), "--out", str(out)]
+    for sig, exit_code, name in ((signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")):
+        before = len(predictions.read_text().splitlines()) if predictions.exists() else 0
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as handle:      # started as from a terminal: SIGINT not ignored
+            child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            deadline = time.monotonic() + 300
+            while (child.poll() is None and time.monotonic() < deadline
+                   and not (predictions.exists() and len(predictions.read_text().splitlines()) > before + 1)):
+                time.sleep(0.1)
+            assert child.poll() is None, "the eval ended before it could be stopped: " + log.read_text()[-3000:]
+            (os.killpg if sig == signal.SIGINT else os.kill)(child.pid, sig)     # Ctrl-C: the whole group
+            assert child.wait(timeout=120) == exit_code, log.read_text()[-3000:]
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+        stderr = log.read_text()
+        errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+        assert "Traceback" not in stderr and errors == [
+            f"Error: interrupted ({name}); the predictions written so far are kept in {out}: run the same command "
+            "to go on"], stderr[-3000:]
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "interrupted" and manifest["stage"] == "eval", manifest
+        assert not (tmp_path / ".results.lock").exists()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line)["row"] for line in predictions.read_text().splitlines()]
+    assert sorted(rows) == list(range(40))                          # nothing generated twice
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["generated"] + manifest["reused"] == 40
+    assert len(manifest["history"]) == 3

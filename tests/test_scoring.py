@@ -9,7 +9,12 @@ and the retained gains. The families give the same floats, bit for bit (asked: 1
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +133,11 @@ def test_chrf_through_the_cli(tmp_path):
 # ---------------------------------------------------------------- a metric of your own
 
 METRIC_FILE = '''
+import os
+import sys
+import time
+
+
 def contains(prediction, references):
     """1 when any reference appears in the prediction (case-insensitive)."""
     return float(any(r.lower() in prediction.lower() for r in references))
@@ -150,6 +160,43 @@ def explodes(prediction, references):
 
 
 not_a_function = 3
+
+
+def exits(prediction, references):
+    if prediction == "boom":
+        sys.exit(0)
+    return 1.0
+
+
+def moves(prediction, references):
+    if prediction == "boom":
+        os.chdir(os.path.dirname(os.getcwd()))
+    return 1.0
+
+
+def sleeps(prediction, references):
+    if prediction == "slow":
+        time.sleep(10 ** 6)
+    return 1.0
+sleeps.time_limit = 0.5
+
+
+def interrupts(prediction, references):
+    if prediction == "boom":
+        raise KeyboardInterrupt
+    return 1.0
+
+
+def waits(prediction, references):
+    print("SCORING", os.getpid(), flush=True)
+    time.sleep(10 ** 6)
+waits.time_limit = 3600
+
+
+def ends(prediction, references):
+    if prediction == "boom":
+        os._exit(7)
+    return 1.0
 '''
 
 
@@ -237,3 +284,91 @@ def test_score_and_compare_with_a_metric_of_your_own(metric_file):
     assert done.returncode == 0, done.stderr
     test = json.loads(done.stdout)["metrics"]["contains"]
     assert test["difference"] == 0.75 and test["significant"] and test["p_value"] < 0.01
+
+
+# ---------------------------------------------------------------- the fence around a metric of your own
+
+@pytest.mark.parametrize("function, message", [
+    ("exits", r"exits\(\) on row 1 \(prediction 'boom'\) called sys.exit\(0\)"),
+    ("moves", r"moves\(\) on row 1 \(prediction 'boom'\) changed the working directory to '.+' \(a metric must "),
+    ("sleeps", r"sleeps\(\) on row 1 \(prediction 'slow'\) did not return within 0.5 s \(its time limit; a slower "
+               r"metric sets sleeps.time_limit = <seconds> in my_metrics.py\)"),
+    ("interrupts", r"interrupts\(\) on row 1 \(prediction 'boom'\) raised KeyboardInterrupt$"),
+    ("ends", r"ends\(\) on row 1 \(prediction 'boom'\) ended the metric's process \(exit code 7\)"),
+])
+def test_a_metric_cannot_end_lf_wrap_move_its_folder_or_hang(metric_file, function, message):
+    """sys.exit, os.chdir, a row that never returns, a KeyboardInterrupt of its own, os._exit:
+    each one UserError naming the file, the function and the row; lf-wrap's process and working
+    directory as they were, and the metric scores again afterwards."""
+    mine = family(f"my_metrics.py:{function}")
+    second = "slow" if function == "sleeps" else "boom"
+    with pytest.raises(UserError, match=f"^metric my_metrics.py:{function}: {message}") as raised:
+        mine.rows(["x", second], [["x"], ["y"]])
+    assert raised.value.row == 1 and Path.cwd() == metric_file
+    assert mine.rows(["x"], [["x"]]) == [{function: 1.0}]
+
+
+def test_a_metric_that_exits_or_moves_the_folder_fails_lf_wrap_score(metric_file):
+    """T41: `lf-wrap score` with a metric that calls sys.exit(0) exited 0 with nothing printed."""
+    path = metric_file / "p.jsonl"
+    path.write_text(json.dumps({"row": 7, "prediction": "boom", "references": ["x"]}) + "\n")
+    for function in ("exits", "moves"):
+        done = run_lf_wrap("score", path, "--task", "mine", "--metric", f"my_metrics.py:{function}", "--json",
+                           cwd=metric_file)
+        errors = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+        assert len(errors) == 1 and errors[0].startswith(f"Error: {path}: line 1 (row 7): metric my_metrics.py:"
+                                                         f"{function}: {function}() on row 0"), errors
+
+
+@pytest.mark.parametrize("source, message", [
+    ("import sys\nsys.exit(3)\n", r"loading .*modexit.py called sys.exit\(3\)"),
+    ("import os\nos.chdir('/')\n", r"loading .*modexit.py changed the working directory to '/'"),
+    ("import os\nos._exit(3)\n", r"loading .*modexit.py ended its process \(exit code 3\)"),
+    ("def goodfn(p, r):\n    return 1.0\ngoodfn.time_limit = 0\n",
+     r"goodfn.time_limit must be a positive number of seconds, not 0"),
+])
+def test_a_metric_file_that_exits_at_import_is_one_error(metric_file, source, message):
+    """T11: `lf-wrap validate` of a task whose metric file calls sys.exit(3) at import exited 3 silently."""
+    (metric_file / "modexit.py").write_text(source)
+    with pytest.raises(UserError, match=message):
+        family("modexit.py:goodfn")
+    assert Path.cwd() == metric_file
+    task = metric_file / "task.yaml"
+    task.write_text("name: t\nprompt: 'Q: {q}'\nresponse: a\nmetric: modexit.py:goodfn\n")
+    done = run_lf_wrap("validate", task, cwd=metric_file)
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(errors) == 1 and errors[0].startswith("Error: "), done.stderr
+    assert "metric: metric " in errors[0] and "modexit.py:goodfn" in errors[0], errors
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def test_ctrl_c_while_a_metric_runs_stops_lf_wrap_and_the_metrics_process(metric_file):
+    """T42's other half: a KeyboardInterrupt the metric raises is its error (above), but a real
+    Ctrl-C still interrupts at once: exit 130, one line, and the metric's process is gone."""
+    path = metric_file / "p.jsonl"
+    path.write_text(json.dumps({"row": 0, "prediction": "x", "references": ["x"]}) + "\n")
+    exe = Path(sys.executable).parent / "lf-wrap"
+    child = subprocess.Popen([str(exe), "score", str(path), "--task", "mine", "--metric", "my_metrics.py:waits"],
+                             cwd=metric_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        word, pid = child.stdout.readline().split()
+        assert word == "SCORING" and _alive(int(pid))
+        os.killpg(child.pid, signal.SIGINT)         # what Ctrl-C in a terminal does: the whole group
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 130 and [line for line in err.splitlines() if line.strip()] == [
+        "Error: interrupted (Ctrl-C)"], err
+    deadline = time.monotonic() + 10
+    while _alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(int(pid))

@@ -161,10 +161,12 @@ def _alive(args_file: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_child(work, tiny_model, prepared):
+@pytest.mark.parametrize("sig, exit_code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_ctrl_c_stops_the_child(work, tiny_model, prepared, sig, exit_code, name):
     """Through LLaMA-Factory's torchrun launcher (--nproc 1 runs on CPU), so this also shows
-    that FORCE_TORCHRUN/NPROC_PER_NODE and PATH reach the child for real."""
-    run_dir = work / "runs" / "interrupted"
+    that FORCE_TORCHRUN/NPROC_PER_NODE and PATH reach the child for real. SIGTERM (a scheduler)
+    stops it the same way, with the shell's 143 (probe SG4: it exited 130)."""
+    run_dir = work / "runs" / f"interrupted-{name}"
     argv = [str(Path(sys.executable).parent / "lf-wrap"), "train", str(RECIPES / "translate.yaml"), "--smoke",
             *smoke_sets("translate", tiny_model, prepared, "max_steps=100000"), "--run-dir", str(run_dir),
             "--nproc", "1"]
@@ -176,10 +178,10 @@ def test_ctrl_c_stops_the_child(work, tiny_model, prepared):
     while time.monotonic() < deadline and not (log.exists() and "'loss'" in log.read_text(errors="replace")):
         assert child.poll() is None, child.communicate()
         time.sleep(0.5)
-    child.send_signal(signal.SIGINT)        # what Ctrl-C in a terminal does
+    child.send_signal(sig)                  # SIGINT: what Ctrl-C in a terminal does
     _, err = child.communicate(timeout=90)
-    assert child.returncode == 130
-    assert "interrupted; llamafactory-cli was stopped" in err
+    assert child.returncode == exit_code, err
+    assert f"Error: interrupted ({name}); llamafactory-cli was stopped" in err
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["status"] == "interrupted"
     assert manifest["env"]["FORCE_TORCHRUN"] == "1" and manifest["env"]["NPROC_PER_NODE"] == "1"

@@ -143,3 +143,41 @@ def test_a_task_of_your_own_needs_a_metric(tiny_model, prepared, tmp_path):
     assert not (tmp_path / "out").exists()
     done = run_lf_wrap("score", tmp_path / "recipe.yaml", "--task", "my_ner")
     assert done.returncode == 2 and "--metric" in done.stderr
+
+
+FENCED_METRICS = '''
+import os
+import sys
+
+ELSEWHERE = os.path.abspath("elsewhere")
+
+
+def exits(prediction, references):
+    sys.exit(0)
+
+
+def moves(prediction, references):
+    os.chdir(ELSEWHERE)
+    return 1.0
+'''
+
+
+@pytest.mark.parametrize("function", ["exits", "moves"])
+def test_a_metric_that_exits_or_moves_the_folder_fails_the_eval_and_writes_nowhere_else(evaluated, tmp_path,
+                                                                                         function):
+    """Probe T41: sys.exit(0) in the metric ended the eval with exit 0, the previous metrics.json
+    standing as if rescored. T43: os.chdir in the metric made the eval write metrics.json, the
+    manifest and the tables under the new directory. Now each is one Error naming the row, exit 2."""
+    shutil.copytree(evaluated, tmp_path / "results")
+    shutil.copy(evaluated.parent / "my_metrics.py", tmp_path)
+    (tmp_path / "fenced_metrics.py").write_text(FENCED_METRICS, encoding="utf-8")
+    (tmp_path / "elsewhere").mkdir()
+    before = (tmp_path / "results" / "metrics.json").read_bytes()
+    done = run_lf_wrap("eval", evaluated.parent / "eval-user.yaml", "--out", "results", "--set",
+                       f"tasks.my_contains.metric=fenced_metrics.py:{function}", cwd=tmp_path)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"my_contains.jsonl: line 1 (row 0): metric fenced_metrics.py:{function}: {function}() on row 0" in errors[0]
+    assert "rows to generate" not in done.stderr              # the predictions were reused: no engine
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert (tmp_path / "results" / "metrics.json").read_bytes() == before

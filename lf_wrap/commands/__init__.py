@@ -3,8 +3,10 @@ stage function of the same name in `lf_wrap`.
 
 This is the one place that speaks to the console. The core raises `LfWrapError`s (plain
 exceptions with an exit code) and logs to `logging.getLogger("lf_wrap")`; `LfWrapGroup` prints
-an error as one `Error: <message>` line with its exit code, Ctrl-C as exit code 130 whatever
-the stage, and `console_logging` shows log records as `lf-wrap: <message>` on stderr."""
+an error as one `Error: <message>` line with its exit code, Ctrl-C, SIGTERM and SIGHUP as
+one `Error: interrupted (...)` line and exit code 130, 143 and 129 whatever the stage
+(lf_wrap.core.interrupts), and `console_logging` shows log records as `lf-wrap: <message>` on
+stderr."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import logging
 import click
 
 from lf_wrap.core.console import console_stream
-from lf_wrap.core.errors import Interrupted, LfWrapError
+from lf_wrap.core.errors import LfWrapError
+from lf_wrap.core.interrupts import stoppable
 
 
 class _ConsoleHandler(logging.Handler):
@@ -49,8 +52,7 @@ class LfWrapGroup(click.Group):
     def invoke(self, ctx):
         console_logging()
         try:
-            return super().invoke(ctx)
+            with stoppable():         # SIGTERM/SIGHUP as Ctrl-C, whatever the command: one line, 143/129/130
+                return super().invoke(ctx)
         except LfWrapError as err:
             raise _to_click(err) from None
-        except KeyboardInterrupt:
-            raise _to_click(Interrupted("interrupted")) from None

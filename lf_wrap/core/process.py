@@ -116,6 +116,11 @@ def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
     return record
 
 
+# Every SIGTERM or SIGHUP turned into a KeyboardInterrupt, in order, whichever block caught it
+# (blocks nest: a stage around a child run): lf_wrap.core.interrupts names the signal from it.
+SIGNALS_CAUGHT: list[int] = []
+
+
 @contextmanager
 def terminate_as_interrupt(received: list[int] | None = None):
     """While a child runs, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop it the
@@ -126,6 +131,7 @@ def terminate_as_interrupt(received: list[int] | None = None):
         return
 
     def interrupt(signum, frame):
+        SIGNALS_CAUGHT.append(signum)
         if received is not None:
             received.append(signum)
         raise KeyboardInterrupt

@@ -34,7 +34,8 @@ from lf_wrap.evaluation.models import (ResolvedModel, check_lora_servable, lora_
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import Request, TaskData, live_requests, load_task
 from lf_wrap.core.files import check_output_folder
-from lf_wrap.core.manifest import StageRecord
+from lf_wrap.core.interrupts import on_interrupt, stoppable
+from lf_wrap.core.manifest import INTERRUPTED, StageRecord
 from lf_wrap.core.models import resolve_base
 from lf_wrap.core.identity import engine_identity, model_identity
 from lf_wrap.core.locks import folder_lock
@@ -173,16 +174,51 @@ def plan_eval(recipe: EvalRecipe, out: Path) -> tuple[EvalRecipe, list[ResolvedM
 
 def evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path | None = None,
              force: bool = False, overrides: tuple[str, ...] = ()) -> EvalResult:
+    """Ctrl-C, SIGTERM or SIGHUP: the manifest says interrupted, the lock goes, one Error line,
+    exit 130/143/129 (lf_wrap.core.interrupts); the same command goes on from the rows written."""
     record = StageRecord("eval")
-    out = Path(out or default_out(recipe_path))
-    recipe, models, data, base_folder = plan_eval(recipe, out)
-    with folder_lock(out):
-        return _evaluate(recipe, recipe_path, recipe_text, out, force, overrides, record, models, data, base_folder)
+    given = Path(out or default_out(recipe_path))
+    with stoppable(f"the predictions written so far are kept in {given}: run the same command to go on"):
+        recipe, models, data, base_folder = plan_eval(recipe, given)
+        out = given.absolute()        # the run's files land in --out, whatever becomes of the working directory
+        with folder_lock(out):
+            result = _evaluate(recipe, recipe_path, recipe_text, out, force, overrides, record, models, data,
+                               base_folder)
+    result.out = given
+    return result
 
 
 def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path, force: bool,
               overrides: tuple[str, ...], record: StageRecord, models: list[ResolvedModel], data: dict,
               base_folder: Path) -> EvalResult:
+    identities: dict[str, dict] = {}
+    lora: dict = {}
+    this_run = {"recipe": str(recipe_path), "overrides": list(overrides), "force": force, "engines": [],
+                "generated": 0, "reused": 0, "versions": versions(),
+                "env": {k: os.environ[k] for k in (*RECORDED_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING")
+                        if k in os.environ}}
+
+    def interrupted() -> None:        # what ran so far; the rerun finds the rows in the predictions files
+        record.finish(INTERRUPTED)
+        write_manifest(out, record, recipe, models, identities, data, lora, this_run)
+
+    with on_interrupt(interrupted):
+        counts = _generate_all(recipe, out, force, models, data, base_folder, identities, lora, this_run)
+        results = _score_and_write(recipe, recipe_text, out, models, data, counts)
+    record.finish()
+    write_manifest(out, record, recipe, models, identities, data, lora, this_run)
+    from lf_wrap.evaluation.report import write_report
+
+    write_report(out)
+    return EvalResult(out=out, metrics=results, generated=this_run["generated"], reused=this_run["reused"],
+                      notes=lora["notes"])
+
+
+def _generate_all(recipe: EvalRecipe, out: Path, force: bool, models: list[ResolvedModel], data: dict,
+                  base_folder: Path, identities: dict[str, dict], lora: dict, this_run: dict) -> dict:
+    """Every missing row of every (model, task), engine by engine; `identities`, `lora` and
+    `this_run` (engines, generated, reused) filled as it goes, for the manifest. The row counts
+    of each model's tasks."""
     mode, why = serving.resolve_serve(recipe.engine)
     patched = serving.plan_patches(models, base_folder) if mode == "patch" else None
     _say(f"serving: {mode} ({why})" + (f"; patched into the base's engine: {', '.join(patched.names())}"
@@ -190,12 +226,11 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
     lora_served = [m for m in models if not (patched and m.name in patched.adapters)]
     check_lora_servable(lora_served, base_folder)
     rank, slots, notes = lora_settings(lora_served, recipe.engine.max_lora_rank, recipe.engine.max_loras)
+    lora.update(max_lora_rank=rank, max_loras=slots, notes=notes)
     for note in notes:
         _say(note)
     counts: dict = defaultdict(dict)
-    engines, generated, reused = [], 0, 0
     plans = []
-    identities: dict[str, dict] = {}
     for model_path, tokenizer_path, members, is_base in _engine_groups(models, str(base_folder), patched):
         tokenizer = load_tokenizer(tokenizer_path)
         stop_ids = stop_token_ids(tokenizer, recipe.template)
@@ -215,7 +250,7 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
     for number, (model_path, members, files, pending, spec, server, how) in enumerate(plans, 1):
         names = ", ".join(m.name for m in members)
         total = sum(c["rows"] for m in members for c in counts[m.name].values())
-        reused += total - len(pending)
+        this_run["reused"] += total - len(pending)
         if not pending:
             _say(f"engine {number}/{len(plans)} ({names}): all {total} predictions already written; not started")
             continue
@@ -223,10 +258,15 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
              + (f", {total - len(pending)} already written" if total > len(pending) else ""))
         with tools_to_log(out / "eval.log", "eval"):
             timing = generate(recipe, spec, files, pending, f"engine {number}/{len(plans)}", server)
-        engines.append({"models": [m.name for m in members], **how, "vllm_args": spec.kwargs,
-                        "data_parallel_size": recipe.engine.data_parallel_size, **timing})
-        generated += len(pending)
+        this_run["engines"].append({"models": [m.name for m in members], **how, "vllm_args": spec.kwargs,
+                                    "data_parallel_size": recipe.engine.data_parallel_size, **timing})
+        this_run["generated"] += len(pending)
+    return counts
 
+
+def _score_and_write(recipe: EvalRecipe, recipe_text: str, out: Path, models: list[ResolvedModel],
+                     data: dict, counts: dict) -> dict:
+    """Score every predictions file; metrics.json and the recipe written. The metrics."""
     results = score_all(out, models, data)
     metric_doc = {
         "metrics": results,
@@ -240,14 +280,4 @@ def _evaluate(recipe: EvalRecipe, recipe_path: Path, recipe_text: str, out: Path
     }
     atomic_write_json(out / "metrics.json", metric_doc)
     atomic_write_text(out / "recipe.yaml", recipe_text)
-    this_run = {"recipe": str(recipe_path), "overrides": list(overrides), "force": force, "engines": engines,
-                "generated": generated, "reused": reused, "versions": versions(),
-                "env": {k: os.environ[k] for k in (*RECORDED_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING")
-                        if k in os.environ}}
-    record.finish()
-    write_manifest(out, record, recipe, models, identities, data,
-                   {"max_lora_rank": rank, "max_loras": slots, "notes": notes}, this_run)
-    from lf_wrap.evaluation.report import write_report
-
-    write_report(out)
-    return EvalResult(out=out, metrics=results, generated=generated, reused=reused, notes=notes)
+    return results

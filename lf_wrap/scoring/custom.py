@@ -10,18 +10,24 @@ corpus value: "mean" (default) or "median". The metric is named after the functi
 definition. A row keeps `{<function name>: score}`; intervals and paired tests resample those
 scores like any shipped family's. Anything wrong with the reference (no such file, no such
 function, not a function, a bad attribute) or with a row (the function raises, returns a
-non-number or a non-finite number) is one UserError naming the file, the function and the row."""
+non-number or a non-finite number) is one UserError naming the file, the function and the row.
+
+The function runs fenced, in a process of its own (lf_wrap.scoring.fenced): `sys.exit` (at import
+or in a row), a changed working directory, a row that outruns the function's `time_limit`
+(seconds, default 60) and a function that ends its process are each that one UserError too, and
+lf-wrap's own process, its working directory and the files it writes stay as they were."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
-import importlib.util
-import math
+import multiprocessing
 import os
+import subprocess
+import sys
 from functools import lru_cache
-from numbers import Real
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -29,7 +35,8 @@ from lf_wrap.core.errors import UserError
 from lf_wrap.scoring.bootstrap import Draw
 from lf_wrap.scoring.family import MeanFamily, Metric, check_lengths
 
-AGGREGATIONS = ("mean", "median")
+FENCED = Path(__file__).with_name("fenced.py")
+LOAD_LIMIT = 300.0            # seconds to load the file: an import of torch or a model may take a while
 
 
 class RowScoreError(UserError):
@@ -38,6 +45,105 @@ class RowScoreError(UserError):
     def __init__(self, message: str, row: int):
         super().__init__(message)
         self.row = row
+
+
+class MetricProcess:
+    """The process the function runs in (lf_wrap.scoring.fenced): started to describe the function
+    when the metric is loaded, started again to score and kept for the next batch; killed when a
+    row outruns the function's time limit and when lf-wrap is stopped. A function that ends its
+    process (`os._exit`, a crash) is one error naming the row."""
+
+    def __init__(self, spec: str, path: Path, name: str, shown: str, cwd: str):
+        self.spec, self.path, self.name, self.shown, self.cwd = spec, path, name, shown, cwd
+        self.child: subprocess.Popen | None = None
+        self.conn = None
+        self.description: dict | None = None
+
+    def start(self) -> dict:
+        """Load the file in a new process: the function's description (attributes checked)."""
+        self.conn, theirs = multiprocessing.Pipe()
+        try:
+            self.child = subprocess.Popen([sys.executable, str(FENCED), str(self.path), self.name,
+                                           str(theirs.fileno()), self.shown],
+                                          pass_fds=(theirs.fileno(),), cwd=self.cwd, stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        _LIVE.add(self)
+        where = f"metric {self.spec}: loading {self.path}"
+        try:
+            if not self.conn.poll(LOAD_LIMIT):
+                raise UserError(f"{where} did not finish within {LOAD_LIMIT:g} s")
+            kind, description = self.conn.recv()
+        except EOFError:
+            raise UserError(f"{where} ended its process (exit code {self.stop()})") from None
+        except BaseException:
+            self.stop(kill=True)
+            raise
+        if kind == "refused":
+            self.stop()
+            raise UserError(f"metric {self.spec}: {description}")
+        if self.description is not None and description != self.description:
+            self.stop()
+            raise UserError(f"metric {self.spec}: {self.shown} changed while lf-wrap ran (was {self.description}, "
+                            f"now {description}); run again")
+        self.description = description
+        return description
+
+    def scores(self, predictions: Sequence[str], references: Sequence[Sequence[str]], key: str) -> list[float]:
+        """The function's score of each row, in order; RowScoreError naming the first row that failed."""
+        if self.child is None or self.child.poll() is not None:
+            self.stop(kill=True)
+            self.start()
+        limit = self.description["time_limit"]
+        out: list[float] = []
+        try:
+            self.conn.send(("rows", list(predictions), [list(refs) for refs in references]))
+            for row, prediction in enumerate(predictions):
+                where = f"metric {self.spec}: {key}() on row {row} (prediction {prediction[:40]!r})"
+                if not self.conn.poll(limit):
+                    self.stop(kill=True)
+                    raise RowScoreError(f"{where} did not return within {limit:g} s (its time limit; a slower "
+                                        f"metric sets {self.name}.time_limit = <seconds> in {self.shown})", row)
+                try:
+                    kind, value = self.conn.recv()
+                except EOFError:
+                    raise RowScoreError(f"{where} ended the metric's process (exit code {self.stop()})",
+                                        row) from None
+                if kind == "failed":
+                    raise RowScoreError(f"{where} {value}", row)
+                out.append(value)
+        except RowScoreError:
+            raise
+        except BaseException:         # Ctrl-C, SIGTERM: the function may be mid-row; it goes now
+            self.stop(kill=True)
+            raise
+        return out
+
+    def stop(self, kill: bool = False) -> int | None:
+        """End the process (closing its socket ends an idle one; `kill`, or 5 s later, SIGKILL); its exit code."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        child, self.child = self.child, None
+        _LIVE.discard(self)
+        if child is None:
+            return None
+        if not kill:
+            try:
+                return child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        child.kill()
+        return child.wait()
+
+
+_LIVE: set[MetricProcess] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for process in list(_LIVE):
+        process.stop()
 
 
 def is_reference(spec: str) -> bool:
@@ -50,9 +156,9 @@ class CustomFamily(MeanFamily):
     """A family of one metric, scored by the user's function (None when it only describes a metric
     that metrics.json declared, for `lf-wrap report`)."""
 
-    def __init__(self, spec: str, metric: Metric, aggregation: str = "mean", function: Callable | None = None,
+    def __init__(self, spec: str, metric: Metric, aggregation: str = "mean", process: MetricProcess | None = None,
                  source_sha256: str | None = None):
-        self.name, self.metrics, self.aggregation, self.function = spec, (metric,), aggregation, function
+        self.name, self.metrics, self.aggregation, self.process = spec, (metric,), aggregation, process
         self.source_sha256 = source_sha256      # the file's content when it was loaded
 
     def identity(self) -> dict:
@@ -66,22 +172,10 @@ class CustomFamily(MeanFamily):
 
     def rows(self, predictions, references, no_answer_text=None) -> list[dict]:
         check_lengths(predictions, references)
-        if self.function is None:
+        if self.process is None:
             raise UserError(f"metric {self.name}: only declared here, not loaded; cannot score")
         key = self.keys[0]
-        out = []
-        for row, (prediction, refs) in enumerate(zip(predictions, references)):
-            where = f"metric {self.name}: {key}() on row {row} (prediction {prediction[:40]!r})"
-            try:
-                value = self.function(prediction, list(refs))
-            except Exception as err:
-                raise RowScoreError(f"{where} raised {type(err).__name__}: {err}", row) from None
-            if not isinstance(value, Real) or isinstance(value, complex):
-                raise RowScoreError(f"{where} returned {type(value).__name__} {str(value)[:40]!r}, not a number", row)
-            if not math.isfinite(value):
-                raise RowScoreError(f"{where} returned {value}, not a finite number", row)
-            out.append({key: float(value)})
-        return out
+        return [{key: value} for value in self.process.scores(predictions, references, key)]
 
     def value(self, metric: str, rows: Sequence[dict]) -> float:
         if self.aggregation == "mean":
@@ -99,41 +193,20 @@ class CustomFamily(MeanFamily):
         return [np.concatenate(parts) for parts in medians]
 
 
-def _module(path: Path, spec: str):
-    name = "lf_wrap_user_metric_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    loader_spec = importlib.util.spec_from_file_location(name, path)
-    if loader_spec is None or loader_spec.loader is None:
-        raise UserError(f"metric {spec}: {path} cannot be loaded as a Python file")
-    module = importlib.util.module_from_spec(loader_spec)
-    try:
-        loader_spec.loader.exec_module(module)
-    except Exception as err:
-        raise UserError(f"metric {spec}: loading {path} raised {type(err).__name__}: {err}") from None
-    return module
-
-
 @lru_cache(maxsize=32)
 def _load(spec: str, cwd: str) -> CustomFamily:
     path_text, _, name = spec.rpartition(":")
     path = Path(cwd, path_text)
     if not path.is_file():
         raise UserError(f"metric {spec}: {path_text} not found (a path relative to {cwd}, or an absolute one)")
-    function = getattr(_module(path, spec), name, None)
-    if function is None:
-        raise UserError(f"metric {spec}: {path_text} has no function '{name}'")
-    if not callable(function) or isinstance(function, type):
-        raise UserError(f"metric {spec}: '{name}' in {path_text} is a {type(function).__name__}, not a function")
-    higher = getattr(function, "higher_is_better", True)
-    aggregation = getattr(function, "aggregation", "mean")
-    if not isinstance(higher, bool):
-        raise UserError(f"metric {spec}: {name}.higher_is_better must be True or False, not {higher!r}")
-    if aggregation not in AGGREGATIONS:
-        raise UserError(f"metric {spec}: {name}.aggregation must be one of {', '.join(AGGREGATIONS)}, "
-                        f"not {aggregation!r}")
-    doc = (function.__doc__ or "").strip().split("\n")[0]
-    definition = doc or f"{spec}: the function's score of each row, {aggregation} over rows"
-    return CustomFamily(spec, Metric(name, name, higher, definition), aggregation, function,
-                        hashlib.sha256(path.read_bytes()).hexdigest())
+    source_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    process = MetricProcess(spec, path, name, path_text, cwd)
+    description = process.start()
+    process.stop()          # started again to score: no idle process while an engine generates
+    aggregation = description["aggregation"]
+    definition = description["doc"] or f"{spec}: the function's score of each row, {aggregation} over rows"
+    return CustomFamily(spec, Metric(name, name, description["higher_is_better"], definition), aggregation,
+                        process, source_sha256)
 
 
 def load(spec: str) -> CustomFamily:

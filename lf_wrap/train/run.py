@@ -25,7 +25,8 @@ from filelock import FileLock, Timeout
 
 from lf_wrap import __version__
 from lf_wrap.core.environments import llamafactory_cli
-from lf_wrap.core.errors import Interrupted, UserError
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.interrupts import Stop
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, sha256_file
 from lf_wrap.train.lf_args import check_args, lf_schema
 from lf_wrap.core.manifest import FAILED, FINISHED, INTERRUPTED, StageRecord
@@ -251,6 +252,7 @@ def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, rerun
     def again() -> list[str]:         # asked when the run stops: it depends on the checkpoints saved
         return continue_command(plan.recipe.path, plan.overrides.given, plan.smoke, run_dir, nproc)
 
+    stop = Stop()                     # which signal stopped it: the exit code a shell gives (130, 143, 129)
     try:
         try:
             done = run_logged(launch.argv, run_dir / "train.log", env=launch.env, on_line=bar.on_line)
@@ -263,8 +265,8 @@ def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, rerun
         raise
     except KeyboardInterrupt:
         _finish(run_dir, manifest, record, INTERRUPTED, None)
-        raise Interrupted(f"interrupted; llamafactory-cli was stopped. Log: {run_dir / 'train.log'}\n"
-                          f"{how_to_continue(run_dir, again())}") from None
+        raise stop.error(f"llamafactory-cli was stopped. Log: {run_dir / 'train.log'}\n"
+                         f"{how_to_continue(run_dir, again())}") from None
     manifest["adapter_sha256"] = {name: sha256_file(adapter / name) for name in ADAPTER_FILES
                                   if (adapter / name).is_file()}
     manifest["train_metrics"] = _train_metrics(adapter, resume)
