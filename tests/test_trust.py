@@ -188,7 +188,7 @@ def test_a_search_folder_with_other_inputs_says_which(tiny_model, adapters, tmp_
     did not say which; now the changed file or setting is named."""
     from lf_wrap.core.manifest import StageRecord
     from lf_wrap.search.recipe import load_search_recipe
-    from lf_wrap.search.rows import row_ids
+    from lf_wrap.search.rows import row_ids, scoring_ids
     from lf_wrap.search.run import SPACE_KEYS, plan_search
 
     path, base = _study(tiny_model, adapters, tmp_path)
@@ -197,7 +197,8 @@ def test_a_search_folder_with_other_inputs_says_which(tiny_model, adapters, tmp_
     out = Path(recipe.out)
     out.mkdir()
     body = {"identity": plan.identity, "space": recipe.model_dump(mode="json", include=set(SPACE_KEYS)),
-            "inputs": plan.inputs, "rows": row_ids(plan.rows), "generation": plan.generation}
+            "inputs": plan.inputs, "rows": row_ids(plan.rows), "generation": plan.generation,
+            "scoring": scoring_ids(plan.rows)}
     (out / "manifest.json").write_text(json.dumps(StageRecord("search").manifest(body)))
     config = json.loads((base / "config.json").read_text())
     (base / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 10.0}))

@@ -11,6 +11,11 @@ Two parts.
     the chat template of the folder vLLM loads (a Hub id: its snapshot in the local cache);
   - an adapter: its adapter_config.json and weights, plus the base it is served on;
   - a full model folder (a merge): its own files, plus the base's tokenizer files when it has none.
+- How the answer is generated (`generation_identity`, one function for the eval's predictions
+  meta, the search's identity and the search's reuse of the eval's answers, each comparing the
+  whole value, so that no list of keys can be forgotten): the template and how prompts are
+  rendered, the stop tokens, the engine (below), what a prompt too long does, max_new_tokens,
+  and the no-answer text read as "".
 - The engine (`engine_identity`): every argument that reaches `vllm.LLM(...)`, `extra_args`
   included, except the few that only decide where and in how much memory the same computation
   runs (ENGINE_ARGS_NOT_IN_IDENTITY: a greedy answer draws no random number, and a LoRA slot's
@@ -55,6 +60,29 @@ def model_identity(kind: str, path: str | Path, base_folder: Path, tokenizer_fol
             files.update({f"tokenizer/{n}": d for n, d in serving_fingerprint(tokenizer_folder)[1].items()
                           if not matches(n, WEIGHT_PATTERNS)})
     return {"model_fingerprint": combine(files), "model_files": files}
+
+
+def engine_generation(*, template: str, prompt_rendering: str, stop_token_ids, engine_kwargs: dict,
+                      long_prompts: str) -> dict:
+    """The part of the generation identity every task of a run shares: the template and its
+    rendering, the stop tokens, the engine, the long-prompts rule (the search's `generation`)."""
+    return {"template": template, "prompt_rendering": prompt_rendering, "stop_token_ids": list(stop_token_ids),
+            "engine_args": engine_identity(engine_kwargs), "long_prompts": long_prompts}
+
+
+def generation_identity(shared: dict, max_new_tokens: int, no_answer_text: str | None) -> dict:
+    """How a task's answers are generated, besides the served files (model_identity) and each
+    prompt (its prompt_sha256): `shared` (engine_generation) and the task's own settings. The
+    value a saved answer is reused against, whole. A setting that changes answers belongs here,
+    or reaches vllm.LLM through the engine section, where every field is an argument
+    (lf_wrap.evaluation.recipe.engine_arguments) and so part of `engine_args`."""
+    return {**shared, "max_new_tokens": max_new_tokens, "no_answer_text": no_answer_text}
+
+
+def generation_changes(recorded: dict, generation: dict) -> list[str]:
+    """The keys of `generation` whose value `recorded` (a predictions meta, which holds them at its
+    top level) does not have."""
+    return [key for key, value in generation.items() if recorded.get(key) != value]
 
 
 def engine_identity(kwargs: dict) -> dict:

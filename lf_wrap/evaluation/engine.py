@@ -21,6 +21,7 @@ import queue
 from dataclasses import dataclass, field
 
 from lf_wrap.evaluation.models import ResolvedModel
+from lf_wrap.evaluation.recipe import engine_arguments
 
 
 @dataclass
@@ -56,17 +57,11 @@ def lora_target_modules(adapter_dirs) -> list[str]:
 def engine_spec(group: list[ResolvedModel], model_path: str, tokenizer_path: str, settings, lora: tuple[int, int],
                 stop_token_ids: list[int]) -> EngineSpec:
     adapters = {m.name: m.path for m in group if m.kind == "adapter"}
-    kwargs = dict(model=model_path, tokenizer=tokenizer_path, dtype=settings.dtype,
-                  max_model_len=settings.max_model_len, gpu_memory_utilization=settings.gpu_memory_utilization,
-                  tensor_parallel_size=settings.tensor_parallel_size,
-                  pipeline_parallel_size=settings.pipeline_parallel_size,
-                  enforce_eager=settings.enforce_eager, seed=settings.seed)
-    if settings.distributed_executor_backend:
-        kwargs["distributed_executor_backend"] = settings.distributed_executor_backend
+    kwargs = dict(model=model_path, tokenizer=tokenizer_path)
     if adapters:
         kwargs.update(enable_lora=True, max_lora_rank=lora[0], max_loras=lora[1], max_cpu_loras=lora[1],
                       lora_target_modules=lora_target_modules(adapters.values()))
-    kwargs.update(settings.extra_args)
+    kwargs.update(engine_arguments(settings))      # the recipe's engine section, extra_args last
     return EngineSpec(model_path, tokenizer_path, adapters, kwargs, stop_token_ids)
 
 

@@ -24,13 +24,11 @@ from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_json
 from lf_wrap.tasks import DEFAULT_NO_ANSWER_TEXT, Task
 
-# What must not change between a run and its resumption (else the file would mix two runs).
-# What decides a prediction: a saved row is reused only when every one of these is unchanged.
-# model_fingerprint covers the content of every file that serves the model (base and adapter
-# weights, or the full model's; config, tokenizer, chat template): lf_wrap.evaluation.identity.
-RESUME_KEYS = ("model_path", "model_fingerprint", "dataset", "dataset_sha256", "template", "prompt_rendering",
-               "max_new_tokens", "stop_token_ids", "dtype", "max_model_len", "engine_args", "adapter_served_as", "long_prompts",
-               "no_answer_text")
+# A saved row is reused only when every key of the meta file is unchanged (the served files by
+# content, the dataset, and the whole generation identity, lf_wrap.core.identity), except these,
+# which describe the run without deciding an answer: a key added to the meta is compared by
+# default, so forgetting to list it can only regenerate, never reuse a stale answer.
+NOT_COMPARED = ("model", "task", "model_files", "lf_wrap_version")
 
 
 def meta_path(predictions: Path) -> Path:
@@ -149,7 +147,7 @@ class PredictionFile:
                             "generated with, is missing; its rows are not reused. Pass --force to regenerate them, "
                             "or --out for a new folder")
         old_meta = old_meta or {}
-        changed = [k for k in RESUME_KEYS if old_meta.get(k) != self.meta.get(k)]
+        changed = [k for k in self.meta if k not in NOT_COMPARED and old_meta.get(k) != self.meta.get(k)]
         if changed and self.path.stat().st_size > 0:
             raise UserError(f"{who}{self.path} was generated with "
                             f"{_what_changed(changed[0], old_meta, self.meta)}; its rows are not reused. Pass --force "

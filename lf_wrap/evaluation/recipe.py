@@ -106,6 +106,22 @@ LF_WRAP_ENGINE_ARGS = {"model": "from model_name_or_path or the model's path",
                        "max_cpu_loras": "from max_loras", "lora_target_modules": "from the adapters' configs"}
 
 
+# A field of EngineSettings is a vllm.LLM(...) argument of the same name, passed as it is (and so
+# part of every answer's identity: lf_wrap.core.identity.generation_identity), unless marked
+# LF_WRAP_ONLY: a setting lf-wrap reads itself (or maps onto other arguments, for the LoRA slots).
+LF_WRAP_ONLY = {"engine_arg": False}
+
+
+def engine_arguments(settings: "EngineSettings") -> dict:
+    """The vllm.LLM(...) arguments the section sets: every field not marked LF_WRAP_ONLY (None
+    left out: vLLM's own default), then extra_args. A new field is an engine argument, and in
+    every answer's identity, with no other edit."""
+    kwargs = {name: getattr(settings, name) for name, field in type(settings).model_fields.items()
+              if (field.json_schema_extra or {}).get("engine_arg", True) and getattr(settings, name) is not None}
+    kwargs.update(settings.extra_args)
+    return kwargs
+
+
 class EngineSettings(_Strict):
     dtype: str = "auto"
     """vLLM dtype: auto, bfloat16, float16, float32 (float32 reproduces transformers' greedy
@@ -114,13 +130,13 @@ class EngineSettings(_Strict):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     """Fraction of GPU memory vLLM may take (on the CPU backend: of host memory)."""
     tensor_parallel_size: int = Field(1, ge=1)
-    data_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1, json_schema_extra=LF_WRAP_ONLY)
     """Independent engine replicas, each on its own tensor_parallel_size GPUs and a share of
     the rows."""
-    max_lora_rank: int | None = Field(None, ge=1)
+    max_lora_rank: int | None = Field(None, ge=1, json_schema_extra=LF_WRAP_ONLY)
     """LoRA slots' rank. Default: the largest adapter's rank (vLLM's next allowed size); a larger
     value slows every LoRA request (vLLM pads each adapter to it); a smaller one is raised."""
-    max_loras: int | None = None
+    max_loras: int | None = Field(None, json_schema_extra=LF_WRAP_ONLY)
     """LoRA slots; at least adapters + 1 (a vLLM bug gives base requests the adapter of the
     last slot when every slot is full)."""
     pipeline_parallel_size: int = Field(1, ge=1)
@@ -129,13 +145,13 @@ class EngineSettings(_Strict):
     """vLLM's choice when omitted (mp on one node); ray to span nodes of a running Ray cluster."""
     enforce_eager: bool = False
     seed: int = 0
-    serve: Literal["lora", "patch", "auto"] = "auto"
+    serve: Literal["lora", "patch", "auto"] = Field("auto", json_schema_extra=LF_WRAP_ONLY)
     """How one engine serves several models (lf_wrap.evaluation.serving, docs/serving.md): lora,
     each adapter a LoRA request and each full model an engine of its own; patch, the base loaded
     once and each adapter and merged model written into its weights in turn (at base speed);
     auto (the default), patch on CPU and lora on a GPU (unmeasured there). A merged model's
     answers are the same either way; an adapter's are regenerated when its mode changes."""
-    extra_args: dict[str, Any] = {}
+    extra_args: dict[str, Any] = Field({}, json_schema_extra=LF_WRAP_ONLY)
     """Any other vllm.LLM(...) argument, passed as is (e.g. max_num_seqs, hf_overrides). It is
     part of every prediction's identity (a change regenerates); a key this section already has
     (dtype, seed, ...) or one lf-wrap sets itself (model, enable_lora, ...) is refused, so that

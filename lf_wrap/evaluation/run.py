@@ -37,7 +37,7 @@ from lf_wrap.core.files import check_output_folder
 from lf_wrap.core.interrupts import on_interrupt, stoppable
 from lf_wrap.core.manifest import INTERRUPTED, StageRecord
 from lf_wrap.core.models import resolve_base
-from lf_wrap.core.identity import engine_identity, model_identity
+from lf_wrap.core.identity import engine_generation, generation_identity, model_identity
 from lf_wrap.core.locks import folder_lock
 from lf_wrap.evaluation.results import score_all, uncertainty_section, versions, write_manifest
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
@@ -105,22 +105,21 @@ def _engine_groups(models: list[ResolvedModel], base: str,
 
 def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tokenizer, data: dict[str, TaskData],
                 force: bool, counts: dict, identities: dict[str, dict], stop_ids: list[int],
-                engine_args: dict, model_by_model: bool) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
+                engine_kwargs: dict, model_by_model: bool) -> tuple[dict, list[tuple[ResolvedModel, Request]]]:
     files: dict[tuple[str, str], pred.PredictionFile] = {}
     pending: list[tuple[ResolvedModel, Request]] = []
+    shared = engine_generation(template=recipe.template, prompt_rendering=rendering_id(recipe.template),
+                               stop_token_ids=stop_ids, engine_kwargs=engine_kwargs, long_prompts=recipe.long_prompts)
     for task, task_data in data.items():
         entry = recipe.tasks[task]
         live, too_long = live_requests(task_data, recipe, tokenizer, entry.max_new_tokens)
         expected = {r.row: r.prompt_sha256 for r in live}
         for model in members:
+            generation = generation_identity(shared, entry.max_new_tokens, task_data.no_answer_text)
             meta = {"model": model.name, "kind": model.kind, "model_path": model.path,
                     **identities[model.name], "task": task, "dataset": task_data.dataset,
-                    "dataset_sha256": task_data.sha256, "template": recipe.template,
-                    "prompt_rendering": rendering_id(recipe.template), "stop_token_ids": stop_ids,
-                    "max_new_tokens": entry.max_new_tokens, "dtype": recipe.engine.dtype,
-                    "max_model_len": recipe.engine.max_model_len, "engine_args": engine_args,
-                    "long_prompts": recipe.long_prompts,
-                    "no_answer_text": task_data.no_answer_text, "lf_wrap_version": __version__}
+                    "dataset_sha256": task_data.sha256, **generation, "dtype": recipe.engine.dtype,
+                    "max_model_len": recipe.engine.max_model_len, "lf_wrap_version": __version__}
             file = pred.PredictionFile(out / "predictions" / model.name / f"{task}.jsonl", meta, force)
             file.check_prompts(expected)
             if file.repaired:
@@ -244,7 +243,7 @@ def _generate_all(recipe: EvalRecipe, out: Path, force: bool, models: list[Resol
         spec = engine_spec([m for m in members if m in lora_served], model_path, tokenizer_path, recipe.engine,
                            (rank, slots), stop_ids)
         files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts, identities, stop_ids,
-                                     engine_identity(spec.kwargs), model_by_model=server is not None)
+                                     spec.kwargs, model_by_model=server is not None)
         how = _serving_entry(members, is_base, mode, patched)
         plans.append((model_path, members, files, pending, spec, server, how))
     for number, (model_path, members, files, pending, spec, server, how) in enumerate(plans, 1):

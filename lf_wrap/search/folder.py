@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from lf_wrap import __version__
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import check_replaceable
 from lf_wrap.core.manifest import read_manifest_file
@@ -51,6 +52,8 @@ def _changed_inputs(earlier: dict, parts: dict) -> str:
             was, now_ = (old_scoring.get(task) or {}).get("metric"), (new_scoring.get(task) or {}).get("metric")
             changed.append(f"task {task}'s metric ({was} -> {now_})" if was != now_
                            else f"task {task}'s metric {now_} (its file or settings changed)")
+    if earlier.get("lf_wrap_version") != __version__:
+        changed.append(f"lf-wrap's version ({earlier.get('lf_wrap_version')}, now {__version__})")
     return ", ".join(changed) or "lf-wrap's ledger format"
 
 

@@ -7,10 +7,10 @@ identity eval itself compares before it reuses a prediction (lf_wrap.core.identi
 - the model: the base's served files by content; a specialist's adapter by content, served
   patched into the base's weights (`adapter_served_as: patch`, which is what the search does:
   its specialist is the adapter alone at weight 1 written into the base's weights);
-- the engine: every argument that can change an answer (`engine_args`), dtype, max_model_len;
-- the prompt: template, its rendering, stop tokens, max_new_tokens, the long-prompts rule, the
-  no-answer text, the dataset's sha256, and each row's prompt hash and id;
-- the lf-wrap version.
+- how it is generated: the whole generation identity (lf_wrap.core.identity.generation_identity:
+  the engine's arguments, template, rendering, stop tokens, the long-prompts rule, max_new_tokens,
+  the no-answer text), compared whole: no list of keys here;
+- the rows: the dataset's sha256, and each row's prompt hash and id.
 Any difference, a missing row or a damaged file, and the search generates that model's rows
 itself (a damaged file is left to `lf-wrap eval` to report). Merged models of the eval are not
 taken: a merge folder is named by its manifest, not by the candidate the search would patch.
@@ -24,18 +24,13 @@ import logging
 from pathlib import Path
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.core.identity import model_identity
+from lf_wrap.core.identity import generation_changes, generation_identity, model_identity
 from lf_wrap.evaluation import predictions as pred
 from lf_wrap.evaluation.run import default_out
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.rows import TaskRows
 
 log = logging.getLogger(__name__)
-
-# What must equal the search's own generation settings (SearchPlan.generation).
-GENERATION_KEYS = ("template", "prompt_rendering", "stop_token_ids", "dtype", "max_model_len", "engine_args",
-                   "long_prompts", "lf_wrap_version")
-
 
 class EvalAnswers:
     """`predictions(kind, candidate)`: the eval's answers for the base (candidate None) or a
@@ -71,9 +66,8 @@ class EvalAnswers:
         return found
 
     def _same_generation(self, meta: dict, task_rows: TaskRows) -> bool:
-        return (all(meta.get(k) == self.generation.get(k) for k in GENERATION_KEYS)
-                and meta.get("max_new_tokens") == task_rows.max_new_tokens
-                and meta.get("no_answer_text") == task_rows.data.no_answer_text)
+        wanted = generation_identity(self.generation, task_rows.max_new_tokens, task_rows.data.no_answer_text)
+        return not generation_changes(meta, wanted)
 
     def predictions(self, kind: str, candidate: Candidate | None) -> list[str] | None:
         who = self._who(candidate)

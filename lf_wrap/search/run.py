@@ -29,7 +29,7 @@ from lf_wrap.core.console import Progress, tools_to_log
 from lf_wrap.core.errors import Interrupted, UserError
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder
 from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
-from lf_wrap.core.identity import engine_identity, model_identity
+from lf_wrap.core.identity import engine_generation, model_identity
 from lf_wrap.core.models import resolve_base
 from lf_wrap.core.process import terminate_as_interrupt
 from lf_wrap.evaluation.engine import EngineSpec, engine_spec
@@ -83,7 +83,7 @@ class SearchPlan:
     @property
     def identity(self) -> str:
         return identity({"inputs": self.inputs, "rows": row_ids(self.rows), "generation": self.generation,
-                         "scoring": scoring_ids(self.rows)})
+                         "scoring": scoring_ids(self.rows), "lf_wrap_version": __version__})
 
     def describe(self) -> str:
         r = self.recipe
@@ -127,10 +127,11 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
                        "fingerprint": base["model_fingerprint"], "files": base["model_files"]},
               "adapters": [{"path": m.path, "task": m.task, "fingerprint": a.adapter.fingerprint()}
                            for m, a in zip(models, plan.adapters)]}
-    generation = {"template": eval_recipe.template, "prompt_rendering": rendering_id(eval_recipe.template),
-                  "stop_token_ids": stop_ids, "dtype": settings.dtype, "max_model_len": settings.max_model_len,
-                  "engine_args": engine_identity(spec.kwargs), "long_prompts": eval_recipe.long_prompts,
-                  "lf_wrap_version": __version__}
+    # The eval's own identity (lf_wrap.core.identity): each task adds its max_new_tokens (the rows'
+    # identity) and no-answer text (the scoring's).
+    generation = engine_generation(template=eval_recipe.template, prompt_rendering=rendering_id(eval_recipe.template),
+                                   stop_token_ids=stop_ids, engine_kwargs=spec.kwargs,
+                                   long_prompts=eval_recipe.long_prompts)
     return SearchPlan(recipe, eval_recipe, tasks, plan, rows, spec, inputs, generation, notes + plan.warnings)
 
 
