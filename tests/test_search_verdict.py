@@ -136,3 +136,35 @@ def test_every_noise_sentence_of_lf_wrap_search_comes_from_the_one_rule():
         text = path.read_text(encoding="utf-8")
         if path.name != "verdict.py":
             assert "within resampling noise" not in text and "more than resampling noise" not in text, path
+
+
+def test_the_smallest_confirmable_difference_is_where_the_p_value_crosses_the_level():
+    """Noise.smallest: a difference just above it is beyond noise at the spread of the resamples,
+    just below is not."""
+    from lf_wrap.scoring.bootstrap import p_value
+
+    rng = np.random.default_rng(3)
+    spread = rng.normal(0.0, 0.05, 1000)
+    low = NOISE.smallest(np.zeros(1000), spread)
+    assert low is not None and 0 < low < 0.2
+    for d, below in ((low + 1e-6, True), (low - 1e-3, False)):
+        # resampled differences centred on d with the same spread of |d_i|: only the observed d moves
+        assert (p_value(0.0, d, np.zeros(1000), spread) < NOISE.level) is below
+
+
+def test_a_corpus_metric_at_its_floor_is_flagged_with_the_suggestion_of_chrf():
+    """BLEU with no 4-gram match is exactly 0 (the base here): flagged, with chrF suggested; ROUGE
+    is not a corpus metric."""
+    from lf_wrap.search.verdict import floor_note, signal, signal_floor
+
+    rng = np.random.default_rng(5)
+    base = [{"bleu_stats": [6, 6, 3, 1, 0, 0, 6, 5, 4, 3]} for _ in range(N)]      # no 3- or 4-gram match
+    own = _bleu_rows(rng, N, 0.6)
+    tests = signal(NOISE, {"hsk": TASKS["translate"]}, ["hsk"], {"hsk": base}, {"hsk": own})
+    assert tests["hsk"]["a"] == 0 and tests["hsk"]["b"] > 0
+    floor = signal_floor(tests, {"hsk": TASKS["translate"]})
+    assert floor == {"hsk": {"metric": "bleu", "models": ["base"]}}
+    (note,) = floor_note({"floor": floor}, "search")
+    assert note.startswith("hsk: bleu is exactly 0 for base on the search rows") and "chrF (metric: chrf)" in note
+    rouge = signal(NOISE, {"a": TASKS["summarize"]}, ["a"], {"a": _rows([0.0] * N)}, {"a": _rows([0.5] * N)})
+    assert signal_floor(rouge, {"a": TASKS["summarize"]}) == {}

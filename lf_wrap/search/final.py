@@ -79,15 +79,15 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, noise: Noise, to
     return out
 
 
-def _at_floor(rows, scores: dict, tasks: list[str]) -> dict[str, list[str]]:
-    """task -> the models whose corpus metric is exactly 0 on the report rows (BLEU with no 4-gram
-    match, common on short sentences): a floor a merge cannot fall below, where differences vanish."""
+def _at_floor(rows, scores: dict, tasks: list[str]) -> dict[str, dict]:
+    """task -> {"metric", "models"}: the models whose corpus metric (BLEU, chrF) is exactly 0 on the
+    report rows, a floor a merge cannot fall below, where differences vanish."""
     out = {}
     for t in tasks:
         if isinstance(rows[t].data.definition.family, StatsFamily):
             zero = [name for name, per_task in scores.items() if per_task[t]["value"] == 0]
             if zero:
-                out[t] = zero
+                out[t] = {"metric": rows[t].data.definition.headline, "models": zero}
     return out
 
 
@@ -162,6 +162,7 @@ def summary(result) -> str:
         lines.append(f"removed {result.out}/best (an earlier run's merge, {final['removed']}): not this run's "
                      "recommendation")
     if result.best is None:            # stopped on the search rows: nothing was ranked
+        lines += verdict.floor_note(final, "search")
         lines.append(f"{result.scored} scores computed, {result.reused} reused; report: {result.out}/final.md")
         return "\n".join(lines)
     if result.merge_out is not None:
@@ -183,7 +184,7 @@ def summary(result) -> str:
     lines.append(f"  {'worst task':<12}" + worst)
     if final.get("best_vs_sum"):
         lines.append(leaderboard.best_vs_sum_sentence(final["best_vs_sum"]))
-    lines += final.get("notes", []) + verdict.floor_note(final)
+    lines += verdict.smallest_sentence(final.get("versus_sum")) + final.get("notes", []) + verdict.floor_note(final)
     lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
                  f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
     return "\n".join(lines)

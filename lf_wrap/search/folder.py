@@ -18,7 +18,8 @@ LAYOUT = {"blocks": 1, "per_kind": False}   # in the space only when not these: 
 
 # Everything a search writes into its folder: --force deletes a folder holding nothing else.
 OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
-           "leaderboard.json", "chart*.png", "pareto.png", "final.md", "best", "search.log", "optuna.journal.lock", "workers")
+           "leaderboard.json", "chart*.png", "pareto.png", "final.md", "best", "search.log", "optuna.journal.lock",
+           "workers")
 
 
 def check_best(out: Path) -> None:

@@ -5,7 +5,8 @@ report rows, a chart of retained gain per task, and the best merge written by th
     leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
                                     and retained gain, worst, mean, role, Optuna trial numbers
     final.md                        best vs sum vs linear 0.5 on the report rows, with 95% intervals;
-                                    whether the winner held (the top `rows.held` on both sets of rows, lf_wrap.search.held)
+                                    whether the winner held (the top `rows.held` on both sets of rows,
+                                    lf_wrap.search.held); the verdict first (lf_wrap.search.verdict)
     pareto.png                      objective pareto: each task's retained gain, the front (lf_wrap.search.pareto)
     chart.png                       retained gain per task: the best candidates and the sum merge
                                     (search rows); best, sum, linear 0.5 with intervals (report rows)"""
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lf_wrap.search import held, pareto
-from lf_wrap.search.verdict import described, floor_note
+from lf_wrap.search.verdict import described, floor_note, smallest_sentence
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.candidates import thaw
@@ -35,14 +36,16 @@ def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str])
     assessed = judge.assess(scores, row_scores(entry))
     gains = assessed.gains
     return {"label": candidate.label(), "key": entry["key"], "role": "candidate", "method": candidate.method,
-            "weights": dict(zip(tasks, map(thaw, candidate.weights))), "density": candidate.density, "seed": candidate.seed,
+            "weights": dict(zip(tasks, map(thaw, candidate.weights))), "density": candidate.density,
+            "seed": candidate.seed,
             "scores": scores, "retained": gains.per_task, "worst": gains.worst, "mean": gains.mean,
             "lower_bound": assessed.bound, "value": assessed.value,
             "folds": list(assessed.fold_values), "objectives": assessed.per_task(),
             "trials": [], "complexity": list(candidate.complexity()), "candidate": entry["candidate"]}
 
 
-def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows], references: dict | None = None) -> list[dict]:
+def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows],
+         references: dict | None = None) -> list[dict]:
     """Every completed trial's candidate (one row per distinct candidate) and the reference
     merges, ranked best first (lf_wrap.search.objective.rank_key on the judge's value)."""
     from lf_wrap.search.study import completed
@@ -136,8 +139,9 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
         return f"{pct(g['value'])} [{pct(g['ci95'][0])}, {pct(g['ci95'][1])}]" if g["ci95"] else pct(g["value"])
 
     head = ["task", "metric", "base", "specialist", *MERGES, *(f"{name} kept" for name in MERGES)]
-    lines = [final["verdict_sentence"], "", *(f"- {note}" for note in final.get("notes", [])),
-             *(["", signal_markdown(final["signal"]["report"], "report"), ""] if final.get("signal") else []),
+    notes = [f"- {note}" for note in final.get("notes", [])]
+    lines = [final["verdict_sentence"], *(["", *notes] if notes else []),
+             *(["", signal_markdown(final["signal"]["report"], "report")] if final.get("signal") else []), "",
              f"Report rows ({', '.join(f'{t} {n}' for t, n in final['rows'].items())}; none of them was searched on). "
              f"best: `{label}`; sum: every adapter at weight 1 (the study's 3-in-1); linear 0.5: each at 0.5.", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -153,7 +157,8 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
               "gain's interval resamples base, specialist and merge together."]
     if final.get("versus_sum"):
         lines += ["", f"Best vs sum on the objective ({final['versus_sum']['metric']}, report rows of "
-                      f"{', '.join(final['verdict_tasks'])}): {described(final['versus_sum'], percent=True)}."]
+                      f"{', '.join(final['verdict_tasks'])}): {described(final['versus_sum'], percent=True)}.",
+                  *smallest_sentence(final["versus_sum"])]
     if final.get("best_vs_sum"):
         lines += ["", best_vs_sum_sentence(final["best_vs_sum"])]
     lines += [f"\n{note}" for note in floor_note(final)]
@@ -167,7 +172,8 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
                 g = f["retained"][t]
                 cells.append(f"{pct(g['value'])} [{pct(g['ci95'][0])}, {pct(g['ci95'][1])}]" if g["ci95"]
                              else pct(g["value"]))
-            lines.append(f"| {method} | `{f['label']}` | " + " | ".join(cells) + f" | {pct(f['worst'])} | {pct(f['mean'])} |")
+            lines.append(f"| {method} | `{f['label']}` | " + " | ".join(cells)
+                         + f" | {pct(f['worst'])} | {pct(f['mean'])} |")
     if "held" in final:
         lines += ["", final["held_sentence"], "", "The top of the leaderboard on both sets of rows:", "",
                   held.markdown(final["held"], judge)]
@@ -196,7 +202,8 @@ def signal_markdown(tests: dict, where: str) -> str:
 
 def no_signal_markdown(final: dict) -> str:
     """final.md of a search stopped on the search rows: the verdict and the tests it rests on."""
-    return (final["verdict_sentence"] + "\n\n" + signal_markdown(final["signal"]["search"], "search") + "\n")
+    notes = "".join(f"\n{note}\n" for note in floor_note(final, "search"))
+    return final["verdict_sentence"] + "\n\n" + signal_markdown(final["signal"]["search"], "search") + "\n" + notes
 
 
 def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout: Layout | None = None) -> bytes:
@@ -215,7 +222,8 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout
     width = 0.8 / max(len(shown), 1)
     for i, r in enumerate(shown):
         xs = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(tasks))]
-        left.bar(xs, [r["retained"].get(t) or 0.0 for t in tasks], width, label=f"#{r['rank']} {r['label']}" + (" (sum)" if r["role"] == "reference: sum" else ""))
+        label = f"#{r['rank']} {r['label']}" + (" (sum)" if r["role"] == "reference: sum" else "")
+        left.bar(xs, [r["retained"].get(t) or 0.0 for t in tasks], width, label=label)
     left.set_title("search rows: retained gain per task")
     names = list(final["retained"])
     step = 0.8 / len(names)

@@ -6,12 +6,15 @@
     <out>/optuna.journal     the optimiser's storage (Optuna JournalStorage): the single record
     <out>/scores.jsonl       every score computed (lf_wrap.search.ledger), reused on a rerun
     <out>/leaderboard.{md,csv,json}, chart.png, final.md, pareto.png   (lf_wrap.search.leaderboard)
-    <out>/best/              the best merge (merge stage: adapter or model, with its own manifest)
+    <out>/best/              the best merge, only when the verdict is confirmed (lf_wrap.search.verdict;
+                             merge stage: adapter or model, with its own manifest)
 
 Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
 base and specialists on the search rows (the reference of every retained gain); rounds of
 candidates from the optimiser until `budget` trials are complete; the leaderboard; the best, the
-top `rows.held` (lf_wrap.search.held) and the study-style sum merge on the report rows; the best merge written. Ctrl-C,
+top `rows.held` (lf_wrap.search.held) and the study-style sum merge on the report rows; the verdict; the best
+merge written when it is confirmed. A task whose specialist does not beat the base beyond noise on the
+search rows stops the search before any candidate (verdict.without_signal). Ctrl-C,
 SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
 command goes on from the journal and the ledger. `workers: shared`: each run is one worker of a
 search several share (lf_wrap.search.workers, docs/search-workers.md)."""
@@ -89,9 +92,10 @@ class SearchPlan:
     def describe(self) -> str:
         r = self.recipe
         rows = ", ".join(f"{t} {len(x.search)}/{len(x.report)}" for t, x in self.rows.items())
-        return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/report: "
-                f"{rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
-                f"{r.objective}" + (f" ({r.rows.folds} folds, ranked by {r.uncertainty.rank_by})" if r.rows.folds else "")
+        folds = f" ({r.rows.folds} folds, ranked by {r.uncertainty.rank_by})" if r.rows.folds else ""
+        return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/"
+                f"report: {rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
+                f"{r.objective}" + folds
                 + f", {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
 
 
@@ -136,7 +140,8 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     return SearchPlan(recipe, eval_recipe, tasks, plan, rows, spec, inputs, generation, notes + plan.warnings)
 
 
-def search(recipe: SearchRecipe, recipe_text: str, force: bool = False, recipe_path: Path | None = None) -> SearchResult:
+def search(recipe: SearchRecipe, recipe_text: str, force: bool = False,
+           recipe_path: Path | None = None) -> SearchResult:
     """Run (or continue) the search; one run at a time holds `out` (lf_wrap.core.locks), or each
     worker of a shared search holds it shared (lf_wrap.search.workers)."""
     record = StageRecord("search")
@@ -305,7 +310,8 @@ def _no_signal(recipe, out: Path, tests: dict, without: dict, scorer: Scorer, re
     """A task has no gain beyond noise on the search rows and the recipe says stop: no candidate
     is scored; final.md and the manifest say why, and an earlier best/ is removed."""
     final = {"verdict": verdict.NO_SIGNAL, "where": "search", "signal": {"search": tests},
-             "level": next(iter(tests.values()))["level"], "removed": remove_stale_best(out)}
+             "level": next(iter(tests.values()))["level"], "removed": remove_stale_best(out),
+             "floor": verdict.signal_floor(tests, {t: r.data.definition for t, r in scorer.rows.items()})}
     final["verdict_sentence"] = verdict.no_signal_sentence(without, "search", stop=True)
     atomic_write_text(out / "final.md", leaderboard.no_signal_markdown(final))
     body.update({"trials": 0, "scored": scorer.scored, "reused": scorer.reused, "best": None, "best_merge": None,

@@ -92,7 +92,18 @@ class Noise:
             res_a, res_b = pick(draws_a[:, usable]), pick(draws_b[:, usable])
             test["interval"] = list(percentile_interval(res_b - res_a, self.bootstrap.confidence))
             test["p_value"] = p_value(points[0], points[1], res_a, res_b)
+            test["smallest"] = self.smallest(res_a, res_b)
         return self._record(test)
+
+    def smallest(self, resampled_a: np.ndarray, resampled_b: np.ndarray) -> float | None:
+        """The smallest difference these rows could have confirmed, at the spread they show: the
+        paired p-value, (1 + #{e_i > |d|}) / (N + 1) with e_i = |d_i| - mean |d_j|, falls below the
+        level once |d| reaches the (K+1)-th largest e_i, K = ceil(level (N + 1) - 1) - 1. A true
+        difference of that size is confirmed about half the time (docs/search.md: the power)."""
+        spread = np.abs(resampled_b - resampled_a)
+        excess = np.sort(spread - spread.mean())[::-1]
+        k = int(np.ceil(self.level * (len(excess) + 1) - 1 - 1e-9)) - 1
+        return float(max(excess[k], 0.0)) if 0 <= k < len(excess) else None
 
 
 def noise_words(test: dict) -> str:
@@ -244,8 +255,37 @@ def no_signal_sentence(without: dict[str, str], where: str, stop: bool) -> str:
             "its floor.")
 
 
-def floor_note(final: dict) -> list[str]:
-    """One line per task with a corpus metric at its floor, with the suggestion of chrF."""
-    return [f"{t}: {final['scores']['base'][t]['metric']} is exactly 0 for {', '.join(names)} on the report rows "
-            "(no 4-gram match: common on short sentences), a floor where differences vanish; chrF (metric: chrf) "
-            "scores short sentences without this floor (docs/tasks.md)" for t, names in final.get("floor", {}).items()]
+def signal_floor(tests: dict, definitions: dict[str, Task]) -> dict[str, dict]:
+    """As final["floor"], from the specialist-against-base tests: base or specialist at exactly 0."""
+    from lf_wrap.scoring.family import StatsFamily
+
+    out = {}
+    for t, x in tests.items():
+        zero = [name for name, value in (("base", x["a"]), (f"specialist {t}", x["b"])) if value == 0]
+        if zero and isinstance(definitions[t].family, StatsFamily):
+            out[t] = {"metric": x["metric"], "models": zero}
+    return out
+
+
+def floor_note(final: dict, where: str = "report") -> list[str]:
+    """One line per task whose corpus metric is exactly 0 for some model (`final["floor"]`), with
+    the suggestion of chrF where the metric is BLEU (docs/tasks.md)."""
+    lines = []
+    for t, x in (final.get("floor") or {}).items():
+        text = f"{t}: {x['metric']} is exactly 0 for {', '.join(x['models'])} on the {where} rows, a floor where " \
+               "differences vanish"
+        if x["metric"] == "bleu":
+            text += ("; corpus BLEU is 0 when no 4-gram matches (common on short sentences): chrF (metric: chrf) "
+                     "has no such floor (docs/tasks.md)")
+        lines.append(text + ".")
+    return lines
+
+
+def smallest_sentence(versus: dict | None) -> list[str]:
+    """The smallest difference of the objective the report rows could have confirmed (one line, or none)."""
+    if not versus or versus.get("smallest") is None:
+        return []
+    rows = ", ".join(f"{t} {n}" for t, n in versus["rows"].items())
+    return [f"Smallest difference these report rows ({rows}) could confirm: {versus['metric']} "
+            f"{versus['smallest']:+.1%} (p < {versus['level']:g} at the spread they show; a true difference of that size is confirmed about "
+            "half the time, docs/search.md says how many rows a smaller one needs)."]
