@@ -508,6 +508,16 @@ def test_a_specialist_without_signal_stops_the_search_and_pareto_over_one_task_i
     assert not (out / "leaderboard.json").exists() and len(_ledger(out)) == 4      # base and 3 specialists
     assert (out / "final.md").read_text(encoding="utf-8").startswith(manifest["final"]["verdict_sentence"])
 
+    others = tmp_path / "others"                          # rank on task_a alone, saying so everywhere
+    ranked = run_lf_wrap("merge", "search", path, "--set", "verdict.without_signal=rank_the_others",
+                         "--set", "budget=4", "--set", "methods=[linear]", "--set", f"out={others}")
+    assert ranked.returncode == 0, ranked.stdout[-3000:] + ranked.stderr[-6000:]
+    assert read_json(others / "leaderboard.json")["counted"] == ["task_a"]
+    note = "does not beat the base beyond resampling noise"
+    for text in (_summary(ranked), (others / "final.md").read_text(encoding="utf-8"),
+                 (others / "leaderboard.md").read_text(encoding="utf-8")):
+        assert "Not counted" in text and "(verdict.without_signal: rank_the_others)" in text and note in text
+
     pareto = run_lf_wrap("merge", "search", path, "--set", "objective=pareto", "--set", f"out={tmp_path / 'p'}")
     assert pareto.returncode == 2 and pareto.stderr.count("Error:") == 1, pareto.stderr[-3000:]
     assert "Traceback" not in pareto.stderr

@@ -283,7 +283,7 @@ def floor_note(final: dict, where: str = "report") -> list[str]:
 
 def smallest_sentence(versus: dict | None) -> list[str]:
     """The smallest difference of the objective the report rows could have confirmed (one line, or none)."""
-    if not versus or versus.get("smallest") is None:
+    if not versus or not versus.get("smallest"):       # None, or 0: the resamples do not vary at all
         return []
     rows = ", ".join(f"{t} {n}" for t, n in versus["rows"].items())
     return [f"Smallest difference these report rows ({rows}) could confirm: {versus['metric']} "
