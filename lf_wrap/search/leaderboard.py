@@ -1,6 +1,7 @@
 """What a search leaves to read: the leaderboard (every candidate scored on the search rows,
 best first, with the sum and linear-0.5 merges as reference rows), the final figures on the
-report rows, a chart of retained gain per task, and the best merge written by the merge stage.
+report rows, a chart of retained gain per task, and the best merge written by the merge stage when
+the verdict confirms it (lf_wrap.search.verdict).
 
     leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
                                     and retained gain, worst, mean, role, Optuna trial numbers

@@ -165,12 +165,13 @@ class SearchRecipe(_Strict):
     objective: Literal["worst", "mean", "pareto"] = "worst"
     """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean;
     pareto: one objective per task (Optuna's multi-objective study), the Pareto front in the
-    leaderboard and pareto.png, and `best/` the front's candidate with the best worst task."""
+    leaderboard and pareto.png, and the winner the front's candidate with the best worst task."""
     uncertainty: Uncertainty = Uncertainty()
     rows: Rows = Rows()
     verdict: Verdict = Verdict()
     output: Literal["adapter", "model"] = Field("adapter", alias="as")
-    """The best merge is written as one LoRA adapter (exact for linear; ties/dare via SVD) or a model."""
+    """The best merge, when the verdict confirms it, is written as one LoRA adapter (exact for linear;
+    ties/dare via SVD) or a model."""
     out: Path = Path("runs/search")
     """The search folder: its Optuna journal, every score, the leaderboard, the best merge."""
     workers: Literal["single", "shared"] = "single"
