@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lf_wrap.scoring.bootstrap import Bootstrap
-from lf_wrap.search.verdict import (CONFIRMED, NO_SIGNAL, NOT_CONFIRMED, Noise, decide, described, noise_words,
-                                    report_verdict)
+from lf_wrap.search.noise import Noise, described, noise_words
+from lf_wrap.search.verdict import CONFIRMED, NO_SIGNAL, NOT_CONFIRMED, decide, report_verdict
 from lf_wrap.tasks import TASKS
 
 N = 40
@@ -130,11 +130,11 @@ def test_no_sentence_pairs_a_p_value_below_the_level_with_within_noise(level):
 
 
 def test_every_noise_sentence_of_lf_wrap_search_comes_from_the_one_rule():
-    """The words "within/beyond resampling noise" are written in lf_wrap/search only by verdict.py."""
+    """The words "within/beyond resampling noise" are written in lf_wrap/search only by noise.py."""
     root = Path(__file__).resolve().parents[1] / "lf_wrap" / "search"
     for path in root.glob("*.py"):
         text = path.read_text(encoding="utf-8")
-        if path.name != "verdict.py":
+        if path.name != "noise.py":
             assert "within resampling noise" not in text and "more than resampling noise" not in text, path
 
 
@@ -155,7 +155,7 @@ def test_the_smallest_confirmable_difference_is_where_the_p_value_crosses_the_le
 def test_a_corpus_metric_at_its_floor_is_flagged_with_the_suggestion_of_chrf():
     """BLEU with no 4-gram match is exactly 0 (the base here): flagged, with chrF suggested; ROUGE
     is not a corpus metric."""
-    from lf_wrap.search.verdict import floor_note, signal, signal_floor
+    from lf_wrap.search.noise import floor_note, signal, signal_floor
 
     rng = np.random.default_rng(5)
     base = [{"bleu_stats": [6, 6, 3, 1, 0, 0, 6, 5, 4, 3]} for _ in range(N)]      # no 3- or 4-gram match

@@ -1,23 +1,49 @@
-"""The figures a search reports: the best candidate, the study-style sum merge and linear 0.5
-scored on the report rows (never the rows the best was chosen on), beside the base and the specialists on the
-same rows, each retained gain with its bootstrap interval (objective.retained_gain: base,
-specialist and candidate resampled together), with the eval recipe's bootstrap settings."""
+"""The end of a search: the figures it reports, its verdict, best/ and the manifest.
+
+The figures: the best candidate, the study-style sum merge and linear 0.5 scored on the report
+rows (never the rows the best was chosen on), beside the base and the specialists on the same
+rows, each retained gain with its bootstrap interval (objective.retained_gain: base, specialist
+and candidate resampled together), at the confidence of the noise level (lf_wrap.search.noise).
+Then the verdict (lf_wrap.search.verdict): best/ written when it is confirmed, an earlier best/
+removed when not; or, stopped on the search rows without signal, the tests that stopped it."""
 
 from __future__ import annotations
 
+import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+
+from lf_wrap.core.files import atomic_write_json, atomic_write_text
 
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.scoring.family import StatsFamily
 from lf_wrap.search import held, leaderboard, verdict
 from lf_wrap.search.candidates import Candidate
+from lf_wrap.search.folder import MANIFEST
+from lf_wrap.search.layerwise import layout
 from lf_wrap.search.objective import Judge, retained_gain
+from lf_wrap.search.noise import Noise, floor_note, signal_floor, smallest_sentence
 from lf_wrap.search.scoring import Scorer, from_dict
-from lf_wrap.search.verdict import Noise
 
+
+log = logging.getLogger(__name__)
 
 MERGES = leaderboard.MERGES
+
+
+@dataclass
+class SearchResult:
+    out: Path
+    best: dict | None          # None: the search stopped before ranking (verdict no_signal on the search rows)
+    final: dict
+    scored: int
+    reused: int
+    merge_out: Path | None     # best/, written only when the verdict is confirmed
+
+
+def _say(message: str) -> None:
+    log.info(f"search: {message}")
 
 
 def references(n_adapters: int) -> dict[str, Candidate]:
@@ -162,7 +188,7 @@ def summary(result) -> str:
         lines.append(f"removed {result.out}/best (an earlier run's merge, {final['removed']}): not this run's "
                      "recommendation")
     if result.best is None:            # stopped on the search rows: nothing was ranked
-        lines += verdict.floor_note(final, "search")
+        lines += floor_note(final, "search")
         lines.append(f"{result.scored} scores computed, {result.reused} reused; report: {result.out}/final.md")
         return "\n".join(lines)
     if result.merge_out is not None:
@@ -184,7 +210,61 @@ def summary(result) -> str:
     lines.append(f"  {'worst task':<12}" + worst)
     if final.get("best_vs_sum"):
         lines.append(leaderboard.best_vs_sum_sentence(final["best_vs_sum"]))
-    lines += verdict.smallest_sentence(final.get("versus_sum")) + final.get("notes", []) + verdict.floor_note(final)
+    lines += smallest_sentence(final.get("versus_sum")) + final.get("notes", []) + floor_note(final)
     lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
                  f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
     return "\n".join(lines)
+
+
+def from_manifest(out: Path, finished: dict, scorer: Scorer) -> SearchResult:
+    """Another worker of a shared search finished it: its manifest is the answer."""
+    _say(f"the search was finished by worker {finished.get('finished_by')}: nothing left to do here")
+    merge_out = Path(finished["best_merge"]) if finished.get("best_merge") else None
+    return SearchResult(out, finished.get("best"), finished["final"], scorer.scored, scorer.reused, merge_out)
+
+
+def stop_without_signal(recipe, out: Path, tests: dict, without: dict, scorer: Scorer, record, body) -> SearchResult:
+    """A task has no gain beyond noise on the search rows and the recipe says stop: no candidate
+    is scored; final.md and the manifest say why, and an earlier best/ is removed."""
+    final = {"verdict": verdict.NO_SIGNAL, "where": "search", "signal": {"search": tests},
+             "level": next(iter(tests.values()))["level"], "removed": remove_stale_best(out),
+             "floor": signal_floor(tests, {t: r.data.definition for t, r in scorer.rows.items()})}
+    final["verdict_sentence"] = verdict.no_signal_sentence(without, "search", stop=True)
+    atomic_write_text(out / "final.md", leaderboard.no_signal_markdown(final))
+    body.update({"trials": 0, "scored": scorer.scored, "reused": scorer.reused, "best": None, "best_merge": None,
+                 "final": final})
+    record.finish()
+    atomic_write_json(out / MANIFEST, record.manifest(body))
+    return SearchResult(out, None, final, scorer.scored, scorer.reused, None)
+
+
+def finish(recipe, out, tasks, rows, scorer, noise, record, body, crew, study, judge) -> SearchResult:
+    """The budget is complete: the leaderboard, the report rows, the verdict, best/ when it is
+    confirmed, the manifest (once, by one worker of a shared search)."""
+    n = len(tasks)
+    scorer.score_many("search", list(references(n).values()))
+    table = leaderboard.rows(study, scorer.ledger, judge, rows, references(n))
+    best = leaderboard.best_row(table)
+    _say(f"best on the search rows: {best['label']} ({held.ranked_by(judge)} {best['value']:.1%}); scoring it, "
+         f"the next of the top {recipe.rows.held} and the reference merges on the report rows")
+    final = final_figures(scorer, tasks, best, noise, table[:recipe.rows.held], judge, family_bests(table),
+                          recipe.verdict.without_signal)
+    final["notes"] = [f"Not counted on the search rows: {why}" for why in judge.ref.left_out.values()] + final["notes"]
+    if final["verdict"] == verdict.CONFIRMED:
+        merge_out = write_best(out, scorer.plan, best, recipe.output)
+    else:                              # nothing confirmed: no model in best/, an earlier one removed
+        merge_out, final["removed"] = None, remove_stale_best(out)
+    leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",
+                          layout=layout(recipe, scorer.plan))
+    body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
+                 "from_eval": scorer.from_eval,
+                 "engine_replicas": scorer.replicas,
+                 "engine_start_seconds": scorer.engine_start_seconds,
+                 "generate_seconds": round(scorer.generate_seconds, 2), "best": best,
+                 "best_merge": str(merge_out) if merge_out else None,
+                 "final": final})
+    if crew.shared:
+        body.update(finished_by=crew.id, scores_by_worker=crew.scores_by_worker(scorer.ledger))
+    record.finish()
+    atomic_write_json(out / MANIFEST, record.manifest(body))
+    return SearchResult(out, best, final, scorer.scored, scorer.reused, merge_out)

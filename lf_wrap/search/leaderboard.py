@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lf_wrap.search import held, pareto
-from lf_wrap.search.verdict import described, floor_note, smallest_sentence
+from lf_wrap.search.noise import described, floor_note, smallest_sentence
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.candidates import thaw

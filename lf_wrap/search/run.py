@@ -42,29 +42,19 @@ from lf_wrap.evaluation.run import load_tokenizer
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.search import held, leaderboard, ranking, study as optimiser, verdict, workers
-from lf_wrap.search.final import (family_bests, final_figures, references, remove_stale_best, specialist,  # noqa: F401
-                                  summary, write_best)
+from lf_wrap.search.final import (SearchResult, finish, from_manifest, references, specialist,  # noqa: F401
+                                  stop_without_signal, summary)
 from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, check_best, prepare_folder, search_space  # noqa: F401
 from lf_wrap.search.from_eval import eval_answers
-from lf_wrap.search.layerwise import check_layout, layout
+from lf_wrap.search.layerwise import check_layout
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import Reference, reference
 from lf_wrap.search.recipe import SearchRecipe
 from lf_wrap.search.rows import TaskRows, fold_record, row_ids, specialists, split_rows
+from lf_wrap.search.noise import Noise
 from lf_wrap.search.scoring import Scorer, headline_scores, row_scores
-from lf_wrap.search.verdict import Noise
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchResult:
-    out: Path
-    best: dict | None          # None: the search stopped before ranking (verdict no_signal on the search rows)
-    final: dict
-    scored: int
-    reused: int
-    merge_out: Path | None     # best/, written only when the verdict is confirmed
 
 
 def _say(message: str) -> None:
@@ -221,22 +211,17 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     base = headline_scores(first[0], rows)
     own = {t: headline_scores(entry, rows)[t] for t, entry in zip(tasks, first[1:])}
     noise = Noise.of(recipe.verdict.level, bootstrap.bootstrap())
-    tests = verdict.signal(noise, {t: rows[t].data.definition for t in tasks}, tasks, row_scores(first[0]),
-                           {t: row_scores(entry)[t] for t, entry in zip(tasks, first[1:])})
-    without = {t: verdict.signal_sentence(t, tests[t], "search") for t in verdict.weak(tests)}
+    own_rows = {t: row_scores(entry)[t] for t, entry in zip(tasks, first[1:])}
+    tests, without = verdict.search_rows_gate(noise, {t: rows[t].data.definition for t in tasks}, tasks,
+                                              row_scores(first[0]), own_rows, recipe.objective)
     for why in without.values():
         _say(why[0].upper() + why[1:])
     body["signal"] = {"search": tests}
-    if recipe.objective == "pareto" and len(tasks) - len(without) < 2:
-        counted = ", ".join(t for t in tasks if t not in without) or "none"
-        raise UserError(f"objective: pareto needs two counted tasks or more, and on the search rows the tasks "
-                        f"whose specialist beats the base beyond resampling noise are: {counted} "
-                        f"({'; '.join(without.values())}): use objective: worst, or give each adapter its own task")
     if without and (recipe.verdict.without_signal == "stop" or len(without) == len(tasks)):
         with crew.finishing(out) as finished:
             if finished is not None:
-                return _result(out, finished, scorer)
-            return _no_signal(recipe, out, tests, without, scorer, record, body)
+                return from_manifest(out, finished, scorer)
+            return stop_without_signal(recipe, out, tests, without, scorer, record, body)
     try:
         ref = reference(base, own)
     except ValueError as err:
@@ -295,58 +280,5 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     bar.close()
     with crew.finishing(out) as finished:      # shared: once, by the first worker to take the lock
         if finished is not None:
-            return _result(out, finished, scorer)
-        return _finish(recipe, out, tasks, rows, scorer, noise, record, body, crew, study, judge)
-
-
-def _result(out: Path, finished: dict, scorer: Scorer) -> SearchResult:
-    """Another worker of a shared search finished it: its manifest is the answer."""
-    _say(f"the search was finished by worker {finished.get('finished_by')}: nothing left to do here")
-    merge_out = Path(finished["best_merge"]) if finished.get("best_merge") else None
-    return SearchResult(out, finished.get("best"), finished["final"], scorer.scored, scorer.reused, merge_out)
-
-
-def _no_signal(recipe, out: Path, tests: dict, without: dict, scorer: Scorer, record, body) -> SearchResult:
-    """A task has no gain beyond noise on the search rows and the recipe says stop: no candidate
-    is scored; final.md and the manifest say why, and an earlier best/ is removed."""
-    final = {"verdict": verdict.NO_SIGNAL, "where": "search", "signal": {"search": tests},
-             "level": next(iter(tests.values()))["level"], "removed": remove_stale_best(out),
-             "floor": verdict.signal_floor(tests, {t: r.data.definition for t, r in scorer.rows.items()})}
-    final["verdict_sentence"] = verdict.no_signal_sentence(without, "search", stop=True)
-    atomic_write_text(out / "final.md", leaderboard.no_signal_markdown(final))
-    body.update({"trials": 0, "scored": scorer.scored, "reused": scorer.reused, "best": None, "best_merge": None,
-                 "final": final})
-    record.finish()
-    atomic_write_json(out / MANIFEST, record.manifest(body))
-    return SearchResult(out, None, final, scorer.scored, scorer.reused, None)
-
-
-def _finish(recipe, out, tasks, rows, scorer, noise, record, body, crew, study, judge) -> SearchResult:
-    n = len(tasks)
-    scorer.score_many("search", list(references(n).values()))
-    table = leaderboard.rows(study, scorer.ledger, judge, rows, references(n))
-    best = leaderboard.best_row(table)
-    _say(f"best on the search rows: {best['label']} ({held.ranked_by(judge)} {best['value']:.1%}); scoring it, "
-         f"the next of the top {recipe.rows.held} and the reference merges on the report rows")
-    final = final_figures(scorer, tasks, best, noise, table[:recipe.rows.held], judge, family_bests(table),
-                          recipe.verdict.without_signal)
-    final["notes"] = [f"Not counted on the search rows: {why}" for why in judge.ref.left_out.values()] + final["notes"]
-    if final["verdict"] == verdict.CONFIRMED:
-        merge_out = write_best(out, scorer.plan, best, recipe.output)
-    else:                              # nothing confirmed: no model in best/, an earlier one removed
-        merge_out, final["removed"] = None, remove_stale_best(out)
-    leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",
-                          layout=layout(recipe, scorer.plan))
-    body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
-                 "from_eval": scorer.from_eval,
-                 "engine_replicas": scorer.replicas,
-                 "engine_start_seconds": scorer.engine_start_seconds,
-                 "generate_seconds": round(scorer.generate_seconds, 2), "best": best,
-                 "best_merge": str(merge_out) if merge_out else None,
-                 "final": final})
-    if crew.shared:
-        body.update(finished_by=crew.id, scores_by_worker=crew.scores_by_worker(scorer.ledger))
-    record.finish()
-    atomic_write_json(out / MANIFEST, record.manifest(body))
-    return SearchResult(out, best, final, scorer.scored, scorer.reused, merge_out)
-
+            return from_manifest(out, finished, scorer)
+        return finish(recipe, out, tasks, rows, scorer, noise, record, body, crew, study, judge)
