@@ -114,6 +114,7 @@ def test_direct_form_searches_and_reports_on_other_rows(study, tmp_path):
                        "--methods", "linear,ties", "--budget", "5", "--search-rows", "5", "--out", out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     assert "retained gain on the report rows" in done.stdout and "worst task" in done.stdout
+    summary = done.stdout[done.stdout.index("Verdict: "):]      # vLLM's own lines may come first
     manifest = read_json(out / "manifest.json")
     assert manifest["stage"] == "search" and manifest["status"] == "finished"
     assert manifest["trials"] == 5 and manifest["space"]["methods"] == ["linear", "ties"]
@@ -132,9 +133,14 @@ def test_direct_form_searches_and_reports_on_other_rows(study, tmp_path):
         assert (out / name).is_file(), name
     best = board["rows"][0]
     assert manifest["best"]["label"] == best["label"]
-    adapter_config = read_json(out / "best" / "adapter_config.json")       # written as an adapter by default
-    assert adapter_config["peft_type"] == "LORA"
     final = manifest["final"]
+    # Every merge here keeps nothing of task_a's gain on the report rows (the sum merge neither):
+    # the winner held (0% >= 0%) but does not beat the sum merge, so nothing is written to best/.
+    assert final["verdict"] == "not_confirmed" and manifest["best_merge"] is None and not (out / "best").exists()
+    assert (out / "final.md").read_text(encoding="utf-8").startswith(final["verdict_sentence"])
+    assert summary.startswith(final["verdict_sentence"] + "\n") and "--method sum" in final["verdict_sentence"]
+    assert all(t["gain"] for t in manifest["signal"]["search"].values())
+    assert all(t["gain"] for t in final["signal"]["report"].values())
     assert final["labels"]["best"] == best["label"] and set(final["retained"]) == {"best", "sum", "linear 0.5"}
     for task in TASKS:                                    # each specialist keeps all of its own gain
         assert final["scores"][f"specialist {task}"][task]["value"] > final["scores"]["base"][task]["value"]
@@ -439,3 +445,104 @@ def test_direct_form_takes_folds_and_pareto(study, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("Error:") == 1
     assert "rows.folds: 6 folds of 5 search rows per task would leave a fold empty" in bad.stderr
     assert not out.exists()
+
+
+def _summary(done) -> str:
+    """The command's summary: from its first line, the verdict (vLLM's own lines may come before)."""
+    return done.stdout[done.stdout.index("Verdict: "):]
+
+
+def _two(study) -> list[dict]:
+    root, eval_path, folders = study
+    return [{"path": str(folders[0]), "task": TASKS[0]}, {"path": str(folders[1]), "task": TASKS[1]}]
+
+
+def test_a_winner_that_does_not_hold_ends_not_confirmed_with_no_model_in_best(study, tmp_path):
+    """Two tasks, ranked by the point value on 5 search rows: the winner (a loud linear merge) is
+    ranked at a share of the gains it does not keep on the report rows."""
+    out = tmp_path / "unheld"
+    path = _search_recipe(study, out, adapters=_two(study), methods=["linear"], budget=8, round_size=4,
+                          uncertainty={"rank_by": "point"})
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    manifest = read_json(out / "manifest.json")
+    final = manifest["final"]
+    winner = next(r for r in final["held"] if r["label"] == manifest["best"]["label"])
+    assert winner["held"] is False and final["verdict"] == "not_confirmed"
+    assert not (out / "best").exists() and manifest["best_merge"] is None
+    sentence = final["verdict_sentence"]
+    assert sentence.startswith(f"Verdict: not confirmed. `{winner['label']}`, the best on the search rows, did not "
+                               "hold on the report rows")
+    assert "no model is written to best/" in sentence and "Instead, use the sum merge" in sentence
+    assert _summary(done).startswith(sentence + "\n")
+    assert f"best on the search rows (not confirmed, not written): {winner['label']}" in done.stdout
+    assert (out / "final.md").read_text(encoding="utf-8").startswith(sentence + "\n")
+    assert read_json(out / "leaderboard.json")["verdict"] == "not_confirmed"
+
+
+def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_when_no_longer_confirmed(study,
+                                                                                                    tmp_path):
+    """A lenient level (verdict.level 0.45) confirms the grid's winner (it held, and beats the sum
+    merge's 2.9% of task_b's gain): best/ is written. A NOTES.md put in best/ is refused before
+    anything is scored. At the default level the same scores do not confirm it: best/ is removed."""
+    out = tmp_path / "confirm"
+    path = _search_recipe(study, out, adapters=_two(study), methods=["linear"], sampler="grid",
+                          grid=[0.8, 0.9, 1.1], budget=8, round_size=4, verdict={"level": 0.45})
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    manifest = read_json(out / "manifest.json")
+    assert manifest["final"]["verdict"] == "confirmed", manifest["final"]["verdict_sentence"]
+    assert _summary(done).startswith("Verdict: confirmed.") and "< 0.45: beyond resampling noise" in done.stdout
+    assert read_json(out / "best" / "adapter_config.json")["peft_type"] == "LORA"
+    assert manifest["best_merge"] == str(out / "best")
+
+    ledger = (out / "scores.jsonl").read_bytes()
+    (out / "best" / "NOTES.md").write_text("mine", encoding="utf-8")
+    refused = run_lf_wrap("merge", "search", path, "--set", "verdict.level=0.05")
+    assert refused.returncode == 2 and refused.stderr.count("Error:") == 1, refused.stderr[-3000:]
+    assert f"Error: out {out}: its best/ holds files lf-wrap did not write (NOTES.md)" in refused.stderr
+    assert "--out" not in refused.stderr and "starting" not in refused.stderr
+    assert (out / "best" / "NOTES.md").is_file() and (out / "scores.jsonl").read_bytes() == ledger
+
+    (out / "best" / "NOTES.md").unlink()
+    strict = run_lf_wrap("merge", "search", path, "--set", "verdict.level=0.05")
+    assert strict.returncode == 0, strict.stderr[-3000:]
+    manifest = read_json(out / "manifest.json")
+    assert manifest["final"]["verdict"] == "not_confirmed" and manifest["scored"] == 0
+    assert not (out / "best").exists() and f"removed {out}/best (an earlier run's merge" in strict.stdout
+    assert "not below 0.05: within resampling noise" in manifest["final"]["verdict_sentence"]
+
+
+def test_a_specialist_without_signal_stops_the_search_and_pareto_over_one_task_is_refused(study, tmp_path):
+    """Adapters B and C given each other's task: their specialists do not beat the base there. By
+    default the search stops before any candidate (no_signal); objective pareto is one Error."""
+    root, eval_path, folders = study
+    crossed = [{"path": str(folders[0]), "task": "task_a"}, {"path": str(folders[1]), "task": "task_c"},
+               {"path": str(folders[2]), "task": "task_b"}]
+    out = tmp_path / "crossed"
+    path = _search_recipe(study, out, adapters=crossed)
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    manifest = read_json(out / "manifest.json")
+    assert manifest["final"]["verdict"] == "no_signal" and manifest["status"] == "finished"
+    assert manifest["best"] is None and manifest["trials"] == 0 and not (out / "best").exists()
+    assert _summary(done).startswith("Verdict: no signal. On the search rows the specialist of task_")
+    assert "the search stopped before scoring any candidate" in done.stdout
+    assert not (out / "leaderboard.json").exists() and len(_ledger(out)) == 4      # base and 3 specialists
+    assert (out / "final.md").read_text(encoding="utf-8").startswith(manifest["final"]["verdict_sentence"])
+
+    others = tmp_path / "others"                          # rank on task_a alone, saying so everywhere
+    ranked = run_lf_wrap("merge", "search", path, "--set", "verdict.without_signal=rank_the_others",
+                         "--set", "budget=4", "--set", "methods=[linear]", "--set", f"out={others}")
+    assert ranked.returncode == 0, ranked.stdout[-3000:] + ranked.stderr[-6000:]
+    assert read_json(others / "leaderboard.json")["counted"] == ["task_a"]
+    note = "does not beat the base beyond resampling noise"
+    for text in (_summary(ranked), (others / "final.md").read_text(encoding="utf-8"),
+                 (others / "leaderboard.md").read_text(encoding="utf-8")):
+        assert "Not counted" in text and "(verdict.without_signal: rank_the_others)" in text and note in text
+
+    pareto = run_lf_wrap("merge", "search", path, "--set", "objective=pareto", "--set", f"out={tmp_path / 'p'}")
+    assert pareto.returncode == 2 and pareto.stderr.count("Error:") == 1, pareto.stderr[-3000:]
+    assert "Traceback" not in pareto.stderr
+    assert "Error: objective: pareto needs two counted tasks or more" in pareto.stderr
+    assert "beats the base beyond resampling noise are: task_a (" in pareto.stderr

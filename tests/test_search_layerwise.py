@@ -106,10 +106,23 @@ def test_a_search_with_two_blocks_shows_the_best_weights_per_block(study, tmp_pa
     assert "| adapter | layer 0 | layer 1 |" in markdown and "| task_a | " in markdown
     header = (out / "leaderboard.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
     assert "weight_task_a_block0" in header and "weight_task_c_block1" in header and "weight_task_a" not in header
-    written = yaml.safe_load((out / "best" / "merge_config.yaml").read_text(encoding="utf-8"))
+    if manifest["final"]["verdict"] == "confirmed":
+        merged = out / "best"
+    else:            # nothing confirmed on 7 report rows: no best/; the winner written as a user would
+        assert not (out / "best").exists()
+        merged = tmp_path / "winner"
+        given = yaml.safe_load(path.read_text(encoding="utf-8"))
+        base = yaml.safe_load(open(given["eval"], encoding="utf-8"))["model_name_or_path"]
+        recipe = tmp_path / "winner.yaml"
+        recipe.write_text(yaml.safe_dump({"adapters": [a["path"] for a in given["adapters"]], "base": base,
+                                          "method": "linear", "weights": best["candidate"]["weights"],
+                                          "as": "adapter", "out": str(merged)}), encoding="utf-8")
+        written = run_lf_wrap("merge", "recipe", recipe)
+        assert written.returncode == 0, written.stderr[-3000:]
+    written = yaml.safe_load((merged / "merge_config.yaml").read_text(encoding="utf-8"))
     assert written["weights"] == [best["weights"][t] for t in board["tasks"]]
     if any(isinstance(w, list) for w in written["weights"]):
-        assert read_json(out / "best" / "merge_manifest.json")["blocks"]["count"] == 2
+        assert read_json(merged / "merge_manifest.json")["blocks"]["count"] == 2
     assert (out / "chart.png").stat().st_size > 0
     again = run_lf_wrap("merge", "search", path, "--set", "blocks=1")
     assert again.returncode == 2 and "another search space (blocks)" in again.stderr, again.stderr[-2000:]

@@ -74,7 +74,7 @@ def test_two_workers_share_one_search_and_a_rerun_scores_nothing(study, tmp_path
     texts = [log.read_text() for log in logs]
     for child, text in zip(children, texts):
         assert child.returncode == 0, text[-4000:]
-        assert "Traceback" not in text and "best merge:" in text, text[-4000:]
+        assert "Traceback" not in text and "Verdict: " in text, text[-4000:]
     lines = _no_score_twice(out)
     by_worker = {}
     for entry in lines:

@@ -148,15 +148,17 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
     Every candidate is scored in one running vLLM engine (its weights patched in place) on search
     rows; the best, the study's sum merge and linear 0.5 are then scored on other rows (the report rows).
     Killed, the same command goes on where it stopped. With workers: shared, the same command run
-    several times (on one machine, or on nodes sharing the folder) shares the search."""
+    several times (on one machine, or on nodes sharing the folder) shares the search. The summary
+    opens with the verdict: confirmed (the best held on the report rows and beats the sum merge there
+    beyond resampling noise: written to OUT/best), not_confirmed or no_signal (no model in best/)."""
     import yaml
 
     from lf_wrap.search.recipe import direct_recipe, load_search_recipe
     from lf_wrap.search.run import search, summary
 
     direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "budget": budget, "sampler": sampler,
-              "search_rows": search_rows, "folds": folds, "seed": seed, "objective": objective, "as": output_form, "out": out,
-              "workers": workers, "storage": storage}
+              "search_rows": search_rows, "folds": folds, "seed": seed, "objective": objective, "as": output_form,
+              "out": out, "workers": workers, "storage": storage}
     # One input that is a file (adapters are folders) is a recipe, whatever its name: SEARCH.YAML, search.yml.txt.
     first = Path(inputs[0])
     recipe_form = len(inputs) == 1 and (first.suffix.lower() in (".yaml", ".yml") or first.is_file())

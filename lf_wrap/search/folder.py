@@ -9,6 +9,7 @@ from pathlib import Path
 from lf_wrap import __version__
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import check_replaceable
+from lf_wrap.merge.checks import CONFIG_FILE, MANIFEST as MERGE_MANIFEST, RECIPE_FILE
 from lf_wrap.core.manifest import read_manifest_file
 from lf_wrap.search.ledger import LEDGER
 
@@ -18,7 +19,23 @@ LAYOUT = {"blocks": 1, "per_kind": False}   # in the space only when not these: 
 
 # Everything a search writes into its folder: --force deletes a folder holding nothing else.
 OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
-           "leaderboard.json", "chart*.png", "pareto.png", "final.md", "best", "search.log", "optuna.journal.lock", "workers")
+           "leaderboard.json", "chart*.png", "pareto.png", "final.md", "best", "search.log", "optuna.journal.lock",
+           "workers")
+
+
+def check_best(out: Path) -> None:
+    """`out`/best is the search's: it writes its confirmed merge there and removes an earlier one
+    when nothing is confirmed. A best/ that is not a merge lf-wrap wrote, or holds anything else
+    (a user's NOTES.md), is refused before anything is scored, never at the end."""
+    best = Path(out) / "best"
+    if not best.exists():
+        return
+    try:
+        check_replaceable(best, MERGE_MANIFEST, "merge", option="out", also=(CONFIG_FILE, RECIPE_FILE))
+    except UserError as err:
+        reason = str(err).split(";")[0].removeprefix(f"out {best} ")
+        raise UserError(f"out {out}: its best/ {reason}; the search writes its confirmed merge there and removes "
+                        "an earlier one: move them out of best/, or choose another out") from None
 
 
 def search_space(recipe) -> dict:

@@ -1,11 +1,13 @@
 """What a search leaves to read: the leaderboard (every candidate scored on the search rows,
 best first, with the sum and linear-0.5 merges as reference rows), the final figures on the
-report rows, a chart of retained gain per task, and the best merge written by the merge stage.
+report rows, a chart of retained gain per task, and the best merge written by the merge stage when
+the verdict confirms it (lf_wrap.search.verdict).
 
     leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
                                     and retained gain, worst, mean, role, Optuna trial numbers
     final.md                        best vs sum vs linear 0.5 on the report rows, with 95% intervals;
-                                    whether the winner held (the top `rows.held` on both sets of rows, lf_wrap.search.held)
+                                    whether the winner held (the top `rows.held` on both sets of rows,
+                                    lf_wrap.search.held); the verdict first (lf_wrap.search.verdict)
     pareto.png                      objective pareto: each task's retained gain, the front (lf_wrap.search.pareto)
     chart.png                       retained gain per task: the best candidates and the sum merge
                                     (search rows); best, sum, linear 0.5 with intervals (report rows)"""
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lf_wrap.search import held, pareto
+from lf_wrap.search.noise import described, floor_note, smallest_sentence
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.candidates import thaw
@@ -34,14 +37,16 @@ def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str])
     assessed = judge.assess(scores, row_scores(entry))
     gains = assessed.gains
     return {"label": candidate.label(), "key": entry["key"], "role": "candidate", "method": candidate.method,
-            "weights": dict(zip(tasks, map(thaw, candidate.weights))), "density": candidate.density, "seed": candidate.seed,
+            "weights": dict(zip(tasks, map(thaw, candidate.weights))), "density": candidate.density,
+            "seed": candidate.seed,
             "scores": scores, "retained": gains.per_task, "worst": gains.worst, "mean": gains.mean,
             "lower_bound": assessed.bound, "value": assessed.value,
             "folds": list(assessed.fold_values), "objectives": assessed.per_task(),
             "trials": [], "complexity": list(candidate.complexity()), "candidate": entry["candidate"]}
 
 
-def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows], references: dict | None = None) -> list[dict]:
+def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows],
+         references: dict | None = None) -> list[dict]:
     """Every completed trial's candidate (one row per distinct candidate) and the reference
     merges, ranked best first (lf_wrap.search.objective.rank_key on the judge's value)."""
     from lf_wrap.search.study import completed
@@ -135,7 +140,10 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
         return f"{pct(g['value'])} [{pct(g['ci95'][0])}, {pct(g['ci95'][1])}]" if g["ci95"] else pct(g["value"])
 
     head = ["task", "metric", "base", "specialist", *MERGES, *(f"{name} kept" for name in MERGES)]
-    lines = [f"Report rows ({', '.join(f'{t} {n}' for t, n in final['rows'].items())}; none of them was searched on). "
+    notes = [f"- {note}" for note in final.get("notes", [])]
+    lines = [final["verdict_sentence"], *(["", *notes] if notes else []),
+             *(["", signal_markdown(final["signal"]["report"], "report")] if final.get("signal") else []), "",
+             f"Report rows ({', '.join(f'{t} {n}' for t, n in final['rows'].items())}; none of them was searched on). "
              f"best: `{label}`; sum: every adapter at weight 1 (the study's 3-in-1); linear 0.5: each at 0.5.", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for t in tasks:
@@ -148,8 +156,13 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
               f"[low, high]: {final['bootstrap']['confidence']:.0%} bootstrap interval over the report rows "
               f"({final['bootstrap']['n_resamples']} resamples, seed {final['bootstrap']['seed']}); a retained "
               "gain's interval resamples base, specialist and merge together."]
+    if final.get("versus_sum"):
+        lines += ["", f"Best vs sum on the objective ({final['versus_sum']['metric']}, report rows of "
+                      f"{', '.join(final['verdict_tasks'])}): {described(final['versus_sum'], percent=True)}.",
+                  *smallest_sentence(final["versus_sum"])]
     if final.get("best_vs_sum"):
         lines += ["", best_vs_sum_sentence(final["best_vs_sum"])]
+    lines += [f"\n{note}" for note in floor_note(final)]
     if final.get("families"):
         head = ["method", "its best", *(f"{t} kept" for t in tasks), "worst", "mean"]
         lines += ["", "The best of each merge method the search tried, on the same report rows:", "",
@@ -160,7 +173,8 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
                 g = f["retained"][t]
                 cells.append(f"{pct(g['value'])} [{pct(g['ci95'][0])}, {pct(g['ci95'][1])}]" if g["ci95"]
                              else pct(g["value"]))
-            lines.append(f"| {method} | `{f['label']}` | " + " | ".join(cells) + f" | {pct(f['worst'])} | {pct(f['mean'])} |")
+            lines.append(f"| {method} | `{f['label']}` | " + " | ".join(cells)
+                         + f" | {pct(f['worst'])} | {pct(f['mean'])} |")
     if "held" in final:
         lines += ["", final["held_sentence"], "", "The top of the leaderboard on both sets of rows:", "",
                   held.markdown(final["held"], judge)]
@@ -168,11 +182,29 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
 
 
 def best_vs_sum_sentence(test: dict) -> str:
-    low, high = test["ci95"]
-    verdict = "more than resampling noise" if low > 0 or high < 0 else "within resampling noise"
-    return (f"Best vs sum on the task best keeps least ({test['task']}, {test['metric']}): {test['b']:.4f} against "
-            f"{test['a']:.4f}, difference {test['difference']:+.4f} [{low:+.4f}, {high:+.4f}], paired bootstrap "
-            f"p = {test['p_value']:.3g} ({verdict}).")
+    """The metric's paired test of best against sum on the task best keeps least; its words are
+    lf_wrap.search.verdict's (the p-value against the level)."""
+    return f"Best vs sum on the task best keeps least ({test['task']}, {test['metric']}): {described(test)}."
+
+
+def signal_markdown(tests: dict, where: str) -> str:
+    """Each task's specialist against the base on these rows: the gain a merge can keep, if any."""
+    lines = [f"Does each specialist beat the base on the {where} rows (the gain a merge keeps a share of)?", "",
+             "| task | metric | base | specialist | difference | interval | p | beyond noise |",
+             "|" + " --- |" * 8]
+    for t, x in tests.items():
+        low, high = x["interval"]
+        lines.append(f"| {t} | {x['metric']} | {x['a']:.4f} | {x['b']:.4f} | {x['difference']:+.4f} | "
+                     f"[{low:+.4f}, {high:+.4f}] | {x['p_value']:.3g} | {'yes' if x['gain'] else 'no'} |")
+    first = next(iter(tests.values()))
+    return "\n".join(lines) + (f"\n\nbeyond noise: the specialist is the better one and the paired bootstrap's p is "
+                               f"below {first['level']:g}; interval: {first['confidence']:.0%}.")
+
+
+def no_signal_markdown(final: dict) -> str:
+    """final.md of a search stopped on the search rows: the verdict and the tests it rests on."""
+    notes = "".join(f"\n{note}\n" for note in floor_note(final, "search"))
+    return final["verdict_sentence"] + "\n\n" + signal_markdown(final["signal"]["search"], "search") + "\n" + notes
 
 
 def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout: Layout | None = None) -> bytes:
@@ -191,7 +223,8 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout
     width = 0.8 / max(len(shown), 1)
     for i, r in enumerate(shown):
         xs = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(tasks))]
-        left.bar(xs, [r["retained"].get(t) or 0.0 for t in tasks], width, label=f"#{r['rank']} {r['label']}" + (" (sum)" if r["role"] == "reference: sum" else ""))
+        label = f"#{r['rank']} {r['label']}" + (" (sum)" if r["role"] == "reference: sum" else "")
+        left.bar(xs, [r["retained"].get(t) or 0.0 for t in tasks], width, label=label)
     left.set_title("search rows: retained gain per task")
     names = list(final["retained"])
     step = 0.8 / len(names)
@@ -229,7 +262,9 @@ def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: li
                                                  "ranked_by": {"objective": judge.objective, "rank_by": judge.rank_by,
                                                                "quantile": judge.quantile,
                                                                "resamples": judge.resamples, "seed": judge.seed},
-                                                 "folds": folds, "held": final.get("held"),
+                                                 "folds": folds, "verdict": final.get("verdict"),
+                                                 "verdict_sentence": final.get("verdict_sentence"),
+                                                 "held": final.get("held"),
                                                  "held_sentence": final.get("held_sentence"),
                                                  "pareto_front": [r["label"] for r in front] if multi else None,
                                                  **({"blocks": layout.record()} if layout else {}),

@@ -4,7 +4,7 @@ the trade-off than take the worst task's.
 
 The front: the candidates no other candidate matches or beats on every task while beating it on
 one (each task's retained gain as the search ranks it: its worst fold with rows.folds, else its
-point value on the search rows). `best/` is the front's candidate ranked first by the worst task
+point value on the search rows). The winner (best/ when confirmed) is the front's first by the worst task
 (the leaderboard's order), so a front of one is the same answer `objective: worst` gives.
 pareto.png: two tasks, a scatter of every candidate with the front joined; three or more, one
 panel per pair of tasks."""
@@ -63,7 +63,7 @@ def chart(table: list[dict], tasks: list[str], best_label: str) -> bytes:
 def markdown(front: list[dict], tasks: list[str]) -> str:
     head = ["rank", "candidate", *(f"{t} kept" for t in tasks), "worst"]
     lines = [f"Pareto front ({len(front)} candidates: none matched or beaten on every task by another; each task's "
-             "gain as ranked). best/ is its first by the worst task.", "",
+             "gain as ranked). The winner is its first by the worst task (best/ when confirmed).", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in front:
         lines.append("| " + " | ".join([str(r["rank"]), f"`{r['label']}`",

@@ -108,6 +108,21 @@ class Uncertainty(_Strict):
     seed: int = 12345
 
 
+class Verdict(_Strict):
+    """When the search recommends a merge (lf_wrap.search.verdict): `confirmed` only when the winner
+    held on the report rows and beats the sum merge there beyond resampling noise."""
+
+    level: float | None = Field(None, gt=0, lt=0.5)
+    """A paired test's difference is beyond resampling noise when its p-value is below this level;
+    the interval beside it is shown at confidence 1 - level. Default: 1 - the eval recipe's
+    bootstrap.confidence (0.05)."""
+    without_signal: Literal["stop", "rank_the_others"] = "stop"
+    """A task whose specialist does not beat the base beyond noise on the search rows has no gain to
+    keep (a retained gain there is noise over noise). stop: the search ends with verdict no_signal
+    before any candidate is scored; rank_the_others: it ranks on the other tasks, and every output
+    says which task was left out and why."""
+
+
 class SearchRecipe(_Strict):
     eval: Path
     """The eval recipe: base model, template, dataset_dir, tasks (datasets, max_new_tokens), engine,
@@ -150,11 +165,13 @@ class SearchRecipe(_Strict):
     objective: Literal["worst", "mean", "pareto"] = "worst"
     """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean;
     pareto: one objective per task (Optuna's multi-objective study), the Pareto front in the
-    leaderboard and pareto.png, and `best/` the front's candidate with the best worst task."""
+    leaderboard and pareto.png, and the winner the front's candidate with the best worst task."""
     uncertainty: Uncertainty = Uncertainty()
     rows: Rows = Rows()
+    verdict: Verdict = Verdict()
     output: Literal["adapter", "model"] = Field("adapter", alias="as")
-    """The best merge is written as one LoRA adapter (exact for linear; ties/dare via SVD) or a model."""
+    """The best merge, when the verdict confirms it, is written as one LoRA adapter (exact for linear;
+    ties/dare via SVD) or a model."""
     out: Path = Path("runs/search")
     """The search folder: its Optuna journal, every score, the leaderboard, the best merge."""
     workers: Literal["single", "shared"] = "single"

@@ -6,12 +6,15 @@
     <out>/optuna.journal     the optimiser's storage (Optuna JournalStorage): the single record
     <out>/scores.jsonl       every score computed (lf_wrap.search.ledger), reused on a rerun
     <out>/leaderboard.{md,csv,json}, chart.png, final.md, pareto.png   (lf_wrap.search.leaderboard)
-    <out>/best/              the best merge (merge stage: adapter or model, with its own manifest)
+    <out>/best/              the best merge, only when the verdict is confirmed (lf_wrap.search.verdict;
+                             merge stage: adapter or model, with its own manifest)
 
 Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
 base and specialists on the search rows (the reference of every retained gain); rounds of
 candidates from the optimiser until `budget` trials are complete; the leaderboard; the best, the
-top `rows.held` (lf_wrap.search.held) and the study-style sum merge on the report rows; the best merge written. Ctrl-C,
+top `rows.held` (lf_wrap.search.held) and the study-style sum merge on the report rows; the verdict; the best
+merge written when it is confirmed. A task whose specialist does not beat the base beyond noise on the
+search rows stops the search before any candidate (verdict.without_signal). Ctrl-C,
 SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
 command goes on from the journal and the ledger. `workers: shared`: each run is one worker of a
 search several share (lf_wrap.search.workers, docs/search-workers.md)."""
@@ -38,28 +41,20 @@ from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
 from lf_wrap.evaluation.run import load_tokenizer
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.search import held, leaderboard, ranking, study as optimiser, workers
-from lf_wrap.search.final import family_bests, final_figures, references, specialist, summary, write_best  # noqa: F401,E501
-from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, prepare_folder, search_space  # noqa: F401
+from lf_wrap.search import held, leaderboard, ranking, study as optimiser, verdict, workers
+from lf_wrap.search.final import (SearchResult, finish, from_manifest, references, specialist,  # noqa: F401
+                                  stop_without_signal, summary)
+from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, check_best, prepare_folder, search_space  # noqa: F401
 from lf_wrap.search.from_eval import eval_answers
-from lf_wrap.search.layerwise import check_layout, layout
+from lf_wrap.search.layerwise import check_layout
 from lf_wrap.search.ledger import Ledger, identity
-from lf_wrap.search.objective import reference
+from lf_wrap.search.objective import Reference, reference
 from lf_wrap.search.recipe import SearchRecipe
+from lf_wrap.search.noise import Noise
 from lf_wrap.search.rows import TaskRows, fold_record, row_ids, scoring_ids, specialists, split_rows
-from lf_wrap.search.scoring import Scorer, headline_scores
+from lf_wrap.search.scoring import Scorer, headline_scores, row_scores
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchResult:
-    out: Path
-    best: dict
-    final: dict
-    scored: int
-    reused: int
-    merge_out: Path
 
 
 def _say(message: str) -> None:
@@ -88,9 +83,10 @@ class SearchPlan:
     def describe(self) -> str:
         r = self.recipe
         rows = ", ".join(f"{t} {len(x.search)}/{len(x.report)}" for t, x in self.rows.items())
-        return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/report: "
-                f"{rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
-                f"{r.objective}" + (f" ({r.rows.folds} folds, ranked by {r.uncertainty.rank_by})" if r.rows.folds else "")
+        folds = f" ({r.rows.folds} folds, ranked by {r.uncertainty.rank_by})" if r.rows.folds else ""
+        return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/"
+                f"report: {rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
+                f"{r.objective}" + folds
                 + f", {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
 
 
@@ -104,6 +100,7 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     base_dir = resolve_base(eval_recipe.model_name_or_path)
     if out.exists() and not out.is_dir():
         raise UserError(f"out {out} is a file, not a search folder; choose another out")
+    check_best(out)                    # before anything is scored: best/ is the search's to write or remove
     plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
     check_methods_fit(recipe.methods, plan)
@@ -135,7 +132,8 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     return SearchPlan(recipe, eval_recipe, tasks, plan, rows, spec, inputs, generation, notes + plan.warnings)
 
 
-def search(recipe: SearchRecipe, recipe_text: str, force: bool = False, recipe_path: Path | None = None) -> SearchResult:
+def search(recipe: SearchRecipe, recipe_text: str, force: bool = False,
+           recipe_path: Path | None = None) -> SearchResult:
     """Run (or continue) the search; one run at a time holds `out` (lf_wrap.core.locks), or each
     worker of a shared search holds it shared (lf_wrap.search.workers)."""
     record = StageRecord("search")
@@ -216,10 +214,26 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     first = scorer.score_many("search", [None] + [specialist(i, n) for i in range(n)])
     base = headline_scores(first[0], rows)
     own = {t: headline_scores(entry, rows)[t] for t, entry in zip(tasks, first[1:])}
+    noise = Noise.of(recipe.verdict.level, bootstrap.bootstrap())
+    own_rows = {t: row_scores(entry)[t] for t, entry in zip(tasks, first[1:])}
+    tests, without = verdict.search_rows_gate(noise, {t: rows[t].data.definition for t in tasks}, tasks,
+                                              row_scores(first[0]), own_rows, recipe.objective)
+    for why in without.values():
+        _say(why[0].upper() + why[1:])
+    body["signal"] = {"search": tests}
+    if without and (recipe.verdict.without_signal == "stop" or len(without) == len(tasks)):
+        with crew.finishing(out) as finished:
+            if finished is not None:
+                return from_manifest(out, finished, scorer)
+            return stop_without_signal(recipe, out, tests, without, scorer, record, body)
     try:
         ref = reference(base, own)
     except ValueError as err:
         raise UserError(f"search rows: {err}") from None
+    if without:
+        ref = Reference(ref.base, ref.specialist, tuple(t for t in ref.tasks if t not in without),
+                        {**ref.left_out, **{t: f"{t}: {why}; not counted (verdict.without_signal: rank_the_others)"
+                                            for t, why in without.items()}})
     body["left_out"] = ref.left_out
     judge = ranking.make_judge(recipe, ref, rows, first[0], dict(zip(tasks, first[1:])))
     with crew.setup():                 # shared: the study created and the references enqueued once
@@ -270,32 +284,5 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     bar.close()
     with crew.finishing(out) as finished:      # shared: once, by the first worker to take the lock
         if finished is not None:
-            _say(f"the search was finished by worker {finished.get('finished_by')}: nothing left to do here")
-            return SearchResult(out, finished["best"], finished["final"], scorer.scored, scorer.reused,
-                                Path(finished["best_merge"]))
-        return _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, study, judge)
-
-
-def _finish(recipe, out, tasks, rows, scorer, bootstrap, record, body, crew, study, judge) -> SearchResult:
-    n = len(tasks)
-    scorer.score_many("search", list(references(n).values()))
-    table = leaderboard.rows(study, scorer.ledger, judge, rows, references(n))
-    best = leaderboard.best_row(table)
-    _say(f"best on the search rows: {best['label']} ({held.ranked_by(judge)} {best['value']:.1%}); scoring it, "
-         f"the next of the top {recipe.rows.held} and the reference merges on the report rows")
-    final = final_figures(scorer, tasks, best, bootstrap, table[:recipe.rows.held], judge, family_bests(table))
-    merge_out = write_best(out, scorer.plan, best, recipe.output)
-    leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",
-                          layout=layout(recipe, scorer.plan))
-    body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
-                 "from_eval": scorer.from_eval,
-                 "engine_replicas": scorer.replicas,
-                 "engine_start_seconds": scorer.engine_start_seconds,
-                 "generate_seconds": round(scorer.generate_seconds, 2), "best": best, "best_merge": str(merge_out),
-                 "final": final})
-    if crew.shared:
-        body.update(finished_by=crew.id, scores_by_worker=crew.scores_by_worker(scorer.ledger))
-    record.finish()
-    atomic_write_json(out / MANIFEST, record.manifest(body))
-    return SearchResult(out, best, final, scorer.scored, scorer.reused, merge_out)
-
+            return from_manifest(out, finished, scorer)
+        return finish(recipe, out, tasks, rows, scorer, noise, record, body, crew, study, judge)

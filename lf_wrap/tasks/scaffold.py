@@ -155,7 +155,8 @@ def search_recipe(names: list[str], study: str) -> str:
     adapters = "".join(f"  - path: runs/{n}-latest/adapter\n" for n in names)
     return (f"# lf-wrap merge search search.yaml\n#\n"
             f"# Run from {study}/ after training: which merge keeps every task's gain? Rows, tasks and the\n"
-            f"# engine come from eval.yaml; each adapter's task from its training run.\n"
+            f"# engine come from eval.yaml; each adapter's task from its training run. The summary opens\n"
+            f"# with the verdict; runs/search/best holds a merge only when it is confirmed (docs/search.md).\n"
             f"eval: eval.yaml\nadapters:\n{adapters}"
             f"methods: [linear, ties, dare_ties]\nbudget: 32\nobjective: worst\n"
             f"rows:\n  search: 100\n  seed: 0\nas: adapter\nout: runs/search\n")
