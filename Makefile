@@ -47,6 +47,10 @@ PYTEST_WORKERS ?= 2
 test: setup ## run the test suite (CPU, offline; PYTEST_WORKERS=2 processes, PYTEST_WORKERS=0 for one)
 	$(VENV)/bin/python -m pytest tests -q -n $(PYTEST_WORKERS) --dist loadfile
 
+.PHONY: lint
+lint: setup ## ruff: pyflakes, and no line of lf_wrap/ over 120 characters (settings in pyproject.toml)
+	$(VENV)/bin/ruff check lf_wrap tests bench
+
 samples: setup ## write the repo's sample source files to data/samples/
 	$(LFW) data samples --out data/samples
 

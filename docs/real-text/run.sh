@@ -8,7 +8,7 @@
 # Each stage skips what it already did, so the same command resumes.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-WORK=${1:-/tmp/lf-wrap-hsk}
+WORK=${1:-/tmp/lf-wrap-hsk}; shift $(( $# > 0 ? 1 : 0 ))
 LFW=${LFW:-$REPO/.venv/bin/lf-wrap}
 PY=${PY:-$REPO/.venv/bin/python}
 export LF_WRAP_LLAMAFACTORY_CLI=${LF_WRAP_LLAMAFACTORY_CLI:-$REPO/.venv-lf/bin/llamafactory-cli}

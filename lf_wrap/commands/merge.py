@@ -118,7 +118,8 @@ def _names(ctx, param, value):
               help="Recipe form: override a key, e.g. --set budget=64 --set rows.search=200.")
 @click.option("--eval", "eval_recipe", type=click.Path(path_type=Path),
               help="Direct form: the eval recipe (base, template, datasets, engine).")
-@click.option("--tasks", callback=_names, help="Direct form: each adapter's task, in order (default: its training run's).")
+@click.option("--tasks", callback=_names,
+              help="Direct form: each adapter's task, in order (default: its training run's).")
 @click.option("--methods", callback=_names, help="Direct form: merge methods to search, e.g. linear,ties,dare_ties.")
 @click.option("--budget", type=int, help="Direct form: candidates to score (default 32).")
 @click.option("--sampler", type=click.Choice(["tpe", "cmaes", "random", "grid"]), help="Direct form: Optuna sampler.")
@@ -127,7 +128,8 @@ def _names(ctx, param, value):
 @click.option("--seed", type=int, help="Direct form: seed of the sampler and of the row draw.")
 @click.option("--objective", type=click.Choice(["worst", "mean", "pareto"]),
               help="Direct form: worst task (default), mean, or pareto (one objective per task).")
-@click.option("--as", "output_form", type=click.Choice(["adapter", "model"]), help="Direct form: how the best is written.")
+@click.option("--as", "output_form", type=click.Choice(["adapter", "model"]),
+              help="Direct form: how the best is written.")
 @click.option("--out", type=click.Path(path_type=Path), help="Direct form: the search folder (default runs/search).")
 @click.option("--workers", type=click.Choice(["single", "shared"]),
               help="Direct form: shared makes this run one worker of a search several runs share "

@@ -128,7 +128,8 @@ def check_alpaca(row: dict) -> None:
 def check_sharegpt(row: dict) -> None:
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns:
-        raise _RowProblem("key 'conversations': " + ("missing" if turns is None else "must be a non-empty list of turns"))
+        raise _RowProblem("key 'conversations': "
+                          + ("missing" if turns is None else "must be a non-empty list of turns"))
     for key in ("system", "tools"):
         _string(row, key, False)
     if isinstance(turns[0], dict) and turns[0].get("from") == "system":

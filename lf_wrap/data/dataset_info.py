@@ -187,10 +187,10 @@ def write_set(dataset_dir: Path, name: str, payload: bytes, manifest: dict, entr
     """Write set `name`: its data file, its manifest and its entry (default: alpaca_entry), all
     three or none. Call under `locked`, after `check_name_free`. The new registry is worked out
     (and a registry that is not a JSON object refused) before the first byte is written; the
-    three files are then written in full beside their places, hidden, and renamed into place only once all three are on disk. A
-    full disk or a Ctrl-C while writing leaves the folder as it was, where writing the rows first
-    and registering last left rows with no entry, or a stale manifest beside new rows. (Only the
-    three renames, microseconds apart, are not one step.)"""
+    three files are then written in full beside their places, hidden, and renamed into place only
+    once all three are on disk. A full disk or a Ctrl-C while writing leaves the folder as it was,
+    where writing the rows first and registering last left rows with no entry, or a stale manifest
+    beside new rows. (Only the three renames, microseconds apart, are not one step.)"""
     dataset_dir = Path(dataset_dir)
     info = read_info(dataset_dir)
     info[name] = entry or alpaca_entry(data_file_name(name))

@@ -79,7 +79,8 @@ def load_split(source: str, config: str | None, split: str) -> Split:
     if None in builders or len(builders) != 1:
         raise UserError(f"{path}: expected .json, .jsonl, .parquet or .arrow data (one format per folder)")
     if all(_is_blank(p) for p in files):
-        raise UserError(f"{path}: the file is empty" if len(files) == 1 else f"{path}: every file in this folder is empty")
+        raise UserError(f"{path}: the file is empty" if len(files) == 1
+                        else f"{path}: every file in this folder is empty")
     builder = builders.pop()
     digests = {str(p.resolve()): file_digest(p) for p in files}
     try:

@@ -49,9 +49,9 @@ def chart(table: dict) -> bytes:
                 bar.set_hatch("//")
     ax.set_xticks(range(len(rows)), rows)
     ax.set_ylabel("score (0-1, higher is better)")
+    confidence = 100 * table["bootstrap"].get("confidence", Bootstrap.confidence) if "ci95" in table else None
     ax.set_title("Every model on every task (hatched: the model's own task"
-                 + (f"; bars: {100 * table['bootstrap'].get('confidence', Bootstrap.confidence):g}% bootstrap intervals)"
-                    if "ci95" in table else ")"))
+                 + (f"; bars: {confidence:g}% bootstrap intervals)" if confidence is not None else ")"))
     ax.legend(handles=handles, fontsize="small")
     data = _png(fig)
     plt.close(fig)

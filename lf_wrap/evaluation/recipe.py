@@ -50,8 +50,8 @@ class TaskEntry(_Strict):
     """One task to score. Its metric, headline and max_new_tokens come from its task file, found
     without repeating it: `task:` where given, else the declaration `lf-wrap data prepare` recorded
     in the dataset's manifest (for the task of the entry's name), else the shipped task of this
-    name; an entry of a task with no file names its `metric` (docs/tasks.md). `metric`, `max_new_tokens` and `no_answer_text` here
-    override the task's."""
+    name; an entry of a task with no file names its `metric` (docs/tasks.md). `metric`,
+    `max_new_tokens` and `no_answer_text` here override the task's."""
 
     dataset: str
     """Prepared validation set in dataset_dir/dataset_info.json; shell-style wildcards allowed

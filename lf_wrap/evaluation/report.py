@@ -174,7 +174,8 @@ def _cell(value, bold: bool, signed: bool = False, interval: dict | None = None)
     text += f" [{_fmt(low, signed)}, {_fmt(high, signed)}]"
     if "p_value" in interval:
         p_value = interval["p_value"]
-        text += (f" p={p_value:.3f}" if p_value >= 0.001 else " p<0.001") + ("" if interval["significant"] else f" {NOISE}")
+        text += f" p={p_value:.3f}" if p_value >= 0.001 else " p<0.001"
+        text += "" if interval["significant"] else f" {NOISE}"
     return text
 
 
@@ -219,7 +220,8 @@ def to_markdown(table: dict) -> str:
             lines += ["", "Compared on the rows both models scored only: " + "; ".join(fewer)]
     lines += ["", "All metrics:", "", "| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
     for row in next(iter(table["all_metrics"].values()), {}):
-        cells = [_cell(table["all_metrics"][c][row], False, False, (table.get("all_metrics_ci95") or {}).get(c, {}).get(row))
+        intervals = table.get("all_metrics_ci95") or {}
+        cells = [_cell(table["all_metrics"][c][row], False, False, intervals.get(c, {}).get(row))
                  for c in cols]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     skipped = [f"{m}/{t}: {c['skipped_too_long']}" for m, by_task in table["counts"].items()

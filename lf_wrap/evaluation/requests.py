@@ -137,7 +137,8 @@ def tokenize_requests(requests: list[Request], tokenizer, template: str, max_mod
     return too_long
 
 
-def live_requests(data: TaskData, recipe: EvalRecipe, tokenizer, max_new_tokens: int) -> tuple[list[Request], list[Request]]:
+def live_requests(data: TaskData, recipe: EvalRecipe, tokenizer,
+                  max_new_tokens: int) -> tuple[list[Request], list[Request]]:
     """(the requests an engine generates, the prompts too long for it): rendered, tokenized and
     filtered under the recipe's template, max_model_len and long_prompts policy. What `lf-wrap
     eval` asks each model, and what `lf-wrap merge search` scores candidates on."""

@@ -128,7 +128,8 @@ def _plan_group(recipe: EvalRecipe, out: Path, members: list[ResolvedModel], tok
             counts[model.name][task] = {"rows": len(live), "skipped_too_long": len(too_long),
                                         "truncated": sum(r.truncated for r in live)}
         if too_long:
-            _say(f"{task}: {len(too_long)} of {len(live) + len(too_long)} prompts have more than max_model_len - max_new_tokens "
+            _say(f"{task}: {len(too_long)} of {len(live) + len(too_long)} prompts have more than max_model_len - "
+                 "max_new_tokens "
                  f"= {recipe.engine.max_model_len - entry.max_new_tokens} tokens; skipped (long_prompts: skip)")
         for request in live:          # row by row, every model: all models' requests in each batch
             for model in members:

@@ -115,7 +115,8 @@ def full_model_patch(path: str, base_folder: Path) -> tuple[list[str] | None, st
     for name, (shard, info, start) in tensors.items():
         base_shard, base_info, base_start = base_tensors[name]
         if (info["dtype"], info["shape"]) != (base_info["dtype"], base_info["shape"]):
-            return None, f"{name} is {info['dtype']} {info['shape']} there, {base_info['dtype']} {base_info['shape']} in the base"
+            return None, (f"{name} is {info['dtype']} {info['shape']} there, {base_info['dtype']} "
+                          f"{base_info['shape']} in the base")
         if shard.name == base_shard.name and mine.get(shard.name) is not None \
                 and mine.get(shard.name) == base.get(base_shard.name):
             continue                              # the same file, by content

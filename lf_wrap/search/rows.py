@@ -134,15 +134,16 @@ def fold_record(rows: dict[str, TaskRows], k: int | None, seed: int) -> dict | N
                                                          for t, r in rows.items()}}
 
 
-def _refuse_overlap(task: str, search: list[Request], report: list[Request], search_name: str, report_name: str) -> None:
+def _refuse_overlap(task: str, search: list[Request], report: list[Request], search_name: str,
+                    report_name: str) -> None:
     ids = {r.id: r for r in report}
     prompts = {r.prompt_sha256: r for r in report}
     for request in search:
         twin = ids.get(request.id) or prompts.get(request.prompt_sha256)
         if twin is not None:
             same = "id" if twin.id == request.id else "prompt"
-            raise UserError(f"rows.search_datasets.{task}: row {request.row} (id {request.id}) of {search_name} has the "
-                            f"same {same} as row {twin.row} (id {twin.id}) of {report_name}, the report rows; "
+            raise UserError(f"rows.search_datasets.{task}: row {request.row} (id {request.id}) of {search_name} "
+                            f"has the same {same} as row {twin.row} (id {twin.id}) of {report_name}, the report rows; "
                             "search and report rows must not overlap")
 
 

@@ -157,7 +157,8 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     storage = optimiser.redacted(recipe.storage) if recipe.storage else None
     scoring = scoring_ids(rows)
     body = {"identity": ident, "space": space, "inputs": checked.inputs, "rows": row_ids(rows),
-            "generation": checked.generation, "scoring": scoring, "eval_recipe": str(recipe.eval), "eval_overrides": recipe.eval_overrides,
+            "generation": checked.generation, "scoring": scoring, "eval_recipe": str(recipe.eval),
+            "eval_overrides": recipe.eval_overrides,
             "budget": recipe.budget, "round_size": recipe.round_size, "engine": spec.kwargs, "notes": checked.notes,
             "storage": storage, "workers": recipe.workers,
             "folds": fold_record(rows, recipe.rows.folds, recipe.rows.seed)}

@@ -69,7 +69,8 @@ def parse_template(text: str) -> list[tuple[str, str | None]]:
             end = text.find("}", i)
             slot = text[i + 1:end] if end != -1 else ""
             if end == -1 or "{" in slot or not slot.strip():
-                raise ValueError(f"bad slot at character {i + 1}: write {{field}} for a field, {{{{ and }}}} for a brace")
+                raise ValueError(f"bad slot at character {i + 1}: write {{field}} for a field, {{{{ and }}}} for a "
+                                 "brace")
             if literal:
                 parts.append(("".join(literal), None))
                 literal = []
