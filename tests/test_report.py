@@ -98,13 +98,12 @@ def test_report_shows_every_value_with_its_interval_and_marks_gains_that_may_be_
         "| qa EM | (missing) | 0.7783 [0.7583, 0.7983] | 0.7506 [0.7306, 0.7706] | **0.8289** [0.8089, 0.8489] "
         "| 0.7811 [0.7611, 0.8011] |\n"
         "| mean | (missing) | 0.4281 | 0.4464 | 0.4469 | 0.4325 |\n")     # the same values, the same means
-    # Gains whose interval includes 0 carry the dagger, and the footnote says how to read it.
+    # Gains whose p-value is not below 0.05 carry the dagger, and the footnote says how to read it.
     assert ("| translate BLEU | **+0.0131** [+0.0031, +0.0231] p=0.010 | +0.0164 [+0.0064, +0.0264] p=0.010 "
             "| +0.0077 [-0.0023, +0.0177] p=0.300 † | +0.0083 [-0.0017, +0.0183] p=0.300 † |") in markdown
     assert ("| summarize ROUGE-1 | -0.0001 [-0.0101, +0.0099] p=0.300 † | **+0.0792** [+0.0692, +0.0892] p=0.010 "
             "| +0.0111 [+0.0011, +0.0211] p=0.010 | +0.0150 [+0.0050, +0.0250] p=0.010 |") in markdown
-    assert ("† n.s.: the 95% interval of the difference includes 0: this gain may be resampling noise."
-            in markdown)
+    assert "† n.s.: p is not below 0.05: this gain may be resampling noise." in markdown
     assert "[low, high]: the 95% bootstrap interval (1000 resamples of the rows, seed 12345)" in markdown
     # compare_to: the study's "summarisation helped translation more than translation did" (+0.0033).
     block = markdown.split("Difference from lora_translate:")[1]
@@ -350,3 +349,17 @@ def test_a_value_outside_its_interval_still_draws_the_chart(results):
     done = run_lf_wrap("report", results)
     assert done.returncode == 0, done.stderr
     assert "| translate BLEU | 0.1964 [0.0000, 0.0000] |" in (results / "table.md").read_text()
+
+
+def test_the_dagger_follows_the_p_value_printed_beside_it(results):
+    """Issue 29: "p = 0.006 (within resampling noise)". An interval that touches 0 beside p = 0.006
+    is beyond noise (no dagger); p = 0.2 beside an interval clear of 0 is not (a dagger)."""
+    doc = read_json(_with_intervals(results) / "metrics.json")
+    doc["paired"]["lora_translate"]["base"]["translate"]["bleu"].update(ci95=[0.0, 0.0262], p_value=0.006)
+    doc["paired"]["lora_summarize"]["base"]["translate"]["bleu"].update(p_value=0.2)
+    atomic_write_json(results / "metrics.json", doc)
+    done = run_lf_wrap("report", results)
+    assert done.returncode == 0, done.stderr
+    markdown = (results / "table.md").read_text()
+    assert ("| translate BLEU | **+0.0131** [+0.0000, +0.0262] p=0.006 | +0.0164 [+0.0064, +0.0264] p=0.200 † "
+            in markdown)

@@ -116,7 +116,7 @@ def compare_command(a, b, task, metric, no_answer_text, as_json, resamples, seed
                    f"{_interval(*test['ci95'], signed=True):<22} {test['p_value']:7.4f}"
                    + ("" if test["significant"] else "  n.s."))
     if not all(t["significant"] for t in result["metrics"].values()):
-        click.echo("\nn.s.: the 95% interval of the difference includes 0: this difference may be resampling noise")
+        click.echo(f"\nn.s.: p is not below {1 - result['confidence']:.2g}: this difference may be resampling noise")
 
 
 @click.command("report")

@@ -11,7 +11,8 @@ Reads only metrics.json and manifest.json, so it can be rerun at any time.
 
 Where metrics.json has them (an eval by this version), every value carries its bootstrap
 interval and every gain its paired test (interval of the difference, p-value); a gain whose
-interval includes 0 is marked † (it may be resampling noise), and each `bootstrap.compare_to`
+p-value is not below 1 - confidence (0.05) is marked † (it may be resampling noise: the rule of
+lf_wrap.scoring.bootstrap.beyond_noise, as in the search and `lf-wrap compare`), and each `bootstrap.compare_to`
 model gets a block of differences of its own. An older metrics.json gives the table without."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from lf_wrap.core.files import atomic_write_bytes, dump_json
 from lf_wrap.evaluation.charts import chart, loss_curves
 from lf_wrap.evaluation.report_input import check_manifest, check_metrics, check_same_models
 from lf_wrap.scoring import custom
-from lf_wrap.scoring.bootstrap import Bootstrap
+from lf_wrap.scoring.bootstrap import Bootstrap, beyond_noise
 from lf_wrap.tasks import TASKS, Task, resolve_task
 
 
@@ -117,6 +118,7 @@ def _uncertainty(metrics_doc: dict, tasks: list[Task], models: list[str], values
     compare_to model, from metrics.json's `intervals` and `paired`; None where a value is missing."""
     intervals, paired = metrics_doc.get("intervals") or {}, metrics_doc.get("paired") or {}
     counts = metrics_doc.get("counts") or {}
+    confidence = (metrics_doc.get("bootstrap") or {}).get("confidence", Bootstrap.confidence)
 
     def bounds(model: str, task: Task, key: str) -> dict | None:
         pair = intervals.get(model, {}).get(task.name, {}).get(key)
@@ -131,7 +133,7 @@ def _uncertainty(metrics_doc: dict, tasks: list[Task], models: list[str], values
         low, high = found["ci95"]
         scored = [counts.get(x, {}).get(task.name, {}).get("rows") for x in (model, other)]
         return {"difference": found["difference"], "ci95_low": low, "ci95_high": high, "p_value": found["p_value"],
-                "significant": not low <= 0 <= high, "rows": found.get("rows"),
+                "significant": beyond_noise(found["p_value"], confidence), "rows": found.get("rows"),
                 "fewer_rows": found.get("rows") is not None and any(n and found["rows"] < n for n in scored)}
 
     def tests_against(other: str) -> dict:
@@ -164,7 +166,7 @@ NOISE = "†"
 
 def _cell(value, bold: bool, signed: bool = False, interval: dict | None = None) -> str:
     """`0.2095`, bold on a model's own task; with an interval `0.2095 [0.1923, 0.2270]`, and for a
-    paired test `+0.0033 [-0.0050, +0.0110] p=0.221 †` († where the interval includes 0). The value
+    paired test `+0.0033 [-0.0050, +0.0110] p=0.221 †` († where p is not below 1 - confidence). The value
     always comes first, alone, so that the cell still parses as its number's first word."""
     text = _fmt(value, signed)
     text = f"**{text}**" if bold and value is not None else text
@@ -195,8 +197,8 @@ def _how_to_read(table: dict) -> list[str]:
     draw = f"{settings.get('resamples', '?')} resamples of the rows, seed {settings.get('seed', '?')}"
     return ["", f"[low, high]: the {level} bootstrap interval ({draw}); the mean has none. Differences: paired "
                 f"bootstrap, both models on the same resampled rows; p: its p-value (for BLEU, sacrebleu's paired "
-                f"bootstrap test). {NOISE} n.s.: the {level} interval of the difference includes 0: this gain may be "
-                "resampling noise."]
+                f"bootstrap test). {NOISE} n.s.: p is not below "
+                f"{1 - settings.get('confidence', Bootstrap.confidence):.2g}: this gain may be resampling noise."]
 
 
 def to_markdown(table: dict) -> str:

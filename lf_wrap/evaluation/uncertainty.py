@@ -29,7 +29,7 @@ from lf_wrap.core import jsonlines
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_bytes
 from lf_wrap.evaluation import predictions as pred
-from lf_wrap.scoring.bootstrap import Bootstrap
+from lf_wrap.scoring.bootstrap import Bootstrap, beyond_noise
 from lf_wrap.scoring.custom import RowScoreError
 from lf_wrap.tasks import Task
 
@@ -158,7 +158,7 @@ def compare_files(path_a: Path, path_b: Path, task: Task, no_answer_text: str | 
                   bootstrap: Bootstrap = Bootstrap()) -> dict:
     """`lf-wrap compare A B`: is B better than A on the same rows? Each metric of A and of B
     (exactly as `lf-wrap score` gives them), B - A, the interval of B - A, the p-value of the
-    paired bootstrap test, and `significant`: whether that interval excludes 0."""
+    paired bootstrap test, and `significant`: whether p is below 1 - confidence (beyond_noise)."""
     a = score_with_rows(path_a, task, no_answer_text)
     b = score_with_rows(path_b, task, no_answer_text)
     pairs = match_rows(a, b)
@@ -168,5 +168,5 @@ def compare_files(path_a: Path, path_b: Path, task: Task, no_answer_text: str | 
             "metrics": {metric: {"a": a.metrics[metric], "b": b.metrics[metric],
                                  "difference": b.metrics[metric] - a.metrics[metric],
                                  "ci95": tests[metric]["ci95"], "p_value": tests[metric]["p_value"],
-                                 "significant": not tests[metric]["ci95"][0] <= 0 <= tests[metric]["ci95"][1]}
+                                 "significant": beyond_noise(tests[metric]["p_value"], bootstrap.confidence)}
                         for metric in task.metrics}}

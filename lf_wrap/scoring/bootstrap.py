@@ -107,6 +107,14 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, 
     return float(ordered[k]), float(ordered[len(ordered) - 1 - k])
 
 
+def beyond_noise(p: float | None, confidence: float) -> bool:
+    """The one rule for "beyond resampling noise", in the eval's table, `lf-wrap compare` and the
+    search (lf_wrap.search.noise): the paired test's p-value is below 1 - confidence (0.05 at the
+    default 95%). The words follow the p-value printed beside them; the interval at the same
+    confidence nearly always agrees, and where it touches 0 with p below the level, p decides."""
+    return p is not None and p < round(1 - confidence, 12)
+
+
 def p_value(point_a: float, point_b: float, resampled_a: np.ndarray, resampled_b: np.ndarray) -> float:
     """sacrebleu's paired bootstrap p-value (Koehn 2004, as Moses' script computes it), every metric:
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lf_wrap.scoring.bootstrap import Bootstrap, p_value, percentile_interval
+from lf_wrap.scoring.bootstrap import Bootstrap, beyond_noise, p_value, percentile_interval
 from lf_wrap.search.objective import retained_gain_resamples
 from lf_wrap.tasks import Task
 
@@ -39,7 +39,7 @@ class Noise:
 
     def beyond(self, test: dict) -> bool:
         """The one rule: a difference is beyond resampling noise when its p-value is below the level."""
-        return test.get("p_value") is not None and test["p_value"] < self.level
+        return beyond_noise(test.get("p_value"), self.bootstrap.confidence)
 
     def paired(self, definition: Task, rows_a: Sequence[dict], rows_b: Sequence[dict]) -> dict:
         """b against a on the task's headline metric, on the same rows: {"metric", "a", "b",
