@@ -363,3 +363,17 @@ def test_the_dagger_follows_the_p_value_printed_beside_it(results):
     markdown = (results / "table.md").read_text()
     assert ("| translate BLEU | **+0.0131** [+0.0000, +0.0262] p=0.006 | +0.0164 [+0.0064, +0.0264] p=0.200 † "
             in markdown)
+
+
+def test_bleu_at_its_floor_is_flagged_with_chrf_suggested(tmp_path):
+    """Issue 29, item 5: corpus BLEU is exactly 0 when no 4-gram matches (short sentences)."""
+    metrics = {"base": {"translate": {"bleu": 0.0}, "qa": {"exact_match": 0.0, "f1": 0.1}},
+               "tuned": {"translate": {"bleu": 0.1}, "qa": {"exact_match": 0.5, "f1": 0.6}}}
+    folder = _eval_folder(tmp_path, metrics, {})
+    done = run_lf_wrap("report", folder)
+    assert done.returncode == 0, done.stderr
+    markdown = (folder / "table.md").read_text()
+    assert ("translate BLEU is exactly 0 for base: corpus BLEU is 0 when no 4-gram matches (common on short "
+            "sentences), a floor where differences vanish; chrF (metric: chrf) has no such floor") in markdown
+    assert "qa EM is exactly 0" not in markdown                    # 0 right answers is no floor of the metric
+    assert read_json(folder / "table.json")["floor"] == {"translate BLEU": ["base"]}

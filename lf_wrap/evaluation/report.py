@@ -105,9 +105,12 @@ def build_table(metrics_doc: dict, manifest: dict, source: str = "metrics.json")
     own = {m["name"]: (_row(by_name[m["task"]]) if m.get("task") in by_name else None) for m in manifest["models"]}
     all_metrics = {model: {_label(t, k): scored(model, t, k) for t in tasks for k in t.metrics} for model in models}
     higher = {_row(t): t.family.metric(t.headline).higher_is_better for t in tasks}
+    # Corpus BLEU is exactly 0 when no 4-gram matches (short answers): a floor where differences vanish.
+    floor = {_row(t): [m for m in models if values[m][_row(t)] == 0.0] for t in tasks if t.family.name == "bleu"}
     table = {"rows": rows, "columns": models, "values": values, "base": base, "gain_over_base": gains,
              "own_task": own, "all_metrics": all_metrics, "counts": counts,
-             "higher_is_better": {**higher, "mean": all(higher.values())}}
+             "higher_is_better": {**higher, "mean": all(higher.values())},
+             "floor": {row: found for row, found in floor.items() if found}}
     if "intervals" in metrics_doc:
         table.update(_uncertainty(metrics_doc, tasks, models, values, base))
     return table
@@ -206,6 +209,10 @@ def to_markdown(table: dict) -> str:
     lines = _block(table, cols, table["values"], table.get("ci95"), signed=False)
     lines.append("")
     lines.append("Bold: each model on its own task. mean: mean of the task rows (missing if one is).")
+    for row, found in (table.get("floor") or {}).items():
+        lines += ["", f"{row} is exactly 0 for {', '.join(found)}: corpus BLEU is 0 when no 4-gram matches "
+                      "(common on short sentences), a floor where differences vanish; chrF (metric: chrf) has no "
+                      "such floor (docs/tasks.md)."]
     gains = table["gain_over_base"]
     if gains:
         lines += ["", f"Gain over {table['base']}:", ""]
