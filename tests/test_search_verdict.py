@@ -140,16 +140,28 @@ def test_every_noise_sentence_of_lf_wrap_search_comes_from_the_one_rule():
 
 def test_the_smallest_confirmable_difference_is_where_the_p_value_crosses_the_level():
     """Noise.smallest: a difference just above it is beyond noise at the spread of the resamples,
-    just below is not."""
-    from lf_wrap.scoring.bootstrap import p_value
-
+    just below is not (the objective's percentile test)."""
     rng = np.random.default_rng(3)
     spread = rng.normal(0.0, 0.05, 1000)
     low = NOISE.smallest(np.zeros(1000), spread)
     assert low is not None and 0 < low < 0.2
+    centred = spread - spread.mean()
     for d, below in ((low + 1e-6, True), (low - 1e-3, False)):
-        # resampled differences centred on d with the same spread of |d_i|: only the observed d moves
-        assert (p_value(0.0, d, np.zeros(1000), spread) < NOISE.level) is below
+        assert (NOISE.percentile_test(centred + d)[1] < NOISE.level) is below
+
+
+@pytest.mark.parametrize("level", [0.05, 0.01, 0.2])
+def test_the_objectives_interval_excludes_zero_exactly_when_p_is_below_the_level(level):
+    """The real-text search printed "-21.2% [-47.4%, +24.6%], p = 0.0445 < 0.05": a retained gain is
+    a ratio and the worst task a minimum, so its resamples are skewed and sacrebleu's centred
+    p-value disagreed with the interval. The objective's test reads both off the same resamples."""
+    noise = Noise.of(level, Bootstrap(1000, 7))
+    rng = np.random.default_rng(11)
+    for case in range(200):
+        n = int(rng.choice([40, 100, 999, 1000]))
+        deltas = rng.lognormal(0, 1, n) - rng.uniform(0, 3) * rng.standard_exponential()
+        interval, p = noise.percentile_test(deltas)
+        assert (not interval[0] <= 0 <= interval[1]) == (p < level), (interval, p)
 
 
 def test_a_corpus_metric_at_its_floor_is_flagged_with_the_suggestion_of_chrf():
