@@ -113,7 +113,7 @@ def study(learning_model, tmp_path_factory):
     seconds["eval"] = time.monotonic() - mark
     mark = time.monotonic()
     search = ["search.yaml", "--set", "budget=4", "--set", "round_size=2", "--set", "methods=[linear,ties]",
-              "--set", "rows.search=3", "--set", f"eval_overrides=[{','.join(ENGINE)}]"]
+              "--set", "rows.search=3", "--set", "rows.folds=2", "--set", f"eval_overrides=[{','.join(ENGINE)}]"]
     ok(run_lf_wrap("merge", "search", *search, "--check", cwd=folder))
     searched = run_lf_wrap("merge", "search", *search, cwd=folder)
     seconds["search"] = time.monotonic() - mark
@@ -207,7 +207,7 @@ def test_the_search_takes_the_base_and_specialists_answers_from_the_eval(study):
     taken = {k: e for k, e in _ledger(folder / "runs" / "search").items() if "from_eval" in e}
     assert {key for _, key in taken} == {"base", "linear[1,0]", "linear[0,1]"}
     fresh = ok(run_lf_wrap("merge", "search", "search.yaml", "--set", "budget=2", "--set", "round_size=2",
-                           "--set", "methods=[linear]", "--set", "rows.search=3",
+                           "--set", "methods=[linear]", "--set", "rows.search=3", "--set", "rows.folds=2",
                            "--set", f"eval_overrides=[{','.join(ENGINE)}]", "--set", "reuse_eval=false",
                            "--set", "out=runs/search-fresh", cwd=folder))
     assert "taken from" not in fresh.stderr
