@@ -96,6 +96,8 @@ GOOD_TASK = 'name: sentiment\nprompt: "Is this review positive or negative?\\n{r
     (("name: sentiment", "name: ../x"), (":1: name:",)),
     (("{review}", "{review"), (":2: prompt:", "bad slot")),
     (("metric: exact_match", "metric: exact_match\nno_answer_text: none"), (":5: no_answer_text:",)),
+    (("max_new_tokens: 4", 'max_new_tokens: "4"'), (":5: max_new_tokens:", "valid integer")),    # probe T5
+    (("max_new_tokens: 4", "max_new_tokens: true"), (":5: max_new_tokens:", "valid integer")),
 ])
 def test_a_bad_task_file_is_one_error_naming_file_line_and_key(tmp_path, edit, needles):
     task = tmp_path / "sentiment.yaml"

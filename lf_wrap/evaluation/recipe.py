@@ -59,7 +59,7 @@ class TaskEntry(_Strict):
     task: str | None = None
     """A task file (path/to/task.yaml, relative to the current directory) or a shipped task's name;
     default: the task the dataset was prepared from."""
-    max_new_tokens: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, strict=True)
     """Greedy decoding stops at the template's stop word or after this many tokens; default: the
     task file's (256 for a task with no file)."""
     metric: str | None = None

@@ -130,7 +130,7 @@ class TaskFile(_Strict):
     the first is the training target, all are scored)."""
     metric: str
     """bleu, chrf, rouge, exact_match, squad_v2, or a function of your own as path/to/file.py:function."""
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int = Field(256, ge=1, strict=True)
     """Greedy decoding stops at the template's stop word or after this many tokens (eval, search)."""
     system: str | None = None
     """A system prompt (LLaMA-Factory's `system` column); default: the template's own."""
