@@ -12,8 +12,10 @@ The layout is the architecture:
     lf_wrap/train/       stage 2: training recipe -> `llamafactory-cli train` -> run directory
     lf_wrap/merge/       stage 3: adapters -> merged model or adapter (methods/: one per family)
     lf_wrap/evaluation/  stage 4: vLLM predictions, metrics, intervals, the report
-    lf_wrap/search/      the merge search's parts: candidates, the retained-gain objective, and
-                         merges patched into a running vLLM engine (no command yet)
+    lf_wrap/serving/     candidate weights patched into a running vLLM engine (eval and search)
+    lf_wrap/scoring/     metric families, a metric of your own (fenced), the bootstrap
+    lf_wrap/search/      `lf-wrap merge search`: candidates, the retained-gain objective, the
+                         optimiser, the ledger, the verdict
     lf_wrap/demo/        the whole study at small scale, and the models it runs on
     lf_wrap/commands/    the click layer: parses options, calls one stage function, prints
 
