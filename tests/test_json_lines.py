@@ -153,3 +153,15 @@ def test_data_add_never_replaces_a_set_data_prepare_wrote(tmp_path, sample_sourc
     assert prepared.data_file.read_bytes() == before
     assert add(source, "mine", tmp_path / "ds").manifest["rows_written"] == 1
     assert add(source, "mine", tmp_path / "ds").skipped                  # its own set: the same command again
+    with pytest.raises(UserError, match="is a set `lf-wrap data add` wrote .*choose another --name"):
+        prepare("qa", str(sample_sources / "squad_v2" / "validation.jsonl"), "validation", 6,
+                options=PrepareOptions(name="mine", dataset_dir=tmp_path / "ds"))
+    assert json.loads((tmp_path / "ds" / "mine.json").read_text())[0]["output"] == "x"
+
+
+def test_a_bad_sharegpt_turn_after_a_system_turn_is_named_by_its_place_in_the_row(tmp_path):
+    source = tmp_path / "rows.jsonl"
+    source.write_text(json.dumps({"conversations": [{"from": "system", "value": "s"}, {"from": "user", "value": "hi"},
+                                                    {"from": "gpt", "value": "yo"}]}) + "\n")
+    with pytest.raises(UserError, match=r"key 'conversations\.1\.from': 'user'"):
+        add(source, "sg", tmp_path / "ds")

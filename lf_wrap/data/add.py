@@ -132,12 +132,13 @@ def check_sharegpt(row: dict) -> None:
                           + ("missing" if turns is None else "must be a non-empty list of turns"))
     for key in ("system", "tools"):
         _string(row, key, False)
+    first = 0                    # a leading system turn: the others keep their place in the row's list
     if isinstance(turns[0], dict) and turns[0].get("from") == "system":
-        turns = turns[1:]
+        turns, first = turns[1:], 1
     if not turns:
         raise _RowProblem("key 'conversations': a system turn alone; a row needs a human turn and a gpt turn")
     for i, turn in enumerate(turns):
-        where = f"key 'conversations.{i}"
+        where = f"key 'conversations.{i + first}"
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
             raise _RowProblem(f"{where}.value': each turn is an object with 'from' and a string 'value'")
         roles = USER_ROLES if i % 2 == 0 else ASSISTANT_ROLES

@@ -215,6 +215,10 @@ def prepare(task_ref: str | Path | Task, source: str | None, split: str, n: int,
     with registry.locked(dataset_dir):
         registry.check_name_free(dataset_dir, name, what)
         previous = registry.read_manifest(dataset_dir, name)
+        if previous is not None and previous.get("stage") not in (None, "prepare"):
+            raise UserError(f"{what} {name}: {data_file} is a set `lf-wrap data {previous.get('stage')}` wrote "
+                            f"({previous.get('rows_written')} rows from {previous.get('source')}); data prepare "
+                            "replaces only sets it prepared itself: choose another --name, or delete that set first")
         if _unchanged(previous, body, data_file, registry.read_info(dataset_dir).get(name), entry):
             # Idempotent: the same command on the same source leaves every byte as it was
             # (manifest times included) and says so, like any stage whose output exists.

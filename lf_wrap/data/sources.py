@@ -149,7 +149,8 @@ def _cause(err: BaseException) -> str:
     while err is not None and len(messages) < 5:
         messages.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
         err = err.__cause__
-    return messages[-1] if len(messages) == 1 else f"{messages[-1]} ({messages[0]})"
+    cause = messages[-1] + (" (pyarrow counts rows from 0)" if " in row " in messages[-1] else "")
+    return cause if len(messages) == 1 else f"{cause} ({messages[0]})"
 
 
 def _raise_json_error(path: Path) -> None:
