@@ -482,17 +482,18 @@ def test_a_winner_that_does_not_hold_ends_not_confirmed_with_no_model_in_best(st
 
 def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_when_no_longer_confirmed(study,
                                                                                                     tmp_path):
-    """A lenient level (verdict.level 0.45) confirms the grid's winner (it held, and beats the sum
+    """A lenient level (verdict.level 0.75: a test of the mechanics, on 7 report rows whose many
+    tied resamples give p = 0.56) confirms the grid's winner (it held, and beats the sum
     merge's 2.9% of task_b's gain): best/ is written. A NOTES.md put in best/ is refused before
     anything is scored. At the default level the same scores do not confirm it: best/ is removed."""
     out = tmp_path / "confirm"
     path = _search_recipe(study, out, adapters=_two(study), methods=["linear"], sampler="grid",
-                          grid=[0.8, 0.9, 1.1], budget=8, round_size=4, verdict={"level": 0.45})
+                          grid=[0.8, 0.9, 1.1], budget=8, round_size=4, verdict={"level": 0.75})
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     manifest = read_json(out / "manifest.json")
     assert manifest["final"]["verdict"] == "confirmed", manifest["final"]["verdict_sentence"]
-    assert _summary(done).startswith("Verdict: confirmed.") and "< 0.45: beyond resampling noise" in done.stdout
+    assert _summary(done).startswith("Verdict: confirmed.") and "< 0.75: beyond resampling noise" in done.stdout
     assert read_json(out / "best" / "adapter_config.json")["peft_type"] == "LORA"
     assert manifest["best_merge"] == str(out / "best")
 

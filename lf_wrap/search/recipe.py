@@ -112,10 +112,11 @@ class Verdict(_Strict):
     """When the search recommends a merge (lf_wrap.search.verdict): `confirmed` only when the winner
     held on the report rows and beats the sum merge there beyond resampling noise."""
 
-    level: float | None = Field(None, gt=0, lt=0.5)
+    level: float | None = Field(None, gt=0, lt=1)
     """A paired test's difference is beyond resampling noise when its p-value is below this level;
     the interval beside it is shown at confidence 1 - level. Default: 1 - the eval recipe's
-    bootstrap.confidence (0.05)."""
+    bootstrap.confidence (0.05); above 0.1 or so it confirms what is likely noise (the tests use a
+    lenient level to exercise a confirmed search on a handful of rows)."""
     without_signal: Literal["stop", "rank_the_others"] = "stop"
     """A task whose specialist does not beat the base beyond noise on the search rows has no gain to
     keep (a retained gain there is noise over noise). stop: the search ends with verdict no_signal
