@@ -7,7 +7,7 @@ damaged. Here the bytes are split on b"\\n" only (a \\r before it is dropped: CR
 same), then each line is decoded and parsed.
 
 Two modes:
-- strict (`read`, `records`): lf-wrap's own files (predictions, per-row scores, the search's
+- strict (`records`): lf-wrap's own files (predictions, per-row scores, the search's
   ledger) and the user's files it checks (`data add`): a line that is not UTF-8 or not a JSON
   object is an error naming file and line;
 - tolerant (`tolerant`): another tool's log (LLaMA-Factory's trainer_log.jsonl): a bad line is
@@ -76,16 +76,6 @@ def records(path: Path, data: bytes) -> Iterator[tuple[int, dict]]:
     """(line number, record) for each line of `data`, strictly."""
     for number, line in split(data):
         yield number, parse(path, number, line)
-
-
-def read(path: Path) -> list[dict]:
-    """Every line of the file as a dict, strictly; an unreadable file is one error naming it."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
-    return [record for _, record in records(path, data)]
 
 
 def tolerant(data: bytes) -> tuple[list[dict], int]:
