@@ -76,7 +76,7 @@ def transformers_generate(model: str, r, args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lf_wrap.evaluation.requests import build_requests, load_task
-    from lf_wrap.evaluation.prompts import encode_prompt
+    from lf_wrap.tasks.prompts import encode_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]

@@ -47,7 +47,7 @@ def adapters_and_rows(work: Path, n_rows: int):
 
     from lf_wrap.demo.run import SCALES, prepare_data, train_adapters
     from lf_wrap.demo.smollm2 import ensure_smollm2
-    from lf_wrap.evaluation.prompts import encode_prompt, render_prompt
+    from lf_wrap.tasks.prompts import encode_prompt, render_prompt
 
     model = ensure_smollm2()
     scale = SCALES["smollm2"]
@@ -68,7 +68,7 @@ def adapters_and_rows(work: Path, n_rows: int):
 
 
 def engine(model, **extra):
-    from lf_wrap.evaluation.engine import Engine, EngineSpec
+    from lf_wrap.serving.engine import Engine, EngineSpec
 
     kwargs = dict(model=str(model), tokenizer=str(model), dtype="float32", max_model_len=2048, seed=0)
     kwargs.update(extra)

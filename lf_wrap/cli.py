@@ -9,7 +9,8 @@ from lf_wrap.commands.demo import demo_command
 from lf_wrap.commands.init import init_command
 from lf_wrap.commands.eval import compare_command, eval_command, report_command, score_command
 from lf_wrap.commands.merge import merge
-from lf_wrap.commands.train import train_command, validate_command
+from lf_wrap.commands.train import train_command
+from lf_wrap.commands.validate import validate_command
 from lf_wrap.core.console import set_verbose
 
 

@@ -59,7 +59,7 @@ def merge_adapter(base: Path, adapter: Path, out: Path) -> Path:
 def prompt_lengths(tiny_model: Path, prepared: Path) -> dict[str, list[int]]:
     from transformers import AutoTokenizer
 
-    from lf_wrap.evaluation.prompts import encode_prompt, render_prompt
+    from lf_wrap.tasks.prompts import encode_prompt, render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     return {task: [len(encode_prompt(tokenizer, render_prompt(row)))
@@ -120,7 +120,7 @@ def transformers_greedy(tiny_model: Path, adapter: Path | None, rows: list[dict]
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lf_wrap.evaluation.prompts import encode_prompt, render_prompt
+    from lf_wrap.tasks.prompts import encode_prompt, render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""`engine.serve: patch` (lf_wrap.evaluation.serving) on the tiny model, float32: one engine
+"""`engine.serve: patch` (lf_wrap.serving.server) on the tiny model, float32: one engine
 serves the base, an adapter and a merged model, patching each into the base's weights in turn,
 and its predictions are token for token those of the models served as before (the adapter as a
 LoRA request, the merged model in an engine of its own). A full model that differs from the
@@ -75,7 +75,7 @@ def tokens(out: Path, model: str, task: str) -> list[list[int]]:
 
 
 def test_which_full_models_qualify(models):
-    from lf_wrap.evaluation.serving import full_model_patch
+    from lf_wrap.serving.server import full_model_patch
 
     names, why = full_model_patch(str(models["merged"]), models["base"])
     assert why == "" and names and all(n.endswith(("q_proj.weight", "v_proj.weight")) for n in names)
@@ -85,7 +85,7 @@ def test_which_full_models_qualify(models):
 
 
 def test_a_changed_config_keeps_an_engine_of_its_own(models, tmp_path):
-    from lf_wrap.evaluation.serving import full_model_patch
+    from lf_wrap.serving.server import full_model_patch
 
     other = tmp_path / "other"
     shutil.copytree(models["merged"], other)
@@ -98,7 +98,7 @@ def test_a_changed_config_keeps_an_engine_of_its_own(models, tmp_path):
 def test_a_config_written_by_another_transformers_is_still_the_bases(models, tmp_path):
     """A base from the Hub records the transformers that saved it, and a merge written today
     another: the same settings, so the merge is patched in, not given an engine of its own."""
-    from lf_wrap.evaluation.serving import full_model_patch
+    from lf_wrap.serving.server import full_model_patch
 
     other = tmp_path / "other"
     shutil.copytree(models["merged"], other)
@@ -124,7 +124,7 @@ def test_a_config_written_by_another_transformers_is_still_the_bases(models, tmp
 def test_an_adapter_merge_cannot_read_stays_a_lora_request(models, tmp_path):
     from lf_wrap.evaluation.models import ResolvedModel
     from lf_wrap.evaluation.run import _engine_groups, _serving_entry
-    from lf_wrap.evaluation.serving import plan_patches
+    from lf_wrap.serving.server import plan_patches
 
     biased = tmp_path / "biased"
     shutil.copytree(models["adapter"], biased)
@@ -146,8 +146,8 @@ def test_an_adapter_merge_cannot_read_stays_a_lora_request(models, tmp_path):
 
 def test_serve_settings(monkeypatch):
     from lf_wrap.core.errors import UserError
-    from lf_wrap.evaluation.recipe import EngineSettings
-    from lf_wrap.evaluation.serving import resolve_serve
+    from lf_wrap.serving.settings import EngineSettings
+    from lf_wrap.serving.server import resolve_serve
 
     assert EngineSettings().serve == "auto"
     assert resolve_serve(EngineSettings(serve="auto"))[0] == "patch"          # this machine is a CPU

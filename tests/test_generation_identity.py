@@ -9,9 +9,9 @@ import pytest
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.identity import engine_generation, generation_changes, generation_identity
-from lf_wrap.evaluation.engine import engine_spec
+from lf_wrap.serving.engine import engine_spec
 from lf_wrap.evaluation.predictions import PredictionFile
-from lf_wrap.evaluation.recipe import EngineSettings, engine_arguments
+from lf_wrap.serving.settings import EngineSettings, engine_arguments
 
 
 class NewerEngineSettings(EngineSettings):
@@ -21,7 +21,7 @@ class NewerEngineSettings(EngineSettings):
 
 
 def _generation(settings, max_new_tokens=8, no_answer_text=None) -> dict:
-    spec = engine_spec([], "m", "m", settings, (8, 1), [2])
+    spec = engine_spec({}, "m", "m", settings, (8, 1), [2])
     shared = engine_generation(template="qwen", prompt_rendering="r1", stop_token_ids=spec.stop_token_ids,
                                engine_kwargs=spec.kwargs, long_prompts="skip")
     return generation_identity(shared, max_new_tokens, no_answer_text)
@@ -58,3 +58,21 @@ def test_a_key_added_to_the_predictions_meta_is_compared_by_default(tmp_path):
     PredictionFile(path, {**meta, "lf_wrap_version": "9.9", "model_files": {"a": "b"}})      # reused
     with pytest.raises(UserError, match="generated with a_new_setting=None, now a_new_setting=1"):
         PredictionFile(path, {**meta, "a_new_setting": 1})
+
+
+def test_a_search_recipe_field_marked_as_space_is_part_of_the_space_with_no_other_edit():
+    """Which search settings make "another search" is declared on the schema (SPACE), not listed
+    in a tuple elsewhere: a field added with the marker enters the manifest's space."""
+    from pydantic import Field
+
+    from lf_wrap.search.folder import search_space
+    from lf_wrap.search.recipe import SPACE, SearchRecipe
+
+    class NewerSearchRecipe(SearchRecipe):
+        scaling: list[float] = Field([1.0], json_schema_extra=SPACE)
+
+    one = NewerSearchRecipe(eval="e.yaml", adapters=[{"path": "x"}, {"path": "y"}])
+    other = one.model_copy(update={"scaling": [0.5, 1.0]})
+    assert search_space(one)["scaling"] == [1.0]
+    assert search_space(one) != search_space(other)
+    assert "budget" not in search_space(one) and "out" not in search_space(one)   # how long, where: not the space

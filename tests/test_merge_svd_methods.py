@@ -406,7 +406,7 @@ def written_tokens(tiny_model, adapters, engine_prompts, tmp_path_factory):
 @pytest.fixture(scope="module")
 def patched_engine(tiny_model, adapters, written_tokens, tmp_path_factory):
     """One engine on the base with a weight patcher, shared by the four methods."""
-    from lf_wrap.evaluation.engine import Engine
+    from lf_wrap.serving.engine import Engine
     from lf_wrap.merge.checks import check_inputs
     from lf_wrap.merge.config import MergeConfig
     from lf_wrap.serving.patching import WeightPatcher

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LF_CLI
-from lf_wrap.evaluation import prompts
+from lf_wrap.tasks import prompts
 from lf_wrap.core.errors import UserError
 
 # Runs in the training environment: LLaMA-Factory's own data pipeline on the same rows.

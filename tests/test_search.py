@@ -33,7 +33,7 @@ def _greedy_answers(model: Path, adapter: Path | None, prompts: list[str]) -> li
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lf_wrap.evaluation.prompts import encode_prompt
+    from lf_wrap.tasks.prompts import encode_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
@@ -65,7 +65,7 @@ def _louder(adapter: Path, factor: float) -> Path:
 def study(tiny_model, tmp_path_factory):
     """(root, eval recipe path, adapter folders): three tasks of 12 rows each, their references
     each adapter's own greedy answers."""
-    from lf_wrap.evaluation.prompts import render_prompt
+    from lf_wrap.tasks.prompts import render_prompt
 
     root = tmp_path_factory.mktemp("search")
     adapters = make_adapters(tiny_model, root / "adapters")
@@ -186,7 +186,7 @@ def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(study, tmp_pat
     assert manifest["status"] == "finished" and manifest["scored"] == len(after) - len(before)
     import optuna
 
-    from lf_wrap.search.study import open_study
+    from lf_wrap.search.optimiser import open_study
     from lf_wrap.search.recipe import load_search_recipe
 
     recipe, _ = load_search_recipe(path)
@@ -400,7 +400,7 @@ def test_pareto_search_writes_the_front_and_its_chart(study, tmp_path):
     import optuna
 
     from lf_wrap.search.recipe import load_search_recipe
-    from lf_wrap.search.study import open_study
+    from lf_wrap.search.optimiser import open_study
 
     recipe, _ = load_search_recipe(path)
     study_ = open_study(out, recipe, list(TASKS), objectives=3)

@@ -8,7 +8,7 @@ import pytest
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.requests import Request
 from lf_wrap.search.candidates import Candidate
-from lf_wrap.search.folder import SPACE_KEYS
+from lf_wrap.search.folder import search_space
 from lf_wrap.search.held import held_rows, sentence
 from lf_wrap.search.objective import Judge, rank_key, reference
 from lf_wrap.search.pareto import mark_front
@@ -99,9 +99,8 @@ def test_folds_rank_by_their_worst_unless_told_and_leave_the_old_space_as_it_was
     told = _recipe(tmp_path, rows={"folds": 5}, uncertainty={"rank_by": "point"})
     assert told.uncertainty.rank_by == "point"
     # the folds count is not part of the search space: changing it re-ranks the scores on record
-    space = lambda r: r.model_dump(mode="json", include=set(SPACE_KEYS))          # noqa: E731
-    assert space(_recipe(tmp_path, rows={"folds": 3})) == space(_recipe(tmp_path, rows={"folds": 5}))
-    assert space(plain) == space(_recipe(tmp_path, rows={"seed": 0}))
+    assert search_space(_recipe(tmp_path, rows={"folds": 3})) == search_space(_recipe(tmp_path, rows={"folds": 5}))
+    assert search_space(plain) == search_space(_recipe(tmp_path, rows={"seed": 0}))
 
 
 def _board(rows: list[tuple[str, float, float, list]]) -> list[dict]:

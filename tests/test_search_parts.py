@@ -13,7 +13,7 @@ from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.recipe import direct_recipe
 from lf_wrap.search.rows import _draw
-from lf_wrap.search import study as optimiser
+from lf_wrap.search import optimiser
 
 TASKS = ["translate", "summarize", "qa"]
 

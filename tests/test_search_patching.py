@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lf_wrap.evaluation.engine import Engine, EngineSpec, Job
+from lf_wrap.serving.engine import Engine, EngineSpec, Job
 from lf_wrap.merge.checks import check_inputs
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.run import merge

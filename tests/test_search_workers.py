@@ -42,7 +42,7 @@ def _wait(children: list[subprocess.Popen], timeout: float = 900) -> None:
 
 def _states(out: Path, path: Path) -> list[str]:
     from lf_wrap.search.recipe import load_search_recipe
-    from lf_wrap.search.study import open_study
+    from lf_wrap.search.optimiser import open_study
 
     recipe, _ = load_search_recipe(path)
     return [t.state.name for t in open_study(out, recipe, list(TASKS)).trials]
@@ -155,7 +155,7 @@ def test_a_worker_with_its_study_in_a_database(study, tmp_path):  # noqa: F811
     import optuna
 
     from lf_wrap.search.recipe import load_search_recipe
-    from lf_wrap.search.study import study_name
+    from lf_wrap.search.optimiser import study_name
 
     out = tmp_path / "rdb"
     url = f"sqlite:///{tmp_path / 'studies.db'}"
@@ -186,7 +186,7 @@ def test_two_workers_share_a_pareto_search(study, tmp_path):  # noqa: F811
         assert child.returncode == 0, log.read_text()[-4000:]
     _no_score_twice(out)
     from lf_wrap.search.recipe import load_search_recipe
-    from lf_wrap.search.study import open_study
+    from lf_wrap.search.optimiser import open_study
 
     recipe, _ = load_search_recipe(path)
     trials = open_study(out, recipe, list(TASKS), objectives=3).trials

@@ -189,14 +189,15 @@ def test_a_search_folder_with_other_inputs_says_which(tiny_model, adapters, tmp_
     from lf_wrap.core.manifest import StageRecord
     from lf_wrap.search.recipe import load_search_recipe
     from lf_wrap.search.rows import row_ids, scoring_ids
-    from lf_wrap.search.run import SPACE_KEYS, plan_search
+    from lf_wrap.search.folder import search_space
+    from lf_wrap.search.run import plan_search
 
     path, base = _study(tiny_model, adapters, tmp_path)
     recipe = load_search_recipe(path, ())[0]
     plan = plan_search(recipe)
     out = Path(recipe.out)
     out.mkdir()
-    body = {"identity": plan.identity, "space": recipe.model_dump(mode="json", include=set(SPACE_KEYS)),
+    body = {"identity": plan.identity, "space": search_space(recipe),
             "inputs": plan.inputs, "rows": row_ids(plan.rows), "generation": plan.generation,
             "scoring": scoring_ids(plan.rows)}
     (out / "manifest.json").write_text(json.dumps(StageRecord("search").manifest(body)))

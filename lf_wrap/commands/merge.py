@@ -4,33 +4,10 @@ from pathlib import Path
 
 import click
 
+from lf_wrap.commands.options import given, recipe_options
 from lf_wrap.core.errors import UserError
+from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
-
-
-def _weights(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return [float(part) for part in value.split(",")]
-    except ValueError:
-        raise UserError(f"--weights {value!r}: expected numbers separated by commas, e.g. 0.3,0.3,0.4") from None
-
-
-def _params(ctx, param, value):
-    """--param KEY=VALUE (repeatable) -> {KEY: VALUE}, the value read as YAML (0.5 is a number)."""
-    import yaml
-
-    params = {}
-    for pair in value:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip() or not text.strip():
-            raise UserError(f"--param {pair!r}: expected KEY=VALUE, e.g. --param alpha=0.5")
-        try:
-            params[key.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            params[key.strip()] = text
-    return params
 
 
 def _param_help() -> str:
@@ -51,37 +28,21 @@ def merge():
 
 @merge.command("adapters")
 @click.argument("adapters", nargs=-1, required=True)
-@click.option("--base", default=None,
-              help="Base model folder or Hub id (default: the adapters' base_model_name_or_path).")
-@click.option("--method", type=click.Choice(list(METHODS)), default="sum", show_default=True,
-              help="; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()))
-@click.option("--weights", callback=_weights, help="One weight per adapter, comma-separated (not for sum).")
-@click.option("--density", type=float, default=None,
-              help="ties/dare_*/knots: fraction of each delta kept, in (0, 1].")
-@click.option("--seed", type=int, default=None, help="dare_*: seed of the random drop (default 0).")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", callback=_params, help=_param_help())
-@click.option("--rank", type=int, default=None,
-              help="ties/dare_*/tsv/iso_*/knots --as adapter: SVD rank (default: sum of the adapters' ranks).")
-@click.option("--as", "output_form", type=click.Choice(["model", "adapter"]), default="model", show_default=True,
-              help="Write a full model folder, or one LoRA adapter (vLLM, PEFT, LLaMA-Factory).")
-@click.option("--template", default="qwen", show_default=True,
-              help="LLaMA-Factory template for `sum --as model` (the export writes its chat template).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@recipe_options(MergeConfig, skip=("adapters",), choices={"method": list(METHODS)},
+                helps={"method": "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()),
+                       "params": _param_help()})
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def adapters_command(adapters, base, method, weights, density, seed, params, rank, output_form, template, out,
-                     force):
+def adapters_command(adapters, force, **options):
     """Merge the LoRA ADAPTERS (folders) under one METHOD.
 
     sum --as model runs `llamafactory-cli export` with the adapters, as the study did; the other
     methods work on the full deltas dW = scaling * B @ A, one module at a time. Writes OUT with
-    merge_manifest.json (inputs and their sha256, settings, errors, timings) and merge_config.yaml."""
+    merge_manifest.json (inputs and their sha256, settings, errors, timings) and merge_config.yaml.
+    Every option is a key of a merge recipe (lf-wrap merge recipe), with the same meaning."""
     from lf_wrap.merge.run import merge as run_merge, summary
     from lf_wrap.merge.config import parse_config
 
-    config = parse_config({"adapters": list(adapters), "base": base, "method": method, "weights": weights,
-                           "density": density, "seed": seed, "rank": rank, "as": output_form,
-                           **({"params": params} if params else {}),
-                           "out": str(out), "template": template}, source="lf-wrap merge adapters")
+    config = parse_config({"adapters": list(adapters), **given(MergeConfig, options)}, source="lf-wrap merge adapters")
     click.echo(summary(run_merge(config, force=force)))
 
 

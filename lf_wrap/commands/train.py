@@ -1,10 +1,9 @@
-"""`lf-wrap train` and `lf-wrap validate`."""
+"""`lf-wrap train`."""
 
 import sys
 from pathlib import Path
 
 import click
-import yaml
 
 from lf_wrap.train.run import train
 
@@ -43,22 +42,3 @@ def train_command(recipe, sets, run_dir, nproc, smoke, force):
     them) unless --force."""
     train(recipe, sets=sets, run_dir=run_dir, nproc=nproc, smoke=smoke, force=force,
           command=["lf-wrap", *sys.argv[1:]])
-
-
-@click.command("validate")
-@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key, as the file's command would.")
-@smoke_option
-@click.option("--show", is_flag=True, help="Print what the file resolves to (for a training recipe: the arguments "
-                                          "llamafactory-cli would get).")
-def validate_command(recipe, sets, smoke, show):
-    """Run every check the command of RECIPE runs before any work, and run nothing.
-
-    RECIPE is a training, eval, merge or search recipe, or a task file; its kind is told from
-    its keys (lf_wrap.validation)."""
-    from lf_wrap.validation import check
-
-    checked = check(recipe, tuple(sets), smoke)
-    click.echo(f"{recipe}: OK: {checked.kind}: {checked.summary}")
-    if show:
-        click.echo(yaml.safe_dump(checked.resolved, sort_keys=False, allow_unicode=True), nl=False)

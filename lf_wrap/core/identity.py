@@ -75,7 +75,7 @@ def generation_identity(shared: dict, max_new_tokens: int, no_answer_text: str |
     prompt (its prompt_sha256): `shared` (engine_generation) and the task's own settings. The
     value a saved answer is reused against, whole. A setting that changes answers belongs here,
     or reaches vllm.LLM through the engine section, where every field is an argument
-    (lf_wrap.evaluation.recipe.engine_arguments) and so part of `engine_args`."""
+    (lf_wrap.serving.settings.engine_arguments) and so part of `engine_args`."""
     return {**shared, "max_new_tokens": max_new_tokens, "no_answer_text": no_answer_text}
 
 

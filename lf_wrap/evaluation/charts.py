@@ -5,17 +5,11 @@ matplotlib is imported only when a picture is drawn."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from lf_wrap.core import jsonlines
+from lf_wrap.core.plots import png
 from lf_wrap.scoring.bootstrap import Bootstrap
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def chart(table: dict) -> bytes:
@@ -53,7 +47,7 @@ def chart(table: dict) -> bytes:
     ax.set_title("Every model on every task (hatched: the model's own task"
                  + (f"; bars: {confidence:g}% bootstrap intervals)" if confidence is not None else ")"))
     ax.legend(handles=handles, fontsize="small")
-    data = _png(fig)
+    data = png(fig)
     plt.close(fig)
     return data
 
@@ -88,6 +82,6 @@ def loss_curves(manifest: dict) -> bytes | None:
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
-    data = _png(fig)
+    data = png(fig)
     plt.close(fig)
     return data

@@ -9,7 +9,7 @@ from collections import defaultdict
 from itertools import groupby
 
 from lf_wrap.core.console import Progress
-from lf_wrap.evaluation.engine import Job, run_batches
+from lf_wrap.serving.engine import Job, run_batches
 from lf_wrap.evaluation.models import ResolvedModel
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import Request

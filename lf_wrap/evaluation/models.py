@@ -224,7 +224,7 @@ def _lora_refusal(adapter: Adapter, embeddings: set[str]) -> str | None:
 
 
 def _merge_hint(path: str, base_folder: Path) -> str:
-    from lf_wrap.evaluation.serving import adapter_plan
+    from lf_wrap.serving.server import adapter_plan
 
     try:
         adapter_plan(path, base_folder)

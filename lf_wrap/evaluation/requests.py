@@ -1,7 +1,7 @@
 """Validation rows -> the prompts, references and token ids an engine generates from.
 
 The datasets are the prepared alpaca files named in dataset_info.json (as LLaMA-Factory reads
-them); the prompt is the training prompt (lf_wrap.evaluation.prompts, with the row's `system`
+them); the prompt is the training prompt (lf_wrap.tasks.prompts, with the row's `system`
 where its task file gives one); the task is the eval recipe's (TaskEntry: found from the task
 file the set was prepared from); the references are what the row's `output` says, or its
 `answers` list when the row carries one. For a no-answer task (qa, or a
@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lf_wrap.evaluation import prompts
+from lf_wrap.tasks import prompts
 from lf_wrap.data.dataset_info import INFO_FILE, match_name, read_info, read_manifest, resolve_dataset
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.recipe import EvalRecipe, TaskEntry

@@ -11,7 +11,7 @@
 All checks (models, adapters' base, datasets, prompt lengths, existing files) run before an
 engine starts. Rows already in a predictions file are not generated again; an engine whose
 models have nothing left to generate is not started. How many engines serve the models is
-engine.serve (lf_wrap.evaluation.serving): with `patch`, one, whose weights each model is
+engine.serve (lf_wrap.serving.server): with `patch`, one, whose weights each model is
 patched into in turn."""
 
 from __future__ import annotations
@@ -23,26 +23,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lf_wrap import __version__
-from lf_wrap.evaluation import serving
 from lf_wrap.core.console import tools_to_log
-from lf_wrap.core.errors import UserError
+from lf_wrap.core.files import check_output_folder
+from lf_wrap.core.identity import engine_generation, generation_identity, model_identity
+from lf_wrap.core.interrupts import on_interrupt, stoppable
+from lf_wrap.core.manifest import INTERRUPTED, StageRecord
+from lf_wrap.core.models import resolve_base
 from lf_wrap.evaluation import predictions as pred
-from lf_wrap.evaluation.engine import engine_spec
 from lf_wrap.evaluation.generate import generate
 from lf_wrap.evaluation.models import (ResolvedModel, check_lora_servable, lora_settings, resolve_models,
                                       tasks_from_training_runs)
 from lf_wrap.evaluation.recipe import EvalRecipe
 from lf_wrap.evaluation.requests import Request, TaskData, live_requests, load_task
-from lf_wrap.core.files import check_output_folder
-from lf_wrap.core.interrupts import on_interrupt, stoppable
-from lf_wrap.core.manifest import INTERRUPTED, StageRecord
-from lf_wrap.core.models import resolve_base
-from lf_wrap.core.identity import engine_generation, generation_identity, model_identity
+from lf_wrap.serving import server as serving
+from lf_wrap.serving.engine import engine_spec, load_tokenizer
 from lf_wrap.core.locks import folder_lock
 from lf_wrap.evaluation.results import score_all, uncertainty_section, versions, write_manifest
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 from lf_wrap.core.process import RECORDED_ENV
-from lf_wrap.evaluation.prompts import get_template, rendering_id, stop_token_ids
+from lf_wrap.tasks.prompts import get_template, rendering_id, stop_token_ids
 from lf_wrap.scoring.registry import METRICS
 from lf_wrap.tasks import TASKS
 
@@ -74,15 +73,6 @@ log = logging.getLogger(__name__)
 
 def _say(message: str) -> None:
     log.info(f"eval: {message}")
-
-
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load the tokenizer of {path} ({str(err).splitlines()[0]})") from None
 
 
 def tokenizer_of(model: ResolvedModel, base: str) -> str:
@@ -241,8 +231,8 @@ def _generate_all(recipe: EvalRecipe, out: Path, force: bool, models: list[Resol
                 identities[model.name]["adapter_served_as"] = (
                     "patch" if patched and model.name in patched.adapters else "lora")
         server = patched if is_base and patched else None
-        spec = engine_spec([m for m in members if m in lora_served], model_path, tokenizer_path, recipe.engine,
-                           (rank, slots), stop_ids)
+        lora_adapters = {m.name: m.path for m in members if m in lora_served and m.kind == "adapter"}
+        spec = engine_spec(lora_adapters, model_path, tokenizer_path, recipe.engine, (rank, slots), stop_ids)
         files, pending = _plan_group(recipe, out, members, tokenizer, data, force, counts, identities, stop_ids,
                                      spec.kwargs, model_by_model=server is not None)
         how = _serving_entry(members, is_base, mode, patched)

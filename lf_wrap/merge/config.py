@@ -25,23 +25,32 @@ Weight = StrictFloat | list[StrictFloat] | dict[str, StrictFloat | list[StrictFl
 class MergeConfig(BaseModel):
     """One merge: the keys of recipes/merge.yaml, and the options of `lf-wrap merge adapters`."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
 
     adapters: list[str] = Field(min_length=1)
+    """LoRA adapter folders, merged in this order."""
     base: str | None = None
+    """Base model folder or Hub id (default: the adapters' base_model_name_or_path)."""
     method: str = "sum"
+    """The merge method (lf_wrap.merge.methods)."""
     weights: list[Weight] | None = None
-    """One per adapter: a number, or layer-wise (a list of block weights, or per kind
-    {attention: ..., mlp: ...}; lf_wrap.merge.blocks)."""
+    """One weight per adapter, comma-separated (not for sum). In a recipe, each may also be
+    layer-wise: a list of block weights, or per kind {attention: ..., mlp: ...} (lf_wrap.merge.blocks)."""
     density: float | None = None
+    """ties/dare_*/knots: fraction of each delta kept, in (0, 1]."""
     seed: int | None = None
+    """dare_*: seed of the random drop (default 0)."""
+    params: dict[str, float | str] = Field({}, json_schema_extra={"option": "param"})
+    """Named hyper-parameters of the method (alpha, task_fraction, common_fraction, merge); resolved
+    here, defaults filled in, so merge_config.yaml records every value used."""
     rank: int | None = None
-    params: dict[str, float | str] = {}
-    """Named hyper-parameters of tsv/iso_c/iso_cts/knots (alpha, task_fraction, common_fraction,
-    merge); resolved here, defaults filled in, so merge_config.yaml records every value used."""
+    """ties/dare_*/tsv/iso_*/knots --as adapter: SVD rank (default: sum of the adapters' ranks)."""
     output_form: Literal["model", "adapter"] = Field("model", alias="as")
-    out: str
+    """Write a full model folder, or one LoRA adapter (vLLM, PEFT, LLaMA-Factory)."""
     template: str = "qwen"
+    """LLaMA-Factory template for `sum --as model` (the export writes its chat template)."""
+    out: str
+    """Output folder."""
 
     @field_validator("weights", mode="before")
     @classmethod

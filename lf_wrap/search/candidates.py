@@ -3,7 +3,7 @@ is, and their per-module deltas, computed from adapters read once (lf_wrap.merge
 function `lf-wrap merge` uses (lf_wrap.merge.run.merged_delta): a candidate patched into an
 engine and the same merge written to disk are the same numbers.
 
-The search asks its candidates of Optuna (lf_wrap.search.study); `sample` draws seeded random
+The search asks its candidates of Optuna (lf_wrap.search.optimiser); `sample` draws seeded random
 candidates without a study (the benchmark's 16)."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from lf_wrap.search.folder import MANIFEST
 from lf_wrap.search.layerwise import layout
 from lf_wrap.search.objective import Judge, retained_gain
 from lf_wrap.search.noise import Noise, floor_note, signal_floor, smallest_sentence
-from lf_wrap.search.scoring import Scorer, from_dict
+from lf_wrap.search.scorer import Scorer, from_dict
 
 
 log = logging.getLogger(__name__)

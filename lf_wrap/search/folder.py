@@ -14,8 +14,6 @@ from lf_wrap.core.manifest import read_manifest_file
 from lf_wrap.search.ledger import LEDGER
 
 MANIFEST = "manifest.json"
-SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objective", "uncertainty")
-LAYOUT = {"blocks": 1, "per_kind": False}   # in the space only when not these: earlier searches keep theirs
 
 # Everything a search writes into its folder: --force deletes a folder holding nothing else.
 OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
@@ -38,10 +36,21 @@ def check_best(out: Path) -> None:
                         "an earlier one: move them out of best/, or choose another out") from None
 
 
+def space_fields(recipe) -> dict[str, str]:
+    """The recipe's fields that are part of its search space, each with its marker ("always", or
+    "unless_default"): declared on the schema (lf_wrap.search.recipe.SPACE), never listed here."""
+    return {name: (field.json_schema_extra or {})["space"] for name, field in type(recipe).model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and "space" in field.json_schema_extra}
+
+
 def search_space(recipe) -> dict:
     """What the optimiser searches (the manifest's `space`: a folder holding another is refused)."""
-    space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
-    return {**space, **{k: getattr(recipe, k) for k, default in LAYOUT.items() if getattr(recipe, k) != default}}
+    fields, out = space_fields(recipe), {}
+    dumped = recipe.model_dump(mode="json", include=set(fields))
+    for name, mark in fields.items():
+        if mark == "always" or getattr(recipe, name) != type(recipe).model_fields[name].default:
+            out[name] = dumped[name]
+    return out
 
 
 def _changed_inputs(earlier: dict, parts: dict) -> str:
@@ -96,7 +105,8 @@ def prepare_folder(out: Path, ident: str, space: dict, force: bool, inputs: dict
         if earlier.get("identity") != ident:
             what = f"other inputs ({_changed_inputs(earlier, parts)})"
         else:
-            changed = [k for k in (*SPACE_KEYS, *LAYOUT) if (earlier.get("space") or {}).get(k) != space.get(k)]
+            earlier_space = earlier.get("space") or {}
+            changed = [k for k in dict.fromkeys([*space, *earlier_space]) if earlier_space.get(k) != space.get(k)]
             what = f"another search space ({', '.join(changed)})"
         raise UserError(f"out {out} holds a search with {what}; its scores cannot be reused: choose another "
                         "out, or pass --force to start it over")

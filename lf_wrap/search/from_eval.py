@@ -25,8 +25,7 @@ from pathlib import Path
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.identity import generation_changes, generation_identity, model_identity
-from lf_wrap.evaluation import predictions as pred
-from lf_wrap.evaluation.run import default_out
+from lf_wrap.evaluation import default_out, read_prediction_lines, read_prediction_meta
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.rows import TaskRows
 
@@ -51,7 +50,7 @@ class EvalAnswers:
         for meta_file in sorted((self.folder / "predictions").glob("*/*.meta.json")):
             path = meta_file.with_name(meta_file.name[:-len(".meta.json")] + ".jsonl")
             try:
-                meta = pred.read_meta(path)
+                meta = read_prediction_meta(path)
             except UserError:
                 continue
             if meta is None or meta.get("task") not in self.rows:        # (a file removed meanwhile)
@@ -80,7 +79,7 @@ class EvalAnswers:
             if path is None or meta.get("dataset_sha256") != sha:
                 return None
             try:
-                by_row = {line.get("row"): line for line in pred.read_lines(path)}
+                by_row = {line.get("row"): line for line in read_prediction_lines(path)}
             except UserError:
                 return None
             for request in getattr(task_rows, kind):

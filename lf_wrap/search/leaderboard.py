@@ -25,7 +25,7 @@ from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.candidates import thaw
 from lf_wrap.search.layerwise import Layout, markdown as block_markdown, panel, weight_columns, weight_values
-from lf_wrap.search.scoring import from_dict, headline_scores, key_of, row_scores
+from lf_wrap.search.scorer import from_dict, headline_scores, key_of, row_scores
 from lf_wrap.search.rows import TaskRows
 
 MERGES = ("sum", "linear 0.5", "best")     # the merges whose retained gains the report rows give
@@ -49,7 +49,7 @@ def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows],
          references: dict | None = None) -> list[dict]:
     """Every completed trial's candidate (one row per distinct candidate) and the reference
     merges, ranked best first (lf_wrap.search.objective.rank_key on the judge's value)."""
-    from lf_wrap.search.study import completed
+    from lf_wrap.search.optimiser import completed
 
     tasks = list(task_rows)
     table: dict[str, dict] = {}
@@ -212,7 +212,7 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lf_wrap.evaluation.charts import _png
+    from lf_wrap.core.plots import png
 
     shown = table[:top] + [r for r in table[top:] if r["role"] == "reference: sum"]
     fig, axes = plt.subplots(1, 3 if layout else 2, figsize=(18 if layout else 12, 4), sharey=not layout)
@@ -243,7 +243,7 @@ def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.legend(fontsize=7)
     left.set_ylabel("(merge - base) / (specialist - base)")
-    return _png(fig)
+    return png(fig)
 
 
 def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: list[str], folds: dict | None = None,

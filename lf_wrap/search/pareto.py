@@ -34,7 +34,7 @@ def chart(table: list[dict], tasks: list[str], best_label: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lf_wrap.evaluation.charts import _png
+    from lf_wrap.core.plots import png
 
     pairs = list(combinations(tasks, 2))
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.5), squeeze=False)
@@ -57,7 +57,7 @@ def chart(table: list[dict], tasks: list[str], best_label: str) -> bytes:
         ax.axvline(1.0, color="grey", linewidth=0.6, linestyle="--")
         ax.legend(fontsize=7)
     fig.suptitle("search rows: each task's retained gain (the objectives of the multi-objective study)")
-    return _png(fig)
+    return png(fig)
 
 
 def markdown(front: list[dict], tasks: list[str]) -> str:

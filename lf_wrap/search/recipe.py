@@ -17,6 +17,13 @@ from lf_wrap.core.recipes import read_recipe, validate
 from lf_wrap.merge.methods import METHODS
 
 
+# A field of SearchRecipe marked SPACE is part of what the optimiser searches (the manifest's
+# `space`): a folder holding a search of another space is refused, naming the field. LAYOUT_SPACE:
+# the same, but only when not at its default, so that searches from before the field keep theirs.
+SPACE = {"space": "always"}
+LAYOUT_SPACE = {"space": "unless_default"}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
 
@@ -137,37 +144,37 @@ class SearchRecipe(_Strict):
     """That folder, when it is not the eval recipe's default (eval/results/<recipe name>)."""
     adapters: list[AdapterEntry] = Field(min_length=2)
     """The specialists to merge, one per task."""
-    methods: list[str] = ["linear"]
+    methods: list[str] = Field(["linear"], json_schema_extra=SPACE)
     """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties,
     tsv, iso_c, iso_cts, knots (these four at their default hyper-parameters, the weights acting
     as per-task scalings; docs/merge-methods.md)."""
-    weights: WeightRange = WeightRange()
+    weights: WeightRange = Field(WeightRange(), json_schema_extra=SPACE)
     """One weight per adapter (per block and kind, with `blocks` / `per_kind`), in this range."""
-    blocks: int = Field(1, ge=1, strict=True)
+    blocks: int = Field(1, ge=1, strict=True, json_schema_extra=LAYOUT_SPACE)
     """Layer-wise weights (AdaMerging's idea, scored by the generation metrics): each adapter gets
     one weight per block of consecutive decoder layers, N blocks as even as possible, the first
     ones one layer larger (lf_wrap.merge.blocks). At most the base's num_hidden_layers. 1: one
     weight per adapter."""
-    per_kind: bool = Field(False, strict=True)
+    per_kind: bool = Field(False, strict=True, json_schema_extra=LAYOUT_SPACE)
     """Each block's weight split in two: one for its attention modules, one for its MLP modules."""
-    density: DensityRange = DensityRange()
+    density: DensityRange = Field(DensityRange(), json_schema_extra=SPACE)
     """ties, dare_* and knots: the fraction of each delta kept."""
-    sampler: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
+    sampler: Literal["tpe", "cmaes", "random", "grid"] = Field("tpe", json_schema_extra=SPACE)
     """Optuna's sampler: tpe (default), cmaes (continuous weights; the method is then sampled at
     random), random, or grid (every combination of `grid`, a baseline)."""
-    grid: list[FiniteFloat] = [0.0, 0.5, 1.0, 1.5]
+    grid: list[FiniteFloat] = Field([0.0, 0.5, 1.0, 1.5], json_schema_extra=SPACE)
     """sampler grid: the weight values tried for each adapter."""
     budget: int = Field(32, ge=1, strict=True)
     """Candidates to score (Optuna trials, the reference merges enqueued first included). Strict: `true` is no count."""
     round_size: int = Field(4, ge=1, strict=True)
     """Candidates asked of the optimiser at once (one progress line per round)."""
-    seed: int = 0
+    seed: int = Field(0, json_schema_extra=SPACE)
     """Seed of the sampler, and of dare_*'s random drop."""
-    objective: Literal["worst", "mean", "pareto"] = "worst"
+    objective: Literal["worst", "mean", "pareto"] = Field("worst", json_schema_extra=SPACE)
     """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean;
     pareto: one objective per task (Optuna's multi-objective study), the Pareto front in the
     leaderboard and pareto.png, and the winner the front's candidate with the best worst task."""
-    uncertainty: Uncertainty = Uncertainty()
+    uncertainty: Uncertainty = Field(Uncertainty(), json_schema_extra=SPACE)
     rows: Rows = Rows()
     verdict: Verdict = Verdict()
     output: Literal["adapter", "model"] = Field("adapter", alias="as")

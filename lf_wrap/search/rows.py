@@ -14,9 +14,8 @@ import random
 from dataclasses import dataclass
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.evaluation.models import ResolvedModel, resolve_models, tasks_from_training_runs
-from lf_wrap.evaluation.recipe import EvalRecipe, ModelEntry
-from lf_wrap.evaluation.requests import Request, TaskData, live_requests, load_task
+from lf_wrap.evaluation import (EvalRecipe, ModelEntry, Request, ResolvedModel, TaskData, live_requests, load_task,
+                                resolve_models, tasks_from_training_runs)
 from lf_wrap.search.recipe import SearchRecipe
 
 

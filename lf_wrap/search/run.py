@@ -35,16 +35,16 @@ from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
 from lf_wrap.core.identity import engine_generation, model_identity
 from lf_wrap.core.models import resolve_base
 from lf_wrap.core.process import terminate_as_interrupt
-from lf_wrap.evaluation.engine import EngineSpec, engine_spec
-from lf_wrap.evaluation.prompts import rendering_id, stop_token_ids
-from lf_wrap.evaluation.recipe import EvalRecipe, load_eval_recipe
-from lf_wrap.evaluation.run import load_tokenizer
+from lf_wrap.serving.engine import EngineSpec, engine_spec
+from lf_wrap.evaluation import EvalRecipe, load_eval_recipe
+from lf_wrap.serving.engine import load_tokenizer
+from lf_wrap.tasks.prompts import rendering_id, stop_token_ids
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.search import held, leaderboard, ranking, study as optimiser, verdict, workers
+from lf_wrap.search import held, leaderboard, optimiser, ranking, verdict, workers
 from lf_wrap.search.final import (SearchResult, finish, from_manifest, references, specialist,  # noqa: F401
                                   stop_without_signal, summary)
-from lf_wrap.search.folder import MANIFEST, SPACE_KEYS, check_best, prepare_folder, search_space  # noqa: F401
+from lf_wrap.search.folder import MANIFEST, check_best, prepare_folder, search_space
 from lf_wrap.search.from_eval import eval_answers
 from lf_wrap.search.layerwise import check_layout
 from lf_wrap.search.ledger import Ledger, identity
@@ -52,7 +52,7 @@ from lf_wrap.search.objective import Reference, reference
 from lf_wrap.search.recipe import SearchRecipe
 from lf_wrap.search.noise import Noise
 from lf_wrap.search.rows import TaskRows, fold_record, row_ids, scoring_ids, specialists, split_rows
-from lf_wrap.search.scoring import Scorer, headline_scores, row_scores
+from lf_wrap.search.scorer import Scorer, headline_scores, row_scores
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     stop_ids = stop_token_ids(tokenizer, eval_recipe.template)
     rows = split_rows(recipe, eval_recipe, tasks, tokenizer)
     settings = engine.model_copy(update={"tensor_parallel_size": 1, "pipeline_parallel_size": 1})
-    spec = engine_spec([], str(base_dir), str(base_dir), settings, (settings.max_lora_rank, 1), stop_ids)
+    spec = engine_spec({}, str(base_dir), str(base_dir), settings, (settings.max_lora_rank, 1), stop_ids)
     # The same identity as eval's: every served file of the base (weights, config, tokenizer,
     # chat template) and of each adapter by content, and every engine argument.
     base = model_identity("base", base_dir, base_dir)

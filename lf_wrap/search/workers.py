@@ -39,7 +39,7 @@ from typing import Iterator
 
 from lf_wrap.core.locks import folder_lock, held, is_held, lock_file
 from lf_wrap.core.manifest import FINISHED, read_manifest_file
-from lf_wrap.search import study as optimiser
+from lf_wrap.search import optimiser
 
 log = logging.getLogger(__name__)
 WORKERS = "workers"

@@ -7,7 +7,7 @@ from the checkpoint, as `lf-wrap merge adapters --as model` writes it (merge.run
 vLLM then casts it to the engine's dtype as its loader would. So a patched engine serves what
 the merged model folder served alone would, bit for bit (tests/test_search_patching.py).
 `replace` serves another checkpoint's tensors as they are (`lf-wrap eval` with engine.serve:
-patch serves a merged model folder that way: lf_wrap.evaluation.serving).
+patch serves a merged model folder that way: lf_wrap.serving.server).
 
 How vLLM 0.32 holds those weights, and what that means here:
 - q/k/v live in one `qkv_proj` (QKVParallelLinear) and gate/up in one `gate_up_proj`; the

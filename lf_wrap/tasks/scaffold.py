@@ -23,7 +23,7 @@ import yaml
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import atomic_write_text
-from lf_wrap.evaluation.prompts import get_template
+from lf_wrap.tasks.prompts import get_template
 from lf_wrap.tasks import TASKS, Task, find_task
 
 # SPEC §3: the study's training keys (its qa recipe's batch sizes).

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 
-from lf_wrap.evaluation.engine import Engine, EngineSpec, Job
+from lf_wrap.serving.engine import Engine, EngineSpec, Job
 from lf_wrap.merge.checks import MergePlan
 from lf_wrap.search.candidates import Candidate, deltas, freeze, thaw
 from lf_wrap.search.ledger import Ledger
@@ -65,23 +65,23 @@ class PatchedServer:
         return self.bind(engine, plan)
 
     def bind(self, engine: Engine, plan: MergePlan):
-        from lf_wrap.serving.patching import WeightPatcher
+        from lf_wrap.serving.server import PatchServer
 
-        patcher = WeightPatcher(engine, plan.modules, checkpoint=plan.base_dir)
+        server = PatchServer(engine, plan.modules, plan.base_dir)
 
         def serve(payload: tuple[str, dict | None]) -> list[str]:
             kind, data = payload
             candidate = from_dict(data)
             if candidate is None or not any(candidate.numbers()):
-                patcher.restore()
+                server.switch(None)
             else:
-                patcher.apply(deltas(plan, candidate))
+                server.switch(key_of(candidate), lambda patcher: patcher.apply(deltas(plan, candidate)))
             jobs, out = self.jobs[kind], []
             for start in range(0, len(jobs), self.batch_size):
                 out += [r["prediction"] for r in engine.run(jobs[start:start + self.batch_size])]
             return out
 
-        serve.restore = patcher.restore
+        serve.restore = server.restore
         return serve
 
 
@@ -113,7 +113,7 @@ class Scorer:
         # (vLLM's default on a GPU is a separate process; lf-wrap's CPU default already is this one).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if self.replicas > 1:
-            from lf_wrap.evaluation.engine import ReplicaPool
+            from lf_wrap.serving.engine import ReplicaPool
 
             devices = self.spec.kwargs.get("tensor_parallel_size", 1)
             self.pool = ReplicaPool(self.spec, self.replicas, devices, server=self.server)

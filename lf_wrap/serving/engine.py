@@ -1,5 +1,5 @@
 """vLLM engines: one for the base model and every adapter together, one per full model (or,
-with engine.serve: patch, one for every model: lf_wrap.evaluation.serving).
+with engine.serve: patch, one for every model: lf_wrap.serving.server).
 
 Requests of all models in a group go into the same `LLM.generate` call (a `LoRARequest` per
 adapter request, none for the base), so vLLM batches them together and each model's weights
@@ -20,8 +20,7 @@ import os
 import queue
 from dataclasses import dataclass, field
 
-from lf_wrap.evaluation.models import ResolvedModel
-from lf_wrap.evaluation.recipe import engine_arguments
+from lf_wrap.serving.settings import engine_arguments
 
 
 @dataclass
@@ -54,15 +53,28 @@ def lora_target_modules(adapter_dirs) -> list[str]:
     return sorted({module for folder in adapter_dirs for module in read_adapter(folder).target_modules})
 
 
-def engine_spec(group: list[ResolvedModel], model_path: str, tokenizer_path: str, settings, lora: tuple[int, int],
+def engine_spec(adapters: dict[str, str], model_path: str, tokenizer_path: str, settings, lora: tuple[int, int],
                 stop_token_ids: list[int]) -> EngineSpec:
-    adapters = {m.name: m.path for m in group if m.kind == "adapter"}
+    """One engine: `adapters` (model name -> adapter folder) served as LoRA requests, `settings`
+    the recipe's engine section (lf_wrap.serving.settings), `lora` (max_lora_rank, max_loras)."""
     kwargs = dict(model=model_path, tokenizer=tokenizer_path)
     if adapters:
         kwargs.update(enable_lora=True, max_lora_rank=lora[0], max_loras=lora[1], max_cpu_loras=lora[1],
                       lora_target_modules=lora_target_modules(adapters.values()))
     kwargs.update(engine_arguments(settings))      # the recipe's engine section, extra_args last
     return EngineSpec(model_path, tokenizer_path, adapters, kwargs, stop_token_ids)
+
+
+def load_tokenizer(path: str):
+    """The tokenizer prompts are rendered with (a UserError naming the folder when it cannot load)."""
+    from transformers import AutoTokenizer
+
+    from lf_wrap.core.errors import UserError
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load the tokenizer of {path} ({str(err).splitlines()[0]})") from None
 
 
 CPU_KVCACHE_GIB = "4"
@@ -208,7 +220,7 @@ def run_batches(spec: EngineSpec, batches: list[list[Job]], data_parallel_size: 
     `on_ready(serve)` is called once the engine(s) have started (to time the start apart), with
     what serves the batches in this process (None for replicas). `server`:
     a picklable factory, server(engine) -> a callable serving one batch instead of engine.run
-    (lf_wrap.evaluation.serving patches each batch's model in); it reaches into the model, so
+    (lf_wrap.serving.server patches each batch's model in); it reaches into the model, so
     the engine core then runs in the engine's process (vLLM's GPU default is a child process)."""
     if server is not None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")

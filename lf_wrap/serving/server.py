@@ -1,4 +1,5 @@
-"""`engine.serve`: how one engine serves the base, the adapters and the merged models of an eval.
+"""One patched engine for every stage (PatchServer), and `engine.serve`: how one engine serves the
+base, the adapters and the merged models of an eval.
 
 - `lora`: base + adapters in one engine, each adapter a vLLM LoRA request;
   each full model in an engine of its own.
@@ -35,7 +36,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,6 +210,45 @@ class FullWeights(Mapping):
 # ---------------------------------------------------------------- serving
 
 
+class PatchServer:
+    """The one patched engine: `switch(key, patch)` puts a model or a candidate merge into the
+    engine's weights (unless `key` is the one in already), `restore()` puts the base back bit for
+    bit. The eval (ModelServer: a model per batch) and the merge search (lf_wrap.search.scorer: a
+    candidate per request set) both serve through it. Counts the changes and their seconds."""
+
+    def __init__(self, engine, modules: list[str], checkpoint: Path | str):
+        from lf_wrap.serving.patching import WeightPatcher
+
+        started = time.monotonic()
+        self.engine = engine
+        self.patcher = WeightPatcher(engine, list(dict.fromkeys(modules)), checkpoint=checkpoint) if modules else None
+        self.setup_seconds = time.monotonic() - started
+        self.current: str | None = None
+        self.changes, self.patch_seconds = 0, 0.0
+
+    def switch(self, key: str | None, patch: Callable | None = None) -> None:
+        """Serve `key` next: `patch(patcher)` writes it in (WeightPatcher.apply for deltas,
+        .replace for a model's own tensors); key None, the base's own weights."""
+        if key == self.current:
+            return
+        started = time.monotonic()
+        if key is None:
+            if self.patcher is not None:
+                self.patcher.restore()
+        else:
+            patch(self.patcher)
+        self.current = key
+        self.changes += 1
+        self.patch_seconds += time.monotonic() - started
+
+    def restore(self) -> None:
+        self.switch(None)
+
+    def timing(self) -> dict:
+        return {"patch_setup_seconds": round(self.setup_seconds, 2), "model_changes": self.changes,
+                "patch_seconds": round(self.patch_seconds, 2)}
+
+
 @dataclass
 class PatchedModels:
     """The models one engine serves by patching, and a factory of the callable that serves a
@@ -232,26 +272,20 @@ class PatchedModels:
         return bool(self.adapters or self.full)
 
     def __call__(self, engine):
-        return PatchServer(engine, self)
+        return ModelServer(engine, self)
 
 
-class PatchServer:
-    """`serve(jobs)`: patch the jobs' model in (when it is not the one patched in already), then
-    generate. Counts the changes and the seconds they took, for the manifest."""
+class ModelServer:
+    """`serve(jobs)`: a batch of one model's jobs, that model switched in first (an adapter as
+    its deltas, a full model as its own tensors, anything else at the base's weights)."""
 
     def __init__(self, engine, models: PatchedModels):
-        from lf_wrap.serving.patching import WeightPatcher
-
         base = Path(models.base_folder)
         self.engine, self.models = engine, models
         self.plans = {n: models.plans.get(n) or adapter_plan(p, base) for n, p in models.adapters.items()}
         names = [w for plan in self.plans.values() for w in plan.modules]
         names += [w for _, weights in models.full.values() for w in weights]
-        started = time.monotonic()
-        self.patcher = WeightPatcher(engine, list(dict.fromkeys(names)), checkpoint=base) if names else None
-        self.setup_seconds = time.monotonic() - started
-        self.current: str | None = None
-        self.changes, self.patch_seconds = 0, 0.0
+        self.server = PatchServer(engine, names, base)
 
     def __call__(self, jobs) -> list[dict]:
         from lf_wrap.merge.run import Deltas
@@ -260,24 +294,17 @@ class PatchServer:
         if len(models) != 1:
             raise RuntimeError(f"a patched engine serves one model per batch; this batch has {sorted(models)}")
         model = models.pop()
-        wanted = model if model in self.plans or model in self.models.full else None   # None: the base's weights
-        if wanted != self.current:
-            started = time.monotonic()
-            if wanted in self.plans:
-                self.patcher.apply(Deltas(self.plans[wanted]))
-            elif wanted is not None:
-                folder, weights = self.models.full[wanted]
-                self.patcher.replace(FullWeights(folder, weights))
-            else:
-                self.patcher.restore()
-            self.current = wanted
-            self.changes += 1
-            self.patch_seconds += time.monotonic() - started
+        if model in self.plans:
+            self.server.switch(model, lambda patcher: patcher.apply(Deltas(self.plans[model])))
+        elif model in self.models.full:
+            folder, weights = self.models.full[model]
+            self.server.switch(model, lambda patcher: patcher.replace(FullWeights(folder, weights)))
+        else:
+            self.server.switch(None)
         return self.engine.run(jobs)
 
     def timing(self) -> dict:
-        return {"patch_setup_seconds": round(self.setup_seconds, 2), "model_changes": self.changes,
-                "patch_seconds": round(self.patch_seconds, 2)}
+        return self.server.timing()
 
 
 def plan_patches(models, base_folder: Path) -> PatchedModels:
