@@ -22,14 +22,14 @@ search several share (lf_wrap.search.workers, docs/search-workers.md)."""
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lf_wrap import __version__
 from lf_wrap.core.console import Progress, tools_to_log
-from lf_wrap.core.errors import Interrupted, UserError
+from lf_wrap.core.errors import UserError
+from lf_wrap.core.interrupts import Stop, stopped
 from lf_wrap.core.files import atomic_write_json, atomic_write_text, check_output_folder
 from lf_wrap.core.manifest import FAILED, INTERRUPTED, StageRecord
 from lf_wrap.core.identity import engine_generation, model_identity
@@ -184,25 +184,23 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
     engine = checked.eval_recipe.engine
     scorer = Scorer(spec, checked.plan, rows, ledger, checked.eval_recipe.batch_size,
                     replicas=engine.data_parallel_size, answers=eval_answers(recipe, checked))
-    received: list[int] = []           # SIGTERM/SIGHUP stop the search as Ctrl-C does (exit 143/129, not 130)
-    try:
-        with terminate_as_interrupt(received), tools_to_log(out / "search.log", "search"):
+    stop = Stop()                      # SIGTERM/SIGHUP stop the search as Ctrl-C does (exit 143/129, not 130),
+    try:                               # also when caught inside a nested stage (writing best/ is a merge)
+        with terminate_as_interrupt(), tools_to_log(out / "search.log", "search"):
             result = _run(recipe, out, checked.tasks, rows, scorer, checked.eval_recipe.bootstrap, record, body,
                           crew, ident)
     except BaseException as err:       # the manifest says how it ended; the journal and ledger stay
         # A Ctrl-C inside a library's cleanup (Optuna's journal lock) may surface as that cleanup's
         # own error: the interrupt is still what stopped the search.
-        stopped = isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt)
+        was_stopped = stopped(err)
         if not crew.shared:            # shared: the others go on; the folder's manifest stays theirs
-            record.finish(INTERRUPTED if stopped else FAILED)
+            record.finish(INTERRUPTED if was_stopped else FAILED)
             body.update(scored=scorer.scored, reused=scorer.reused, error=str(err).splitlines()[0] if str(err) else
                         type(err).__name__)
             atomic_write_json(out / MANIFEST, record.manifest(body))
         scorer.close(after=err)
-        if stopped:
-            name = signal.Signals(received[0]).name if received else "Ctrl-C"
-            raise Interrupted(f"interrupted ({name}); the scores so far are kept in {out}: run the same command to "
-                              "go on", exit_code=128 + received[0] if received else None) from None
+        if was_stopped:
+            raise stop.error(f"the scores so far are kept in {out}: run the same command to go on") from None
         raise
     scorer.close()
     return result
