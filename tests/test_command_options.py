@@ -40,3 +40,22 @@ def test_a_key_added_to_the_schema_is_an_option_with_its_docstring_as_help():
                                                 "template": "qwen"}.items()))
     refused = runner.invoke(command, ["--out", "x", "--weights", "1,a"])
     assert refused.exit_code != 0 and "--weights '1,a': expected numbers separated by commas" in str(refused.exception)
+
+
+def test_validate_lists_and_tells_apart_every_kind_of_the_one_registry(tmp_path):
+    """`lf-wrap validate` and the commands read one registry of recipe kinds (lf_wrap.stages):
+    its --help lists each with its command, and a file of no kind is refused naming them all."""
+    import inspect
+
+    from lf_wrap.stages import STAGES
+
+    text = CliRunner().invoke(cli, ["validate", "--help"]).output
+    for name, stage in STAGES.items():
+        assert name in text and stage.command in text
+        if stage.run is not None:     # the one contract: run(loaded, out, force)
+            assert list(inspect.signature(stage.run).parameters)[:3] == ["loaded", "out", "force"]
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("colour: blue\n")
+    result = CliRunner().invoke(cli, ["validate", str(odd)])
+    assert result.exit_code == 2
+    assert all(f"{name} has {stage.told_by}" in result.output for name, stage in STAGES.items())

@@ -20,13 +20,10 @@ def eval_command(recipe, out, overrides, force):
 
     Base model and all adapters share one engine; each full model folder gets its own. Rows
     already in the results folder are not generated again (a killed run resumes)."""
-    from lf_wrap.evaluation.recipe import load_eval_recipe
-    from lf_wrap.evaluation.run import evaluate
+    from lf_wrap.stages import STAGES
 
-    parsed, text = load_eval_recipe(recipe, overrides)
-    result = evaluate(parsed, recipe, text, out=out, force=force, overrides=overrides)
-    click.echo((result.out / "table.md").read_text(encoding="utf-8"))
-    click.echo(f"{result.generated} predictions generated, {result.reused} reused; results in {result.out}/")
+    stage = STAGES["eval recipe"]
+    click.echo(stage.summary(stage.run(stage.load(recipe, overrides), out, force)))
 
 
 def _draw_options(command):

@@ -56,17 +56,14 @@ def recipe_command(recipe, overrides, force, check):
     """Run the merge described in a RECIPE YAML (recipes/merge.yaml: the study's 3-in-1).
 
     The recipe is copied verbatim into the output folder, beside the resolved merge_config.yaml."""
-    from lf_wrap.merge.run import merge as run_merge, summary
-    from lf_wrap.merge.checks import check_inputs
-    from lf_wrap.merge.config import load_recipe
+    from lf_wrap.stages import STAGES
 
-    config, text = load_recipe(recipe, tuple(overrides))
+    stage = STAGES["merge recipe"]
+    loaded = stage.load(recipe, tuple(overrides))
     if check:
-        plan = check_inputs(config, force)
-        click.echo(f"{recipe}: OK: {len(plan.adapters)} adapters, {len(plan.modules)} modules, base {plan.base_dir}, "
-                   f"method {config.method}, as {config.output_form} -> {plan.out}")
+        click.echo(f"{recipe}: OK: {stage.check(loaded).summary}")
         return
-    click.echo(summary(run_merge(config, force=force, recipe_text=text)))
+    click.echo(stage.summary(stage.run(loaded, None, force)))
 
 
 def _names(ctx, param, value):
@@ -116,8 +113,10 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
     beyond resampling noise: written to OUT/best), not_confirmed or no_signal (no model in best/)."""
     import yaml
 
-    from lf_wrap.search.recipe import direct_recipe, load_search_recipe
-    from lf_wrap.search.run import search, summary
+    from lf_wrap.search.recipe import direct_recipe
+    from lf_wrap.stages import STAGES, Loaded
+
+    stage = STAGES["search recipe"]
 
     direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "budget": budget, "sampler": sampler,
               "search_rows": search_rows, "folds": folds, "seed": seed, "objective": objective, "as": output_form,
@@ -130,7 +129,7 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
         if given:
             raise UserError(f"{', '.join(given)}: options of the direct form; with a recipe use --set "
                             "(e.g. --set budget=64)")
-        recipe, text = load_search_recipe(Path(inputs[0]), tuple(overrides))
+        loaded = stage.load(Path(inputs[0]), tuple(overrides))
     else:
         if overrides:
             raise UserError("--set is for the recipe form (lf-wrap merge search RECIPE.yaml); give options here")
@@ -152,9 +151,8 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
         recipe = direct_recipe(data)
         text = "# lf-wrap merge search, direct form, as resolved\n" + yaml.safe_dump(
             recipe.model_dump(mode="json", by_alias=True), sort_keys=False)
+        loaded = Loaded("search recipe", recipe, text)
     if check:
-        from lf_wrap.search.run import plan_search
-
-        click.echo(plan_search(recipe).describe())
+        click.echo("OK: " + stage.check(loaded).summary)
         return
-    click.echo(summary(search(recipe, text, force=force, recipe_path=Path(inputs[0]) if recipe_form else None)))
+    click.echo(stage.summary(stage.run(loaded, None, force)))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from lf_wrap.train.run import train
+from lf_wrap.stages import STAGES
 
 recipe_argument = click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
 set_option = click.option(
@@ -40,5 +40,5 @@ def train_command(recipe, sets, run_dir, nproc, smoke, force):
     The same command again into the same RUN_DIR skips a finished run and continues an
     interrupted or failed one from its last checkpoint; other arguments are refused (naming
     them) unless --force."""
-    train(recipe, sets=sets, run_dir=run_dir, nproc=nproc, smoke=smoke, force=force,
-          command=["lf-wrap", *sys.argv[1:]])
+    stage = STAGES["training recipe"]
+    stage.run(stage.load(recipe, sets, smoke=smoke), run_dir, force, nproc=nproc, command=["lf-wrap", *sys.argv[1:]])

@@ -1,5 +1,5 @@
 """`lf-wrap validate`: every check a file's command runs before any work, and nothing else.
-The kinds of file, and the checks of each, are one registry (lf_wrap.validation.KINDS)."""
+The kinds of file, and the checks of each, are one registry (lf_wrap.stages.STAGES)."""
 
 from pathlib import Path
 
@@ -7,14 +7,14 @@ import click
 import yaml
 
 from lf_wrap.commands.train import smoke_option
-from lf_wrap.validation import KINDS
+from lf_wrap.stages import STAGES
 
 HELP = """Run every check the command of RECIPE runs before any work, and run nothing.
 
 RECIPE is one of the kinds below, told from its top-level keys:
 
 \b
-""" + "\n".join(f"  {name:<16} {kind.command:<22} (has {kind.told_by})" for name, kind in KINDS.items())
+""" + "\n".join(f"  {name:<16} {kind.command:<22} (has {kind.told_by})" for name, kind in STAGES.items())
 
 
 @click.command("validate", help=HELP)
