@@ -13,7 +13,7 @@ from lf_wrap.search.held import held_rows, sentence
 from lf_wrap.search.objective import Judge, rank_key, reference
 from lf_wrap.search.pareto import mark_front
 from lf_wrap.search.recipe import direct_recipe
-from lf_wrap.search.rows import deal_folds
+from lf_wrap.search.splits import deal_folds
 from lf_wrap.tasks import TASKS
 
 ROWS = 40

@@ -12,7 +12,7 @@ from lf_wrap.evaluation.requests import Request
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.recipe import direct_recipe
-from lf_wrap.search.rows import _draw
+from lf_wrap.search.splits import _draw
 from lf_wrap.search import optimiser
 
 TASKS = ["translate", "summarize", "qa"]
@@ -196,7 +196,7 @@ def test_recipe_refuses_values_that_would_fail_or_mislead_mid_search(tmp_path, e
 
 
 def test_a_search_set_for_a_task_the_search_does_not_have_is_refused(tmp_path):
-    from lf_wrap.search.rows import split_rows
+    from lf_wrap.search.splits import split_rows
 
     config = recipe(tmp_path, rows={"search_datasets": {"task_zzz": "other"}})
     with pytest.raises(UserError, match=r"rows\.search_datasets\.task_zzz: not a task of this search \(tasks: "

@@ -188,7 +188,7 @@ def test_a_search_folder_with_other_inputs_says_which(tiny_model, adapters, tmp_
     did not say which; now the changed file or setting is named."""
     from lf_wrap.core.manifest import StageRecord
     from lf_wrap.search.recipe import load_search_recipe
-    from lf_wrap.search.rows import row_ids, scoring_ids
+    from lf_wrap.search.splits import row_ids, scoring_ids
     from lf_wrap.search.folder import search_space
     from lf_wrap.search.run import plan_search
 

@@ -27,7 +27,7 @@ from lf_wrap.core.errors import UserError
 from lf_wrap.core.identity import generation_changes, generation_identity, model_identity
 from lf_wrap.evaluation import default_out, read_prediction_lines, read_prediction_meta
 from lf_wrap.search.candidates import Candidate
-from lf_wrap.search.rows import TaskRows
+from lf_wrap.search.splits import TaskRows
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.candidates import thaw
 from lf_wrap.search.layerwise import Layout, markdown as block_markdown, panel, weight_columns, weight_values
 from lf_wrap.search.scorer import from_dict, headline_scores, key_of, row_scores
-from lf_wrap.search.rows import TaskRows
+from lf_wrap.search.splits import TaskRows
 
 MERGES = ("sum", "linear 0.5", "best")     # the merges whose retained gains the report rows give
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from lf_wrap.search.objective import Judge, Reference
 from lf_wrap.search.recipe import SearchRecipe
-from lf_wrap.search.rows import TaskRows
+from lf_wrap.search.splits import TaskRows
 from lf_wrap.search.scorer import headline_scores, row_scores
 
 

@@ -51,7 +51,7 @@ from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import Reference, reference
 from lf_wrap.search.recipe import SearchRecipe
 from lf_wrap.search.noise import Noise
-from lf_wrap.search.rows import TaskRows, fold_record, row_ids, scoring_ids, specialists, split_rows
+from lf_wrap.search.splits import TaskRows, fold_record, row_ids, scoring_ids, specialists, split_rows
 from lf_wrap.search.scorer import Scorer, headline_scores, row_scores
 
 log = logging.getLogger(__name__)

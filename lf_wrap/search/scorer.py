@@ -19,7 +19,7 @@ from lf_wrap.serving.engine import Engine, EngineSpec, Job
 from lf_wrap.merge.checks import MergePlan
 from lf_wrap.search.candidates import Candidate, deltas, freeze, thaw
 from lf_wrap.search.ledger import Ledger
-from lf_wrap.search.rows import TaskRows
+from lf_wrap.search.splits import TaskRows
 
 log = logging.getLogger(__name__)
 BASE = "base"

@@ -1,6 +1,6 @@
-"""The search's inputs as the eval stage reads them: the specialists (each with its own task)
-and, for each task, the rows candidates are scored on and the disjoint rows the final figures
-come from.
+"""The search's inputs as the eval stage reads them, and their split: the specialists (each with
+its own task) and, for each task, the rows candidates are scored on and the disjoint rows the
+final figures come from.
 
 Rows are the eval recipe's prepared validation sets, rendered and tokenized by lf-wrap eval's
 own code (lf_wrap.evaluation.requests), so a search row is exactly the request `lf-wrap eval`
