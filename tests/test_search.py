@@ -496,6 +496,9 @@ def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_wh
     assert _summary(done).startswith("Verdict: confirmed.") and "< 0.75: beyond resampling noise" in done.stdout
     assert read_json(out / "best" / "adapter_config.json")["peft_type"] == "LORA"
     assert manifest["best_merge"] == str(out / "best")
+    card = (out / "best" / "README.md").read_text(encoding="utf-8")      # its model card ends with final.md's figures
+    assert card.startswith("---\nbase_model:") and "library_name: peft" in card and "## Report rows" in card
+    assert manifest["final"]["verdict_sentence"] in card and "Space: methods linear" in card
 
     ledger = (out / "scores.jsonl").read_bytes()
     (out / "best" / "NOTES.md").write_text("mine", encoding="utf-8")

@@ -17,6 +17,7 @@ from pathlib import Path
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 
 from lf_wrap.merge.config import MergeConfig
+from lf_wrap.merge.methods import METHODS
 from lf_wrap.scoring.family import StatsFamily
 from lf_wrap.search import held, leaderboard, verdict
 from lf_wrap.search.candidates import Candidate
@@ -151,15 +152,32 @@ def family_bests(table: list[dict]) -> list[dict]:
     return list(firsts.values())
 
 
-def write_best(out: Path, plan, best: dict, output_form: str) -> Path:
-    """The best candidate written by the merge stage itself (its manifest, its checks)."""
+def write_best(out: Path, plan, best: dict, output_form: str, card: str | None = None) -> Path:
+    """The best candidate written by the merge stage itself (its manifest, its checks, its model
+    card, which ends with `card`: the search's part, best_card)."""
     from lf_wrap.merge.run import merge
 
     c = best["candidate"]
     config = MergeConfig(adapters=[a.given for a in plan.adapters], base=plan.config.base, method=c["method"],
                          weights=c["weights"], density=c["density"], seed=c["seed"], out=str(out / "best"),
                          **{"as": output_form})
-    return merge(config, force=(out / "best").exists()).out
+    return merge(config, force=(out / "best").exists(), card_extra=card).out
+
+
+def best_card(recipe, out: Path, final: dict, tasks: list[str], judge: Judge) -> str:
+    """The search's part of best/'s model card: the space it searched, and final.md's report-row table."""
+    w, d = recipe.weights, recipe.density
+    space = [f"methods {', '.join(recipe.methods)}", f"weights {w.low:g}..{w.high:g}"
+             + (f" in steps of {w.step:g}" if w.step else ""),
+             *([f"density {d.low:g}..{d.high:g}"] if any(METHODS[m].density for m in recipe.methods) else []),
+             *([f"{recipe.blocks} blocks of layers"] if recipe.blocks > 1 else []),
+             *(["attention and MLP weighted apart"] if recipe.per_kind else [])]
+    return "\n".join([
+        "## Search", "",
+        f"Chosen by `lf-wrap merge search` (folder `{out}`) among {recipe.budget} candidates, {recipe.sampler} "
+        f"sampler, objective {recipe.objective}, ranked by {held.ranked_by(judge)} on the search rows. "
+        f"Space: {'; '.join(space)}.", "",
+        "## Report rows", "", leaderboard.final_markdown(final, tasks, judge).strip()])
 
 
 def remove_stale_best(out: Path) -> str | None:
@@ -251,7 +269,7 @@ def finish(recipe, out, tasks, rows, scorer, noise, record, body, crew, study, j
                           recipe.verdict.without_signal)
     final["notes"] = [f"Not counted on the search rows: {why}" for why in judge.ref.left_out.values()] + final["notes"]
     if final["verdict"] == verdict.CONFIRMED:
-        merge_out = write_best(out, scorer.plan, best, recipe.output)
+        merge_out = write_best(out, scorer.plan, best, recipe.output, best_card(recipe, out, final, tasks, judge))
     else:                              # nothing confirmed: no model in best/, an earlier one removed
         merge_out, final["removed"] = None, remove_stale_best(out)
     leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",
