@@ -60,6 +60,8 @@ def _changed_inputs(earlier: dict, parts: dict) -> str:
     for i, adapter in enumerate(now["adapters"]):
         if i >= len(old_adapters) or old_adapters[i] != adapter:
             changed.append(f"adapters.{i} ({adapter['path']})")
+    if before.get("joint") != now.get("joint"):
+        changed.append(f"joint ({(now.get('joint') or {}).get('path') or 'none now'})")
     if earlier.get("rows") != parts["rows"]:
         changed.append("the rows (datasets, ids or prompts)")
     old_gen = earlier.get("generation") or {}
