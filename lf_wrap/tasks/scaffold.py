@@ -182,6 +182,7 @@ def search_recipe(names: list[str], study: str) -> str:
             f"# engine come from eval.yaml; each adapter's task from its training run. The summary opens\n"
             f"# with the verdict; runs/search/best holds a merge only when it is confirmed (docs/search.md).\n"
             f"eval: eval.yaml\nadapters:\n{adapters}"
+            f"# joint: runs/{JOINT}-latest/adapter  # after `lf-wrap train train/{JOINT}.yaml`: scored beside merges\n"
             f"methods: [linear, ties, dare_ties]\nbudget: 32\nobjective: worst\n"
             f"# Ranked by the worst of 4 folds of the search rows: on two real tasks (docs/real-text.md) the\n"
             f"# winner by the bootstrap's lower bound fell from 66% to -11% on the report rows; by the worst\n"
