@@ -80,10 +80,12 @@ NPROC ?=
 SET ?=
 TRAIN_FLAGS = $(if $(MODEL),--set model_name_or_path=$(MODEL)) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) \
               $(if $(NPROC),--nproc $(NPROC)) $(foreach s,$(SET),--set $(s))
-.PHONY: train-translate train-summarize train-qa train-all merge eval-all report
+.PHONY: train-translate train-summarize train-qa train-all train-joint merge eval-all report
 train-translate train-summarize train-qa: train-%: setup ## train one LoRA adapter: make train-qa [MODEL= RUN_DIR= NPROC= SET="k=v ..."]
 	$(LFW) train recipes/$*.yaml $(TRAIN_FLAGS)
 train-all: train-translate train-summarize train-qa ## train the three adapters one after another
+train-joint: setup ## train the joint reference adapter on all three sets at once: recipes/joint.yaml [MODEL= RUN_DIR= NPROC= SET=]
+	$(LFW) train recipes/joint.yaml $(TRAIN_FLAGS)
 
 # ---- merging --------------------------------------------------------------------------
 MERGE ?= recipes/merge.yaml

@@ -65,6 +65,9 @@ def _check_training(loaded: Loaded) -> Checked:
 
     plan = plan_training(loaded.path, loaded.sets, loaded.options.get("smoke", False))
     names = ", ".join(f"{n} ({p})" if p else n for n, p in plan.datasets.items())
+    if len(plan.train_datasets) > 1:
+        names += (f"; {len(plan.train_datasets)} training sets mixed by LLaMA-Factory "
+                  f"(mix_strategy {plan.args.get('mix_strategy', 'concat')}; tasks: {', '.join(plan.tasks)})")
     return Checked("training recipe", f"{len(plan.args)} LLaMA-Factory keys checked against llamafactory "
                                       f"{plan.versions.get('llamafactory')}; data: {names}; model: {plan.model}",
                    {**plan.train_args(Path("runs")), "output_dir": "<run_dir>/adapter"})

@@ -60,3 +60,27 @@ def test_no_task_anywhere_is_one_error(tmp_path, tiny_model, prepared, run_dir):
     shutil.copytree(run_dir / "adapter", adapter)                    # not inside a training run
     with pytest.raises(UserError, match="tasks: no task to score"):
         plan(tmp_path, tiny_model, prepared, [{"name": "loose", "path": str(adapter)}])
+
+
+def test_a_joint_runs_adapter_is_scored_like_any_and_is_no_specialist(tmp_path, tiny_model, prepared, run_dir):
+    """A joint run (several training sets, `lf_wrap.task` left out) records its sets' tasks and no
+    task of its own: the eval scores it on the recipe's tasks, unmarked; the search refuses it as
+    a specialist and says where it goes."""
+    from lf_wrap.search.recipe import SearchRecipe
+    from lf_wrap.search.splits import specialists
+
+    joint = tmp_path / "runs" / "joint-20260101-000000"
+    make_adapter(tiny_model, joint / "adapter", 4, 8, seed=5)
+    (joint / "manifest.json").write_text(json.dumps({
+        "stage": "train", "status": "finished", "task": None, "tasks": ["translate", "qa"],
+        "validation_dataset": None}))
+    tasks = {"qa": {"dataset": "tiny_qa_validation"}, "translate": {"dataset": "tiny_translate_validation"}}
+    recipe, notes, models = plan(tmp_path, tiny_model, prepared,
+                                 [{"name": "base"}, {"name": "joint", "path": str(joint / "adapter")}], tasks)
+    assert models[1].kind == "adapter" and models[1].task is None and notes == []
+    assert list(recipe.tasks) == ["qa", "translate"]
+    search = SearchRecipe(eval=tmp_path / "eval.yaml", adapters=[{"path": str(joint / "adapter")},
+                                                                 {"path": str(run_dir / "adapter")}])
+    with pytest.raises(UserError, match=r"adapters.0: .* is a joint adapter \(its `lf-wrap train` run trained on "
+                                        r"translate, qa at once\).*give it as `joint:`"):
+        specialists(search, recipe)

@@ -268,3 +268,54 @@ def test_cli_validate_ok(tmp_path, tiny_model, prepared):
     shown = yaml.safe_load(done.stdout.split("\n", 1)[1])
     assert shown["dataset"] == "tiny_summarize_train" and shown["bf16"] is False
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- the joint recipe
+
+JOINT_SETS = "lf_wrap.dataset=tiny_translate_train,tiny_summarize_train,tiny_qa_train"
+
+
+def joint_sets(tiny_model: Path, prepared: Path, *extra: str) -> list[str]:
+    return [f"model_name_or_path={tiny_model}", JOINT_SETS, f"lf_wrap.dataset_dir={prepared}", *extra]
+
+
+def test_joint_recipe_hands_every_set_to_llamafactorys_own_mixing(tiny_model, prepared, tmp_path):
+    text = (RECIPES / "joint.yaml").read_text(encoding="utf-8")
+    assert "lf-wrap train recipes/joint.yaml" in text.split("\n\n")[0]
+    data = yaml.safe_load(text)
+    section = data.pop("lf_wrap")
+    # The specialists' hyper-parameters (the summarize recipe's batch), every set once per epoch.
+    assert data == {**STUDY_SHARED, **STUDY_PER_RECIPE["summarize"], "save_steps": 500, "mix_strategy": "concat"}
+    assert "task" not in section and len(section["dataset"]) == 3
+    plan = plan_training(RECIPES / "joint.yaml", joint_sets(tiny_model, prepared), smoke=True)
+    args = plan.train_args(tmp_path)
+    assert args["dataset"] == "tiny_translate_train,tiny_summarize_train,tiny_qa_train"
+    assert args["mix_strategy"] == "concat" and "interleave_probs" not in args
+    assert plan.tasks == TASK_RECIPES and plan.recipe.lf_wrap.task is None     # no specialist of one task
+    done = run_lf_wrap("validate", RECIPES / "joint.yaml", *as_options(joint_sets(tiny_model, prepared)),
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 training sets mixed by LLaMA-Factory (mix_strategy concat; tasks: translate, summarize, qa)" \
+        in done.stdout
+
+
+@pytest.mark.parametrize("command, extra, says", [
+    ("validate", ["lf_wrap.dataset=tiny_translate_train,tiny_sumarize_train"],
+     "(--set lf_wrap.dataset): dataset 'tiny_sumarize_train' is not in"),
+    ("train", ["lf_wrap.dataset=tiny_translate_train,tiny_sumarize_train"],
+     "(--set lf_wrap.dataset): dataset 'tiny_sumarize_train' is not in"),
+    ("validate", ["interleave_probs=0.5,0.3,0.2"], "interleave_probs is only for an interleaved mix_strategy"),
+    ("validate", ["mix_strategy=interleave_under", "interleave_probs=0.5,0.5"],
+     "interleave_probs has 2 probabilities for 3 training sets"),
+    ("train", ["mix_strategy=interleave_over", "interleave_probs=0.5,0.3,0.3"], "summing to 1 (they sum to 1.1)"),
+    ("validate", ["mix_strategy=interleave_over", "interleave_probs=0.5,x,0.5"],
+     "is not a comma-separated list of numbers"),
+    ("validate", ["mix_strategy=mixed"], "mix_strategy"),
+])
+def test_a_bad_joint_recipe_is_one_error_before_any_work(tiny_model, prepared, tmp_path, command, extra, says):
+    """Each refused by `lf-wrap validate` and, before it launches anything, by `lf-wrap train`."""
+    done = run_lf_wrap(command, RECIPES / "joint.yaml", "--smoke",
+                       *as_options(joint_sets(tiny_model, prepared, *extra)), cwd=tmp_path)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode == 2 and len(errors) == 1 and says in errors[0], done.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()

@@ -485,10 +485,12 @@ def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_wh
     """A lenient level (verdict.level 0.75: a test of the mechanics, on 7 report rows whose many
     tied resamples give p = 0.56) confirms the grid's winner (it held, and beats the sum
     merge's 2.9% of task_b's gain): best/ is written. A NOTES.md put in best/ is refused before
-    anything is scored. At the default level the same scores do not confirm it: best/ is removed."""
+    anything is scored. At the default level the same scores do not confirm it: best/ is removed.
+    A joint adapter (here task_c's adapter stands in for one) is scored beside the merges."""
     out = tmp_path / "confirm"
     path = _search_recipe(study, out, adapters=_two(study), methods=["linear"], sampler="grid",
-                          grid=[0.8, 0.9, 1.1], budget=8, round_size=4, verdict={"level": 0.75})
+                          grid=[0.8, 0.9, 1.1], budget=8, round_size=4, verdict={"level": 0.75},
+                          joint=str(study[2][2]))
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     manifest = read_json(out / "manifest.json")
@@ -496,6 +498,17 @@ def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_wh
     assert _summary(done).startswith("Verdict: confirmed.") and "< 0.75: beyond resampling noise" in done.stdout
     assert read_json(out / "best" / "adapter_config.json")["peft_type"] == "LORA"
     assert manifest["best_merge"] == str(out / "best")
+    card = (out / "best" / "README.md").read_text(encoding="utf-8")      # its model card ends with final.md's figures
+    assert card.startswith("---\nbase_model:") and "library_name: peft" in card and "## Report rows" in card
+    assert manifest["final"]["verdict_sentence"] in card and "Space: methods linear" in card
+    final = manifest["final"]                                             # the joint reference, on the report rows
+    assert final["compared"] == ["sum", "linear 0.5", "best", "joint"] and manifest["inputs"]["joint"]["fingerprint"]
+    assert all(final["retained"]["joint"][t]["ci95"] for t in TASKS[:2]) and final["summary"]["joint"]["worst"] is not None
+    assert final["best_vs_joint"]["other"] == "joint" and final["best_vs_joint"]["task"] == final["best_vs_sum"]["task"]
+    assert [e["rows"] for e in _ledger(out) if e["key"] == "joint"] == ["report"]      # never on the search rows
+    said = _summary(done)
+    assert any(line.split()[-2:] == ["best", "joint"] for line in said.splitlines() if line.strip()) and "\n  mean" in said and "Best vs joint on the task best keeps least" in said
+    assert "| joint kept |" in (out / "final.md").read_text(encoding="utf-8") and "Best vs joint" in card
 
     ledger = (out / "scores.jsonl").read_bytes()
     (out / "best" / "NOTES.md").write_text("mine", encoding="utf-8")
@@ -512,6 +525,22 @@ def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_wh
     assert manifest["final"]["verdict"] == "not_confirmed" and manifest["scored"] == 0
     assert not (out / "best").exists() and f"removed {out}/best (an earlier run's merge" in strict.stdout
     assert "not below 0.05: within resampling noise" in manifest["final"]["verdict_sentence"]
+
+
+def test_a_joint_adapter_that_cannot_be_scored_is_one_error_before_any_engine(study, tiny_model, tmp_path):
+    """joint: a folder that is not there, or an adapter targeting a module the specialists do not
+    (the engine patches only theirs): one Error naming the key, from `lf-wrap validate`."""
+    from merge_helpers import make_adapter
+
+    other = make_adapter(tiny_model, tmp_path / "other-targets", 4, 8, targets=("q_proj", "k_proj"))
+    path = _search_recipe(study, tmp_path / "out", adapters=_two(study))
+    for joint, says in ((tmp_path / "nothing", "model 'joint': "), (other, "joint: ")):
+        done = run_lf_wrap("validate", path, "--set", f"joint={joint}")
+        errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert done.returncode == 2 and len(errors) == 1 and says in errors[0], done.stderr[-3000:]
+    assert "k_proj" in errors[0] and "lora_target" in errors[0]
+    done = run_lf_wrap("validate", path, "--set", f"joint={study[2][2]}")
+    assert done.returncode == 0 and f"joint reference {study[2][2]}" in done.stdout, done.stderr[-3000:]
 
 
 def test_a_specialist_without_signal_stops_the_search_and_pareto_over_one_task_is_refused(study, tmp_path):

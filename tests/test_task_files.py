@@ -177,6 +177,39 @@ def test_init_writes_a_study_and_never_overwrites(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_init_writes_a_joint_recipe_that_validates_as_written(tmp_path, tiny_model, sample_sources):
+    """For several tasks, train/joint.yaml: every task's training set, mixed by LLaMA-Factory
+    (concat), no task of its own; with the sets prepared under the names the recipes give, it
+    validates as written (only the model swapped for the tiny one)."""
+    done = run_lf_wrap("init", "study", "--task", "translate", "--task", "qa", "--model", "Qwen/Qwen2.5-3B-Instruct",
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "lf-wrap train train/joint.yaml" in done.stdout
+    study = tmp_path / "study"
+    text = (study / "train" / "joint.yaml").read_text(encoding="utf-8")
+    assert text.startswith("# lf-wrap train train/joint.yaml\n")
+    joint, qa = (yaml.safe_load((study / "train" / f"{n}.yaml").read_text(encoding="utf-8")) for n in ("joint", "qa"))
+    assert joint.pop("mix_strategy") == "concat" and joint["lf_wrap"].pop("dataset") == ["translate_train", "qa_train"]
+    for key in ("task", "dataset", "validation_dataset"):
+        qa["lf_wrap"].pop(key)
+    assert joint == qa                                   # the task recipes' hyper-parameters
+    sources = {"translate": "wmt19_zh-en", "qa": "squad_v2"}
+    for task, source in sources.items():
+        prepare(task, str(sample_sources / source / "train.jsonl"), "train", 20,
+                options=PrepareOptions(name=f"{task}_train", dataset_dir=study / "dataset_info"))
+    checked = run_lf_wrap("validate", "train/joint.yaml", "--smoke", "--set", f"model_name_or_path={tiny_model}",
+                          cwd=study)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "2 training sets mixed by LLaMA-Factory (mix_strategy concat; tasks: translate, qa)" in checked.stdout
+    one = run_lf_wrap("init", "one", "--task", "qa", "--model", "m", cwd=tmp_path)
+    assert one.returncode == 0 and not (tmp_path / "one" / "train" / "joint.yaml").exists()
+    named_joint = tmp_path / "joint.yaml"
+    named_joint.write_text(GOOD_TASK.replace("name: sentiment", "name: joint"), encoding="utf-8")
+    refused(run_lf_wrap("init", "two", "--task", named_joint, "--task", "qa", "--model", "m", cwd=tmp_path),
+            "a task named 'joint' would share train/joint.yaml")
+    assert not (tmp_path / "two").exists()
+
+
 @pytest.mark.parametrize("model", ["my models #2/tiny", "org/model: v2", "yes", "1e3", "*anchor", "[x]"])
 def test_init_writes_every_value_so_that_yaml_reads_it_back_as_given(tmp_path, model):
     """I5-I8: the model and the task file's path were written unquoted: ` #` cut the path, `: `

@@ -345,3 +345,25 @@ def test_refuses_a_folder_that_is_not_a_run_dir(tmp_path, tiny_model, prepared, 
     with pytest.raises(UserError, match="mine exists and is not an lf-wrap run directory"):
         train(RECIPES / "qa.yaml", smoke_sets("qa", tiny_model, prepared)[1::2], run_dir=Path("mine"), smoke=True)
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_joint_run_trains_one_adapter_on_every_set(work, tiny_model, prepared):
+    """recipes/joint.yaml's smoke set: the three tasks' sets handed to LLaMA-Factory as one
+    `dataset` list, mixed by its own mix_strategy (concat); the run records the three tasks and
+    no task of its own (a joint adapter is no specialist)."""
+    names = [f"tiny_{task}_train" for task in TASKS]
+    sets = [f"model_name_or_path={tiny_model}", f"lf_wrap.dataset={','.join(names)}", f"lf_wrap.dataset_dir={prepared}"]
+    done = run_lf_wrap("train", RECIPES / "joint.yaml", "--smoke", *[a for s in sets for a in ("--set", s)],
+                       "--run-dir", "runs/joint-smoke", cwd=work)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    run_dir = work / "runs" / "joint-smoke"
+    args = yaml.safe_load((run_dir / "train_args.yaml").read_text())
+    assert args["dataset"] == ",".join(names) and args["mix_strategy"] == "concat"
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    train_log = (run_dir / "train.log").read_text()
+    assert all(f"dataset {name}" in train_log.lower() or name in train_log for name in names), train_log[-3000:]
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "finished" and manifest["task"] is None and manifest["tasks"] == TASKS
+    assert list(manifest["data"]) == names
+    assert (work / "runs" / "joint-latest").resolve() == run_dir.resolve()

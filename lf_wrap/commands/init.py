@@ -16,7 +16,8 @@ from lf_wrap.core.errors import UserError
 @click.option("--template", default="qwen", show_default=True, help="LLaMA-Factory chat template of the model.")
 def init_command(study, tasks, model, template):
     """Write a study for TASKs into the folder STUDY: one training recipe per task (the study's
-    hyper-parameters as the starting point), a merge, an eval and a merge search recipe.
+    hyper-parameters as the starting point), a merge, an eval and, for several tasks, a joint
+    training recipe (every task's set in one adapter) and a merge search recipe.
 
     The recipes are yours to edit; each opens with the command that runs it. Their paths are
     relative to STUDY: run every command from there. Task files are named by absolute path, not

@@ -17,7 +17,7 @@ What other packages may use is named here, and only here: the merge search reads
 recipe, its models, its rows and its saved answers through these names, never through this
 package's modules (tests/test_layout.py holds the import graph to that)."""
 
-from lf_wrap.evaluation.models import ResolvedModel, resolve_models, tasks_from_training_runs
+from lf_wrap.evaluation.models import ResolvedModel, resolve_models, tasks_from_training_runs, training_run
 from lf_wrap.evaluation.predictions import read_lines as read_prediction_lines
 from lf_wrap.evaluation.predictions import read_meta as read_prediction_meta
 from lf_wrap.evaluation.recipe import EvalRecipe, ModelEntry, load_eval_recipe
@@ -26,4 +26,4 @@ from lf_wrap.evaluation.run import default_out
 
 __all__ = ["EvalRecipe", "ModelEntry", "Request", "ResolvedModel", "TaskData", "default_out", "live_requests",
            "load_eval_recipe", "load_task", "read_prediction_lines", "read_prediction_meta", "resolve_models",
-           "tasks_from_training_runs"]
+           "tasks_from_training_runs", "training_run"]

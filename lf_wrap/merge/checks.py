@@ -19,6 +19,7 @@ from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import check_output_folder, check_replaceable
 # base_shards and safetensors_header live in lf_wrap.core.models; imported from here by older callers too
 from lf_wrap.core.models import base_shards, resolve_base, safetensors_header, same_base
+from lf_wrap.merge.card import CARD_FILE, check_users_card
 from lf_wrap.merge.blocks import block_count, block_ranges, count_layers, layered, module_weights
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
@@ -26,6 +27,7 @@ from lf_wrap.merge.methods import METHODS
 MANIFEST = "merge_manifest.json"
 CONFIG_FILE = "merge_config.yaml"   # the resolved config: `lf-wrap merge recipe` rebuilds from it
 RECIPE_FILE = "merge_recipe.yaml"   # the recipe as written, when the merge came from one
+WRITTEN_BESIDE = (CONFIG_FILE, RECIPE_FILE, CARD_FILE)   # beside the files the manifest lists
 ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
 FLOAT_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 # adapter_config.json keys that make an adapter more than W + scaling * B @ A on the targeted
@@ -119,7 +121,8 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
     check_output_folder(out, "--out", {**{f"input adapter {a.given}": a.path for a in adapters},
                                        f"the base model {base_name}": base_dir})
     if force:
-        check_replaceable(out, MANIFEST, "merge", also=(CONFIG_FILE, RECIPE_FILE))
+        check_users_card(out)
+        check_replaceable(out, MANIFEST, "merge", also=WRITTEN_BESIDE)
     shards = base_shards(base_dir)
     headers = {}
     for shard in shards:

@@ -33,6 +33,7 @@ from lf_wrap.core.locks import folder_lock
 from lf_wrap.core.manifest import StageRecord, read_manifest_file
 from lf_wrap.core.models import serving_fingerprint
 from lf_wrap.core.process import terminate_as_interrupt
+from lf_wrap.merge.card import write_card
 from lf_wrap.merge.checks import CONFIG_FILE, MANIFEST, RECIPE_FILE, MergePlan, check_inputs, safetensors_header
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
@@ -51,24 +52,26 @@ class MergeResult:
     manifest: dict = field(default_factory=dict)
 
 
-def merge(config: MergeConfig, force: bool = False, recipe_text: str | None = None) -> MergeResult:
-    """Check everything, then write `config.out` (or skip: same inputs already merged there).
+def merge(config: MergeConfig, force: bool = False, recipe_text: str | None = None,
+          card_extra: str | None = None) -> MergeResult:
+    """Check everything, then write `config.out` (or skip: same inputs already merged there), its
+    model card (README.md, lf_wrap.merge.card) included; `card_extra`: markdown the card ends with.
     SIGTERM and SIGHUP stop a merge as Ctrl-C does; the temporary folder goes with it, and one
     left by a kill -9 is removed by the next merge into the same place."""
     with terminate_as_interrupt():
-        return _merge(config, force, recipe_text)
+        return _merge(config, force, recipe_text, card_extra)
 
 
-def _merge(config: MergeConfig, force: bool, recipe_text: str | None) -> MergeResult:
+def _merge(config: MergeConfig, force: bool, recipe_text: str | None, card_extra: str | None) -> MergeResult:
     record = StageRecord("merge")
     started = time.monotonic()
     plan = check_inputs(config, force)
     with folder_lock(plan.out):        # one writer: a second merge into the same --out waits for none
-        return _merge_locked(config, force, recipe_text, record, started, plan)
+        return _merge_locked(config, force, recipe_text, card_extra, record, started, plan)
 
 
-def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, record: StageRecord, started: float,
-                  plan: MergePlan) -> MergeResult:
+def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, card_extra: str | None,
+                  record: StageRecord, started: float, plan: MergePlan) -> MergeResult:
     for line in clean_stale_temporaries(plan.out):
         log.info(line)
     checked = time.monotonic()
@@ -116,6 +119,7 @@ def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, rec
         if recipe_text is not None:
             atomic_write_text(tmp / RECIPE_FILE, recipe_text)
         atomic_write_json(tmp / MANIFEST, manifest)
+        write_card(tmp, manifest, card_extra)
     return MergeResult(plan.out, skipped=False, manifest=manifest)
 
 

@@ -20,6 +20,9 @@ from lf_wrap.merge.methods import METHODS
 from lf_wrap.merge.run import Deltas
 
 
+JOINT = "joint"      # the joint adapter (SearchRecipe.joint): patched in whole, never a merge of the specialists
+
+
 @dataclass(frozen=True)
 class Candidate:
     method: str
@@ -29,7 +32,10 @@ class Candidate:
 
     def label(self) -> str:
         """E.g. `linear[0.5,1]`; layer-wise, `linear[1/0.5,0.5]` (block weights joined by /) or
-        `linear[attention=1/0.5 mlp=0/1,0.5]`: the candidate's identity in the score ledger."""
+        `linear[attention=1/0.5 mlp=0/1,0.5]`: the candidate's identity in the score ledger; `joint`
+        for the joint adapter."""
+        if self.method == JOINT:
+            return JOINT
         text = f"{self.method}[{','.join(_text(w) for w in self.weights)}]"
         if self.density is not None:
             text += f" density {self.density:g}"
@@ -147,5 +153,10 @@ def candidate_plan(plan: MergePlan, candidate: Candidate) -> MergePlan:
     return dataclasses.replace(plan, config=config, weights=weights, per_module=per_module, seed=seed)
 
 
-def deltas(plan: MergePlan, candidate: Candidate) -> Deltas:
+def deltas(plan: MergePlan, candidate: Candidate, joint: MergePlan | None = None) -> Deltas:
+    """The candidate's merged deltas; the joint adapter's own (`joint`: its plan, one adapter at weight 1)."""
+    if candidate.method == JOINT:
+        if joint is None:
+            raise ValueError("the joint adapter is scored only when the search names one (joint:)")
+        return Deltas(joint)
     return Deltas(candidate_plan(plan, candidate))

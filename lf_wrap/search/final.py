@@ -17,9 +17,10 @@ from pathlib import Path
 from lf_wrap.core.files import atomic_write_json, atomic_write_text
 
 from lf_wrap.merge.config import MergeConfig
+from lf_wrap.merge.methods import METHODS
 from lf_wrap.scoring.family import StatsFamily
 from lf_wrap.search import held, leaderboard, verdict
-from lf_wrap.search.candidates import Candidate
+from lf_wrap.search.candidates import JOINT, Candidate
 from lf_wrap.search.folder import MANIFEST
 from lf_wrap.search.layerwise import layout
 from lf_wrap.search.objective import Judge, retained_gain
@@ -30,6 +31,7 @@ from lf_wrap.search.scorer import Scorer, from_dict
 log = logging.getLogger(__name__)
 
 MERGES = leaderboard.MERGES
+JOINT_CANDIDATE = Candidate(JOINT, ())
 
 
 @dataclass
@@ -61,15 +63,18 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, noise: Noise, to
                   judge: Judge | None = None, families: list[dict] = (), without_signal: str = "stop") -> dict:
     """`top`: the leaderboard's first rows, each also scored on the report rows (lf_wrap.search.held);
     `families`: the best row of each merge method the search tried (scored there too). Intervals
-    are at confidence 1 - the noise level; the verdict is lf_wrap.search.verdict's."""
+    are at confidence 1 - the noise level; the verdict is lf_wrap.search.verdict's. With a joint
+    adapter (scorer.joint), it is scored beside the merges and best is tested against it too."""
     rows = scorer.rows
     n = len(tasks)
-    names = ["base", *(f"specialist {t}" for t in tasks), "best", *references(n)]
-    candidates = [None, *(specialist(i, n) for i in range(n)), from_dict(best["candidate"]), *references(n).values()]
+    compared = [*MERGES, JOINT] if scorer.joint is not None else list(MERGES)
+    names = ["base", *(f"specialist {t}" for t in tasks), "best", *references(n), *compared[len(MERGES):]]
+    candidates = [None, *(specialist(i, n) for i in range(n)), from_dict(best["candidate"]), *references(n).values(),
+                  *([JOINT_CANDIDATE] if scorer.joint is not None else [])]
     entries = dict(zip(names, scorer.score_many("report", candidates)))
     draw = noise.bootstrap
     scores: dict[str, dict] = {name: {} for name in entries}
-    retained: dict[str, dict] = {name: {} for name in MERGES}
+    retained: dict[str, dict] = {name: {} for name in compared}
     per_row = {name: {t: e["per_row"][t]["row_scores"] for t in tasks} for name, e in entries.items()}
     for task in tasks:
         definition = rows[task].data.definition
@@ -82,11 +87,13 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, noise: Noise, to
                                                  per_row[f"specialist {task}"][task], per_row[name][task], draw)
     summary = {name: _worst_and_mean(per_task) for name, per_task in retained.items()}
     labels = {"best": best["label"], **{name: c.label() for name, c in references(n).items()}}
-    out = {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels,
+    out = {"rows": {t: len(rows[t].report) for t in tasks}, "labels": labels, "compared": compared,
            "scores": scores, "retained": retained, "summary": summary,
            "bootstrap": {"n_resamples": draw.resamples, "seed": draw.seed, "confidence": draw.confidence},
-           "level": noise.level, "best_vs_sum": _best_vs_sum(rows, entries, retained["best"], noise),
+           "level": noise.level, "best_vs_sum": _best_vs(rows, entries, retained["best"], noise, "sum"),
            "floor": _at_floor(rows, scores, tasks)}
+    if scorer.joint is not None:
+        out["best_vs_joint"] = _best_vs(rows, entries, retained["best"], noise, JOINT)
     if len(families) > 1:
         found = scorer.score_many("report", [from_dict(r["candidate"]) for r in families])
         out["families"] = {r["method"]: _family(r["label"], entry, entries, rows, tasks, draw)
@@ -117,16 +124,16 @@ def _at_floor(rows, scores: dict, tasks: list[str]) -> dict[str, dict]:
     return out
 
 
-def _best_vs_sum(rows, entries: dict, best_retained: dict, noise: Noise) -> dict | None:
-    """The paired test of best against sum on the task where best keeps least (the report rows),
-    on that task's headline metric: b is best, a the sum merge."""
+def _best_vs(rows, entries: dict, best_retained: dict, noise: Noise, other: str) -> dict | None:
+    """The paired test of best against `other` (sum, joint) on the task where best keeps least (the
+    report rows), on that task's headline metric: b is best, a the other."""
     kept = {t: g["value"] for t, g in best_retained.items() if g["value"] is not None}
     if not kept:
         return None
     task = min(kept, key=kept.get)
-    test = noise.paired(rows[task].data.definition, entries["sum"]["per_row"][task]["row_scores"],
+    test = noise.paired(rows[task].data.definition, entries[other]["per_row"][task]["row_scores"],
                         entries["best"]["per_row"][task]["row_scores"])
-    return {"task": task, **test}
+    return {"task": task, "other": other, **test}
 
 
 def _family(label: str, entry: dict, entries: dict, rows, tasks: list[str], draw) -> dict:
@@ -151,15 +158,32 @@ def family_bests(table: list[dict]) -> list[dict]:
     return list(firsts.values())
 
 
-def write_best(out: Path, plan, best: dict, output_form: str) -> Path:
-    """The best candidate written by the merge stage itself (its manifest, its checks)."""
+def write_best(out: Path, plan, best: dict, output_form: str, card: str | None = None) -> Path:
+    """The best candidate written by the merge stage itself (its manifest, its checks, its model
+    card, which ends with `card`: the search's part, best_card)."""
     from lf_wrap.merge.run import merge
 
     c = best["candidate"]
     config = MergeConfig(adapters=[a.given for a in plan.adapters], base=plan.config.base, method=c["method"],
                          weights=c["weights"], density=c["density"], seed=c["seed"], out=str(out / "best"),
                          **{"as": output_form})
-    return merge(config, force=(out / "best").exists()).out
+    return merge(config, force=(out / "best").exists(), card_extra=card).out
+
+
+def best_card(recipe, out: Path, final: dict, tasks: list[str], judge: Judge) -> str:
+    """The search's part of best/'s model card: the space it searched, and final.md's report-row table."""
+    w, d = recipe.weights, recipe.density
+    space = [f"methods {', '.join(recipe.methods)}", f"weights {w.low:g}..{w.high:g}"
+             + (f" in steps of {w.step:g}" if w.step else ""),
+             *([f"density {d.low:g}..{d.high:g}"] if any(METHODS[m].density for m in recipe.methods) else []),
+             *([f"{recipe.blocks} blocks of layers"] if recipe.blocks > 1 else []),
+             *(["attention and MLP weighted apart"] if recipe.per_kind else [])]
+    return "\n".join([
+        "## Search", "",
+        f"Chosen by `lf-wrap merge search` (folder `{out}`) among {recipe.budget} candidates, {recipe.sampler} "
+        f"sampler, objective {recipe.objective}, ranked by {held.ranked_by(judge)} on the search rows. "
+        f"Space: {'; '.join(space)}.", "",
+        "## Report rows", "", leaderboard.final_markdown(final, tasks, judge).strip()])
 
 
 def remove_stale_best(out: Path) -> str | None:
@@ -195,21 +219,24 @@ def summary(result) -> str:
         lines.append(f"best merge: {result.best['label']} -> {result.merge_out}")
     else:
         lines.append(f"best on the search rows (not confirmed, not written): {result.best['label']}")
+    compared = final.get("compared", MERGES)
     lines += [f"retained gain on the report rows ({', '.join(f'{t} {n} rows' for t, n in final['rows'].items())}):",
-              f"  {'task':<12}" + "".join(f"{name:>26}" for name in MERGES)]
+              f"  {'task':<12}" + "".join(f"{name:>26}" for name in compared)]
     for task in final["rows"]:
         cells = []
-        for name in MERGES:
+        for name in compared:
             g = final["retained"][name][task]
             text = leaderboard.pct(g["value"])
             if g["ci95"]:
                 text += f" [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}]"
             cells.append(text)
         lines.append(f"  {task:<12}" + "".join(f"{c:>26}" for c in cells))
-    worst = "".join(f"{leaderboard.pct(final['summary'][n]['worst']):>26}" for n in MERGES)
-    lines.append(f"  {'worst task':<12}" + worst)
-    if final.get("best_vs_sum"):
-        lines.append(leaderboard.best_vs_sum_sentence(final["best_vs_sum"]))
+    for what in ("worst", "mean"):
+        cells = "".join(f"{leaderboard.pct(final['summary'][n][what]):>26}" for n in compared)
+        lines.append(f"  {what + ' task' if what == 'worst' else what:<12}" + cells)
+    for key in ("best_vs_sum", "best_vs_joint"):
+        if final.get(key):
+            lines.append(leaderboard.best_vs_sentence(final[key]))
     lines += smallest_sentence(final.get("versus_sum")) + final.get("notes", []) + floor_note(final)
     lines.append(f"{result.scored} scores computed, {result.reused} reused; leaderboard: {result.out}/leaderboard.md, "
                  f"report rows: {result.out}/final.md, chart: {result.out}/chart.png")
@@ -251,7 +278,7 @@ def finish(recipe, out, tasks, rows, scorer, noise, record, body, crew, study, j
                           recipe.verdict.without_signal)
     final["notes"] = [f"Not counted on the search rows: {why}" for why in judge.ref.left_out.values()] + final["notes"]
     if final["verdict"] == verdict.CONFIRMED:
-        merge_out = write_best(out, scorer.plan, best, recipe.output)
+        merge_out = write_best(out, scorer.plan, best, recipe.output, best_card(recipe, out, final, tasks, judge))
     else:                              # nothing confirmed: no model in best/, an earlier one removed
         merge_out, final["removed"] = None, remove_stale_best(out)
     leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",

@@ -9,7 +9,8 @@ from pathlib import Path
 from lf_wrap import __version__
 from lf_wrap.core.errors import UserError
 from lf_wrap.core.files import check_replaceable
-from lf_wrap.merge.checks import CONFIG_FILE, MANIFEST as MERGE_MANIFEST, RECIPE_FILE
+from lf_wrap.merge.card import check_users_card
+from lf_wrap.merge.checks import MANIFEST as MERGE_MANIFEST, WRITTEN_BESIDE
 from lf_wrap.core.manifest import read_manifest_file
 from lf_wrap.search.ledger import LEDGER
 
@@ -29,7 +30,8 @@ def check_best(out: Path) -> None:
     if not best.exists():
         return
     try:
-        check_replaceable(best, MERGE_MANIFEST, "merge", option="out", also=(CONFIG_FILE, RECIPE_FILE))
+        check_users_card(best, option="out")
+        check_replaceable(best, MERGE_MANIFEST, "merge", option="out", also=WRITTEN_BESIDE)
     except UserError as err:
         reason = str(err).split(";")[0].removeprefix(f"out {best} ")
         raise UserError(f"out {out}: its best/ {reason}; the search writes its confirmed merge there and removes "
@@ -67,6 +69,8 @@ def _changed_inputs(earlier: dict, parts: dict) -> str:
     for i, adapter in enumerate(now["adapters"]):
         if i >= len(old_adapters) or old_adapters[i] != adapter:
             changed.append(f"adapters.{i} ({adapter['path']})")
+    if before.get("joint") != now.get("joint"):
+        changed.append(f"joint ({(now.get('joint') or {}).get('path') or 'none now'})")
     if earlier.get("rows") != parts["rows"]:
         changed.append("the rows (datasets, ids or prompts)")
     old_gen = earlier.get("generation") or {}

@@ -5,7 +5,8 @@ the verdict confirms it (lf_wrap.search.verdict).
 
     leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
                                     and retained gain, worst, mean, role, Optuna trial numbers
-    final.md                        best vs sum vs linear 0.5 on the report rows, with 95% intervals;
+    final.md                        best vs sum vs linear 0.5 (vs the joint adapter, when named) on the
+                                    report rows, with 95% intervals;
                                     whether the winner held (the top `rows.held` on both sets of rows,
                                     lf_wrap.search.held); the verdict first (lf_wrap.search.verdict)
     pareto.png                      objective pareto: each task's retained gain, the front (lf_wrap.search.pareto)
@@ -23,7 +24,7 @@ from lf_wrap.search import held, pareto
 from lf_wrap.search.noise import described, floor_note, smallest_sentence
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
-from lf_wrap.search.candidates import thaw
+from lf_wrap.search.candidates import JOINT, thaw
 from lf_wrap.search.layerwise import Layout, markdown as block_markdown, panel, weight_columns, weight_values
 from lf_wrap.search.scorer import from_dict, headline_scores, key_of, row_scores
 from lf_wrap.search.splits import TaskRows
@@ -139,20 +140,23 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
         g = final["retained"][name][t]
         return f"{pct(g['value'])} [{pct(g['ci95'][0])}, {pct(g['ci95'][1])}]" if g["ci95"] else pct(g["value"])
 
-    head = ["task", "metric", "base", "specialist", *MERGES, *(f"{name} kept" for name in MERGES)]
+    compared = final.get("compared", MERGES)
+    head = ["task", "metric", "base", "specialist", *compared, *(f"{name} kept" for name in compared)]
     notes = [f"- {note}" for note in final.get("notes", [])]
     lines = [final["verdict_sentence"], *(["", *notes] if notes else []),
              *(["", signal_markdown(final["signal"]["report"], "report")] if final.get("signal") else []), "",
              f"Report rows ({', '.join(f'{t} {n}' for t, n in final['rows'].items())}; none of them was searched on). "
-             f"best: `{label}`; sum: every adapter at weight 1 (the study's 3-in-1); linear 0.5: each at 0.5.", "",
+             f"best: `{label}`; sum: every adapter at weight 1 (the study's 3-in-1); linear 0.5: each at 0.5"
+             + ("; joint: one adapter trained on every task at once (the reference a merge is held to)."
+                if JOINT in compared else "."), "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for t in tasks:
         lines.append(f"| {t} | {s['base'][t]['metric']} | {cell('base', t)} | {cell(f'specialist {t}', t)} | "
-                     + " | ".join(cell(name, t) for name in MERGES) + " | "
-                     + " | ".join(kept(name, t) for name in MERGES) + " |")
+                     + " | ".join(cell(name, t) for name in compared) + " | "
+                     + " | ".join(kept(name, t) for name in compared) + " |")
     summary = final["summary"]
-    lines += ["", "Worst task kept: " + ", ".join(f"{name} {pct(summary[name]['worst'])}" for name in MERGES)
-              + "; mean: " + ", ".join(f"{name} {pct(summary[name]['mean'])}" for name in MERGES) + ".",
+    lines += ["", "Worst task kept: " + ", ".join(f"{name} {pct(summary[name]['worst'])}" for name in compared)
+              + "; mean: " + ", ".join(f"{name} {pct(summary[name]['mean'])}" for name in compared) + ".",
               f"[low, high]: {final['bootstrap']['confidence']:.0%} bootstrap interval over the report rows "
               f"({final['bootstrap']['n_resamples']} resamples, seed {final['bootstrap']['seed']}); a retained "
               "gain's interval resamples base, specialist and merge together."]
@@ -160,8 +164,9 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
         lines += ["", f"Best vs sum on the objective ({final['versus_sum']['metric']}, report rows of "
                       f"{', '.join(final['verdict_tasks'])}): {described(final['versus_sum'], percent=True)}.",
                   *smallest_sentence(final["versus_sum"])]
-    if final.get("best_vs_sum"):
-        lines += ["", best_vs_sum_sentence(final["best_vs_sum"])]
+    for key in ("best_vs_sum", "best_vs_joint"):
+        if final.get(key):
+            lines += ["", best_vs_sentence(final[key])]
     lines += [f"\n{note}" for note in floor_note(final)]
     if final.get("families"):
         head = ["method", "its best", *(f"{t} kept" for t in tasks), "worst", "mean"]
@@ -181,10 +186,11 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_vs_sum_sentence(test: dict) -> str:
-    """The metric's paired test of best against sum on the task best keeps least; its words are
-    lf_wrap.search.verdict's (the p-value against the level)."""
-    return f"Best vs sum on the task best keeps least ({test['task']}, {test['metric']}): {described(test)}."
+def best_vs_sentence(test: dict) -> str:
+    """The metric's paired test of best against the sum merge (or the joint adapter) on the task best
+    keeps least; its words are lf_wrap.search.verdict's (the p-value against the level)."""
+    return (f"Best vs {test.get('other', 'sum')} on the task best keeps least ({test['task']}, {test['metric']}): "
+            f"{described(test)}.")
 
 
 def signal_markdown(tests: dict, where: str) -> str:

@@ -144,6 +144,10 @@ class SearchRecipe(_Strict):
     """That folder, when it is not the eval recipe's default (eval/results/<recipe name>)."""
     adapters: list[AdapterEntry] = Field(min_length=2)
     """The specialists to merge, one per task."""
+    joint: str | None = None
+    """A LoRA adapter trained on every task at once (recipes/joint.yaml), on the same base: scored on
+    the report rows beside the sum, linear 0.5 and best merges (retained gain per task, best vs joint),
+    never searched or merged. It is one of the search's inputs: adding or changing it starts a new search."""
     methods: list[str] = Field(["linear"], json_schema_extra=SPACE)
     """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties,
     tsv, iso_c, iso_cts, knots (these four at their default hyper-parameters, the weights acting

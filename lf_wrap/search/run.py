@@ -46,6 +46,7 @@ from lf_wrap.search.final import (SearchResult, finish, from_manifest, reference
                                   stop_without_signal, summary)
 from lf_wrap.search.folder import MANIFEST, check_best, prepare_folder, search_space
 from lf_wrap.search.from_eval import eval_answers
+from lf_wrap.search.joint import check_joint
 from lf_wrap.search.layerwise import check_layout
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import Reference, reference
@@ -74,6 +75,7 @@ class SearchPlan:
     inputs: dict
     generation: dict
     notes: list[str]
+    joint: MergePlan | None = None      # the joint adapter (recipe.joint), read as a one-adapter merge
 
     @property
     def identity(self) -> str:
@@ -86,7 +88,7 @@ class SearchPlan:
         folds = f" ({r.rows.folds} folds, ranked by {r.uncertainty.rank_by})" if r.rows.folds else ""
         return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/"
                 f"report: {rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
-                f"{r.objective}" + folds
+                f"{r.objective}" + folds + (f"; joint reference {r.joint}" if self.joint else "")
                 + f", {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
 
 
@@ -105,7 +107,9 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
     check_methods_fit(recipe.methods, plan)
     check_layout(recipe.blocks, recipe.per_kind, plan)
-    check_output_folder(out, "out", {**{f"adapter {m.path}": Path(m.path) for m in models},
+    joint = check_joint(recipe, eval_recipe, plan) if recipe.joint else None
+    joint_path = {f"the joint adapter {recipe.joint}": Path(recipe.joint)} if recipe.joint else {}
+    check_output_folder(out, "out", {**joint_path, **{f"adapter {m.path}": Path(m.path) for m in models},
                                      "the base model": base_dir, "the dataset folder": Path(eval_recipe.dataset_dir)})
     engine = eval_recipe.engine
     if engine.tensor_parallel_size > 1 or engine.pipeline_parallel_size > 1:
@@ -124,12 +128,15 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
                        "fingerprint": base["model_fingerprint"], "files": base["model_files"]},
               "adapters": [{"path": m.path, "task": m.task, "fingerprint": a.adapter.fingerprint()}
                            for m, a in zip(models, plan.adapters)]}
+    if joint is not None:              # only when named: a search without one keeps its identity
+        inputs["joint"] = {"path": recipe.joint, "fingerprint": joint.adapters[0].adapter.fingerprint()}
     # The eval's own identity (lf_wrap.core.identity): each task adds its max_new_tokens (the rows'
     # identity) and no-answer text (the scoring's).
     generation = engine_generation(template=eval_recipe.template, prompt_rendering=rendering_id(eval_recipe.template),
                                    stop_token_ids=stop_ids, engine_kwargs=spec.kwargs,
                                    long_prompts=eval_recipe.long_prompts)
-    return SearchPlan(recipe, eval_recipe, tasks, plan, rows, spec, inputs, generation, notes + plan.warnings)
+    return SearchPlan(recipe, eval_recipe, tasks, plan, rows, spec, inputs, generation, notes + plan.warnings, joint)
+
 
 
 def search(recipe: SearchRecipe, recipe_text: str, force: bool = False,
@@ -183,7 +190,7 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
                  "it held are gone); scores on record are reused where it asks the same candidates")
     engine = checked.eval_recipe.engine
     scorer = Scorer(spec, checked.plan, rows, ledger, checked.eval_recipe.batch_size,
-                    replicas=engine.data_parallel_size, answers=eval_answers(recipe, checked))
+                    replicas=engine.data_parallel_size, answers=eval_answers(recipe, checked), joint=checked.joint)
     stop = Stop()                      # SIGTERM/SIGHUP stop the search as Ctrl-C does (exit 143/129, not 130),
     try:                               # also when caught inside a nested stage (writing best/ is a merge)
         with terminate_as_interrupt(), tools_to_log(out / "search.log", "search"):

@@ -7,7 +7,8 @@ request through a LoRA slot costs 1.5-6x a base request, and a linear candidate 
 adapter has the ranks of all adapters together; a patched candidate runs at base speed, for
 any method (ties and dare exactly, no SVD), and costs a fraction of a second to patch. The base
 itself is the engine with nothing patched; a specialist is its adapter alone at weight 1 (the
-adapter merged into the base, as `merge adapters --as model` would write it)."""
+adapter merged into the base, as `merge adapters --as model` would write it); the joint adapter
+(SearchRecipe.joint) is patched in the same way, whole."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 
 from lf_wrap.serving.engine import Engine, EngineSpec, Job
 from lf_wrap.merge.checks import MergePlan
-from lf_wrap.search.candidates import Candidate, deltas, freeze, thaw
+from lf_wrap.search.candidates import JOINT, Candidate, deltas, freeze, thaw
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.splits import TaskRows
 
@@ -54,17 +55,20 @@ class PatchedServer:
     one engine whose weights it patches. Picklable: each data-parallel replica builds its own
     from the merge settings (and reads the adapters itself)."""
 
-    def __init__(self, merge_config: dict, jobs: dict[str, list[Job]], batch_size: int):
+    def __init__(self, merge_config: dict, jobs: dict[str, list[Job]], batch_size: int,
+                 joint_config: dict | None = None):
         self.merge_config, self.jobs, self.batch_size = merge_config, jobs, batch_size
+        self.joint_config = joint_config
 
     def __call__(self, engine: Engine):
         from lf_wrap.merge.checks import check_inputs
         from lf_wrap.merge.config import MergeConfig
 
         plan = check_inputs(MergeConfig.model_validate(self.merge_config))
-        return self.bind(engine, plan)
+        joint = check_inputs(MergeConfig.model_validate(self.joint_config)) if self.joint_config else None
+        return self.bind(engine, plan, joint)
 
-    def bind(self, engine: Engine, plan: MergePlan):
+    def bind(self, engine: Engine, plan: MergePlan, joint: MergePlan | None = None):
         from lf_wrap.serving.server import PatchServer
 
         server = PatchServer(engine, plan.modules, plan.base_dir)
@@ -72,7 +76,9 @@ class PatchedServer:
         def serve(payload: tuple[str, dict | None]) -> list[str]:
             kind, data = payload
             candidate = from_dict(data)
-            if candidate is None or not any(candidate.numbers()):
+            if candidate is not None and candidate.method == JOINT:
+                server.switch(key_of(candidate), lambda patcher: patcher.apply(deltas(plan, candidate, joint)))
+            elif candidate is None or not any(candidate.numbers()):
                 server.switch(None)
             else:
                 server.switch(key_of(candidate), lambda patcher: patcher.apply(deltas(plan, candidate)))
@@ -92,12 +98,14 @@ class Scorer:
     spread over them, each replica scoring a whole candidate)."""
 
     def __init__(self, spec: EngineSpec, plan: MergePlan, rows: dict[str, TaskRows], ledger: Ledger,
-                 batch_size: int, replicas: int = 1, answers=None):
+                 batch_size: int, replicas: int = 1, answers=None, joint: MergePlan | None = None):
         self.spec, self.plan, self.rows, self.ledger, self.replicas = spec, plan, rows, ledger, replicas
+        self.joint = joint              # the joint adapter's plan (SearchRecipe.joint), or None
         self.answers = answers          # the eval's own answers where they may be used (search.from_eval)
         self.from_eval = 0
         merge_config = plan.config.model_dump(mode="json", by_alias=True)
-        self.server = PatchedServer(merge_config, _jobs(rows), batch_size)
+        joint_config = joint.config.model_dump(mode="json", by_alias=True) if joint is not None else None
+        self.server = PatchedServer(merge_config, _jobs(rows), batch_size, joint_config)
         self.engine: Engine | None = None
         self.pool = None
         self.serve = None
@@ -119,7 +127,7 @@ class Scorer:
             self.pool = ReplicaPool(self.spec, self.replicas, devices, server=self.server)
         else:
             self.engine = Engine(self.spec)
-            self.serve = self.server.bind(self.engine, self.plan)
+            self.serve = self.server.bind(self.engine, self.plan, self.joint)
         self.engine_start_seconds = round(time.monotonic() - started, 2)
 
     def close(self, after: BaseException | None = None) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation import (EvalRecipe, ModelEntry, Request, ResolvedModel, TaskData, live_requests, load_task,
-                                resolve_models, tasks_from_training_runs)
+                                resolve_models, tasks_from_training_runs, training_run)
 from lf_wrap.search.recipe import SearchRecipe
 
 
@@ -43,6 +43,11 @@ def specialists(recipe: SearchRecipe, eval_recipe: EvalRecipe) -> tuple[EvalReci
         if model.kind != "adapter":
             raise UserError(f"adapters.{i}.path: {model.path} is not a LoRA adapter folder (no adapter_config.json)")
         if model.task is None:
+            trained_on = (training_run(model.path) or {}).get("tasks") or []
+            if len(trained_on) > 1:
+                raise UserError(f"adapters.{i}: {model.path} is a joint adapter (its `lf-wrap train` run trained on "
+                                f"{', '.join(trained_on)} at once), not a specialist of one task; give it as `joint:`, "
+                                "the reference the merges are compared with")
             raise UserError(f"adapters.{i}.task: no task for {model.path}: name it (`task:` in the recipe, "
                             "--tasks in the direct form); it is not the adapter of an `lf-wrap train` run")
     seen: dict[str, int] = {}

@@ -78,11 +78,13 @@ def report_verdict(noise: Noise, definitions: dict[str, Task], counted: list[str
 
 def supported(final: dict, mean: bool) -> dict | None:
     """The merge that keeps the most on the report rows among those scored there (the sum merge,
-    linear 0.5, the top of the leaderboard, each method's best); a tie goes to the sum merge."""
+    linear 0.5, the top of the leaderboard, each method's best; not the joint adapter, which is
+    no merge); a tie goes to the sum merge."""
     key = "mean" if mean else "worst"
     roles = {"best": "the search's winner", "sum": "sum", "linear 0.5": "every adapter at 0.5"}
+    # final["labels"] names the merges; the joint adapter (search.joint), no merge, is not among them
     found = [(s[key], name == "sum", final["labels"][name], roles.get(name, name))
-             for name, s in final["summary"].items() if s[key] is not None]
+             for name, s in final["summary"].items() if s[key] is not None and name in final["labels"]]
     found += [(r["report"], False, r["label"], f"#{r['rank']} on the search rows") for r in final.get("held") or ()
               if r["report"] is not None]
     found += [(f[key], False, f["label"], f"{method}'s best") for method, f in (final.get("families") or {}).items()

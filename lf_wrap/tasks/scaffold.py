@@ -2,7 +2,8 @@
 
 For the tasks named (task files, or shipped tasks by name) it writes into the study folder one
 training recipe per task (the study's hyper-parameters as the starting point), a merge recipe,
-an eval recipe and, for two tasks or more, a merge search recipe. Each file opens with the
+an eval recipe and, for two tasks or more, a joint training recipe (train/joint.yaml: one adapter
+on every task's set, the reference a merge is held to) and a merge search recipe. Each file opens with the
 command that runs it. Paths in the recipes are relative to the study folder, and the commands
 run from there (`cd STUDY`); the task files are named by absolute path and never copied: a task
 stays declared in one place. Nothing is written when any of the files exists already.
@@ -26,7 +27,8 @@ from lf_wrap.core.files import atomic_write_text
 from lf_wrap.tasks.prompts import get_template
 from lf_wrap.tasks import TASKS, Task, find_task
 
-# SPEC §3: the study's training keys (its qa recipe's batch sizes).
+# The study's training keys (its qa recipe's batch sizes); `mixing` and `section` differ between a
+# task's recipe and the joint one.
 TRAIN_KEYS = """\
 ### model
 model_name_or_path: {model}
@@ -42,7 +44,7 @@ lora_target: q_proj,v_proj
 template: {template}
 cutoff_len: 4096
 overwrite_cache: true
-
+{mixing}
 ### train
 per_device_train_batch_size: 4
 gradient_accumulation_steps: 4
@@ -62,10 +64,7 @@ overwrite_output_dir: true
 
 # lf-wrap's own keys: never handed to llamafactory-cli.
 lf_wrap:
-  task: {task_ref}
-  dataset: {name}_train                 # in dataset_dir/dataset_info.json (lf-wrap data prepare ... --name)
-  validation_dataset: {name}_validation # what `lf-wrap eval` scores this adapter on
-  dataset_dir: dataset_info
+{section}  dataset_dir: dataset_info
   # --smoke: a few CPU steps on a tiny model, to check the whole path in a minute.
   smoke:
     bf16: false
@@ -124,8 +123,32 @@ def training_recipe(task: Task, ref: str, model: str, template: str, study: str)
             f"# Written by `lf-wrap init` with the study's hyper-parameters: edit freely. Top-level keys are\n"
             f"# LLaMA-Factory's own. Its data first:\n"
             f"{_prepare_lines(task, ref)}\n")
-    return head + TRAIN_KEYS.format(model=yaml_scalar(model), template=yaml_scalar(template),
-                                    task_ref=yaml_scalar(ref), name=task.name)
+    section = (f"  task: {yaml_scalar(ref)}\n"
+               f"  dataset: {task.name}_train                 # in dataset_dir/dataset_info.json (lf-wrap data "
+               "prepare ... --name)\n"
+               f"  validation_dataset: {task.name}_validation # what `lf-wrap eval` scores this adapter on\n")
+    return head + TRAIN_KEYS.format(model=yaml_scalar(model), template=yaml_scalar(template), mixing="",
+                                    section=section)
+
+
+JOINT = "joint"       # train/joint.yaml, runs/joint-latest: no task may take the name
+
+
+def joint_recipe(names: list[str], model: str, template: str, study: str) -> str:
+    """One adapter trained on every task's set at once: the reference a merge of the specialists
+    is held to (a merge that keeps less than joint training would is no saving)."""
+    head = (f"# lf-wrap train train/{JOINT}.yaml\n"
+            f"#\n"
+            f"# Run from {study}/ after preparing every task's sets (CPU check: add --smoke --set\n"
+            f"# model_name_or_path=PATH). One LoRA SFT of {model} on {', '.join(names)} at once: the joint\n"
+            f"# reference for the merges (`joint:` in search.yaml). Same hyper-parameters as the task recipes.\n\n")
+    mixing = ("# LLaMA-Factory mixes the sets itself. concat: every row of every set once per epoch, the same\n"
+              "# epochs per task as each task's own recipe (interleave_* draw rows by interleave_probs instead).\n"
+              "mix_strategy: concat\n")
+    section = ("  # No task: the sets were prepared for several; the run records them all (manifest `tasks`).\n"
+               "  dataset:\n" + "".join(f"    - {n}_train\n" for n in names))
+    return head + TRAIN_KEYS.format(model=yaml_scalar(model), template=yaml_scalar(template), mixing=mixing,
+                                    section=section)
 
 
 def merge_recipe(names: list[str], template: str, study: str) -> str:
@@ -159,6 +182,7 @@ def search_recipe(names: list[str], study: str) -> str:
             f"# engine come from eval.yaml; each adapter's task from its training run. The summary opens\n"
             f"# with the verdict; runs/search/best holds a merge only when it is confirmed (docs/search.md).\n"
             f"eval: eval.yaml\nadapters:\n{adapters}"
+            f"# joint: runs/{JOINT}-latest/adapter  # after `lf-wrap train train/{JOINT}.yaml`: scored beside merges\n"
             f"methods: [linear, ties, dare_ties]\nbudget: 32\nobjective: worst\n"
             f"# Ranked by the worst of 4 folds of the search rows: on two real tasks (docs/real-text.md) the\n"
             f"# winner by the bootstrap's lower bound fell from 66% to -11% on the report rows; by the worst\n"
@@ -185,6 +209,11 @@ def scaffold(folder: Path, task_refs: list[str], model: str, template: str = "qw
         raise UserError(f"--task: two tasks are named '{twice}'; each task of a study needs its own name")
     study = str(folder)
     files = {f"train/{t.name}.yaml": training_recipe(t, _task_ref(t, ref), model, template, study) for t, ref in tasks}
+    if len(names) > 1:
+        if JOINT in names:
+            raise UserError(f"--task: a task named '{JOINT}' would share train/{JOINT}.yaml (and runs/{JOINT}-latest) "
+                            "with the joint recipe of a study of several tasks; rename the task")
+        files[f"train/{JOINT}.yaml"] = joint_recipe(names, model, template, study)
     files["merge.yaml"] = merge_recipe(names, template, study)
     files["eval.yaml"] = eval_recipe(names, model, template, study)
     if len(names) > 1:

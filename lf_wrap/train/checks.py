@@ -1,5 +1,6 @@
 """What a training recipe names, checked before `llamafactory-cli` starts: the datasets (each
-registered, its file present and parsable as LLaMA-Factory will read it), the model (a local
+registered, its file present and parsable as LLaMA-Factory will read it; several mixed by
+LLaMA-Factory's own mix_strategy), the model (a local
 folder, or a Hub id in the local cache when offline), resume and DeepSpeed paths; and the record
 of the data a run trained on."""
 
@@ -41,6 +42,38 @@ def check_datasets(names: list[str], dataset_dir: Path, where: str,
         if found[name] is not None:
             check_data_file(found[name], f"{where}: dataset '{name}'")
     return found
+
+
+def check_mixing(args: dict[str, Any], origin: dict[str, str], datasets: list[str]) -> None:
+    """Several training sets are mixed by LLaMA-Factory itself (data_utils.merge_dataset: `concat`,
+    or `interleave_*` drawing by `interleave_probs`); its DataArguments refuse a probability list
+    of the wrong length or under `concat` only after a minute of imports, and `datasets` refuses
+    probabilities that do not sum to 1 later still. Checked here, naming the key."""
+    probs = args.get("interleave_probs")
+    if probs is None:
+        return
+    where = origin.get("interleave_probs", "recipe")
+    strategy = args.get("mix_strategy", "concat")
+    if strategy == "concat":
+        raise UserError(f"{where}: interleave_probs is only for an interleaved mix_strategy (interleave_under, "
+                        "interleave_over, interleave_once); mix_strategy is concat (the default), which takes every "
+                        "row of every set once: leave interleave_probs out, or set mix_strategy")
+    try:
+        values = [float(part) for part in str(probs).split(",")]
+    except ValueError:
+        raise UserError(f"{where}: interleave_probs {probs!r} is not a comma-separated list of numbers "
+                        "(e.g. 0.5,0.3,0.2)") from None
+    if len(values) != len(datasets):
+        raise UserError(f"{where}: interleave_probs has {len(values)} probabilities for {len(datasets)} training "
+                        f"sets ({', '.join(datasets)}); give one per set, in the same order")
+    if any(not 0 <= v <= 1 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise UserError(f"{where}: interleave_probs {probs} must be probabilities in [0, 1] summing to 1 "
+                        f"(they sum to {sum(values):g})")
+    eval_sets = args.get("eval_dataset")
+    if eval_sets and len(str(eval_sets).split(",")) != len(values):
+        raise UserError(f"{where}: interleave_probs has {len(values)} probabilities but eval_dataset names "
+                        f"{len(str(eval_sets).split(','))} sets; LLaMA-Factory mixes the eval sets with the same "
+                        "probabilities, so it needs one per set there too")
 
 
 def check_data_file(path: Path, where: str) -> None:

@@ -54,7 +54,8 @@ class LfWrapSection(BaseModel):
     task: str | None = Field(None, validate_default=True)
     """The task the adapter is for: a shipped task (translate, summarize, qa), a task file
     (path/to/task.yaml, relative to the current directory), or the task the training sets were
-    prepared from, by name; left out, their task. Its name is recorded in the run's manifest, and
+    prepared from, by name; left out, their task (none when they were prepared for several: a joint
+    adapter, which is no specialist of one task). Its name is recorded in the run's manifest, and
     `lf-wrap eval` scores the adapter on it."""
     run_dir: Path | None = None
     """A fixed run folder; default runs/<recipe>-<YYYYmmdd-HHMMSS>. --run-dir wins."""
@@ -93,6 +94,12 @@ def _prepared_tasks(names: list[str], dataset_dir: Path) -> dict[str, str]:
         if isinstance(task, str):
             out[name] = task
     return out
+
+
+def training_tasks(datasets: list[str], dataset_dir: Path) -> list[str]:
+    """The tasks the training sets were prepared for, in the recipe's order: one for a specialist,
+    several for a joint adapter (LLaMA-Factory mixes the sets, mix_strategy)."""
+    return list(dict.fromkeys(_prepared_tasks(datasets, dataset_dir).values()))
 
 
 def training_task(task: str | None, datasets: list[str], dataset_dir: Path) -> str | None:

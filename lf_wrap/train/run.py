@@ -32,8 +32,8 @@ from lf_wrap.train.lf_args import check_args, lf_schema
 from lf_wrap.core.manifest import FAILED, FINISHED, INTERRUPTED, StageRecord
 from lf_wrap.core.console import verbose
 from lf_wrap.core.process import RECORDED_ENV, ProcessFailed, run_logged
-from lf_wrap.train.checks import check_datasets, check_model, check_paths, data_manifest
-from lf_wrap.train.recipe import Overrides, Recipe, load_recipe, merged_args, parse_overrides
+from lf_wrap.train.checks import check_datasets, check_mixing, check_model, check_paths, data_manifest
+from lf_wrap.train.recipe import Overrides, Recipe, load_recipe, merged_args, parse_overrides, training_tasks
 from lf_wrap.train.progress import TrainingProgress
 from lf_wrap.train.rundir import (Rerun, check_apart_from_inputs, checkpoints, continue_command, decide,
                                   existing_run, how_to_continue, run_inputs)
@@ -55,6 +55,7 @@ class TrainPlan:
     train_datasets: list[str]            # lf_wrap.dataset, patterns resolved to names
     datasets: dict[str, Path | None]     # every dataset named -> data file (None: a remote entry)
     model: str                           # how model_name_or_path was found
+    tasks: list[str] = field(default_factory=list)   # the training sets' tasks: several for a joint adapter
     versions: dict[str, str | None] = field(default_factory=dict)
 
     def train_args(self, run_dir: Path) -> dict[str, Any]:
@@ -84,8 +85,10 @@ def plan_training(recipe_path: Path, sets: list[str] | tuple[str, ...] = (), smo
         datasets |= check_datasets(str(args["eval_dataset"]).split(","), section.dataset_dir,
                                    origin["eval_dataset"])
     check_paths(args, origin, schema.versions)
+    check_mixing(args, origin, train_datasets)
     return TrainPlan(recipe=recipe, overrides=overrides, smoke=smoke, args=args, train_datasets=train_datasets,
-                     datasets=datasets, model=model, versions={"lf-wrap": __version__, **schema.versions})
+                     datasets=datasets, model=model, tasks=training_tasks(train_datasets, section.dataset_dir),
+                     versions={"lf-wrap": __version__, **schema.versions})
 
 
 def _layers(recipe: Recipe) -> list[tuple[str, dict[str, Any]]]:
@@ -231,7 +234,8 @@ def _run(plan: TrainPlan, run_dir: Path, train_args: dict, launch: Launch, rerun
     record = StageRecord("train", command)
     manifest: dict[str, Any] = record.manifest({
         "recipe": str(plan.recipe.path),
-        "recipe_sha256": sha256_file(plan.recipe.path), "task": section.task, "smoke": plan.smoke,
+        "recipe_sha256": sha256_file(plan.recipe.path), "task": section.task, "tasks": plan.tasks,
+        "smoke": plan.smoke,
         "overrides": plan.overrides.given, "cwd": os.getcwd(), "run_dir": str(run_dir.resolve()),
         "llamafactory_argv": launch.argv, "env": launch.switches(os.environ), "versions": plan.versions,
         "model": plan.model, "validation_dataset": section.validation_dataset,
