@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.merge.methods import METHODS
+from lf_wrap.merge.methods import METHODS, SPACES
 
 
 def _weights(ctx, param, value):
@@ -55,21 +55,26 @@ def merge():
               help="Base model folder or Hub id (default: the adapters' base_model_name_or_path).")
 @click.option("--method", type=click.Choice(list(METHODS)), default="sum", show_default=True,
               help="; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()))
+@click.option("--space", type=click.Choice(list(SPACES)), default="full", show_default=True,
+              help="Where the method runs: full (the m x n deltas), knots (the deltas aligned in one SVD basis) or "
+                   "core (R x R core matrices, R = sum of ranks: fastest, and --as adapter is exact).")
+@click.option("--isotropize", is_flag=True, help="Core space: flatten the merged core matrix's singular values.")
 @click.option("--weights", callback=_weights, help="One weight per adapter, comma-separated (not for sum).")
 @click.option("--density", type=float, default=None,
               help="ties/dare_*/knots: fraction of each delta kept, in (0, 1].")
 @click.option("--seed", type=int, default=None, help="dare_*: seed of the random drop (default 0).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", callback=_params, help=_param_help())
 @click.option("--rank", type=int, default=None,
-              help="ties/dare_*/tsv/iso_*/knots --as adapter: SVD rank (default: sum of the adapters' ranks).")
+              help="Full or knots space, methods other than sum/linear, --as adapter: SVD rank (default: sum of the "
+                   "adapters' ranks).")
 @click.option("--as", "output_form", type=click.Choice(["model", "adapter"]), default="model", show_default=True,
               help="Write a full model folder, or one LoRA adapter (vLLM, PEFT, LLaMA-Factory).")
 @click.option("--template", default="qwen", show_default=True,
               help="LLaMA-Factory template for `sum --as model` (the export writes its chat template).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def adapters_command(adapters, base, method, weights, density, seed, params, rank, output_form, template, out,
-                     force):
+def adapters_command(adapters, base, method, space, isotropize, weights, density, seed, params, rank, output_form,
+                     template, out, force):
     """Merge the LoRA ADAPTERS (folders) under one METHOD.
 
     sum --as model runs `llamafactory-cli export` with the adapters, as the study did; the other
@@ -78,7 +83,8 @@ def adapters_command(adapters, base, method, weights, density, seed, params, ran
     from lf_wrap.merge.run import merge as run_merge, summary
     from lf_wrap.merge.config import parse_config
 
-    config = parse_config({"adapters": list(adapters), "base": base, "method": method, "weights": weights,
+    config = parse_config({"adapters": list(adapters), "base": base, "method": method, "space": space,
+                           "isotropize": isotropize, "weights": weights,
                            "density": density, "seed": seed, "rank": rank, "as": output_form,
                            **({"params": params} if params else {}),
                            "out": str(out), "template": template}, source="lf-wrap merge adapters")
@@ -103,7 +109,7 @@ def recipe_command(recipe, overrides, force, check):
     if check:
         plan = check_inputs(config, force)
         click.echo(f"{recipe}: OK: {len(plan.adapters)} adapters, {len(plan.modules)} modules, base {plan.base_dir}, "
-                   f"method {config.method}, as {config.output_form} -> {plan.out}")
+                   f"method {config.method}, space {config.space}, as {config.output_form} -> {plan.out}")
         return
     click.echo(summary(run_merge(config, force=force, recipe_text=text)))
 
@@ -121,6 +127,7 @@ def _names(ctx, param, value):
 @click.option("--tasks", callback=_names,
               help="Direct form: each adapter's task, in order (default: its training run's).")
 @click.option("--methods", callback=_names, help="Direct form: merge methods to search, e.g. linear,ties,dare_ties.")
+@click.option("--spaces", callback=_names, help="Direct form: merge spaces, from full, knots, core (default full).")
 @click.option("--budget", type=int, help="Direct form: candidates to score (default 32).")
 @click.option("--sampler", type=click.Choice(["tpe", "cmaes", "random", "grid"]), help="Direct form: Optuna sampler.")
 @click.option("--search-rows", type=int, help="Direct form: rows per task to search on (default 100).")
@@ -138,7 +145,7 @@ def _names(ctx, param, value):
                                 "the folder's optuna.journal).")
 @click.option("--force", is_flag=True, help="Start over in a search folder that holds another search.")
 @click.option("--check", is_flag=True, help="Only read and check every input (adapters, rows); start nothing.")
-def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampler, search_rows, folds, seed,
+def search_command(inputs, overrides, eval_recipe, tasks, methods, spaces, budget, sampler, search_rows, folds, seed,
                    objective, output_form, out, workers, storage, force, check):
     """Search merges of task adapters for the one that keeps every specialist's gain.
 
@@ -158,7 +165,8 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
     from lf_wrap.search.recipe import direct_recipe, load_search_recipe
     from lf_wrap.search.run import search, summary
 
-    direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "budget": budget, "sampler": sampler,
+    direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "spaces": spaces, "budget": budget,
+              "sampler": sampler,
               "search_rows": search_rows, "folds": folds, "seed": seed, "objective": objective, "as": output_form,
               "out": out, "workers": workers, "storage": storage}
     # One input that is a file (adapters are folders) is a recipe, whatever its name: SEARCH.YAML, search.yml.txt.
@@ -180,7 +188,8 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
             raise UserError(f"--tasks: {len(tasks)} tasks for {len(inputs)} adapters; give one per adapter, in order")
         data = {"eval": str(eval_recipe),
                 "adapters": [{"path": p, **({"task": tasks[i]} if tasks else {})} for i, p in enumerate(inputs)]}
-        data.update({k: v for k, v in (("methods", methods), ("budget", budget), ("sampler", sampler), ("seed", seed),
+        data.update({k: v for k, v in (("methods", methods), ("spaces", spaces), ("budget", budget),
+                                       ("sampler", sampler), ("seed", seed),
                                        ("objective", objective), ("as", output_form), ("workers", workers),
                                        ("storage", storage)) if v is not None})
         if search_rows is not None or seed is not None or folds is not None:

@@ -14,8 +14,9 @@ from lf_wrap.core.manifest import read_manifest_file
 from lf_wrap.search.ledger import LEDGER
 
 MANIFEST = "manifest.json"
-SPACE_KEYS = ("methods", "weights", "density", "sampler", "grid", "seed", "objective", "uncertainty")
+SPACE_KEYS = ("methods", "spaces", "weights", "density", "sampler", "grid", "seed", "objective", "uncertainty")
 LAYOUT = {"blocks": 1, "per_kind": False}   # in the space only when not these: earlier searches keep theirs
+QUIET = {"spaces": ["full"]}                # SPACE_KEYS left out at these values, for the same reason
 
 # Everything a search writes into its folder: --force deletes a folder holding nothing else.
 OUTPUTS = (MANIFEST, "search.yaml", "optuna.journal", LEDGER, "leaderboard.md", "leaderboard.csv",
@@ -41,6 +42,7 @@ def check_best(out: Path) -> None:
 def search_space(recipe) -> dict:
     """What the optimiser searches (the manifest's `space`: a folder holding another is refused)."""
     space = recipe.model_dump(mode="json", include=set(SPACE_KEYS))
+    space = {k: v for k, v in space.items() if k not in QUIET or v != QUIET[k]}
     return {**space, **{k: getattr(recipe, k) for k, default in LAYOUT.items() if getattr(recipe, k) != default}}
 
 

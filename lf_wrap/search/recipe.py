@@ -141,6 +141,9 @@ class SearchRecipe(_Strict):
     """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties,
     tsv, iso_c, iso_cts, knots (these four at their default hyper-parameters, the weights acting
     as per-task scalings; docs/merge-methods.md)."""
+    spaces: list[Literal["full", "knots", "core"]] = ["full"]
+    """Where the methods may run (lf_wrap.merge.spaces): full, knots, core. A method runs in those
+    of these spaces it can (knots only in full); with more than one, the space is searched too."""
     weights: WeightRange = WeightRange()
     """One weight per adapter (per block and kind, with `blocks` / `per_kind`), in this range."""
     blocks: int = Field(1, ge=1, strict=True)
@@ -205,8 +208,19 @@ class SearchRecipe(_Strict):
                                  "search `linear` instead")
         return list(dict.fromkeys(value))
 
+    @field_validator("spaces")
+    @classmethod
+    def _some_space(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one merge space (full, knots, core)")
+        return list(dict.fromkeys(value))
+
     @model_validator(mode="after")
     def _consistent(self):
+        for name in self.methods:
+            if not set(self.spaces) & set(METHODS[name].spaces):
+                raise ValueError(f"spaces: method {name} runs only in {' and '.join(METHODS[name].spaces)} space, "
+                                 f"and the search's spaces are {', '.join(self.spaces)}")
         if not 0 < self.density.low <= self.density.high <= 1:
             raise ValueError("density: low and high must lie in (0, 1]")
         if self.sampler == "grid" and len(self.grid) < 2:

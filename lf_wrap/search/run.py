@@ -103,7 +103,7 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     check_best(out)                    # before anything is scored: best/ is the search's to write or remove
     plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
-    check_methods_fit(recipe.methods, plan)
+    check_methods_fit(recipe.methods, plan, recipe.spaces)
     check_layout(recipe.blocks, recipe.per_kind, plan)
     check_output_folder(out, "out", {**{f"adapter {m.path}": Path(m.path) for m in models},
                                      "the base model": base_dir, "the dataset folder": Path(eval_recipe.dataset_dir)})
