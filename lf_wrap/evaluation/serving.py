@@ -254,7 +254,7 @@ class PatchServer:
         self.changes, self.patch_seconds = 0, 0.0
 
     def __call__(self, jobs) -> list[dict]:
-        from lf_wrap.merge.run import Deltas
+        from lf_wrap.merge.spaces import Deltas
 
         models = {job.model for job in jobs}
         if len(models) != 1:

@@ -44,8 +44,8 @@ class MergeConfig(BaseModel):
     seed: int | None = None
     rank: int | None = None
     params: dict[str, float | str] = {}
-    """Named hyper-parameters of tsv/iso_c/iso_cts/knots (alpha, task_fraction, common_fraction,
-    merge); resolved here, defaults filled in, so merge_config.yaml records every value used."""
+    """Named hyper-parameters of tsv/iso_c/iso_cts/knots/cart (alpha, task_fraction, common_fraction,
+    merge, rank_fraction); resolved here, defaults filled in, so merge_config.yaml records every value used."""
     output_form: Literal["model", "adapter"] = Field("model", alias="as")
     out: str
     template: str = "qwen"

@@ -7,7 +7,7 @@ add_weighted_adapter does that for linear/ties/dare and gets cross terms B_i @ A
 - `--as model` copies the base's safetensors files and rewrites only the LoRA-targeted
   tensors in place, so memory holds one module's deltas, never the model;
 - `--as adapter` writes one LoRA: exact for sum/linear (ranks concatenated), a truncated SVD
-  for the others (ties/dare, tsv/iso_c/iso_cts/knots), with each module's relative
+  for the others (ties/dare, tsv/iso_c/iso_cts/knots/cart), with each module's relative
   reconstruction error in the manifest.
 Settings live in lf_wrap.merge.config; everything is checked before any work
 (lf_wrap.merge.checks). The output folder appears in one rename, with the recipe, the resolved

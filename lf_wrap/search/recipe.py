@@ -139,7 +139,7 @@ class SearchRecipe(_Strict):
     """The specialists to merge, one per task."""
     methods: list[str] = ["linear"]
     """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties,
-    tsv, iso_c, iso_cts, knots (these four at their default hyper-parameters, the weights acting
+    tsv, iso_c, iso_cts, knots, cart (these five at their default hyper-parameters, the weights acting
     as per-task scalings; docs/merge-methods.md)."""
     spaces: list[Literal["full", "knots", "core"]] = ["full"]
     """Where the methods may run (lf_wrap.merge.spaces): full, knots, core. A method runs in those
