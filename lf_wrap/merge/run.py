@@ -198,8 +198,8 @@ def write_adapter(plan: MergePlan, tmp: Path) -> tuple[dict[str, float], int]:
     for name in plan.modules:
         if core:       # B @ A is the merge itself: `--as model` writes the same product
             a_mat, b_mat = core_factors(plan, name, rank=sum(a.rank for a in plan.adapters))
-            target = (b_mat @ a_mat).to(torch.float32)
             a_mat, b_mat = a_mat.to(torch.float32), b_mat.to(torch.float32)
+            target = b_mat @ a_mat
         elif exact:
             target = merged_delta(plan, name)
             kept = [(a, w) for a, w, used in zip(plan.adapters, plan.weights_of(name), used_adapters) if used]

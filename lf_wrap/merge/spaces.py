@@ -64,9 +64,9 @@ def merged_delta(plan: MergePlan, name: str) -> torch.Tensor:
     """The merged float32 delta of one module, in the plan's space."""
     import torch
 
-    if plan.config.space == "core":
+    if plan.config.space == "core":      # the m x n product in float32, the precision of the result
         a_mat, b_mat = core_factors(plan, name)
-        return (b_mat @ a_mat).to(torch.float32)
+        return b_mat.to(torch.float32) @ a_mat.to(torch.float32)
     deltas = []
     for adapter in plan.adapters:
         a_mat, b_mat = adapter.factors[name]
