@@ -10,7 +10,7 @@ It has no tokenizer, so `sum --as model` (which runs llamafactory-cli export) is
 Each merge is its own `lf-wrap` process; its peak RSS (children included) comes from wait4().
 Files live under --work (default cache/bench/merge, ignored by git) and are reused.
 
-    .venv/bin/python bench/bench_merge.py --spaces-layer          # full vs core space, one 3B layer
+    .venv/bin/python bench/bench_merge.py --spaces-layer --threads 1   # full vs core space, one 3B layer
 
 `--spaces-layer` times one candidate's deltas (lf_wrap.merge.spaces.merged_delta, what `merge
 adapters` and the search's patched engine compute) for ONE Qwen2.5-3B decoder layer: all seven
@@ -183,9 +183,13 @@ def layer_one(run: str) -> None:
     print(json.dumps({"run": run, "seconds": round(seconds, 3), "extra_mib": round(extra / 1024)}))
 
 
-def spaces_layer(methods: list[str]) -> None:
+def spaces_layer(methods: list[str], threads: int | None) -> None:
+    """Each method:space in its own process. `threads`: torch's threads there (OMP_NUM_THREADS). On a
+    loaded machine use 1: two OpenMP threads on two busy cores stall at every parallel region,
+    which costs core space (many small operations) up to 15x and full space less (measured)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     print(f"one Qwen2.5-3B decoder layer (7 projections), 3 x rank-8 adapters, torch threads "
-          f"{torch.get_num_threads()}; x36: the whole model")
+          f"{threads or torch.get_num_threads()}; x36: the whole model")
     print("| method | full s/layer | core s/layer | full/core | full s x36 | core s x36 | full peak +MiB | "
           "core peak +MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -193,7 +197,7 @@ def spaces_layer(methods: list[str]) -> None:
         found = {}
         for space in ("full", "core"):
             proc = subprocess.run([sys.executable, __file__, "--layer-one", f"{method}:{space}"], capture_output=True,
-                                  text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                  text=True, env=env)
             if proc.returncode != 0:
                 raise SystemExit(f"{method}:{space} failed:\n{proc.stderr[-3000:]}")
             found[space] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -210,12 +214,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "cache" / "bench" / "merge")
     parser.add_argument("--spaces-layer", action="store_true", help="full vs core space on one Qwen2.5-3B layer")
     parser.add_argument("--methods", default=",".join(SPACE_METHODS), help="--spaces-layer: the methods")
+    parser.add_argument("--threads", type=int, default=None, help="--spaces-layer: torch threads (OMP_NUM_THREADS)")
     parser.add_argument("--layer-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.layer_one:
         return layer_one(args.layer_one)
     if args.spaces_layer:
-        return spaces_layer(args.methods.split(","))
+        return spaces_layer(args.methods.split(","), args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = args.work / args.shape
     if args.shape == "tiny":
