@@ -317,3 +317,12 @@ def test_search_candidates_carry_their_space(adapters, tmp_path):
                                        out=str(tmp_path / "no")))
     for name in plan.modules[:2]:
         assert torch.equal(deltas(plan, candidate)[name], merged_delta(written, name))
+
+
+def test_search_direct_form_takes_spaces_and_refuses_one_a_method_cannot_use(adapters, tmp_path):
+    result = CliRunner().invoke(cli, ["merge", "search", *adapters, "--eval", str(tmp_path / "eval.yaml"),
+                                      "--methods", "knots", "--spaces", "core", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "spaces: method knots runs only in full space" in errors[0], result.output
+    assert not (tmp_path / "s").exists()
