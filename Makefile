@@ -128,13 +128,15 @@ lock-gpu: ## re-resolve requirements/*-gpu.in into the GPU locks (no GPU needed;
 check-locks: ## check that each GPU lock still matches its .in file (resolution only, installs nothing)
 	PYTHON=$(PYTHON) bash requirements/lock-gpu.sh --check
 
-.PHONY: bench-merge bench-eval bench-compile-cache
+.PHONY: bench-merge bench-merge-spaces bench-eval bench-compile-cache
 bench-eval: setup ## one eval of 6 SmolLM2 models (base, 3 adapters, 2 merges): serve patch vs lora vs six engine loads (CPU)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python bench/bench_eval_serving.py --rows 3 --max-new-tokens 16
 bench-compile-cache: setup ## vLLM engine starts on CPU, first and second, with each compile-cache setting (SmolLM2)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python bench/bench_compile_cache.py
 bench-merge: setup ## time and peak memory of merging three adapters into the tiny model
 	$(VENV)/bin/python bench/bench_merge.py
+bench-merge-spaces: setup ## full vs core space, every weighted method, one Qwen2.5-3B layer (about 3 min)
+	$(VENV)/bin/python bench/bench_merge.py --spaces-layer --threads 1
 
 .PHONY: bench-generate bench-bootstrap bench-hashing
 bench-bootstrap: setup ## seconds for 95% intervals + paired tests: 6 models x 3 tasks x 10,000 rows x 1,000 resamples

@@ -8,7 +8,15 @@ layers, hidden 2048, q_proj 2048x2048, v_proj 256x2048, bf16, 6.2 GB in two shar
 q/v weights, zeros elsewhere) and three rank-8 adapters on q_proj,v_proj, as the study trained.
 It has no tokenizer, so `sum --as model` (which runs llamafactory-cli export) is tiny-only.
 Each merge is its own `lf-wrap` process; its peak RSS (children included) comes from wait4().
-Files live under --work (default cache/bench/merge, ignored by git) and are reused."""
+Files live under --work (default cache/bench/merge, ignored by git) and are reused.
+
+    .venv/bin/python bench/bench_merge.py --spaces-layer --threads 1   # full vs core space, one 3B layer
+
+`--spaces-layer` times one candidate's deltas (lf_wrap.merge.spaces.merged_delta, what `merge
+adapters` and the search's patched engine compute) for ONE Qwen2.5-3B decoder layer: all seven
+projections (q 2048x2048, k/v 256x2048, o 2048x2048, gate/up 11008x2048, down 2048x11008), three
+random rank-8 adapters, every weighted method in full and in core space, each in its own process
+(seconds, and peak RSS above what the process held before merging), with x36 for the model."""
 
 from __future__ import annotations
 
@@ -138,12 +146,81 @@ def run_one(adapters: list[Path], run: str, out: Path) -> dict:
             "timings_s": manifest["timings_s"], "max_rel_error": (manifest.get("errors") or {}).get("max")}
 
 
+LAYER_MODULES = {"self_attn.q_proj": (2048, 2048), "self_attn.k_proj": (256, 2048), "self_attn.v_proj": (256, 2048),
+                 "self_attn.o_proj": (2048, 2048), "mlp.gate_proj": (11008, 2048), "mlp.up_proj": (11008, 2048),
+                 "mlp.down_proj": (2048, 11008)}
+SPACE_METHODS = ("linear", "ties", "dare_linear", "dare_ties", "tsv", "iso_c", "iso_cts", "cart")
+
+
+def layer_one(run: str) -> None:
+    """In a child process: build one layer's factors, merge them as `run` (method:space), print JSON."""
+    import resource
+
+    from lf_wrap.merge.checks import LoadedAdapter, MergePlan
+    from lf_wrap.merge.config import MergeConfig
+    from lf_wrap.merge.methods import METHODS
+    from lf_wrap.merge.spaces import merged_delta
+
+    method, space = run.split(":")
+    gen = torch.Generator().manual_seed(0)
+    names = [f"model.layers.0.{m}.weight" for m in LAYER_MODULES]
+    adapters = [LoadedAdapter(given=f"a{i}", path=Path(f"a{i}"), config={}, rank=8, scaling=2.0,
+                              factors={name: (torch.randn(8, n, generator=gen) * 0.02,
+                                              torch.randn(m, 8, generator=gen) * 0.02)
+                                       for name, (m, n) in zip(names, LAYER_MODULES.values())}) for i in range(3)]
+    density = 0.5 if METHODS[method].density else None
+    config = MergeConfig(adapters=["a0", "a1", "a2"], method=method, space=space, weights=[0.5, 0.5, 0.5],
+                         density=density, out="unused")
+    plan = MergePlan(config=config, out=Path("unused"), adapters=adapters, base_name="b", base_dir=Path("b"),
+                     base_shards=[], modules=names, dtype="bfloat16", weights=[0.5, 0.5, 0.5],
+                     seed=0 if METHODS[method].seeded else None, rank=None)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    for name in names:
+        merged_delta(plan, name)
+    seconds = time.monotonic() - start
+    extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(json.dumps({"run": run, "seconds": round(seconds, 3), "extra_mib": round(extra / 1024)}))
+
+
+def spaces_layer(methods: list[str], threads: int | None) -> None:
+    """Each method:space in its own process. `threads`: torch's threads there (OMP_NUM_THREADS). On a
+    loaded machine use 1: two OpenMP threads on two busy cores stall at every parallel region,
+    which costs core space (many small operations) up to 15x and full space less (measured)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    print(f"one Qwen2.5-3B decoder layer (7 projections), 3 x rank-8 adapters, torch threads "
+          f"{threads or torch.get_num_threads()}; x36: the whole model")
+    print("| method | full s/layer | core s/layer | full/core | full s x36 | core s x36 | full peak +MiB | "
+          "core peak +MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for method in methods:
+        found = {}
+        for space in ("full", "core"):
+            proc = subprocess.run([sys.executable, __file__, "--layer-one", f"{method}:{space}"], capture_output=True,
+                                  text=True, env=env)
+            if proc.returncode != 0:
+                raise SystemExit(f"{method}:{space} failed:\n{proc.stderr[-3000:]}")
+            found[space] = json.loads(proc.stdout.strip().splitlines()[-1])
+        full, core = found["full"], found["core"]
+        print(f"| {method} | {full['seconds']:.2f} | {core['seconds']:.3f} | {full['seconds'] / core['seconds']:.0f}x | "
+              f"{36 * full['seconds']:.0f} | {36 * core['seconds']:.1f} | {full['extra_mib']} | {core['extra_mib']} |",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", choices=["tiny", "qwen2.5-3b"], default="tiny")
     parser.add_argument("--runs", default=None, help=f"comma-separated method:form (default: all; {ALL_RUNS[0]}...)")
     parser.add_argument("--work", type=Path, default=ROOT / "cache" / "bench" / "merge")
+    parser.add_argument("--spaces-layer", action="store_true", help="full vs core space on one Qwen2.5-3B layer")
+    parser.add_argument("--methods", default=",".join(SPACE_METHODS), help="--spaces-layer: the methods")
+    parser.add_argument("--threads", type=int, default=None, help="--spaces-layer: torch threads (OMP_NUM_THREADS)")
+    parser.add_argument("--layer-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.layer_one:
+        return layer_one(args.layer_one)
+    if args.spaces_layer:
+        return spaces_layer(args.methods.split(","), args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = args.work / args.shape
     if args.shape == "tiny":

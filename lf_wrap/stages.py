@@ -127,7 +127,8 @@ def _check_merge(loaded: Loaded, force: bool = True) -> Checked:
     config = loaded.recipe
     plan = check_inputs(config, force=force)
     return Checked("merge recipe", f"{len(plan.adapters)} adapters, {len(plan.modules)} modules, base "
-                                   f"{plan.base_dir}, method {config.method}, as {config.output_form} -> {plan.out}",
+                                   f"{plan.base_dir}, method {config.method}, space {config.space}, "
+                                   f"as {config.output_form} -> {plan.out}",
                    config.model_dump(mode="json", by_alias=True))
 
 

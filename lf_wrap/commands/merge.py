@@ -79,6 +79,7 @@ def _names(ctx, param, value):
 @click.option("--tasks", callback=_names,
               help="Direct form: each adapter's task, in order (default: its training run's).")
 @click.option("--methods", callback=_names, help="Direct form: merge methods to search, e.g. linear,ties,dare_ties.")
+@click.option("--spaces", callback=_names, help="Direct form: merge spaces, from full, knots, core (default full).")
 @click.option("--budget", type=int, help="Direct form: candidates to score (default 32).")
 @click.option("--sampler", type=click.Choice(["tpe", "cmaes", "random", "grid"]), help="Direct form: Optuna sampler.")
 @click.option("--search-rows", type=int, help="Direct form: rows per task to search on (default 100).")
@@ -96,7 +97,7 @@ def _names(ctx, param, value):
                                 "the folder's optuna.journal).")
 @click.option("--force", is_flag=True, help="Start over in a search folder that holds another search.")
 @click.option("--check", is_flag=True, help="Only read and check every input (adapters, rows); start nothing.")
-def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampler, search_rows, folds, seed,
+def search_command(inputs, overrides, eval_recipe, tasks, methods, spaces, budget, sampler, search_rows, folds, seed,
                    objective, output_form, out, workers, storage, force, check):
     """Search merges of task adapters for the one that keeps every specialist's gain.
 
@@ -118,7 +119,8 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
 
     stage = STAGES["search recipe"]
 
-    direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "budget": budget, "sampler": sampler,
+    direct = {"eval": eval_recipe, "tasks": tasks, "methods": methods, "spaces": spaces, "budget": budget,
+              "sampler": sampler,
               "search_rows": search_rows, "folds": folds, "seed": seed, "objective": objective, "as": output_form,
               "out": out, "workers": workers, "storage": storage}
     # One input that is a file (adapters are folders) is a recipe, whatever its name: SEARCH.YAML, search.yml.txt.
@@ -140,7 +142,8 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
             raise UserError(f"--tasks: {len(tasks)} tasks for {len(inputs)} adapters; give one per adapter, in order")
         data = {"eval": str(eval_recipe),
                 "adapters": [{"path": p, **({"task": tasks[i]} if tasks else {})} for i, p in enumerate(inputs)]}
-        data.update({k: v for k, v in (("methods", methods), ("budget", budget), ("sampler", sampler), ("seed", seed),
+        data.update({k: v for k, v in (("methods", methods), ("spaces", spaces), ("budget", budget),
+                                       ("sampler", sampler), ("seed", seed),
                                        ("objective", objective), ("as", output_form), ("workers", workers),
                                        ("storage", storage)) if v is not None})
         if search_rows is not None or seed is not None or folds is not None:

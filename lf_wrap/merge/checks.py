@@ -131,7 +131,9 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
     for adapter in adapters[1:]:
         if set(adapter.factors) != set(reference.factors):
             only = sorted(set(adapter.factors) ^ set(reference.factors))
-            raise UserError(f"{adapter.given} and {reference.given} target different modules "
+            where = "space: core builds one basis from every adapter's factors of a module, so " \
+                if config.space == "core" else ""
+            raise UserError(f"{where}{adapter.given} and {reference.given} target different modules "
                             f"(e.g. {only[0]}); merge adapters trained with the same lora_target")
     for adapter in adapters:
         for name, (a_mat, b_mat) in adapter.factors.items():
@@ -151,15 +153,15 @@ def check_inputs(config: MergeConfig, force: bool = False) -> MergePlan:
         raise UserError("weights: all weights are 0; the merged adapter would be empty")
     method = METHODS[config.method]
     check_rank_needs(config.method, config.params, [a.rank for a in adapters],
-                     [min(headers[n]["shape"]) for n in modules])
+                     [min(headers[n]["shape"]) for n in modules], config.space)
     seed = (config.seed if config.seed is not None else 0) if method.seeded else None
     rank = None
-    if config.output_form == "adapter" and not method.exact_adapter:
+    if config.output_form == "adapter" and not method.exact_adapter and config.space != "core":
         cap = max(min(headers[n]["shape"]) for n in modules)   # full rank of the largest module
         rank = config.rank or min(cap, sum(a.rank for a in adapters))
         if rank > cap:
             raise UserError(f"rank: {rank} is more than any targeted weight has (at most {cap})")
-    if config.output_form == "model" and config.method == "sum":
+    if config.output_form == "model" and method.export_with_llamafactory:
         from lf_wrap.core.environments import llamafactory_cli
 
         llamafactory_cli()   # raises a UserError naming the setting when it is missing
@@ -184,46 +186,41 @@ def resolve_weights(given: list | None, adapters: int, modules: list[str],
         raise UserError(f"weights: {err}") from None
 
 
-def check_methods_fit(methods: list[str], plan: MergePlan) -> None:
+def check_methods_fit(methods: list[str], plan: MergePlan, spaces: list[str] = ("full",)) -> None:
     """The search's check of its methods: one whose default hyper-parameters need more rank than
-    the adapters have (iso_cts's split, tsv's fraction) is refused before the engine starts, as
-    `merge adapters` refuses it."""
+    the adapters have (iso_cts's split, tsv's fraction) in a space it runs in is refused before
+    the engine starts, as `merge adapters` refuses it."""
     from lf_wrap.merge.methods import METHODS
 
-    tuned = [m for m in methods if METHODS[m].params]
-    if not tuned:
+    checked = [m for m in methods if METHODS[m].rank_check is not None]
+    if not checked:
         return
     shapes = {}
     for shard in plan.base_shards:
         shapes.update({k: v["shape"] for k, v in safetensors_header(shard)[0].items() if k != "__metadata__"})
     sizes = [min(shapes[name]) for name in plan.modules]
-    for method in tuned:
-        try:
-            check_rank_needs(method, METHODS[method].resolve({}, len(plan.adapters)), [a.rank for a in plan.adapters],
-                             sizes)
-        except UserError as err:
-            raise UserError(f"methods: {method} at its default hyper-parameters: {err}") from None
+    for method in checked:
+        for space in (s for s in spaces if s in METHODS[method].spaces):
+            try:
+                check_rank_needs(method, METHODS[method].resolve({}, len(plan.adapters)),
+                                 [a.rank for a in plan.adapters], sizes, space)
+            except UserError as err:
+                where = f" in {space} space" if space != "full" else ""
+                raise UserError(f"methods: {method}{where} at its default hyper-parameters: {err}") from None
 
 
-def check_rank_needs(method: str, params: dict, ranks: list[int], sizes: list[int]) -> None:
+def check_rank_needs(method: str, params: dict, ranks: list[int], sizes: list[int], space: str = "full") -> None:
     """Hyper-parameters that ask for more singular directions than the adapters have: refused
-    here, before any merge or engine, naming the key. `ranks`: each adapter's r; `sizes`:
-    min(m, n) of each targeted module. The SVD methods are rank-aware (lf_wrap.merge.methods.
-    spectrum): they split the summed rank, at most sum(r_i), not min(m, n)."""
-    if method == "tsv":
-        smallest = min(sizes)
-        if int(smallest * params["task_fraction"]) < 1:
-            raise UserError(f"params.task_fraction: {params['task_fraction']:g} of a {smallest}-wide module keeps no "
-                            f"singular direction per task; give at least {1 / smallest:.3g}")
-    if method == "iso_cts":
-        from lf_wrap.merge.methods.iso import cts_split
-
-        summed = min(sum(ranks), min(sizes))
-        common, per_task = cts_split(summed, len(ranks), params["common_fraction"])
-        if common < 0 or (per_task < 1 and params["common_fraction"] < 1):
-            raise UserError(f"params.common_fraction: {params['common_fraction']:g} leaves no task-specific "
-                            f"direction: the adapters' summed rank is {summed} (ranks {'+'.join(map(str, ranks))}) "
-                            f"for {len(ranks)} tasks; lower common_fraction, or use iso_c (common_fraction 1)")
+    here, before any merge or engine, naming the key (each method's own `rank_check`). `ranks`:
+    each adapter's r; `sizes`: min(m, n) of each targeted module. The SVD methods are rank-aware
+    (lf_wrap.merge.methods.spectrum): they split the summed rank, at most sum(r_i), not min(m, n).
+    In knots and core space a method sees matrices of at most sum(r_i) rows or columns."""
+    if space != "full":
+        sizes = [min(size, sum(ranks)) for size in sizes]
+    try:
+        METHODS[method].check_rank(params, ranks, sizes)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def load_adapter(given: str) -> LoadedAdapter:

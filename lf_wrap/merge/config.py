@@ -33,6 +33,13 @@ class MergeConfig(BaseModel):
     """Base model folder or Hub id (default: the adapters' base_model_name_or_path)."""
     method: str = "sum"
     """The merge method (lf_wrap.merge.methods)."""
+    space: Literal["full", "knots", "core"] = "full"
+    """Where the method runs (lf_wrap.merge.spaces): full (the m x n deltas), knots (the deltas
+    aligned in one SVD basis) or core (R x R core matrices of the LoRA factors, R the summed rank:
+    the fastest, and `as: adapter` is exact for every method). Recorded only when not full."""
+    isotropize: bool = False
+    """Core space only: the merged core matrix's singular values replaced by their mean (the Core
+    Space paper's optional step, Iso-C's flat spectrum after any method)."""
     weights: list[Weight] | None = None
     """One weight per adapter, comma-separated (not for sum). In a recipe, each may also be
     layer-wise: a list of block weights, or per kind {attention: ..., mlp: ...} (lf_wrap.merge.blocks)."""
@@ -44,7 +51,8 @@ class MergeConfig(BaseModel):
     """Named hyper-parameters of the method (alpha, task_fraction, common_fraction, merge); resolved
     here, defaults filled in, so merge_config.yaml records every value used."""
     rank: int | None = None
-    """ties/dare_*/tsv/iso_*/knots --as adapter: SVD rank (default: sum of the adapters' ranks)."""
+    """Full or knots space, methods other than sum/linear, --as adapter: SVD rank (default: sum of the
+    adapters' ranks)."""
     output_form: Literal["model", "adapter"] = Field("model", alias="as")
     """Write a full model folder, or one LoRA adapter (vLLM, PEFT, LLaMA-Factory)."""
     template: str = "qwen"
@@ -84,6 +92,12 @@ class MergeConfig(BaseModel):
                 blocks.check_form(self.weights)
             except ValueError as err:
                 raise ValueError(f"weights: {err}") from None
+        if self.space not in method.spaces:
+            raise ValueError(f"space: method {name} runs only in {' and '.join(method.spaces)} space, not in "
+                             f"{self.space}" + (f" ({method.spaces_note})" if method.spaces_note else ""))
+        if self.isotropize and self.space != "core":
+            raise ValueError(f"isotropize: only in core space (space: core); this merge runs in {self.space} space "
+                             "(in full space, method iso_c flattens the spectrum)")
         if self.params and not method.params:
             raise ValueError(f"params: method {name} takes no hyper-parameters; "
                              f"{', '.join(n for n, m in METHODS.items() if m.params)} do")
@@ -101,6 +115,9 @@ class MergeConfig(BaseModel):
         if self.seed is not None and not method.seeded:
             raise ValueError(f"seed: method {name} draws nothing at random; only dare_* take a seed")
         if self.rank is not None:
+            if self.space == "core":
+                raise ValueError("rank: core space writes its exact adapter, of rank the sum of the adapters' ranks; "
+                                 "leave rank out")
             if self.output_form != "adapter" or method.exact_adapter:
                 raise ValueError("rank: only for non-linear methods with `as: adapter` (sum and linear adapters "
                                  "are exact)")

@@ -7,7 +7,7 @@ add_weighted_adapter does that for linear/ties/dare and gets cross terms B_i @ A
 - `--as model` copies the base's safetensors files and rewrites only the LoRA-targeted
   tensors in place, so memory holds one module's deltas, never the model;
 - `--as adapter` writes one LoRA: exact for sum/linear (ranks concatenated), a truncated SVD
-  for the others (ties/dare, tsv/iso_c/iso_cts/knots), with each module's relative
+  for the others (ties/dare, tsv/iso_c/iso_cts/knots/cart), with each module's relative
   reconstruction error in the manifest.
 Settings live in lf_wrap.merge.config; everything is checked before any work
 (lf_wrap.merge.checks). The output folder appears in one rename, with the recipe, the resolved
@@ -21,7 +21,6 @@ import logging
 import resource
 import shutil
 import time
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from lf_wrap.merge.card import write_card
 from lf_wrap.merge.checks import CONFIG_FILE, MANIFEST, RECIPE_FILE, MergePlan, check_inputs, safetensors_header
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
+from lf_wrap.merge.spaces import Deltas, core_factors, merged_delta  # noqa: F401 (Deltas: the search's)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, car
 
     with atomic_directory(plan.out, force=force) as tmp:
         export_record, errors, rank = None, {}, None
-        if plan.output_form == "model" and config.method == "sum":
+        if plan.output_form == "model" and METHODS[config.method].export_with_llamafactory:
             export_record = export_with_llamafactory(plan, tmp)
         elif plan.output_form == "model":
             write_model(plan, tmp)
@@ -102,7 +102,8 @@ def _merge_locked(config: MergeConfig, force: bool, recipe_text: str | None, car
         merged = time.monotonic()
         record.finish()
         manifest = record.manifest({
-            "method": config.method, "as": plan.output_form, "weights": plan.weights,
+            "method": config.method, **({"space": config.space} if config.space != "full" else {}),
+            **({"isotropize": True} if config.isotropize else {}), "as": plan.output_form, "weights": plan.weights,
             "density": config.density, "seed": plan.seed, "rank": rank, **plan.blocks_record(),
             **({"params": config.params} if config.params else {}),
             "base": base, "inputs": inputs, "dtype": plan.dtype,
@@ -184,22 +185,31 @@ def write_model(plan: MergePlan, tmp: Path) -> None:
 
 
 def write_adapter(plan: MergePlan, tmp: Path) -> tuple[dict[str, float], int]:
-    """One LoRA adapter with scaling 1 (lora_alpha = r): exact concatenation for sum/linear,
-    truncated SVD for ties/dare. Returns each module's relative error ||dW - B A|| / ||dW||,
+    """One LoRA adapter with scaling 1 (lora_alpha = r): exact concatenation for sum/linear in
+    full space, Core Space's own factors (rank R = the summed ranks) for every method in core
+    space, a truncated SVD otherwise. Returns each module's relative error ||dW - B A|| / ||dW||,
     and the adapter's rank."""
+    import torch
+
     from safetensors.torch import save_file
 
     from lf_wrap.merge.methods import lowrank
 
     tensors, errors = {}, {}
-    exact = METHODS[plan.config.method].exact_adapter
+    core = plan.config.space == "core"
+    exact = METHODS[plan.config.method].exact_adapter and not core
     used_adapters = plan.used_adapters()
     for name in plan.modules:
-        target = merged_delta(plan, name)
-        if exact:
+        if core:       # B @ A is the merge itself: `--as model` writes the same product
+            a_mat, b_mat = core_factors(plan, name, rank=sum(a.rank for a in plan.adapters))
+            a_mat, b_mat = a_mat.to(torch.float32), b_mat.to(torch.float32)
+            target = b_mat @ a_mat
+        elif exact:
+            target = merged_delta(plan, name)
             kept = [(a, w) for a, w, used in zip(plan.adapters, plan.weights_of(name), used_adapters) if used]
             a_mat, b_mat = lowrank.concat([a.factors[name] for a, _ in kept], [w * a.scaling for a, w in kept])
         else:
+            target = merged_delta(plan, name)
             a_mat, b_mat = lowrank.truncated_svd(target, plan.rank)
         errors[name] = lowrank.relative_error(target, a_mat, b_mat)
         prefix = "base_model.model." + name.removesuffix(".weight")
@@ -211,27 +221,6 @@ def write_adapter(plan: MergePlan, tmp: Path) -> tuple[dict[str, float], int]:
                           base_model_name_or_path=plan.base_name, inference_mode=True)
     atomic_write_json(tmp / "adapter_config.json", adapter_config)
     return errors, rank
-
-
-# ---------------------------------------------------------------- per-module deltas
-
-
-def merged_delta(plan: MergePlan, name: str):
-    """The merged float32 delta of one module: the method applied to dW_i = s_i * B_i @ A_i."""
-    import torch
-
-    deltas = []
-    for adapter in plan.adapters:
-        a_mat, b_mat = adapter.factors[name]
-        deltas.append(adapter.scaling * (b_mat @ a_mat))
-    generator = None
-    if plan.seed is not None:
-        # One stream per module, derived from the seed and the name: the same module draws the
-        # same mask whatever order the modules are processed in.
-        digest = hashlib.sha256(f"{plan.seed}:{name}".encode()).digest()
-        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    config = plan.config
-    return METHODS[config.method].combine(deltas, plan.weights_of(name), config.density, generator, config.params)
 
 
 # ---------------------------------------------------------------- manifest helpers
@@ -248,8 +237,11 @@ def _fingerprint(plan: MergePlan, inputs: list[dict], base: dict) -> str:
 
 def _settings(config: MergeConfig, exclude: set[str] = frozenset()) -> dict:
     """The config as written to merge_config.yaml and hashed; `params` only for the methods
-    that have hyper-parameters, so earlier merges keep their fingerprint."""
-    return config.model_dump(by_alias=True, exclude=set(exclude) | (set() if config.params else {"params"}))
+    that have hyper-parameters, `space` only when not full, `isotropize` only when set, so
+    earlier merges keep their fingerprint."""
+    quiet = {key for key, default in (("params", {}), ("space", "full"), ("isotropize", False))
+             if getattr(config, key) == default}
+    return config.model_dump(by_alias=True, exclude=set(exclude) | quiet)
 
 
 def _error_summary(errors: dict[str, float]) -> dict:
@@ -275,25 +267,3 @@ def summary(result: MergeResult) -> str:
         lines.append(f"  relative reconstruction error per module: max {m['errors']['max']:.3g}, "
                      f"mean {m['errors']['mean']:.3g} (all in {MANIFEST})")
     return "\n".join(lines)
-
-
-class Deltas(Mapping):
-    """{base weight name: merged float32 delta}, each computed when asked (one module in memory
-    at a time when a consumer walks it, as WeightPatcher.apply does)."""
-
-    def __init__(self, plan: MergePlan):
-        self.plan = plan
-
-    def __getitem__(self, name: str):
-        if name not in self.plan.modules:
-            raise KeyError(name)
-        return merged_delta(self.plan, name)
-
-    def __contains__(self, name) -> bool:       # Mapping's default would compute the delta
-        return name in self.plan.modules
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.plan.modules)
-
-    def __len__(self) -> int:
-        return len(self.plan.modules)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from lf_wrap.merge.blocks import KINDS
 from lf_wrap.merge.checks import MergePlan, resolve_weights
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.merge.methods import METHODS
-from lf_wrap.merge.run import Deltas
+from lf_wrap.merge.methods import METHODS, SPACES
+from lf_wrap.merge.spaces import Deltas
 
 
 JOINT = "joint"      # the joint adapter (SearchRecipe.joint): patched in whole, never a merge of the specialists
@@ -29,24 +29,30 @@ class Candidate:
     weights: tuple            # one per adapter: a number, or layer-wise (freeze below)
     density: float | None = None
     seed: int | None = None
+    space: str = "full"       # lf_wrap.merge.spaces
 
     def label(self) -> str:
         """E.g. `linear[0.5,1]`; layer-wise, `linear[1/0.5,0.5]` (block weights joined by /) or
-        `linear[attention=1/0.5 mlp=0/1,0.5]`: the candidate's identity in the score ledger; `joint`
-        for the joint adapter."""
+        `linear[attention=1/0.5 mlp=0/1,0.5]`; `tsv[1,0.5] space core` outside full space: the
+        candidate's identity in the score ledger (full space says nothing: earlier ledgers' labels);
+        `joint` for the joint adapter."""
         if self.method == JOINT:
             return JOINT
         text = f"{self.method}[{','.join(_text(w) for w in self.weights)}]"
         if self.density is not None:
             text += f" density {self.density:g}"
-        return text + (f" seed {self.seed}" if self.seed is not None else "")
+        text += f" seed {self.seed}" if self.seed is not None else ""
+        return text + (f" space {self.space}" if self.space != "full" else "")
 
     def complexity(self) -> tuple:
-        """Smaller is simpler, the objective's last tie-break: the method first (plain weighted
-        sum, then TIES' trimming, then DARE's random drop), then how many different weights
-        (one shared weight is one knob), then how much is trimmed or dropped (1 - density)."""
-        rank = METHOD_ORDER.index(self.method) if self.method in METHOD_ORDER else len(METHOD_ORDER)
-        return (rank, len(set(self.numbers())), round(1 - (self.density if self.density is not None else 1), 6))
+        """Smaller is simpler, the objective's last tie-break: the method first, in the registry's
+        order (plain weighted sum, then TIES' trimming, then DARE's random drop, then the SVD
+        methods: lf_wrap.merge.methods), then how many different weights (one shared weight is one
+        knob), then how much is trimmed or dropped (1 - density), then the space (full first)."""
+        order = list(METHODS)
+        rank = order.index(self.method) if self.method in order else len(order)
+        simple = (rank, len(set(self.numbers())), round(1 - (self.density if self.density is not None else 1), 6))
+        return simple + ((SPACES.index(self.space),) if self.space != "full" else ())
 
     def numbers(self) -> list[float]:
         """Every weight, whatever its form (one per adapter, or per block and kind)."""
@@ -107,20 +113,15 @@ def gather(values: dict[str | None, list[float]]):
     return tuple((kind, v[0] if len(v) == 1 else tuple(v)) for kind, v in values.items())
 
 
-# From the simplest method to the most involved (`sum` is linear with every weight 1); the
-# SVD-based methods last. Their hyper-parameters stay at their defaults in a search: every
-# weight is a per-task scaling (docs/merge-methods.md).
-METHOD_ORDER = ("sum", "linear", "ties", "dare_linear", "dare_ties", "tsv", "iso_c", "iso_cts", "knots")
-
-
-def _make(method: str, weights: Iterable[float], density: float | None, seed: int | None) -> Candidate:
+def _make(method: str, weights: Iterable[float], density: float | None, seed: int | None,
+          space: str = "full") -> Candidate:
     if method not in METHODS:
         raise ValueError(f"unknown merge method {method!r}; choose from {', '.join(METHODS)}")
     info = METHODS[method]
     if not info.weighted:
         raise ValueError(f"{method} takes no weights; search `linear` instead")
     return Candidate(method, tuple(freeze(w) for w in weights), density if info.density else None,
-                     seed if info.seeded else None)
+                     seed if info.seeded else None, space)
 
 
 def sample(n_adapters: int, count: int, seed: int, low: float = 0.0, high: float = 1.5,
@@ -146,7 +147,7 @@ def candidate_plan(plan: MergePlan, candidate: Candidate) -> MergePlan:
     validated like a merge recipe."""
     data = plan.config.model_dump(by_alias=True)
     data.update(method=candidate.method, weights=[thaw(w) for w in candidate.weights], density=candidate.density,
-                seed=candidate.seed, rank=None, params={})
+                seed=candidate.seed, rank=None, params={}, space=candidate.space, isotropize=False)
     config = MergeConfig.model_validate(data)
     seed = (candidate.seed if candidate.seed is not None else 0) if METHODS[candidate.method].seeded else None
     weights, per_module = resolve_weights(config.weights, len(plan.adapters), plan.modules, plan.layers)

@@ -165,7 +165,8 @@ def write_best(out: Path, plan, best: dict, output_form: str, card: str | None =
 
     c = best["candidate"]
     config = MergeConfig(adapters=[a.given for a in plan.adapters], base=plan.config.base, method=c["method"],
-                         weights=c["weights"], density=c["density"], seed=c["seed"], out=str(out / "best"),
+                         space=c.get("space", "full"), weights=c["weights"], density=c["density"], seed=c["seed"],
+                         out=str(out / "best"),
                          **{"as": output_form})
     return merge(config, force=(out / "best").exists(), card_extra=card).out
 

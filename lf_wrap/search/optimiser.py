@@ -13,7 +13,8 @@ live in a database instead (`storage`: an RDB URL, Optuna's RDBStorage).
 
 Parameters: `method` (when more than one), `weight.<task>` per adapter on the recipe's step
 (layer-wise: `weight.<task>[.<kind>][.<block>]`, candidates.weight_params),
-`density` for ties/dare_*. The study-style sum (every weight 1) and linear 0.5 are enqueued
+`density` for ties/dare_*, `space` (when more than one; `space.<method>` for a method that runs
+in only some of them). The study-style sum (every weight 1) and linear 0.5 are enqueued
 first when they lie in the space: the optimiser starts from the merges people already use."""
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _grid_space(recipe: SearchRecipe, tasks: list[str]) -> dict[str, list]:
                               for name, _, _ in weight_params(t, recipe.blocks, recipe.per_kind)}
     if len(recipe.methods) > 1:
         space["method"] = list(recipe.methods)
+    if len(recipe.spaces) > 1:
+        space["space"] = list(recipe.spaces)
     if any(METHODS[m].density for m in recipe.methods):
         space["density"] = _grid_values(recipe.density.low, recipe.density.high, recipe.density.step)
     return space
@@ -209,6 +212,8 @@ def reference_params(recipe: SearchRecipe, tasks: list[str]) -> list[dict]:
             params = {name: value for t in tasks for name, _, _ in weight_params(t, recipe.blocks, recipe.per_kind)}
             if len(recipe.methods) > 1:
                 params["method"] = "linear"
+            if len(recipe.spaces) > 1:
+                params["space"] = "full" if "full" in recipe.spaces else recipe.spaces[0]
             out.append(params)
     return out
 
@@ -276,7 +281,18 @@ def suggest(trial, recipe: SearchRecipe, tasks: list[str]) -> Candidate:
     if info.density:
         density = round(trial.suggest_float("density", recipe.density.low, recipe.density.high,
                                             step=recipe.density.step), 6)
-    return Candidate(method, weights, density, recipe.seed if info.seeded else None)
+    return Candidate(method, weights, density, recipe.seed if info.seeded else None, _space(trial, recipe, method))
+
+
+def _space(trial, recipe: SearchRecipe, method: str) -> str:
+    """The candidate's space, among the recipe's spaces the method runs in: `space` for a method
+    that runs in all of them, `space.<method>` for one that runs in some (Optuna keeps one set of
+    choices per parameter name); no parameter where there is one choice."""
+    allowed = [s for s in recipe.spaces if s in METHODS[method].spaces]
+    if len(allowed) == 1:
+        return allowed[0]
+    name = "space" if allowed == list(recipe.spaces) else f"space.{method}"
+    return trial.suggest_categorical(name, allowed)
 
 
 def unscored(study, ledger, recipe: SearchRecipe, tasks: list[str]) -> list[Candidate]:

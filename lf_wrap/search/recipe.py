@@ -150,8 +150,11 @@ class SearchRecipe(_Strict):
     never searched or merged. It is one of the search's inputs: adding or changing it starts a new search."""
     methods: list[str] = Field(["linear"], json_schema_extra=SPACE)
     """Merge methods the search may pick (lf_wrap.merge.methods): linear, ties, dare_linear, dare_ties,
-    tsv, iso_c, iso_cts, knots (these four at their default hyper-parameters, the weights acting
+    tsv, iso_c, iso_cts, knots, cart (these five at their default hyper-parameters, the weights acting
     as per-task scalings; docs/merge-methods.md)."""
+    spaces: list[Literal["full", "knots", "core"]] = Field(["full"], json_schema_extra=LAYOUT_SPACE)
+    """Where the methods may run (lf_wrap.merge.spaces): full, knots, core. A method runs in those
+    of these spaces it can (knots only in full); with more than one, the space is searched too."""
     weights: WeightRange = Field(WeightRange(), json_schema_extra=SPACE)
     """One weight per adapter (per block and kind, with `blocks` / `per_kind`), in this range."""
     blocks: int = Field(1, ge=1, strict=True, json_schema_extra=LAYOUT_SPACE)
@@ -216,8 +219,19 @@ class SearchRecipe(_Strict):
                                  "search `linear` instead")
         return list(dict.fromkeys(value))
 
+    @field_validator("spaces")
+    @classmethod
+    def _some_space(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one merge space (full, knots, core)")
+        return list(dict.fromkeys(value))
+
     @model_validator(mode="after")
     def _consistent(self):
+        for name in self.methods:
+            if not set(self.spaces) & set(METHODS[name].spaces):
+                raise ValueError(f"spaces: method {name} runs only in {' and '.join(METHODS[name].spaces)} space, "
+                                 f"and the search's spaces are {', '.join(self.spaces)}")
         if not 0 < self.density.low <= self.density.high <= 1:
             raise ValueError("density: low and high must lie in (0, 1]")
         if self.sampler == "grid" and len(self.grid) < 2:

@@ -105,7 +105,7 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
     check_best(out)                    # before anything is scored: best/ is the search's to write or remove
     plan = check_inputs(MergeConfig(adapters=[m.path for m in models], method="linear",
                                     base=eval_recipe.model_name_or_path, out=str(out / "best")))
-    check_methods_fit(recipe.methods, plan)
+    check_methods_fit(recipe.methods, plan, recipe.spaces)
     check_layout(recipe.blocks, recipe.per_kind, plan)
     joint = check_joint(recipe, eval_recipe, plan) if recipe.joint else None
     joint_path = {f"the joint adapter {recipe.joint}": Path(recipe.joint)} if recipe.joint else {}

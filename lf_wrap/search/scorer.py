@@ -34,13 +34,14 @@ def as_dict(candidate: Candidate | None) -> dict | None:
     if candidate is None:
         return None
     return {"method": candidate.method, "weights": [thaw(w) for w in candidate.weights], "density": candidate.density,
-            "seed": candidate.seed}
+            "seed": candidate.seed, **({"space": candidate.space} if candidate.space != "full" else {})}
 
 
 def from_dict(data: dict | None) -> Candidate | None:
     if data is None:
         return None
-    return Candidate(data["method"], tuple(freeze(w) for w in data["weights"]), data.get("density"), data.get("seed"))
+    return Candidate(data["method"], tuple(freeze(w) for w in data["weights"]), data.get("density"), data.get("seed"),
+                     data.get("space", "full"))
 
 
 def _jobs(rows: dict[str, TaskRows]) -> dict[str, list[Job]]:

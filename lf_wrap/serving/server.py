@@ -288,7 +288,7 @@ class ModelServer:
         self.server = PatchServer(engine, names, base)
 
     def __call__(self, jobs) -> list[dict]:
-        from lf_wrap.merge.run import Deltas
+        from lf_wrap.merge.spaces import Deltas
 
         models = {job.model for job in jobs}
         if len(models) != 1:

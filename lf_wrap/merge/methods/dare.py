@@ -11,13 +11,19 @@ follows the paper."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from lf_wrap.merge.methods.linear import linear
+from lf_wrap.merge.methods.method import MergeMethod
 from lf_wrap.merge.methods.ties import consensus, stack_weighted
+
+if TYPE_CHECKING:
+    import torch
 
 
 def drop_and_rescale(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
+    import torch
+
     if density >= 1:
         return delta
     keep = torch.bernoulli(torch.full(delta.shape, density, dtype=torch.float32), generator=generator)
@@ -33,3 +39,19 @@ def dare_ties(deltas: list[torch.Tensor], weights: list[float], density: float,
               generator: torch.Generator) -> torch.Tensor:
     weighted, w = stack_weighted([drop_and_rescale(d, density, generator) for d in deltas], weights)
     return consensus(weighted, w, normalize=False)
+
+
+def _dare_linear(deltas, weights, density, generator, params=None):
+    return dare_linear(deltas, weights, density, generator)
+
+
+def _dare_ties(deltas, weights, density, generator, params=None):
+    return dare_ties(deltas, weights, density, generator)
+
+
+METHODS = {
+    "dare_linear": MergeMethod("drop entries (keep prob. density), rescale 1/density, weighted sum",
+                               _dare_linear, weighted=True, density=True, seeded=True, exact_adapter=False),
+    "dare_ties": MergeMethod("DARE drop and rescale, TIES sign election, weighted sum of agreeing",
+                             _dare_ties, weighted=True, density=True, seeded=True, exact_adapter=False),
+}

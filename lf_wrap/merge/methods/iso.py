@@ -27,12 +27,19 @@ for Iso-CTS, every R_i has d non-zero singular values) the two are the same comp
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from lf_wrap.merge.methods.spectrum import numerical_rank, polar, svd, weighted
+from lf_wrap.merge.methods.method import ALPHA, MergeMethod, Param
+
+if TYPE_CHECKING:
+    import torch
 
 
 def iso_c(deltas: list[torch.Tensor], weights: list[float], alpha: float) -> torch.Tensor:
+    import torch
+
+    from lf_wrap.merge.methods.spectrum import numerical_rank, svd, weighted
+
     u, s, vh = svd(sum(weighted(deltas, weights)))
     r = numerical_rank(s)
     if r == 0:
@@ -51,6 +58,10 @@ def cts_split(p: int, tasks: int, common_fraction: float) -> tuple[int, int]:
 
 
 def iso_cts(deltas: list[torch.Tensor], weights: list[float], common_fraction: float, alpha: float) -> torch.Tensor:
+    import torch
+
+    from lf_wrap.merge.methods.spectrum import numerical_rank, polar, svd, weighted
+
     tasks = weighted(deltas, weights)
     u, s, vh = svd(sum(tasks))
     r = numerical_rank(s)
@@ -74,3 +85,34 @@ def iso_cts(deltas: list[torch.Tensor], weights: list[float], common_fraction: f
     flat = torch.cat(values).mean()
     merged = flat * polar(torch.cat(columns, dim=1)) @ polar(torch.cat(rows, dim=0))
     return (alpha * merged).to(deltas[0].dtype)
+
+
+def cts_rank_check(params: dict, ranks: list[int], sizes: list[int]) -> None:
+    """A common_fraction whose split of the summed rank leaves no task-specific direction."""
+    summed = min(sum(ranks), min(sizes))
+    common, per_task = cts_split(summed, len(ranks), params["common_fraction"])
+    if common < 0 or (per_task < 1 and params["common_fraction"] < 1):
+        raise ValueError(f"params.common_fraction: {params['common_fraction']:g} leaves no task-specific "
+                         f"direction: the adapters' summed rank is {summed} (ranks {'+'.join(map(str, ranks))}) "
+                         f"for {len(ranks)} tasks; lower common_fraction, or use iso_c (common_fraction 1)")
+
+
+def _iso_c(deltas, weights, density, generator, params=None):
+    return iso_c(deltas, weights, METHODS["iso_c"].resolve(params or {}, len(deltas))["alpha"])
+
+
+def _iso_cts(deltas, weights, density, generator, params=None):
+    params = METHODS["iso_cts"].resolve(params or {}, len(deltas))
+    return iso_cts(deltas, weights, params["common_fraction"], params["alpha"])
+
+
+METHODS = {
+    "iso_c": MergeMethod("Iso-C: sum_i w_i dW_i with every singular value set to their mean", _iso_c,
+                         weighted=True, density=False, seeded=False, exact_adapter=False, params={"alpha": ALPHA}),
+    "iso_cts": MergeMethod("Iso-CTS: common subspace of the sum plus each task's own directions, flat spectrum",
+                           _iso_cts, weighted=True, density=False, seeded=False, exact_adapter=False,
+                           rank_check=cts_rank_check,
+                           params={"alpha": ALPHA,
+                                   "common_fraction": Param(0.8, "share of the spectrum kept as the common subspace",
+                                                            low=0.0, high=1.0)}),
+}

@@ -56,9 +56,14 @@ def numerical_rank(values: torch.Tensor, scale: float | None = None) -> int:
 
 def polar(matrix: torch.Tensor) -> torch.Tensor:
     """The nearest matrix with orthonormal columns (or rows): P @ Qh from matrix = P S Qh.
-    FusionBench calls it the orthogonalisation of the stacked singular vectors."""
-    p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
-    return p @ qh
+    FusionBench calls it the orthogonalisation of the stacked singular vectors.
+
+    Rank-aware: only the singular values above RTOL count (a partial isometry where the stacked
+    vectors are dependent, e.g. the same adapter given twice: there P and Qh of the zero singular
+    values are arbitrary, and FusionBench's result moves by its own size under a 1e-7 change)."""
+    p, s, qh = torch.linalg.svd(matrix, full_matrices=False)
+    r = numerical_rank(s)
+    return p[:, :r] @ qh[:r]
 
 
 def weighted(deltas: list[torch.Tensor], weights: list[float]) -> list[torch.Tensor]:

@@ -9,11 +9,18 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+from lf_wrap.merge.methods.method import MergeMethod
+
+if TYPE_CHECKING:
+    import torch
 
 
 def trim(delta: torch.Tensor, density: float) -> torch.Tensor:
     """Keep the int(density * numel) largest-magnitude entries (at least one); zero the rest."""
+    import torch
+
     if density >= 1:
         return delta
     k = max(1, int(density * delta.numel()))
@@ -28,6 +35,8 @@ def agreeing(weighted: torch.Tensor) -> torch.Tensor:
 
     Trimmed (zero) entries have sign 0 and never agree, so they count in neither the sum nor
     the divisor: the mean is over the entries that were kept and agree."""
+    import torch
+
     elected = torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0).to(weighted.dtype)
     return weighted.sign() == elected
 
@@ -46,6 +55,8 @@ def consensus(weighted: torch.Tensor, weights: torch.Tensor, normalize: bool) ->
 
 def stack_weighted(deltas: list[torch.Tensor], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """The stacked w_i * delta_i and the weights shaped to broadcast over it."""
+    import torch
+
     stacked = torch.stack(deltas, dim=0)
     w = torch.tensor(weights, dtype=stacked.dtype).reshape(-1, *([1] * (stacked.dim() - 1)))
     return stacked * w, w
@@ -54,3 +65,13 @@ def stack_weighted(deltas: list[torch.Tensor], weights: list[float]) -> tuple[to
 def ties(deltas: list[torch.Tensor], weights: list[float], density: float) -> torch.Tensor:
     weighted, w = stack_weighted([trim(d, density) for d in deltas], weights)
     return consensus(weighted, w, normalize=True)
+
+
+def _combine(deltas, weights, density, generator, params=None):
+    return ties(deltas, weights, density)
+
+
+METHODS = {
+    "ties": MergeMethod("trim each dW_i to density, elect sign, weighted disjoint mean (TIES)", _combine,
+                        weighted=True, density=True, seeded=False, exact_adapter=False),
+}

@@ -19,12 +19,19 @@ the polar factor and the zero singular values leave out)."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from lf_wrap.merge.methods.spectrum import numerical_rank, polar, svd, weighted
+from lf_wrap.merge.methods.method import ALPHA, MergeMethod, Param
+
+if TYPE_CHECKING:
+    import torch
 
 
 def tsv(deltas: list[torch.Tensor], weights: list[float], task_fraction: float, alpha: float) -> torch.Tensor:
+    import torch
+
+    from lf_wrap.merge.methods.spectrum import numerical_rank, polar, svd, weighted
+
     k = int(min(deltas[0].shape) * task_fraction)
     columns, values, rows = [], [], []
     for delta in weighted(deltas, weights):
@@ -38,3 +45,27 @@ def tsv(deltas: list[torch.Tensor], weights: list[float], task_fraction: float, 
         return torch.zeros_like(deltas[0])
     merged = polar(torch.cat(columns, dim=1)) * s @ polar(torch.cat(rows, dim=0))
     return (alpha * merged).to(deltas[0].dtype)
+
+
+def rank_check(params: dict, ranks: list[int], sizes: list[int]) -> None:
+    """A task_fraction that keeps no singular direction of the narrowest matrix (a module's
+    min(m, n) in full space; the summed rank in core and KnOTS space)."""
+    smallest = min(sizes)
+    if int(smallest * params["task_fraction"]) < 1:
+        raise ValueError(f"params.task_fraction: {params['task_fraction']:g} of a {smallest}-wide module keeps no "
+                         f"singular direction per task; give at least {1 / smallest:.3g}")
+
+
+def _combine(deltas, weights, density, generator, params=None):
+    params = METHODS["tsv"].resolve(params or {}, len(deltas))
+    return tsv(deltas, weights, params["task_fraction"], params["alpha"])
+
+
+METHODS = {
+    "tsv": MergeMethod("TSV-M: each w_i dW_i's top singular triplets, stacked vectors made orthonormal", _combine,
+                       weighted=True, density=False, seeded=False, exact_adapter=False, rank_check=rank_check,
+                       params={"alpha": ALPHA,
+                               "task_fraction": Param(1.0, "share of min(m, n) singular triplets each task keeps "
+                                                      "(default 1/T)", low=0.0, high=1.0, low_open=True,
+                                                      per_task=True)}),
+}
