@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from conftest import run_lf_wrap
 from lf_wrap.cli import cli
-from merge_helpers import make_adapter, make_adapters
+from helpers.adapters import make_adapter, make_adapters
 
 
 @pytest.fixture(scope="module")
