@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import read_json, run_lf_wrap
-from helpers.adapters import make_trained_adapter
+from helpers.adapters import load_model, make_trained_adapter, model_greedy
 
 pytestmark = pytest.mark.slow
 
@@ -93,26 +93,18 @@ def predictions(out: Path, model: str, task: str) -> list[dict]:
 
 
 def transformers_greedy(tiny_model: Path, adapter: Path | None, rows: list[dict], max_new_tokens: int) -> list[list[int]]:
-    """The reference: transformers `generate` (+ PEFT for an adapter), greedy, one prompt at a time.
-    Token ids, not text: the random tiny model emits stray UTF-8 bytes, which decoders render differently."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The reference: transformers `generate` (+ PEFT for an adapter), greedy, one prompt at a time, up
+    to the template's stop word. Token ids, not text: the random tiny model emits stray UTF-8 bytes,
+    which decoders render differently."""
+    from transformers import AutoTokenizer
 
     from lf_wrap.evaluation.prompts import encode_prompt, render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    if adapter is not None:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, adapter)
-    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    outputs = []
-    for row in rows:
-        ids = torch.tensor([encode_prompt(tokenizer, render_prompt(row))])
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=[stop],
-                             pad_token_id=tokenizer.pad_token_id)
-        outputs.append(out[0, ids.shape[1]:].tolist())
-    return outputs
+    prompts = [encode_prompt(tokenizer, render_prompt(row)) for row in rows]
+    return model_greedy(load_model(tiny_model, adapter), prompts, max_new_tokens,
+                        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>")],
+                        pad_token_id=tokenizer.pad_token_id)
 
 
 # ---------------------------------------------------------------- one run, many checks

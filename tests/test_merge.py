@@ -15,9 +15,10 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import REPO, read_json, run_lf_wrap
+from helpers.adapters import (load_model, lora_delta, max_abs_diff, model_greedy, model_weights,
+                              peft_merged_weights)
 from lf_wrap.cli import cli
-from helpers.adapters import (lora_delta, max_abs_diff, model_greedy, model_weights,
-                           peft_merged_weights)
+
 
 def merge_cli(*args):
     result = CliRunner().invoke(cli, ["merge", *map(str, args)])
@@ -140,14 +141,10 @@ def test_dare_is_reproducible_from_its_seed(abc, outputs):
 
 def test_merged_adapter_generates_like_the_merged_model_in_transformers(tiny_model, sum_adapter, sum_model,
                                                                         short_prompts):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    load = lambda path: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()  # noqa: E731
-    with_adapter = model_greedy(PeftModel.from_pretrained(load(tiny_model), sum_adapter).eval(), short_prompts)
-    merged = model_greedy(load(sum_model), short_prompts)
+    with_adapter = model_greedy(load_model(tiny_model, sum_adapter), short_prompts)
+    merged = model_greedy(load_model(sum_model), short_prompts)
     assert with_adapter == merged
-    assert merged != model_greedy(load(tiny_model), short_prompts)   # the merge changed what the model says
+    assert merged != model_greedy(load_model(tiny_model), short_prompts)   # the merge changed what the model says
 
 
 VLLM_SCRIPT = textwrap.dedent("""
@@ -171,7 +168,6 @@ VLLM_SCRIPT = textwrap.dedent("""
 
 def test_merged_adapter_generates_like_the_merged_model_in_vllm(tiny_model, sum_adapter, sum_model, short_prompts,
                                                                 tmp_path):
-    from transformers import AutoModelForCausalLM
 
     script, out = tmp_path / "vllm_lora.py", tmp_path / "tokens.json"
     script.write_text(VLLM_SCRIPT)
@@ -180,7 +176,7 @@ def test_merged_adapter_generates_like_the_merged_model_in_vllm(tiny_model, sum_
                            json.dumps(short_prompts), str(out)], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    merged = model_greedy(AutoModelForCausalLM.from_pretrained(sum_model, dtype=torch.float32).eval(), short_prompts)
+    merged = model_greedy(load_model(sum_model), short_prompts)
     assert json.loads(out.read_text()) == merged
 
 

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from conftest import read_json
+from helpers.adapters import lora_delta, make_adapter, model_weights
 from lf_wrap.cli import cli
 from lf_wrap.merge.blocks import block_ranges
 from lf_wrap.merge.checks import check_inputs
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.merge.run import merge, merged_delta
-from helpers.adapters import lora_delta, make_adapter, model_weights
 
 Q0, V0 = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight"
 

@@ -19,11 +19,11 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from helpers.adapters import lora_delta, model_weights
 from lf_wrap.cli import cli
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.merge.methods.iso import cts_split
 from lf_wrap.merge.methods.knots import align
-from helpers.adapters import lora_delta, model_weights
 
 NEW = ("tsv", "iso_c", "iso_cts", "knots")
 ONES = [1.0, 1.0, 1.0]

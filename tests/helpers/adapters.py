@@ -79,13 +79,26 @@ def peft_merged_weights(base: Path, adapter: Path) -> dict[str, torch.Tensor]:
     return {k: state[k].detach() for k in saved}
 
 
-def model_greedy(model, prompts: list[list[int]], new_tokens: int = 8) -> list[list[int]]:
-    """The new tokens a transformers model generates greedily after each prompt (token ids)."""
+def load_model(base: Path, adapter: Path | None = None):
+    """The base in float32 for transformers' generate, with `adapter` on it through PEFT."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model
+
+
+def model_greedy(model, prompts: list[list[int]], new_tokens: int = 8, **generate) -> list[list[int]]:
+    """The new tokens a transformers model generates greedily after each prompt (token ids), one
+    prompt at a time (no padding); `generate`: more of generate()'s arguments (eos_token_id, ...)."""
     out = []
     for ids in prompts:
         tensor = torch.tensor([ids])
         generated = model.generate(tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=new_tokens,
-                                   do_sample=False, pad_token_id=0)
+                                   do_sample=False, **{"pad_token_id": 0, **generate})
         out.append(generated[0, len(ids):].tolist())
     return out
 

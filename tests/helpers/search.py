@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers.adapters import linked_adapter, make_adapters
+from helpers.adapters import linked_adapter, load_model, make_adapters, model_greedy
 
 TASKS = ("task_a", "task_b", "task_c")
 TOPICS = ["the weather in Oslo", "a cat on a mat", "the price of bread", "a train to Rome", "the history of tea",
@@ -21,24 +21,14 @@ NEW_TOKENS = 8
 
 def greedy_answers(model: Path, adapter: Path | None, prompts: list[str]) -> list[str]:
     """The answers PEFT + transformers give greedily: the references of the adapter's task."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from lf_wrap.evaluation.prompts import encode_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    if adapter is not None:
-        from peft import PeftModel
-
-        net = PeftModel.from_pretrained(net, adapter)
-    answers = []
-    for prompt in prompts:
-        ids = torch.tensor([encode_prompt(tokenizer, prompt)])
-        out = net.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                           do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
-    return answers
+    tokens = model_greedy(load_model(model, adapter), [encode_prompt(tokenizer, p) for p in prompts], NEW_TOKENS,
+                          pad_token_id=tokenizer.eos_token_id)
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in tokens]
 
 
 def louder(adapter: Path, factor: float) -> Path:
