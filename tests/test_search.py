@@ -137,7 +137,8 @@ def test_a_changed_metric_is_never_answered_from_the_old_scores(search_study, tm
     metric.write_text("def overlap(prediction, references):\n"
                       "    return float(any(r.strip() and r.strip() in prediction for r in references))\n")
     out = tmp_path / "custom"
-    path = search_recipe(search_study, out, budget=2, eval_overrides=[f"tasks.{t}.metric={metric}:overlap" for t in TASKS])
+    path = search_recipe(search_study, out, budget=2,
+                         eval_overrides=[f"tasks.{t}.metric={metric}:overlap" for t in TASKS])
     first = run_lf_wrap("merge", "search", path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert read_json(out / "manifest.json")["scoring"]["task_a"]["function"] == "overlap"
