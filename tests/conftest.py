@@ -1,5 +1,6 @@
 """Shared fixtures. Nothing here reaches the network or writes into the repository: the tiny
-model, the sample sources and every dataset folder live under pytest's temporary folders."""
+model, the sample sources and every dataset folder live under pytest's temporary folders.
+Plain functions the tests share live in tests/helpers/; no test file imports another."""
 
 from __future__ import annotations
 
@@ -73,6 +74,63 @@ def prepared(tmp_path_factory, sample_sources) -> Path:
             prepare(task, str(sample_sources / src / f"{split}.jsonl"), split, n,
                     options=PrepareOptions(name=f"tiny_{task}_{split}", dataset_dir=folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """Three seeded random LoRA adapters A, B, C on the tiny model (helpers.adapters.SPECS)."""
+    from helpers.adapters import make_adapters
+
+    return make_adapters(tiny_model, tmp_path_factory.mktemp("adapters"))
+
+
+@pytest.fixture(scope="module")
+def adapter_paths(adapters) -> list[str]:
+    """The same three adapters as a merge's `adapters` list: [A, B, C]."""
+    return [str(adapters[k]) for k in "ABC"]
+
+
+@pytest.fixture(scope="module")
+def merge_plan(adapter_paths, tmp_path_factory):
+    """The checked inputs of a linear merge of A, B and C (the modules a weight patcher patches)."""
+    from lf_wrap.merge.checks import check_inputs
+    from lf_wrap.merge.config import MergeConfig
+
+    return check_inputs(MergeConfig(adapters=adapter_paths, method="linear",
+                                    out=str(tmp_path_factory.mktemp("x") / "no")))
+
+
+@pytest.fixture(scope="module")
+def short_prompts(tiny_model) -> list[list[int]]:
+    """helpers.engine.TEXTS as token ids."""
+    from transformers import AutoTokenizer
+
+    from helpers.engine import TEXTS
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    return [tokenizer(text).input_ids for text in TEXTS]
+
+
+@pytest.fixture(scope="module")
+def engine_prompts(tiny_model, short_prompts) -> list[list[int]]:
+    """The short prompts, and one of ~300 tokens: it fills whole KV blocks (128 tokens on CPU), the
+    unit the prefix cache shares."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    long_text = " ".join(["The article says the cat sat on the mat, and the question is why."] * 20)
+    ids = [*short_prompts, tokenizer(long_text).input_ids]
+    assert len(ids[-1]) > 256
+    return ids
+
+
+@pytest.fixture(scope="module")
+def search_study(tiny_model, tmp_path_factory):
+    """(root, eval recipe path, adapter folders) of helpers.search.write_search_study: three tasks
+    of 12 rows each, their references each adapter's own greedy answers."""
+    from helpers.search import write_search_study
+
+    return write_search_study(tiny_model, tmp_path_factory.mktemp("search"))
 
 
 @pytest.fixture

@@ -14,34 +14,12 @@ import pytest
 import yaml
 
 from conftest import read_json, run_lf_wrap
+from helpers.adapters import load_model, make_trained_adapter, model_greedy
 
 pytestmark = pytest.mark.slow
 
 TASKS = ("translate", "summarize", "qa")
 MODELS = ["base", "lora_translate", "lora_qa", "merged_qa"]
-
-
-def make_adapter(base: Path, out: Path, seed: int) -> Path:
-    """A real PEFT LoRA adapter (r=8, q_proj/v_proj) whose lora_B is seeded noise, so it changes outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    generator = torch.Generator().manual_seed(seed)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            param.data = torch.randn(param.shape, generator=generator) * 0.5
-    model.save_pretrained(out)
-    config = json.loads((out / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str(base)
-    # The loss log LLaMA-Factory writes into its output_dir, one line per logging step.
-    (out / "trainer_log.jsonl").write_text("".join(
-        json.dumps({"current_steps": s, "total_steps": 10, "loss": 3.0 - 0.2 * s + 0.05 * seed, "lr": 1e-4,
-                    "epoch": s / 10, "percentage": 10.0 * s}) + "\n" for s in range(1, 11)))
-    return out
 
 
 def merge_adapter(base: Path, adapter: Path, out: Path) -> Path:
@@ -69,8 +47,8 @@ def prompt_lengths(tiny_model: Path, prepared: Path) -> dict[str, list[int]]:
 @pytest.fixture(scope="module")
 def setup(tiny_model, prepared, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    translate = make_adapter(tiny_model, root / "adapter_translate", seed=1)
-    qa = make_adapter(tiny_model, root / "adapter_qa", seed=2)
+    translate = make_trained_adapter(tiny_model, root / "adapter_translate", seed=1)
+    qa = make_trained_adapter(tiny_model, root / "adapter_qa", seed=2)
     merged = merge_adapter(tiny_model, qa, root / "merged_qa")
     lengths = prompt_lengths(tiny_model, prepared)
     # Every qa and translate prompt fits; summarize answers get so many tokens that exactly the
@@ -115,26 +93,18 @@ def predictions(out: Path, model: str, task: str) -> list[dict]:
 
 
 def transformers_greedy(tiny_model: Path, adapter: Path | None, rows: list[dict], max_new_tokens: int) -> list[list[int]]:
-    """The reference: transformers `generate` (+ PEFT for an adapter), greedy, one prompt at a time.
-    Token ids, not text: the random tiny model emits stray UTF-8 bytes, which decoders render differently."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The reference: transformers `generate` (+ PEFT for an adapter), greedy, one prompt at a time, up
+    to the template's stop word. Token ids, not text: the random tiny model emits stray UTF-8 bytes,
+    which decoders render differently."""
+    from transformers import AutoTokenizer
 
     from lf_wrap.tasks.prompts import encode_prompt, render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    if adapter is not None:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, adapter)
-    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    outputs = []
-    for row in rows:
-        ids = torch.tensor([encode_prompt(tokenizer, render_prompt(row))])
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=[stop],
-                             pad_token_id=tokenizer.pad_token_id)
-        outputs.append(out[0, ids.shape[1]:].tolist())
-    return outputs
+    prompts = [encode_prompt(tokenizer, render_prompt(row)) for row in rows]
+    return model_greedy(load_model(tiny_model, adapter), prompts, max_new_tokens,
+                        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>")],
+                        pad_token_id=tokenizer.pad_token_id)
 
 
 # ---------------------------------------------------------------- one run, many checks

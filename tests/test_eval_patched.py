@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from conftest import read_json, run_lf_wrap
-from merge_helpers import make_adapter
+from helpers.adapters import make_adapter
 
 TASKS = ("translate", "qa")
 PATCHED = ["base", "adapter", "merged"]

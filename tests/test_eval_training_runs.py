@@ -10,10 +10,10 @@ import shutil
 import pytest
 import yaml
 
+from helpers.adapters import make_adapter
 from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.models import resolve_models, tasks_from_training_runs
 from lf_wrap.evaluation.recipe import load_eval_recipe
-from merge_helpers import make_adapter
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def _json(done):
 
 def test_score_intervals_by_hand(tmp_path):
     # A task of your own (plain exact match), rows 0-3 scored 0, 1, 1, 1. The draw is the one
-    # tests/test_stats.py checks by hand (seed 12345: rows [2,0,3,1], [0,3,2,2], [3,1,3,1], ...);
+    # tests/test_bootstrap.py checks by hand (seed 12345: rows [2,0,3,1], [0,3,2,2], [3,1,3,1], ...);
     # over 100 resamples (the fewest a user may ask for) the interval is the family's own.
     from lf_wrap.scoring.bootstrap import Bootstrap
     from lf_wrap.scoring.registry import FAMILIES

@@ -15,22 +15,15 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import REPO, read_json, run_lf_wrap
+from helpers.adapters import (load_model, lora_delta, max_abs_diff, model_greedy, model_weights,
+                              peft_merged_weights)
 from lf_wrap.cli import cli
-from merge_helpers import (greedy, lora_delta, make_adapters, max_abs_diff, model_weights,
-                           peft_merged_weights)
-
-PROMPT_TEXTS = ["Please answer the question", "请把下面的句子翻译为英文：\n你好", "The article says", "title:"]
 
 
 def merge_cli(*args):
     result = CliRunner().invoke(cli, ["merge", *map(str, args)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result
-
-
-@pytest.fixture(scope="module")
-def adapters(tiny_model, tmp_path_factory):
-    return make_adapters(tiny_model, tmp_path_factory.mktemp("adapters"))
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +48,6 @@ def sum_model(abc, outputs):
 def sum_adapter(abc, outputs):
     merge_cli("adapters", *abc, "--as", "adapter", "--out", outputs / "sum-adapter")
     return outputs / "sum-adapter"
-
-
-@pytest.fixture(scope="module")
-def prompts(tiny_model):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    return [tokenizer(text).input_ids for text in PROMPT_TEXTS]
 
 
 def expected(base, adapters, weights):
@@ -155,15 +140,11 @@ def test_dare_is_reproducible_from_its_seed(abc, outputs):
 
 
 def test_merged_adapter_generates_like_the_merged_model_in_transformers(tiny_model, sum_adapter, sum_model,
-                                                                        prompts):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    load = lambda path: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()  # noqa: E731
-    with_adapter = greedy(PeftModel.from_pretrained(load(tiny_model), sum_adapter).eval(), prompts)
-    merged = greedy(load(sum_model), prompts)
+                                                                        short_prompts):
+    with_adapter = model_greedy(load_model(tiny_model, sum_adapter), short_prompts)
+    merged = model_greedy(load_model(sum_model), short_prompts)
     assert with_adapter == merged
-    assert merged != greedy(load(tiny_model), prompts)   # the merge changed what the model says
+    assert merged != model_greedy(load_model(tiny_model), short_prompts)   # the merge changed what the model says
 
 
 VLLM_SCRIPT = textwrap.dedent("""
@@ -185,18 +166,17 @@ VLLM_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_merged_adapter_generates_like_the_merged_model_in_vllm(tiny_model, sum_adapter, sum_model, prompts,
-                                                               tmp_path):
-    from transformers import AutoModelForCausalLM
+def test_merged_adapter_generates_like_the_merged_model_in_vllm(tiny_model, sum_adapter, sum_model, short_prompts,
+                                                                tmp_path):
 
     script, out = tmp_path / "vllm_lora.py", tmp_path / "tokens.json"
     script.write_text(VLLM_SCRIPT)
     rank = read_json(sum_adapter / "adapter_config.json")["r"]
     proc = subprocess.run([sys.executable, str(script), str(tiny_model), str(sum_adapter), str(rank),
-                           json.dumps(prompts), str(out)], capture_output=True, text=True, timeout=600,
+                           json.dumps(short_prompts), str(out)], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    merged = greedy(AutoModelForCausalLM.from_pretrained(sum_model, dtype=torch.float32).eval(), prompts)
+    merged = model_greedy(load_model(sum_model), short_prompts)
     assert json.loads(out.read_text()) == merged
 
 

@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 
 from conftest import read_json
 from lf_wrap.cli import cli
-from merge_helpers import make_adapters
+from helpers.adapters import make_adapters
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import run_lf_wrap
+from helpers.adapters import make_adapter, make_adapters
 from lf_wrap.cli import cli
-from merge_helpers import make_adapter, make_adapters
 
 
 @pytest.fixture(scope="module")

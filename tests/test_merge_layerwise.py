@@ -1,6 +1,6 @@
 """Layer-wise merge weights (lf_wrap.merge.blocks) on the 2-layer tiny model: a weight per adapter
 per block of layers, or per kind (attention, MLP), checked against the deltas summed by hand
-from the adapters' own files (merge_helpers.lora_delta), and the errors when the form does not fit."""
+from the adapters' own files (helpers.adapters.lora_delta), and the errors when the form does not fit."""
 
 from __future__ import annotations
 
@@ -11,21 +11,15 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from conftest import read_json
+from helpers.adapters import lora_delta, make_adapter, model_weights
 from lf_wrap.cli import cli
 from lf_wrap.merge.blocks import block_ranges
 from lf_wrap.merge.checks import check_inputs
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.merge.run import merge, merged_delta
-from merge_helpers import lora_delta, make_adapter, make_adapters, model_weights
 
 Q0, V0 = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight"
-
-
-@pytest.fixture(scope="module")
-def adapters(tiny_model, tmp_path_factory):
-    made = make_adapters(tiny_model, tmp_path_factory.mktemp("layerwise-adapters"))
-    return [str(made[k]) for k in "ABC"]
 
 
 def _layer(name: str) -> int:
@@ -37,9 +31,9 @@ def test_blocks_split_layers_evenly_the_first_ones_larger():
     assert block_ranges(2, 2) == [(0, 0), (1, 1)] and block_ranges(28, 1) == [(0, 27)]
 
 
-def test_weights_one_zero_change_only_layer_0_as_merged_by_hand(tiny_model, adapters, tmp_path):
-    a = adapters[0]
-    out = merge(MergeConfig(adapters=adapters[:2], method="linear", weights=[[1.0, 0.0], 0.0],
+def test_weights_one_zero_change_only_layer_0_as_merged_by_hand(tiny_model, adapter_paths, tmp_path):
+    a = adapter_paths[0]
+    out = merge(MergeConfig(adapters=adapter_paths[:2], method="linear", weights=[[1.0, 0.0], 0.0],
                             out=str(tmp_path / "first"))).out
     base, merged = model_weights(tiny_model), model_weights(out)
     changed = {k for k in base if not torch.equal(base[k], merged[k])}
@@ -48,9 +42,9 @@ def test_weights_one_zero_change_only_layer_0_as_merged_by_hand(tiny_model, adap
         assert torch.allclose(merged[name], base[name] + lora_delta(a, name), atol=1e-6)
 
 
-def test_two_adapters_a_weight_per_block_model_and_exact_adapter(tiny_model, adapters, tmp_path):
+def test_two_adapters_a_weight_per_block_model_and_exact_adapter(tiny_model, adapter_paths, tmp_path):
     weights = [[1.0, -0.5], [0.25, 2.0]]
-    a, b = adapters[:2]
+    a, b = adapter_paths[:2]
     model = merge(MergeConfig(adapters=[a, b], method="linear", weights=weights, out=str(tmp_path / "m"))).out
     adapter = merge(MergeConfig(adapters=[a, b], method="linear", weights=weights, out=str(tmp_path / "a"),
                                 **{"as": "adapter"})).out
@@ -71,14 +65,14 @@ def test_two_adapters_a_weight_per_block_model_and_exact_adapter(tiny_model, ada
 
 
 @pytest.mark.parametrize("method", [m for m, info in METHODS.items() if info.weighted and m != "linear"])
-def test_every_weighted_method_takes_each_block_its_weights(adapters, tmp_path, method):
+def test_every_weighted_method_takes_each_block_its_weights(adapter_paths, tmp_path, method):
     """Module by module, a layer-wise merge is the method at that block's weights."""
     density = 0.5 if METHODS[method].density else None
-    layered = check_inputs(MergeConfig(adapters=adapters, method=method, weights=[[1.0, 0.5], [0.5, 1.5], 1.0],
+    layered = check_inputs(MergeConfig(adapters=adapter_paths, method=method, weights=[[1.0, 0.5], [0.5, 1.5], 1.0],
                                        density=density, out=str(tmp_path / "no")))
     for name in layered.modules:
         flat = [[1.0, 0.5, 1.0], [0.5, 1.5, 1.0]][_layer(name)]
-        plain = check_inputs(MergeConfig(adapters=adapters, method=method, weights=flat, density=density,
+        plain = check_inputs(MergeConfig(adapters=adapter_paths, method=method, weights=flat, density=density,
                                          out=str(tmp_path / "no")))
         assert torch.equal(merged_delta(layered, name), merged_delta(plain, name)), name
 
@@ -101,14 +95,14 @@ def _merge_recipe(tmp_path, adapters, weights, out):
     return CliRunner().invoke(cli, ["merge", "recipe", str(path)])
 
 
-def test_a_form_that_does_not_fit_the_base_is_one_error_naming_weights(tiny_model, adapters, tmp_path):
-    done = _merge_recipe(tmp_path, adapters[:2], [[1.0, 0.0, 0.5], 1.0], "three")
+def test_a_form_that_does_not_fit_the_base_is_one_error_naming_weights(tiny_model, adapter_paths, tmp_path):
+    done = _merge_recipe(tmp_path, adapter_paths[:2], [[1.0, 0.0, 0.5], 1.0], "three")
     assert done.exit_code == 2 and done.output.count("Error:") == 1, done.output
     assert "weights: 3 blocks is more than the base's 2 decoder layers" in done.output
     assert not (tmp_path / "three").exists()
-    done = _merge_recipe(tmp_path, adapters[:2], [[1.0, 0.0], [1.0]], "lengths")
+    done = _merge_recipe(tmp_path, adapter_paths[:2], [[1.0, 0.0], [1.0]], "lengths")
     assert done.exit_code == 2 and "weights: block lists of 1 and 2 weights" in done.output, done.output
-    done = _merge_recipe(tmp_path, adapters[:2], [{"attn": 1.0}, 1.0], "kind")
+    done = _merge_recipe(tmp_path, adapter_paths[:2], [{"attn": 1.0}, 1.0], "kind")
     assert done.exit_code == 2 and "per-kind weights are keyed by attention and mlp" in done.output, done.output
     mlp = make_adapter(tiny_model, tmp_path / "mlp", 4, 8, targets=("q_proj", "up_proj"))
     done = _merge_recipe(tmp_path, [str(mlp), str(mlp)], [{"attention": 1.0}, 1.0], "nomlp")

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from lf_wrap.cli import cli
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.merge.methods.core import merge_in_core
-from merge_helpers import lora_delta, make_adapter, model_weights
+from helpers.adapters import lora_delta, make_adapter, model_weights
 
 WEIGHTED = ("linear", "ties", "dare_linear", "dare_ties", "tsv", "iso_c", "iso_cts", "cart")
 MODULE = "model.layers.0.self_attn.v_proj.weight"
@@ -292,7 +292,7 @@ def test_search_candidates_carry_their_space(adapters, tmp_path):
     from lf_wrap.search.candidates import Candidate, deltas
     from lf_wrap.search.folder import search_space
     from lf_wrap.search.recipe import SearchRecipe
-    from lf_wrap.search.scoring import as_dict, from_dict
+    from lf_wrap.search.scorer import as_dict, from_dict
 
     entries = [{"path": a} for a in adapters]
     plain = SearchRecipe.model_validate({"eval": "e.yaml", "adapters": entries})

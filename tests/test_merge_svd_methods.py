@@ -19,11 +19,11 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from helpers.adapters import lora_delta, model_weights
 from lf_wrap.cli import cli
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.merge.methods.iso import cts_split
 from lf_wrap.merge.methods.knots import align
-from merge_helpers import lora_delta, make_adapters, model_weights
 
 NEW = ("tsv", "iso_c", "iso_cts", "knots")
 ONES = [1.0, 1.0, 1.0]
@@ -261,12 +261,6 @@ def test_zero_and_weightless_deltas():
 # ---------------------------------------------------------------- the command line and the files
 
 
-@pytest.fixture(scope="module")
-def adapters(tiny_model, tmp_path_factory):
-    made = make_adapters(tiny_model, tmp_path_factory.mktemp("svd-adapters"))
-    return [str(made[k]) for k in "ABC"]
-
-
 def merge_cli(*args):
     return CliRunner().invoke(cli, ["merge", "adapters", *map(str, args)])
 
@@ -298,18 +292,18 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
-def test_bad_hyper_parameters_are_one_error_naming_the_key(adapters, tmp_path, case):
+def test_bad_hyper_parameters_are_one_error_naming_the_key(adapter_paths, tmp_path, case):
     args, needle = REFUSED[case]
-    result = merge_cli(*adapters, *args, "--out", tmp_path / "out")
+    result = merge_cli(*adapter_paths, *args, "--out", tmp_path / "out")
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and needle in errors[0], result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
 
-def test_recipe_key_params_and_the_resolved_config(adapters, tmp_path):
+def test_recipe_key_params_and_the_resolved_config(adapter_paths, tmp_path):
     recipe = tmp_path / "merge.yaml"
-    recipe.write_text(yaml.safe_dump({"adapters": adapters, "method": "iso_cts", "params": {"alpha": 0.5},
+    recipe.write_text(yaml.safe_dump({"adapters": adapter_paths, "method": "iso_cts", "params": {"alpha": 0.5},
                                       "out": str(tmp_path / "cts")}))
     result = CliRunner().invoke(cli, ["merge", "recipe", str(recipe), "--set", "params.common_fraction=0.5"])
     assert result.exit_code == 0, result.output
@@ -320,26 +314,26 @@ def test_recipe_key_params_and_the_resolved_config(adapters, tmp_path):
     result = CliRunner().invoke(cli, ["merge", "recipe", str(recipe), "--set", "params.alpha=0"])
     assert result.exit_code == 2 and "params.alpha: 0 is not in (0, inf)" in result.output
     # methods without hyper-parameters write no params key: earlier merges keep their fingerprint
-    assert merge_cli(*adapters, "--method", "linear", "--out", tmp_path / "lin").exit_code == 0
+    assert merge_cli(*adapter_paths, "--method", "linear", "--out", tmp_path / "lin").exit_code == 0
     assert "params" not in yaml.safe_load((tmp_path / "lin" / "merge_config.yaml").read_text())
     assert "params" not in json.loads((tmp_path / "lin" / "merge_manifest.json").read_text())
 
 
 @pytest.mark.parametrize("method, extra", [("tsv", []), ("iso_c", ["--param", "alpha=1.5"]), ("iso_cts", []),
                                            ("knots", ["--density", "0.5"])])
-def test_model_and_adapter_outputs(tiny_model, adapters, tmp_path, method, extra):
+def test_model_and_adapter_outputs(tiny_model, adapter_paths, tmp_path, method, extra):
     """--as model adds the method's delta to the base; --as adapter writes it as one LoRA of
     rank 16 (the summed ranks), which holds a rank-aware merge up to float rounding."""
     weights = ["--weights", "1,0.5,1.5"]
-    assert merge_cli(*adapters, "--method", method, *weights, *extra, "--out", tmp_path / "m").exit_code == 0
-    result = merge_cli(*adapters, "--method", method, *weights, *extra, "--as", "adapter", "--out", tmp_path / "a")
+    assert merge_cli(*adapter_paths, "--method", method, *weights, *extra, "--out", tmp_path / "m").exit_code == 0
+    result = merge_cli(*adapter_paths, "--method", method, *weights, *extra, "--as", "adapter", "--out", tmp_path / "a")
     assert result.exit_code == 0, result.output
     assert "relative reconstruction error per module" in result.output
     manifest = json.loads((tmp_path / "a" / "merge_manifest.json").read_text())
     assert manifest["rank"] == 16 and manifest["errors"]["max"] < 1e-5, manifest["errors"]
     base, merged = model_weights(tiny_model), model_weights(tmp_path / "m")
     name = "model.layers.0.self_attn.v_proj.weight"
-    deltas = [lora_delta(a, name) for a in adapters]
+    deltas = [lora_delta(a, name) for a in adapter_paths]
     params = yaml.safe_load((tmp_path / "m" / "merge_config.yaml").read_text())["params"]
     expected = METHODS[method].combine(deltas, [1.0, 0.5, 1.5], 0.5 if method == "knots" else None, None, params)
     assert rel(merged[name] - base[name], expected) < 1e-4
@@ -348,23 +342,23 @@ def test_model_and_adapter_outputs(tiny_model, adapters, tmp_path, method, extra
     assert torch.equal(merged[untouched], base[untouched])
 
 
-def test_search_recipe_accepts_the_new_methods_and_a_candidate_is_the_written_merge(adapters, tmp_path):
+def test_search_recipe_accepts_the_new_methods_and_a_candidate_is_the_written_merge(adapter_paths, tmp_path):
     from lf_wrap.merge.checks import check_inputs
     from lf_wrap.merge.config import MergeConfig
     from lf_wrap.merge.run import merged_delta
     from lf_wrap.search.candidates import Candidate, candidate_plan, deltas, sample
     from lf_wrap.search.recipe import SearchRecipe
 
-    recipe = SearchRecipe.model_validate({"eval": "e.yaml", "adapters": [{"path": a} for a in adapters],
+    recipe = SearchRecipe.model_validate({"eval": "e.yaml", "adapters": [{"path": a} for a in adapter_paths],
                                           "methods": list(NEW)})
     assert recipe.methods == list(NEW)
     drawn = sample(3, 8, seed=0, methods=NEW)
     assert {c.method for c in drawn} <= set(NEW) and all((c.density is None) == (c.method != "knots") for c in drawn)
-    plan = check_inputs(MergeConfig(adapters=adapters, method="linear", out=str(tmp_path / "no")))
+    plan = check_inputs(MergeConfig(adapters=adapter_paths, method="linear", out=str(tmp_path / "no")))
     candidate = Candidate("iso_cts", (1.0, 0.5, 1.5))
     patched = deltas(plan, candidate)
     name = plan.modules[0]
-    written = check_inputs(MergeConfig(adapters=adapters, method="iso_cts", weights=[1.0, 0.5, 1.5],
+    written = check_inputs(MergeConfig(adapters=adapter_paths, method="iso_cts", weights=[1.0, 0.5, 1.5],
                                        out=str(tmp_path / "no")))
     assert torch.equal(patched[name], merged_delta(written, name))
     assert candidate_plan(plan, candidate).config.params == {"alpha": 1.0, "common_fraction": 0.8}
@@ -377,45 +371,32 @@ ENGINE_CANDIDATES = {"tsv": ((1.0, 0.5, 1.5), None), "iso_c": ((1.0, 1.0, 1.0), 
 
 
 @pytest.fixture(scope="module")
-def engine_prompts(tiny_model):
-    from transformers import AutoTokenizer
-
-    from test_search_patching import TEXTS
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    return [tokenizer(text).input_ids for text in TEXTS]
-
-
-@pytest.fixture(scope="module")
-def written_tokens(tiny_model, adapters, engine_prompts, tmp_path_factory):
+def written_tokens(tiny_model, adapter_paths, short_prompts, tmp_path_factory):
     """Greedy tokens of the base and of each method's `merge adapters --as model` output, each
     served alone (one vLLM engine at a time in a process: these run before the patched one)."""
-    from test_search_patching import served_alone
+    from helpers.engine import served_alone
 
     folder = tmp_path_factory.mktemp("svd-merged")
-    tokens = {"base": served_alone(tiny_model, engine_prompts)}
+    tokens = {"base": served_alone(tiny_model, short_prompts)}
     for method, (weights, density) in ENGINE_CANDIDATES.items():
         args = ["--method", method, "--weights", ",".join(map(str, weights))]
         args += ["--density", str(density)] if density is not None else []
-        result = merge_cli(*adapters, *args, "--out", folder / method)
+        result = merge_cli(*adapter_paths, *args, "--out", folder / method)
         assert result.exit_code == 0, result.output
-        tokens[method] = served_alone(folder / method, engine_prompts)
+        tokens[method] = served_alone(folder / method, short_prompts)
     return tokens
 
 
 @pytest.fixture(scope="module")
-def patched_engine(tiny_model, adapters, written_tokens, tmp_path_factory):
+def patched_engine(tiny_model, merge_plan, written_tokens):
     """One engine on the base with a weight patcher, shared by the four methods."""
+    from helpers.engine import engine_spec
     from lf_wrap.serving.engine import Engine
-    from lf_wrap.merge.checks import check_inputs
-    from lf_wrap.merge.config import MergeConfig
     from lf_wrap.serving.patching import WeightPatcher
-    from test_search_patching import engine_spec
 
-    plan = check_inputs(MergeConfig(adapters=adapters, method="linear", out=str(tmp_path_factory.mktemp("x") / "no")))
     engine = Engine(engine_spec(tiny_model))
     try:
-        yield engine, WeightPatcher(engine, plan.modules), plan
+        yield engine, WeightPatcher(engine, merge_plan.modules), merge_plan
     finally:
         engine.close()
 
@@ -423,18 +404,18 @@ def patched_engine(tiny_model, adapters, written_tokens, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(ENGINE_CANDIDATES))
 def test_patched_engine_generates_what_the_written_merge_generates(method, patched_engine, written_tokens,
-                                                                  engine_prompts):
+                                                                  short_prompts):
     """The search's candidate for each new method, patched into a running engine, gives the
     same greedy tokens as `lf-wrap merge adapters --method M --as model` served alone."""
+    from helpers.engine import engine_greedy
     from lf_wrap.search.candidates import Candidate, deltas
-    from test_search_patching import greedy
 
     engine, patcher, plan = patched_engine
-    assert greedy(engine, engine_prompts) == written_tokens["base"]
+    assert engine_greedy(engine, short_prompts) == written_tokens["base"]
     weights, density = ENGINE_CANDIDATES[method]
     patcher.apply(deltas(plan, Candidate(method, weights, density)))
     try:
-        assert greedy(engine, engine_prompts) == written_tokens[method]
+        assert engine_greedy(engine, short_prompts) == written_tokens[method]
     finally:
         patcher.restore()
     assert written_tokens[method] != written_tokens["base"], f"{method}: the merge does not change the tokens"

@@ -16,15 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers.terminal import started_from_a_terminal, stop, wait_until
 from lf_wrap.cli import cli
 from lf_wrap.core.files import clean_stale_temporaries
 from lf_wrap.core.hashing import tree_digest
-from merge_helpers import make_adapters
-
-
-@pytest.fixture(scope="module")
-def adapters(tiny_model, tmp_path_factory):
-    return make_adapters(tiny_model, tmp_path_factory.mktemp("safety-adapters"))
 
 
 def merge(*args):
@@ -235,20 +230,10 @@ def test_an_interrupted_eval_says_so_in_its_manifest_releases_its_lock_and_resum
     for sig, exit_code, name in ((signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")):
         before = len(predictions.read_text().splitlines()) if predictions.exists() else 0
         log = tmp_path / f"{name}.log"
-        with open(log, "w") as handle:      # started as from a terminal: SIGINT not ignored
-            child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        try:
-            deadline = time.monotonic() + 300
-            while (child.poll() is None and time.monotonic() < deadline
-                   and not (predictions.exists() and len(predictions.read_text().splitlines()) > before + 1)):
-                time.sleep(0.1)
-            assert child.poll() is None, "the eval ended before it could be stopped: " + log.read_text()[-3000:]
-            (os.killpg if sig == signal.SIGINT else os.kill)(child.pid, sig)     # Ctrl-C: the whole group
-            assert child.wait(timeout=120) == exit_code, log.read_text()[-3000:]
-        finally:
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)
+        with started_from_a_terminal(argv, log) as child:
+            wait_until(child, lambda: predictions.exists() and len(predictions.read_text().splitlines()) > before + 1,
+                       log, timeout=300)
+            assert stop(child, sig) == exit_code, log.read_text()[-3000:]
         stderr = log.read_text()
         errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
         assert "Traceback" not in stderr and errors == [

@@ -5,7 +5,6 @@ The real vLLM engine, the real Optuna journal, the real merge stage; `kill -9` m
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,101 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import read_json, run_lf_wrap
-from merge_helpers import make_adapters
+from helpers.search import TASKS, read_ledger, search_recipe
+from helpers.terminal import started_from_a_terminal, stop, wait_until
 
 pytestmark = pytest.mark.slow
 
-TASKS = ("task_a", "task_b", "task_c")
-TOPICS = ["the weather in Oslo", "a cat on a mat", "the price of bread", "a train to Rome", "the history of tea",
-          "a song about rain", "the rules of chess", "a letter to a friend", "the colour of the sea",
-          "a day at school", "the moon at night", "a walk in the park"]
-NEW_TOKENS = 8
-
-
-def _greedy_answers(model: Path, adapter: Path | None, prompts: list[str]) -> list[str]:
-    """The answers PEFT + transformers give greedily: the references of the adapter's task."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lf_wrap.tasks.prompts import encode_prompt
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    if adapter is not None:
-        from peft import PeftModel
-
-        net = PeftModel.from_pretrained(net, adapter)
-    answers = []
-    for prompt in prompts:
-        ids = torch.tensor([encode_prompt(tokenizer, prompt)])
-        out = net.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                           do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
-    return answers
-
-
-def _louder(adapter: Path, factor: float) -> Path:
-    """lora_B times `factor`: at merge_helpers' scale the tiny model answers newlines whatever the
-    adapter; louder, each adapter answers words of its own (a gain a merge can keep or lose)."""
-    from safetensors.torch import load_file, save_file
-
-    weights = adapter / "adapter_model.safetensors"
-    tensors = load_file(str(weights))
-    save_file({k: v * factor if "lora_B" in k else v for k, v in tensors.items()}, str(weights))
-    return adapter
-
-
-@pytest.fixture(scope="module")
-def study(tiny_model, tmp_path_factory):
-    """(root, eval recipe path, adapter folders): three tasks of 12 rows each, their references
-    each adapter's own greedy answers."""
-    from lf_wrap.tasks.prompts import render_prompt
-
-    root = tmp_path_factory.mktemp("search")
-    adapters = make_adapters(tiny_model, root / "adapters")
-    folders = [_louder(adapters[k], 10.0) for k in "ABC"]
-    dataset_dir = root / "dataset_info"
-    dataset_dir.mkdir()
-    info = {}
-    for task, adapter, verb in zip(TASKS, folders, ("Describe", "Explain", "Summarise")):
-        rows = [{"instruction": f"{verb} {topic}.", "input": "", "output": "", "id": f"{task}-{i}"}
-                for i, topic in enumerate(TOPICS)]
-        answers = _greedy_answers(tiny_model, adapter, [render_prompt(r, "qwen") for r in rows])
-        for row, answer in zip(rows, answers):
-            row["output"] = answer
-        (dataset_dir / f"{task}.json").write_text(json.dumps(rows), encoding="utf-8")
-        info[task] = {"file_name": f"{task}.json"}
-    (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
-    recipe = {"model_name_or_path": str(tiny_model), "template": "qwen", "dataset_dir": str(dataset_dir),
-              "models": [{"name": "base"}],
-              "tasks": {t: {"dataset": t, "metric": "rouge", "max_new_tokens": NEW_TOKENS} for t in TASKS},
-              "engine": {"dtype": "float32", "max_model_len": 512, "gpu_memory_utilization": 0.2,
-                         "enforce_eager": True},
-              "bootstrap": {"resamples": 200}}
-    path = root / "eval.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    return root, path, folders
-
-
-def _search_recipe(study, out: Path, **extra) -> Path:
-    root, eval_path, folders = study
-    recipe = {"eval": str(eval_path), "adapters": [{"path": str(f), "task": t} for f, t in zip(folders, TASKS)],
-              "methods": ["linear", "ties"], "budget": 6, "round_size": 2, "rows": {"search": 5}, "out": str(out)}
-    recipe.update(extra)
-    path = out.parent / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def _ledger(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
-def test_direct_form_searches_and_reports_on_other_rows(study, tmp_path):
-    root, eval_path, folders = study
+def test_direct_form_searches_and_reports_on_other_rows(search_study, tmp_path):
+    root, eval_path, folders = search_study
     out = tmp_path / "search"
     done = run_lf_wrap("merge", "search", *folders, "--eval", eval_path, "--tasks", ",".join(TASKS),
                        "--methods", "linear,ties", "--budget", "5", "--search-rows", "5", "--out", out)
@@ -144,7 +57,7 @@ def test_direct_form_searches_and_reports_on_other_rows(study, tmp_path):
     assert final["labels"]["best"] == best["label"] and set(final["retained"]) == {"best", "sum", "linear 0.5"}
     for task in TASKS:                                    # each specialist keeps all of its own gain
         assert final["scores"][f"specialist {task}"][task]["value"] > final["scores"]["base"][task]["value"]
-    keys = [(e["rows"], e["key"]) for e in _ledger(out)]
+    keys = [(e["rows"], e["key"]) for e in read_ledger(out)]
     assert len(keys) == len(set(keys))                    # nothing scored twice
 
 
@@ -155,9 +68,9 @@ def test_search_recipe_in_the_repo_validates():
     assert recipe.objective == "worst" and "lf-wrap merge search" in text
 
 
-def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(study, tmp_path):
+def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(search_study, tmp_path):
     out = tmp_path / "killed"
-    path = _search_recipe(study, out, budget=8, round_size=1)
+    path = search_recipe(search_study, out, budget=8, round_size=1)
     argv = [str(Path(sys.executable).parent / "lf-wrap"), "merge", "search", str(path)]
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
@@ -172,13 +85,13 @@ def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(study, tmp_pat
         os.killpg(child.pid, signal.SIGKILL)
     finally:
         child.wait()
-    before = _ledger(out)
+    before = read_ledger(out)
     assert read_json(out / "manifest.json")["status"] == "running"
 
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     assert "continuing the search" in done.stderr
-    after = _ledger(out)
+    after = read_ledger(out)
     assert after[:len(before)] == before                  # kept as written
     keys = [(e["rows"], e["key"]) for e in after]
     assert len(keys) == len(set(keys))                    # no finished candidate scored again
@@ -199,9 +112,9 @@ def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(study, tmp_pat
     assert "starting the engine" not in again.stderr
 
 
-def test_other_inputs_in_the_same_folder_are_refused(study, tmp_path):
+def test_other_inputs_in_the_same_folder_are_refused(search_study, tmp_path):
     out = tmp_path / "small"
-    path = _search_recipe(study, out, budget=2)
+    path = search_recipe(search_study, out, budget=2)
     checked = run_lf_wrap("merge", "search", path, "--check")      # reads and checks; starts nothing
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert "OK: 3 adapters (task_a, task_b, task_c)" in checked.stdout and "task_a 5/7" in checked.stdout
@@ -216,7 +129,7 @@ def test_other_inputs_in_the_same_folder_are_refused(study, tmp_path):
     assert widened.returncode == 2 and "another search space (weights)" in widened.stderr
 
 
-def test_a_changed_metric_is_never_answered_from_the_old_scores(study, tmp_path):
+def test_a_changed_metric_is_never_answered_from_the_old_scores(search_study, tmp_path):
     """SN1, SN2: the ledger's identity had no metric. A metric file edited in place (or another
     function under the same name) gave "0 scores computed, 20 reused" and the old figures; a
     shipped metric swapped in gave a KeyError traceback. Now both are other inputs, named."""
@@ -224,7 +137,8 @@ def test_a_changed_metric_is_never_answered_from_the_old_scores(study, tmp_path)
     metric.write_text("def overlap(prediction, references):\n"
                       "    return float(any(r.strip() and r.strip() in prediction for r in references))\n")
     out = tmp_path / "custom"
-    path = _search_recipe(study, out, budget=2, eval_overrides=[f"tasks.{t}.metric={metric}:overlap" for t in TASKS])
+    path = search_recipe(search_study, out, budget=2,
+                         eval_overrides=[f"tasks.{t}.metric={metric}:overlap" for t in TASKS])
     first = run_lf_wrap("merge", "search", path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert read_json(out / "manifest.json")["scoring"]["task_a"]["function"] == "overlap"
@@ -239,65 +153,49 @@ def test_a_changed_metric_is_never_answered_from_the_old_scores(study, tmp_path)
     assert (out / "scores.jsonl").read_bytes() == ledger            # nothing lost, nothing reused
 
 
-def test_overlapping_search_and_report_rows_are_refused(study, tmp_path):
+def test_overlapping_search_and_report_rows_are_refused(search_study, tmp_path):
     out = tmp_path / "overlap"
-    path = _search_recipe(study, out, rows={"search": 5, "search_datasets": {"task_b": "task_b"}})
+    path = search_recipe(search_study, out, rows={"search": 5, "search_datasets": {"task_b": "task_b"}})
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Error: rows.search_datasets.task_b: row 0 (id task_b-0)" in done.stderr
     assert "must not overlap" in done.stderr and not out.exists()
 
 
-def test_data_parallel_replicas_score_what_one_engine_scores(study, tmp_path):
+def test_data_parallel_replicas_score_what_one_engine_scores(search_study, tmp_path):
     """data_parallel_size 2: a round's candidates go to two engine replicas (child processes),
     each patching its own weights; every score equals the single engine's."""
     ledgers = {}
     for replicas in (1, 2):
         out = tmp_path / f"replicas-{replicas}"
-        path = _search_recipe(study, out, budget=4, round_size=2, seed=3,
-                              eval_overrides=[f"engine.data_parallel_size={replicas}"])
+        path = search_recipe(search_study, out, budget=4, round_size=2, seed=3,
+                             eval_overrides=[f"engine.data_parallel_size={replicas}"])
         done = run_lf_wrap("merge", "search", path)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
         assert read_json(out / "manifest.json")["engine_replicas"] == replicas
-        ledgers[replicas] = {(e["rows"], e["key"]): (e["metrics"], e["per_row"]) for e in _ledger(out)}
+        ledgers[replicas] = {(e["rows"], e["key"]): (e["metrics"], e["per_row"]) for e in read_ledger(out)}
     assert "starting 2 engine replicas" in done.stderr
     assert ledgers[1] == ledgers[2] and len(ledgers[1]) >= 12
 
 
-def _run_until_round_2(argv: list[str], log: Path) -> subprocess.Popen:
-    """The search started as a user would from a terminal (SIGINT not ignored), once "round 2:" shows."""
-    with open(log, "w") as handle:
-        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True,
-                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and child.poll() is None and "round 2:" not in log.read_text():
-        time.sleep(0.2)
-    assert child.poll() is None, "the search ended before it could be stopped: " + log.read_text()[-3000:]
-    return child
-
-
-def test_ctrl_c_and_sigterm_stop_a_search_with_one_message_and_the_manifest_says_so(study, tmp_path):
+def test_ctrl_c_and_sigterm_stop_a_search_with_one_message_and_the_manifest_says_so(search_study, tmp_path):
     out = tmp_path / "stopped"
-    path = _search_recipe(study, out, budget=10, round_size=1)
+    path = search_recipe(search_study, out, budget=10, round_size=1)
     argv = [str(Path(sys.executable).parent / "lf-wrap"), "merge", "search", str(path)]
     for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         log = tmp_path / f"{signum.name}.log"
-        child = _run_until_round_2(argv, log)
-        try:
-            (os.killpg if signum == signal.SIGINT else os.kill)(child.pid, signum)   # Ctrl-C: the whole group
-            assert child.wait(timeout=120) == code, log.read_text()[-3000:]
-        finally:
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)
+        with started_from_a_terminal(argv, log) as child:
+            wait_until(child, lambda: "round 2:" in log.read_text(), log, timeout=600)
+            assert stop(child, signum) == code, log.read_text()[-3000:]
         stderr = log.read_text()
         assert "Traceback" not in stderr and stderr.count("Error:") == 1, stderr[-3000:]
         assert "Error: interrupted" in stderr and "run the same command to go on" in stderr
         assert read_json(out / "manifest.json")["status"] == "interrupted"
 
 
-def test_a_damaged_or_deleted_record_never_changes_the_answer(study, tmp_path):
+def test_a_damaged_or_deleted_record_never_changes_the_answer(search_study, tmp_path):
     out = tmp_path / "records"
-    path = _search_recipe(study, out, budget=4, round_size=2)
+    path = search_recipe(search_study, out, budget=4, round_size=2)
     assert run_lf_wrap("merge", "search", path).returncode == 0
 
     def board():
@@ -332,24 +230,24 @@ def test_a_damaged_or_deleted_record_never_changes_the_answer(study, tmp_path):
     assert done.returncode == 0 and "optuna.journal is missing: the optimiser starts over" in done.stderr
 
 
-def test_inputs_are_named_as_the_recipe_names_them_and_a_file_as_out_fails_the_check(study, tmp_path):
-    root, eval_path, folders = study
-    twice = _search_recipe(study, tmp_path / "twice", adapters=[{"path": str(folders[0]), "task": TASKS[0]},
-                                                                {"path": str(folders[0]), "task": TASKS[1]}])
+def test_inputs_are_named_as_the_recipe_names_them_and_a_file_as_out_fails_the_check(search_study, tmp_path):
+    root, eval_path, folders = search_study
+    twice = search_recipe(search_study, tmp_path / "twice", adapters=[{"path": str(folders[0]), "task": TASKS[0]},
+                                                                      {"path": str(folders[0]), "task": TASKS[1]}])
     done = run_lf_wrap("merge", "search", twice, "--check")
     assert done.returncode == 2 and "models 'adapters.0' and 'adapters.1' are the same model" in done.stderr
     (tmp_path / "afile").write_text("x")
-    done = run_lf_wrap("merge", "search", _search_recipe(study, tmp_path / "afile"), "--check")
+    done = run_lf_wrap("merge", "search", search_recipe(search_study, tmp_path / "afile"), "--check")
     assert done.returncode == 2 and done.stderr.count("Error:") == 1 and "is a file, not a search folder" in done.stderr
 
 
-def test_folds_rank_by_the_worst_fold_and_the_top_held_are_checked_on_the_report_rows(study, tmp_path):
+def test_folds_rank_by_the_worst_fold_and_the_top_held_are_checked_on_the_report_rows(search_study, tmp_path):
     """rows.folds 2: every candidate's objective on each fold of the search rows, ranked by the
     worst; the top 5 scored on the report rows too, each with its held verdict, and final.md says
     whether the winner held. Other folds then re-rank the scores on record: no search row is
     generated again."""
     out = tmp_path / "folds"
-    path = _search_recipe(study, out, budget=6, rows={"search": 6, "folds": 2})
+    path = search_recipe(search_study, out, budget=6, rows={"search": 6, "folds": 2})
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     manifest, board = read_json(out / "manifest.json"), read_json(out / "leaderboard.json")
@@ -364,7 +262,7 @@ def test_folds_rank_by_the_worst_fold_and_the_top_held_are_checked_on_the_report
     for r, row in zip(top, board["rows"]):
         assert r["ranked_value"] == row["value"] and r["search_folds"] == [min(row["folds"]), max(row["folds"])]
         assert r["held"] == (round(r["report"], 12) >= round(r["ranked_value"], 12))
-    report_keys = {e["key"] for e in _ledger(out) if e["rows"] == "report"}
+    report_keys = {e["key"] for e in read_ledger(out) if e["rows"] == "report"}
     assert {r["label"] for r in top} <= report_keys               # each scored on the report rows
     final = (out / "final.md").read_text(encoding="utf-8")
     winner = top[0]
@@ -373,28 +271,28 @@ def test_folds_rank_by_the_worst_fold_and_the_top_held_are_checked_on_the_report
     assert "| rank | candidate | search: ranked by (worst task kept, worst of 2 folds)" in final
     assert "## On the report rows" in (out / "leaderboard.md").read_text(encoding="utf-8")
 
-    searched = [e for e in _ledger(out) if e["rows"] == "search"]
+    searched = [e for e in read_ledger(out) if e["rows"] == "search"]
     again = run_lf_wrap("merge", "search", path, "--set", "rows.folds=3")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "continuing the search" in again.stderr
-    assert [e for e in _ledger(out) if e["rows"] == "search"] == searched    # nothing generated on the search rows
+    assert [e for e in read_ledger(out) if e["rows"] == "search"] == searched    # nothing generated on the search rows
     board = read_json(out / "leaderboard.json")
     assert board["folds"]["folds"] == 3 and all(len(r["folds"]) == 3 for r in board["rows"])
 
     # rows.held 1: only the winner is checked on the report rows (each held row costs a candidate's
     # report rows); everything it needs is on record, so nothing is generated.
-    reported = [e for e in _ledger(out) if e["rows"] == "report"]
+    reported = [e for e in read_ledger(out) if e["rows"] == "report"]
     alone = run_lf_wrap("merge", "search", path, "--set", "rows.folds=3", "--set", "rows.held=1")
     assert alone.returncode == 0, alone.stderr[-3000:]
     board = read_json(out / "leaderboard.json")
     assert [r["label"] for r in board["held"]] == [board["rows"][0]["label"]]
     assert board["held_sentence"].endswith("on the search rows (worst task kept, worst of 3 folds).")
-    assert [e for e in _ledger(out) if e["rows"] == "report"] == reported
+    assert [e for e in read_ledger(out) if e["rows"] == "report"] == reported
 
 
-def test_pareto_search_writes_the_front_and_its_chart(study, tmp_path):
+def test_pareto_search_writes_the_front_and_its_chart(search_study, tmp_path):
     out = tmp_path / "pareto"
-    path = _search_recipe(study, out, budget=6, objective="pareto", methods=["linear"])
+    path = search_recipe(search_study, out, budget=6, objective="pareto", methods=["linear"])
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     import optuna
@@ -423,9 +321,9 @@ def test_pareto_search_writes_the_front_and_its_chart(study, tmp_path):
     (["uncertainty.rank_by=worst_fold"], "uncertainty.rank_by: worst_fold needs rows.folds"),
     (["objective=pareto", "sampler=cmaes"], "objective: pareto needs a sampler that optimises several objectives"),
 ])
-def test_bad_folds_or_objectives_are_one_error_before_anything_runs(study, tmp_path, sets, message):
+def test_bad_folds_or_objectives_are_one_error_before_anything_runs(search_study, tmp_path, sets, message):
     out = tmp_path / "bad"
-    path = _search_recipe(study, out)
+    path = search_recipe(search_study, out)
     for command in (("merge", "search", path), ("validate", path)):
         done = run_lf_wrap(*command, *(x for s in sets for x in ("--set", s)))
         assert done.returncode == 2, done.stderr[-3000:]
@@ -433,8 +331,8 @@ def test_bad_folds_or_objectives_are_one_error_before_anything_runs(study, tmp_p
         assert not out.exists()
 
 
-def test_direct_form_takes_folds_and_pareto(study, tmp_path):
-    root, eval_path, folders = study
+def test_direct_form_takes_folds_and_pareto(search_study, tmp_path):
+    root, eval_path, folders = search_study
     out = tmp_path / "direct"
     base = ("merge", "search", *folders, "--eval", eval_path, "--tasks", ",".join(TASKS), "--search-rows", "5",
             "--out", out)
@@ -452,17 +350,17 @@ def _summary(done) -> str:
     return done.stdout[done.stdout.index("Verdict: "):]
 
 
-def _two(study) -> list[dict]:
-    root, eval_path, folders = study
+def _two(search_study) -> list[dict]:
+    root, eval_path, folders = search_study
     return [{"path": str(folders[0]), "task": TASKS[0]}, {"path": str(folders[1]), "task": TASKS[1]}]
 
 
-def test_a_winner_that_does_not_hold_ends_not_confirmed_with_no_model_in_best(study, tmp_path):
+def test_a_winner_that_does_not_hold_ends_not_confirmed_with_no_model_in_best(search_study, tmp_path):
     """Two tasks, ranked by the point value on 5 search rows: the winner (a loud linear merge) is
     ranked at a share of the gains it does not keep on the report rows."""
     out = tmp_path / "unheld"
-    path = _search_recipe(study, out, adapters=_two(study), methods=["linear"], budget=8, round_size=4,
-                          uncertainty={"rank_by": "point"})
+    path = search_recipe(search_study, out, adapters=_two(search_study), methods=["linear"], budget=8, round_size=4,
+                         uncertainty={"rank_by": "point"})
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     manifest = read_json(out / "manifest.json")
@@ -480,17 +378,17 @@ def test_a_winner_that_does_not_hold_ends_not_confirmed_with_no_model_in_best(st
     assert read_json(out / "leaderboard.json")["verdict"] == "not_confirmed"
 
 
-def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_when_no_longer_confirmed(study,
-                                                                                                    tmp_path):
+def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_when_no_longer_confirmed(search_study,
+                                                                                                       tmp_path):
     """A lenient level (verdict.level 0.75: a test of the mechanics, on 7 report rows whose many
     tied resamples give p = 0.56) confirms the grid's winner (it held, and beats the sum
     merge's 2.9% of task_b's gain): best/ is written. A NOTES.md put in best/ is refused before
     anything is scored. At the default level the same scores do not confirm it: best/ is removed.
     A joint adapter (here task_c's adapter stands in for one) is scored beside the merges."""
     out = tmp_path / "confirm"
-    path = _search_recipe(study, out, adapters=_two(study), methods=["linear"], sampler="grid",
-                          grid=[0.8, 0.9, 1.1], budget=8, round_size=4, verdict={"level": 0.75},
-                          joint=str(study[2][2]))
+    path = search_recipe(search_study, out, adapters=_two(search_study), methods=["linear"], sampler="grid",
+                         grid=[0.8, 0.9, 1.1], budget=8, round_size=4, verdict={"level": 0.75},
+                         joint=str(search_study[2][2]))
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     manifest = read_json(out / "manifest.json")
@@ -505,7 +403,7 @@ def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_wh
     assert final["compared"] == ["sum", "linear 0.5", "best", "joint"] and manifest["inputs"]["joint"]["fingerprint"]
     assert all(final["retained"]["joint"][t]["ci95"] for t in TASKS[:2]) and final["summary"]["joint"]["worst"] is not None
     assert final["best_vs_joint"]["other"] == "joint" and final["best_vs_joint"]["task"] == final["best_vs_sum"]["task"]
-    assert [e["rows"] for e in _ledger(out) if e["key"] == "joint"] == ["report"]      # never on the search rows
+    assert [e["rows"] for e in read_ledger(out) if e["key"] == "joint"] == ["report"]      # never on the search rows
     said = _summary(done)
     assert any(line.split()[-2:] == ["best", "joint"] for line in said.splitlines() if line.strip()) and "\n  mean" in said and "Best vs joint on the task best keeps least" in said
     assert "| joint kept |" in (out / "final.md").read_text(encoding="utf-8") and "Best vs joint" in card
@@ -527,30 +425,30 @@ def test_best_is_written_only_when_confirmed_refused_when_foreign_and_removed_wh
     assert "not below 0.05: within resampling noise" in manifest["final"]["verdict_sentence"]
 
 
-def test_a_joint_adapter_that_cannot_be_scored_is_one_error_before_any_engine(study, tiny_model, tmp_path):
+def test_a_joint_adapter_that_cannot_be_scored_is_one_error_before_any_engine(search_study, tiny_model, tmp_path):
     """joint: a folder that is not there, or an adapter targeting a module the specialists do not
     (the engine patches only theirs): one Error naming the key, from `lf-wrap validate`."""
-    from merge_helpers import make_adapter
+    from helpers.adapters import make_adapter
 
     other = make_adapter(tiny_model, tmp_path / "other-targets", 4, 8, targets=("q_proj", "k_proj"))
-    path = _search_recipe(study, tmp_path / "out", adapters=_two(study))
+    path = search_recipe(search_study, tmp_path / "out", adapters=_two(search_study))
     for joint, says in ((tmp_path / "nothing", "model 'joint': "), (other, "joint: ")):
         done = run_lf_wrap("validate", path, "--set", f"joint={joint}")
         errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
         assert done.returncode == 2 and len(errors) == 1 and says in errors[0], done.stderr[-3000:]
     assert "k_proj" in errors[0] and "lora_target" in errors[0]
-    done = run_lf_wrap("validate", path, "--set", f"joint={study[2][2]}")
-    assert done.returncode == 0 and f"joint reference {study[2][2]}" in done.stdout, done.stderr[-3000:]
+    done = run_lf_wrap("validate", path, "--set", f"joint={search_study[2][2]}")
+    assert done.returncode == 0 and f"joint reference {search_study[2][2]}" in done.stdout, done.stderr[-3000:]
 
 
-def test_a_specialist_without_signal_stops_the_search_and_pareto_over_one_task_is_refused(study, tmp_path):
+def test_a_specialist_without_signal_stops_the_search_and_pareto_over_one_task_is_refused(search_study, tmp_path):
     """Adapters B and C given each other's task: their specialists do not beat the base there. By
     default the search stops before any candidate (no_signal); objective pareto is one Error."""
-    root, eval_path, folders = study
+    root, eval_path, folders = search_study
     crossed = [{"path": str(folders[0]), "task": "task_a"}, {"path": str(folders[1]), "task": "task_c"},
                {"path": str(folders[2]), "task": "task_b"}]
     out = tmp_path / "crossed"
-    path = _search_recipe(study, out, adapters=crossed)
+    path = search_recipe(search_study, out, adapters=crossed)
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     manifest = read_json(out / "manifest.json")
@@ -558,7 +456,7 @@ def test_a_specialist_without_signal_stops_the_search_and_pareto_over_one_task_i
     assert manifest["best"] is None and manifest["trials"] == 0 and not (out / "best").exists()
     assert _summary(done).startswith("Verdict: no signal. On the search rows the specialist of task_")
     assert "the search stopped before scoring any candidate" in done.stdout
-    assert not (out / "leaderboard.json").exists() and len(_ledger(out)) == 4      # base and 3 specialists
+    assert not (out / "leaderboard.json").exists() and len(read_ledger(out)) == 4      # base and 3 specialists
     assert (out / "final.md").read_text(encoding="utf-8").startswith(manifest["final"]["verdict_sentence"])
 
     others = tmp_path / "others"                          # rank on task_a alone, saying so everywhere

@@ -10,10 +10,10 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import read_json, run_lf_wrap
+from helpers.engine import engine_greedy, engine_spec, served_alone
+from helpers.search import read_ledger, search_recipe
 from lf_wrap.cli import cli
 from lf_wrap.search.candidates import Candidate, deltas, thaw
-from test_search import _ledger, _search_recipe, study  # noqa: F401  (the search's fixture: tasks, eval recipe)
-from test_search_patching import adapters, engine_spec, greedy, plan, prompts, served_alone  # noqa: F401
 
 LAYERED = {"linear": Candidate("linear", ((1.0, -0.3), (0.5, 0.8), 0.0)),
            "ties": Candidate("ties", ((1.0, 0.5), (0.5, 1.0), 1.0), density=0.4)}
@@ -52,53 +52,53 @@ def test_one_block_keeps_the_parameters_keys_and_space_of_one_weight_per_adapter
 
 
 @pytest.fixture(scope="module")
-def written_tokens(tiny_model, adapters, prompts, tmp_path_factory):  # noqa: F811
+def written_tokens(tiny_model, adapter_paths, engine_prompts, tmp_path_factory):
     """Greedy tokens of the base and of each layered candidate written by `lf-wrap merge recipe`
     (as model), each served alone, before the patched engine starts."""
     folder = tmp_path_factory.mktemp("layered-merged")
-    tokens = {"base": served_alone(tiny_model, prompts)}
+    tokens = {"base": served_alone(tiny_model, engine_prompts)}
     for key, c in LAYERED.items():
         recipe = folder / f"{key}.yaml"
-        recipe.write_text(yaml.safe_dump({"adapters": adapters, "method": c.method, "density": c.density,
+        recipe.write_text(yaml.safe_dump({"adapters": adapter_paths, "method": c.method, "density": c.density,
                                           "weights": [thaw(w) for w in c.weights], "as": "model",
                                           "out": str(folder / key)}), encoding="utf-8")
         done = CliRunner().invoke(cli, ["merge", "recipe", str(recipe)])
         assert done.exit_code == 0, done.output
         assert read_json(folder / key / "merge_manifest.json")["blocks"]["layers"] == [[0, 0], [1, 1]]
-        tokens[key] = served_alone(folder / key, prompts)
+        tokens[key] = served_alone(folder / key, engine_prompts)
         assert tokens[key] != tokens["base"], f"{key}: the merge does not change the tokens"
     return tokens
 
 
 @pytest.mark.slow
-def test_patched_block_weighted_candidates_generate_what_merge_recipe_writes(tiny_model, plan, prompts,  # noqa: F811
-                                                                            written_tokens):
+def test_patched_block_weighted_candidates_generate_what_merge_recipe_writes(tiny_model, merge_plan, engine_prompts,
+                                                                             written_tokens):
     from lf_wrap.serving.engine import Engine
     from lf_wrap.serving.patching import WeightPatcher
 
     engine = Engine(engine_spec(tiny_model))
     try:
-        patcher = WeightPatcher(engine, plan.modules)
+        patcher = WeightPatcher(engine, merge_plan.modules)
         for key, candidate in LAYERED.items():
-            patcher.apply(deltas(plan, candidate))
-            assert greedy(engine, prompts) == written_tokens[key], key
+            patcher.apply(deltas(merge_plan, candidate))
+            assert engine_greedy(engine, engine_prompts) == written_tokens[key], key
         patcher.restore()
-        assert greedy(engine, prompts) == written_tokens["base"]
+        assert engine_greedy(engine, engine_prompts) == written_tokens["base"]
     finally:
         engine.close()
 
 
 @pytest.mark.slow
-def test_a_search_with_two_blocks_shows_the_best_weights_per_block(study, tmp_path):  # noqa: F811
+def test_a_search_with_two_blocks_shows_the_best_weights_per_block(search_study, tmp_path):
     out = tmp_path / "blocks"
     # A range without 1 and 0.5: no reference merge is asked as a trial, every candidate is sampled.
-    path = _search_recipe(study, out, methods=["linear"], blocks=2, budget=3, round_size=3,
-                          weights={"low": 0.05, "high": 1.3, "step": 0.25})
+    path = search_recipe(search_study, out, methods=["linear"], blocks=2, budget=3, round_size=3,
+                         weights={"low": 0.05, "high": 1.3, "step": 0.25})
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     manifest = read_json(out / "manifest.json")
     assert manifest["space"]["blocks"] == 2 and "per_kind" not in manifest["space"]
-    assert any("/" in entry["key"] for entry in _ledger(out))          # layered candidates were scored
+    assert any("/" in entry["key"] for entry in read_ledger(out))          # layered candidates were scored
     board = read_json(out / "leaderboard.json")
     assert board["blocks"] == {"count": 2, "kinds": None, "layers": [[0, 0], [1, 1]]}
     best = board["rows"][0]
@@ -130,9 +130,9 @@ def test_a_search_with_two_blocks_shows_the_best_weights_per_block(study, tmp_pa
 
 
 @pytest.mark.slow
-def test_more_blocks_than_layers_is_one_error_before_any_engine(study, tmp_path):  # noqa: F811
+def test_more_blocks_than_layers_is_one_error_before_any_engine(search_study, tmp_path):
     out = tmp_path / "three"
-    path = _search_recipe(study, out, blocks=3)
+    path = search_recipe(search_study, out, blocks=3)
     for args in ([path, "--check"], [path], [path, "--set", "per_kind=true"]):
         done = run_lf_wrap("merge", "search", *args)
         assert done.returncode == 2, done.stdout + done.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_json, run_lf_wrap
-from test_search import TASKS, _ledger, _search_recipe, study  # noqa: F401 (the fixture)
+from helpers.search import TASKS, read_ledger, search_recipe
 
 pytestmark = pytest.mark.slow
 LF_WRAP = str(Path(sys.executable).parent / "lf-wrap")
@@ -49,7 +49,7 @@ def _states(out: Path, path: Path) -> list[str]:
 
 
 def _no_score_twice(out: Path) -> list[dict]:
-    lines = _ledger(out)
+    lines = read_ledger(out)
     keys = [(e["rows"], e["key"]) for e in lines]
     assert len(keys) == len(set(keys)), sorted(keys)
     return lines
@@ -61,9 +61,9 @@ def _is_trial(entry: dict) -> bool:
     return entry["rows"] == "search" and weights is not None and sorted(weights) != [0.0] * (len(TASKS) - 1) + [1.0]
 
 
-def test_two_workers_share_one_search_and_a_rerun_scores_nothing(study, tmp_path):  # noqa: F811
+def test_two_workers_share_one_search_and_a_rerun_scores_nothing(search_study, tmp_path):
     out = tmp_path / "shared"
-    path = _search_recipe(study, out, budget=6, round_size=1, workers="shared")
+    path = search_recipe(search_study, out, budget=6, round_size=1, workers="shared")
     single = run_lf_wrap("merge", "search", path, "--set", "workers=single", "--check")
     assert single.returncode == 0, single.stderr[-3000:]
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
@@ -95,7 +95,7 @@ def test_two_workers_share_one_search_and_a_rerun_scores_nothing(study, tmp_path
     again = run_lf_wrap("merge", "search", path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert read_json(out / "manifest.json")["scored"] == 0 and "starting one engine" not in again.stderr
-    assert _ledger(out) == lines
+    assert read_ledger(out) == lines
 
 
 def _scoring_a_trial(out: Path) -> set[int]:
@@ -115,11 +115,11 @@ def _scoring_a_trial(out: Path) -> set[int]:
     return {int(t.user_attrs["worker"].split("-")[-2]) for t in trials if "worker" in t.user_attrs}
 
 
-def test_kill_9_of_one_worker_loses_no_candidate(study, tmp_path):  # noqa: F811
+def test_kill_9_of_one_worker_loses_no_candidate(search_study, tmp_path):
     """A worker is killed while it scores a candidate of its own (the optimiser holds its trial as
     running): the other fails that trial, asks its candidate again, and finishes the budget."""
     out = tmp_path / "killed"
-    path = _search_recipe(study, out, budget=8, round_size=1, workers="shared")
+    path = search_recipe(search_study, out, budget=8, round_size=1, workers="shared")
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
     children = [_start(path, log) for log in logs]
     by_pid = {child.pid: child for child in children}
@@ -127,7 +127,7 @@ def test_kill_9_of_one_worker_loses_no_candidate(study, tmp_path):  # noqa: F811
     deadline = time.monotonic() + 600
     try:
         while victim is None and time.monotonic() < deadline and all(c.poll() is None for c in children):
-            lines = _ledger(out) if (out / "scores.jsonl").is_file() else []
+            lines = read_ledger(out) if (out / "scores.jsonl").is_file() else []
             if sum(_is_trial(e) for e in lines) >= 2:          # the search is under way
                 victim = next((by_pid[pid] for pid in _scoring_a_trial(out) if pid in by_pid), None)
             time.sleep(0.2)
@@ -149,7 +149,7 @@ def test_kill_9_of_one_worker_loses_no_candidate(study, tmp_path):  # noqa: F811
     print(f"killed pid {victim.pid}; trials {states}; scores by worker {manifest['scores_by_worker']}")
 
 
-def test_a_worker_with_its_study_in_a_database(study, tmp_path):  # noqa: F811
+def test_a_worker_with_its_study_in_a_database(search_study, tmp_path):
     """storage: an RDB URL (SQLite here; PostgreSQL or MySQL on a cluster): the study lives there,
     the scores stay in out; the password of a URL never reaches the manifest."""
     import optuna
@@ -159,7 +159,7 @@ def test_a_worker_with_its_study_in_a_database(study, tmp_path):  # noqa: F811
 
     out = tmp_path / "rdb"
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    path = _search_recipe(study, out, budget=3, round_size=3, workers="shared", storage=url)
+    path = search_recipe(search_study, out, budget=3, round_size=3, workers="shared", storage=url)
     done = run_lf_wrap("merge", "search", path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     assert not (out / "optuna.journal").exists()
@@ -174,11 +174,11 @@ def test_a_worker_with_its_study_in_a_database(study, tmp_path):  # noqa: F811
     assert moved.returncode == 2 and "give the same storage" in moved.stderr
 
 
-def test_two_workers_share_a_pareto_search(study, tmp_path):  # noqa: F811
+def test_two_workers_share_a_pareto_search(search_study, tmp_path):
     """objective pareto with workers shared: both workers ask and tell one multi-objective study."""
     out = tmp_path / "shared-pareto"
-    path = _search_recipe(study, out, budget=4, round_size=1, workers="shared", objective="pareto",
-                          methods=["linear"])
+    path = search_recipe(search_study, out, budget=4, round_size=1, workers="shared", objective="pareto",
+                         methods=["linear"])
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
     children = [_start(path, log) for log in logs]
     _wait(children)

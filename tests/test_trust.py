@@ -19,29 +19,14 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import run_lf_wrap
+from helpers.adapters import linked_adapter, make_adapter
+from helpers.search import search_recipe, write_planned_search
 from lf_wrap.cli import cli
 from lf_wrap.core.hashing import tree_digest
-from merge_helpers import make_adapter, make_adapters
-from test_search import _search_recipe, study  # noqa: F401 - the search fixture, shared
-
-
-@pytest.fixture(scope="module")
-def adapters(tiny_model, tmp_path_factory):
-    return make_adapters(tiny_model, tmp_path_factory.mktemp("trust-adapters"))
 
 
 def merge(*args):
     return CliRunner().invoke(cli, ["merge", "adapters", *map(str, args)])
-
-
-def linked_adapter(source: Path, folder: Path, store: Path) -> Path:
-    """A copy of `source` whose adapter_model.safetensors is a symlink into `store`."""
-    shutil.copytree(source, folder)
-    store.mkdir(parents=True, exist_ok=True)
-    target = store / f"{folder.name}_weights.safetensors"
-    shutil.move(folder / "adapter_model.safetensors", target)
-    (folder / "adapter_model.safetensors").symlink_to(target)
-    return target
 
 
 def eval_recipe(path: Path, base: Path, prepared: Path, models: list[dict], **engine) -> Path:
@@ -128,42 +113,13 @@ def test_eval_reuses_nothing_after_a_symlinked_weight_or_an_extra_arg_changed(ti
 # ---------------------------------------------------------------- 3. the search's identity is eval's
 
 
-def _study(tiny_model: Path, adapters: dict, root: Path) -> tuple[Path, Path]:
-    """A search recipe on a copy of the base (engine-free: only planned)."""
-    base = root / "base"
-    shutil.copytree(tiny_model, base)
-    data = root / "data"
-    data.mkdir()
-    info = {}
-    for task in ("task_a", "task_b", "task_c"):
-        rows = [{"instruction": f"Say {task} {i}.", "input": "", "output": f"{task} {i}", "id": f"{task}-{i}"}
-                for i in range(10)]
-        (data / f"{task}.json").write_text(json.dumps(rows))
-        info[task] = {"file_name": f"{task}.json"}
-    (data / "dataset_info.json").write_text(json.dumps(info))
-    links = root / "adapters"
-    for name in "ABC":
-        linked_adapter(adapters[name], links / name, root / "store")
-        config = json.loads((links / name / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = str(base)
-        (links / name / "adapter_config.json").write_text(json.dumps(config))
-    ev = {"model_name_or_path": str(base), "template": "qwen", "dataset_dir": str(data), "models": [{"name": "base"}],
-          "tasks": {t: {"dataset": t, "metric": "rouge", "max_new_tokens": 4} for t in info},
-          "engine": {"dtype": "float32", "max_model_len": 512, "enforce_eager": True}}
-    (root / "eval.yaml").write_text(yaml.safe_dump(ev))
-    search = {"eval": str(root / "eval.yaml"), "methods": ["linear"], "budget": 2, "rows": {"search": 4},
-              "adapters": [{"path": str(links / n), "task": t} for n, t in zip("ABC", info)], "out": str(root / "out")}
-    (root / "search.yaml").write_text(yaml.safe_dump(search))
-    return root / "search.yaml", base
-
-
 def test_the_search_identity_covers_linked_weights_the_base_config_and_extra_args(tiny_model, adapters, tmp_path):
     """Probes S44, S45, S46: each change gives the search another identity, so its scores are not reused
     (before: the base's weights only, the link target's name, no engine arguments)."""
     from lf_wrap.search.recipe import load_search_recipe
     from lf_wrap.search.run import plan_search
 
-    path, base = _study(tiny_model, adapters, tmp_path)
+    path, base = write_planned_search(tiny_model, adapters, tmp_path)
 
     def identity(*overrides: str) -> str:
         return plan_search(load_search_recipe(path, overrides)[0]).identity
@@ -192,7 +148,7 @@ def test_a_search_folder_with_other_inputs_says_which(tiny_model, adapters, tmp_
     from lf_wrap.search.folder import search_space
     from lf_wrap.search.run import plan_search
 
-    path, base = _study(tiny_model, adapters, tmp_path)
+    path, base = write_planned_search(tiny_model, adapters, tmp_path)
     recipe = load_search_recipe(path, ())[0]
     plan = plan_search(recipe)
     out = Path(recipe.out)
@@ -273,7 +229,7 @@ def _fake_search_folder(out: Path, **files: str) -> None:
 def test_search_force_deletes_no_folder_and_no_file_that_lf_wrap_did_not_write(tiny_model, adapters, tmp_path):
     """Probes S49 (a web app's folder with a manifest.json wiped) and S51 (the eval recipe the search
     reads, kept inside out, deleted); both refused before any engine starts."""
-    path, _ = _study(tiny_model, adapters, tmp_path)
+    path, _ = write_planned_search(tiny_model, adapters, tmp_path)
     recipe = yaml.safe_load(path.read_text())
 
     webapp = tmp_path / "webapp"
@@ -326,7 +282,7 @@ def test_a_second_merge_or_search_into_a_held_folder_is_refused_naming_the_holde
         assert result.exit_code == 2, result.output
         assert f"being written by another lf-wrap run (pid {child.pid}" in result.output
         assert not merged.exists()
-        path, _ = _study(tiny_model, adapters, tmp_path / "study")
+        path, _ = write_planned_search(tiny_model, adapters, tmp_path / "study")
         out = tmp_path / "study" / "out"
         searcher = _holder(out)
         try:
@@ -370,12 +326,12 @@ def test_two_evals_resuming_into_one_folder_never_duplicate_a_row(tiny_model, pr
 
 
 @pytest.mark.slow
-def test_search_force_through_a_symlinked_out_replaces_the_folder_it_points_to(study, tmp_path):  # noqa: F811
+def test_search_force_through_a_symlinked_out_replaces_the_folder_it_points_to(search_study, tmp_path):
     """Probe S52: `--force` onto an out that is a symlink: `OSError: Cannot call rmtree on a symbolic link`."""
     real, link = tmp_path / "real", tmp_path / "link"
     _fake_search_folder(real, **{"scores.jsonl": "", "leaderboard.md": "old"})
     link.symlink_to(real)
-    path = _search_recipe(study, link, budget=2, round_size=2)
+    path = search_recipe(search_study, link, budget=2, round_size=2)
     done = run_lf_wrap("merge", "search", path, "--force")
     assert done.returncode == 0, done.stderr[-3000:]
     assert link.is_symlink() and link.resolve() == real.resolve()
@@ -387,7 +343,7 @@ def test_a_search_method_that_needs_more_rank_is_refused_at_check(tiny_model, tm
     """iso_cts at its default common fraction splits three rank-1 adapters' 3 directions into 3
     common and none per task: refused by --check, before any engine (as `merge adapters` refuses it)."""
     rank1 = {k: make_adapter(tiny_model, tmp_path / "rank1" / k, 1, 2, seed=i) for i, k in enumerate("ABC")}
-    path, _ = _study(tiny_model, rank1, tmp_path)
+    path, _ = write_planned_search(tiny_model, rank1, tmp_path)
     result = run_lf_wrap("merge", "search", path, "--set", "methods=[linear, iso_cts]", "--check")
     assert result.returncode == 2, result.stdout + result.stderr[-2000:]
     assert errors(result)[0].startswith("Error: methods: iso_cts at its default hyper-parameters: params.")

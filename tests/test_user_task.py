@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import read_json, run_lf_wrap
-from test_eval import make_adapter
+from helpers.adapters import make_trained_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def evaluated(tiny_model, prepared, tmp_path_factory):
     info = read_json(dataset_dir / "dataset_info.json")
     info["my_cities"] = {"file_name": "my_cities.json"}          # alpaca is LLaMA-Factory's default
     (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
-    adapter = make_adapter(tiny_model, root / "adapter_ner", seed=3)
+    adapter = make_trained_adapter(tiny_model, root / "adapter_ner", seed=3)
     (root / "my_metrics.py").write_text(METRIC_FILE, encoding="utf-8")
     recipe = {
         "model_name_or_path": str(tiny_model), "template": "qwen", "dataset_dir": str(dataset_dir),

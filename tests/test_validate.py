@@ -7,17 +7,17 @@ import pytest
 import yaml
 
 from conftest import run_lf_wrap
-from test_trust import _study, adapters  # noqa: F401 - the adapters fixture, shared
+from helpers.search import write_planned_search
 
 
 @pytest.fixture(scope="module")
-def study(tiny_model, adapters, tmp_path_factory):  # noqa: F811
+def study(tiny_model, adapters, tmp_path_factory):
     root = tmp_path_factory.mktemp("validate")
-    path, base = _study(tiny_model, adapters, root)
+    path, base = write_planned_search(tiny_model, adapters, root)
     return root, path, base
 
 
-def test_every_kind_is_recognised_and_checked(study, adapters, tmp_path):  # noqa: F811
+def test_every_kind_is_recognised_and_checked(study, adapters, tmp_path):
     root, search, base = study
     merge = tmp_path / "merge.yaml"
     merge.write_text(yaml.safe_dump({"adapters": [str(adapters["A"]), str(adapters["C"])], "method": "linear",

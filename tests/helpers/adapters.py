@@ -4,6 +4,7 @@ written out independently of lf_wrap.merge.run, for the merge tests to compare a
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ def make_adapter(base: Path, out: Path, r: int, alpha: int, rslora: bool = False
 
 
 def make_adapters(base: Path, folder: Path) -> dict[str, Path]:
+    """Adapters A, B and C of SPECS under `folder`, seeds 0, 1, 2."""
     return {name: make_adapter(base, folder / name, r, alpha, rslora, seed=i)
             for i, (name, (r, alpha, rslora)) in enumerate(SPECS.items())}
 
@@ -77,11 +79,58 @@ def peft_merged_weights(base: Path, adapter: Path) -> dict[str, torch.Tensor]:
     return {k: state[k].detach() for k in saved}
 
 
-def greedy(model, prompts: list[list[int]], new_tokens: int = 8) -> list[list[int]]:
+def load_model(base: Path, adapter: Path | None = None):
+    """The base in float32 for transformers' generate, with `adapter` on it through PEFT."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model
+
+
+def model_greedy(model, prompts: list[list[int]], new_tokens: int = 8, **generate) -> list[list[int]]:
+    """The new tokens a transformers model generates greedily after each prompt (token ids), one
+    prompt at a time (no padding); `generate`: more of generate()'s arguments (eos_token_id, ...)."""
     out = []
     for ids in prompts:
         tensor = torch.tensor([ids])
         generated = model.generate(tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=new_tokens,
-                                   do_sample=False, pad_token_id=0)
+                                   do_sample=False, **{"pad_token_id": 0, **generate})
         out.append(generated[0, len(ids):].tolist())
     return out
+
+
+def make_trained_adapter(base: Path, out: Path, seed: int) -> Path:
+    """An adapter folder as a training run leaves it: a real PEFT LoRA adapter (r=8, q_proj/v_proj)
+    whose lora_B is seeded noise, so it changes outputs, and LLaMA-Factory's trainer_log.jsonl."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data = torch.randn(param.shape, generator=generator) * 0.5
+    model.save_pretrained(out)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(base)
+    # The loss log LLaMA-Factory writes into its output_dir, one line per logging step.
+    (out / "trainer_log.jsonl").write_text("".join(
+        json.dumps({"current_steps": s, "total_steps": 10, "loss": 3.0 - 0.2 * s + 0.05 * seed, "lr": 1e-4,
+                    "epoch": s / 10, "percentage": 10.0 * s}) + "\n" for s in range(1, 11)))
+    return out
+
+
+def linked_adapter(source: Path, folder: Path, store: Path) -> Path:
+    """A copy of `source` whose adapter_model.safetensors is a symlink into `store`."""
+    shutil.copytree(source, folder)
+    store.mkdir(parents=True, exist_ok=True)
+    target = store / f"{folder.name}_weights.safetensors"
+    shutil.move(folder / "adapter_model.safetensors", target)
+    (folder / "adapter_model.safetensors").symlink_to(target)
+    return target
