@@ -288,7 +288,7 @@ def test_search_candidates_carry_their_space(adapters, tmp_path):
     from lf_wrap.merge.checks import check_inputs
     from lf_wrap.merge.config import MergeConfig
     from lf_wrap.merge.run import merged_delta
-    from lf_wrap.search import study
+    from lf_wrap.search import optimiser
     from lf_wrap.search.candidates import Candidate, deltas
     from lf_wrap.search.folder import search_space
     from lf_wrap.search.recipe import SearchRecipe
@@ -302,11 +302,11 @@ def test_search_candidates_carry_their_space(adapters, tmp_path):
     assert search_space(recipe)["spaces"] == ["full", "core"]
     trial = optuna.trial.FixedTrial({"method": "tsv", "space": "core", "weight.a": 1.0, "weight.b": 0.5,
                                      "weight.c": 1.5})
-    candidate = study.suggest(trial, recipe, ["a", "b", "c"])
+    candidate = optimiser.suggest(trial, recipe, ["a", "b", "c"])
     assert candidate == Candidate("tsv", (1.0, 0.5, 1.5), space="core")
     assert candidate.label() == "tsv[1,0.5,1.5] space core" and from_dict(as_dict(candidate)) == candidate
     assert Candidate("tsv", (1.0, 0.5, 1.5)).label() == "tsv[1,0.5,1.5]"          # full space: as before
-    knots = study.suggest(optuna.trial.FixedTrial({"method": "knots", "density": 0.5, "weight.a": 1.0,
+    knots = optimiser.suggest(optuna.trial.FixedTrial({"method": "knots", "density": 0.5, "weight.a": 1.0,
                                                    "weight.b": 1.0, "weight.c": 1.0}), recipe, ["a", "b", "c"])
     assert knots.space == "full"                           # knots runs in full space only
     with pytest.raises(ValueError, match="spaces: method knots runs only in full space"):
