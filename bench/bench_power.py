@@ -1,4 +1,4 @@
-"""Benchmark: the power of the search's paired test (lf_wrap.search.noise) at n report rows.
+"""Benchmark: the power of the search's paired test (lf_wrap.search.report.noise) at n report rows.
 
     PYTHONPATH=. .venv/bin/python bench/bench_power.py [--reps 1000] [--sd 0.2] [--level 0.05]
 
@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from lf_wrap.scoring.bootstrap import Bootstrap
-from lf_wrap.search.noise import Noise
+from lf_wrap.search.report.noise import Noise
 from lf_wrap.tasks import TASKS
 
 ROWS = (25, 50, 100, 200, 400)

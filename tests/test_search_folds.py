@@ -9,9 +9,9 @@ from lf_wrap.core.errors import UserError
 from lf_wrap.evaluation.requests import Request
 from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.folder import search_space
-from lf_wrap.search.held import held_rows, sentence
+from lf_wrap.search.report.held import held_rows, sentence
 from lf_wrap.search.objective import Judge, rank_key, reference
-from lf_wrap.search.pareto import mark_front
+from lf_wrap.search.report.pareto import mark_front
 from lf_wrap.search.recipe import direct_recipe
 from lf_wrap.search.splits import deal_folds
 from lf_wrap.tasks import TASKS

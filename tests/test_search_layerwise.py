@@ -25,7 +25,7 @@ def test_one_block_keeps_the_parameters_keys_and_space_of_one_weight_per_adapter
     from optuna.trial import FixedTrial
 
     from lf_wrap.search.folder import search_space
-    from lf_wrap.search.layerwise import weight_columns
+    from lf_wrap.search.report.panels import weight_columns
     from lf_wrap.search.recipe import SearchRecipe
     from lf_wrap.search.scorer import as_dict, from_dict
     from lf_wrap.search.optimiser import _grid_space, reference_params, suggest

@@ -1,4 +1,4 @@
-"""The search's verdict (lf_wrap.search.verdict) on report-row scores built by hand: each of the
+"""The search's verdict (lf_wrap.search.report.verdict) on report-row scores built by hand: each of the
 three verdicts, the one rule that turns a p-value into "beyond" or "within" resampling noise,
 and the metric at its floor. No model, no engine; the searches run in tests/test_search.py."""
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lf_wrap.scoring.bootstrap import Bootstrap
-from lf_wrap.search.noise import Noise, described, noise_words
-from lf_wrap.search.verdict import CONFIRMED, NO_SIGNAL, NOT_CONFIRMED, decide, report_verdict
+from lf_wrap.search.report.noise import Noise, described, noise_words
+from lf_wrap.search.report.verdict import CONFIRMED, NO_SIGNAL, NOT_CONFIRMED, decide, report_verdict
 from lf_wrap.tasks import TASKS
 
 N = 40
@@ -167,7 +167,7 @@ def test_the_objectives_interval_excludes_zero_exactly_when_p_is_below_the_level
 def test_a_corpus_metric_at_its_floor_is_flagged_with_the_suggestion_of_chrf():
     """BLEU with no 4-gram match is exactly 0 (the base here): flagged, with chrF suggested; ROUGE
     is not a corpus metric."""
-    from lf_wrap.search.noise import floor_note, signal, signal_floor
+    from lf_wrap.search.report.noise import floor_note, signal, signal_floor
 
     rng = np.random.default_rng(5)
     base = [{"bleu_stats": [6, 6, 3, 1, 0, 0, 6, 5, 4, 3]} for _ in range(N)]      # no 3- or 4-gram match

@@ -109,7 +109,7 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, 
 
 def beyond_noise(p: float | None, confidence: float) -> bool:
     """The one rule for "beyond resampling noise", in the eval's table, `lf-wrap compare` and the
-    search (lf_wrap.search.noise): the paired test's p-value is below 1 - confidence (0.05 at the
+    search (lf_wrap.search.report.noise): the paired test's p-value is below 1 - confidence (0.05 at the
     default 95%). The words follow the p-value printed beside them; the interval at the same
     confidence nearly always agrees, and where it touches 0 with p below the level, p decides."""
     return p is not None and p < round(1 - confidence, 12)

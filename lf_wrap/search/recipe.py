@@ -79,7 +79,7 @@ class Rows(_Strict):
     """Seed of the draw, and of the folds."""
     held: int = Field(5, ge=1, strict=True)
     """The leaderboard's first `held` candidates are scored on the report rows too, to say whether
-    the winner held there (lf_wrap.search.held); each is one more candidate generated on every
+    the winner held there (lf_wrap.search.report.held); each is one more candidate generated on every
     report row. 1: the best alone."""
     folds: int | None = Field(None, ge=2, strict=True)
     """Split each task's search rows into this many folds (a seeded deal of whole prompts): a
@@ -116,7 +116,7 @@ class Uncertainty(_Strict):
 
 
 class Verdict(_Strict):
-    """When the search recommends a merge (lf_wrap.search.verdict): `confirmed` only when the winner
+    """When the search recommends a merge (lf_wrap.search.report.verdict): `confirmed` only when the winner
     held on the report rows and beats the sum merge there beyond resampling noise."""
 
     level: float | None = Field(None, gt=0, lt=1)

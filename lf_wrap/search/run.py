@@ -5,14 +5,14 @@
     <out>/search.yaml        the recipe as given (direct form: as resolved)
     <out>/optuna.journal     the optimiser's storage (Optuna JournalStorage): the single record
     <out>/scores.jsonl       every score computed (lf_wrap.search.ledger), reused on a rerun
-    <out>/leaderboard.{md,csv,json}, chart.png, final.md, pareto.png   (lf_wrap.search.leaderboard)
-    <out>/best/              the best merge, only when the verdict is confirmed (lf_wrap.search.verdict;
+    <out>/leaderboard.{md,csv,json}, chart.png, final.md, pareto.png   (lf_wrap.search.report.leaderboard)
+    <out>/best/              the best merge, only when the verdict is confirmed (lf_wrap.search.report.verdict;
                              merge stage: adapter or model, with its own manifest)
 
 Order: every check (eval recipe, adapters, base, rows, the folder) before the engine starts;
 base and specialists on the search rows (the reference of every retained gain); rounds of
 candidates from the optimiser until `budget` trials are complete; the leaderboard; the best, the
-top `rows.held` (lf_wrap.search.held) and the study-style sum merge on the report rows; the verdict; the best
+top `rows.held` (lf_wrap.search.report.held) and the study-style sum merge on the report rows; the verdict; the best
 merge written when it is confirmed. A task whose specialist does not beat the base beyond noise on the
 search rows stops the search before any candidate (verdict.without_signal). Ctrl-C,
 SIGTERM or SIGHUP: one Error line, exit 130/143/129, the manifest says interrupted, and the same
@@ -41,8 +41,9 @@ from lf_wrap.serving.engine import load_tokenizer
 from lf_wrap.tasks.prompts import rendering_id, stop_token_ids
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.search import held, leaderboard, optimiser, ranking, verdict, workers
-from lf_wrap.search.final import (SearchResult, finish, from_manifest, references, specialist,  # noqa: F401
+from lf_wrap.search import optimiser, ranking, workers
+from lf_wrap.search.report import held, leaderboard, verdict
+from lf_wrap.search.report.final import (SearchResult, finish, from_manifest, references, specialist,  # noqa: F401
                                   stop_without_signal, summary)
 from lf_wrap.search.folder import MANIFEST, check_best, prepare_folder, search_space
 from lf_wrap.search.from_eval import eval_answers
@@ -51,7 +52,7 @@ from lf_wrap.search.layerwise import check_layout
 from lf_wrap.search.ledger import Ledger, identity
 from lf_wrap.search.objective import Reference, reference
 from lf_wrap.search.recipe import SearchRecipe
-from lf_wrap.search.noise import Noise
+from lf_wrap.search.report.noise import Noise
 from lf_wrap.search.splits import TaskRows, fold_record, row_ids, scoring_ids, specialists, split_rows
 from lf_wrap.search.scorer import Scorer, headline_scores, row_scores
 

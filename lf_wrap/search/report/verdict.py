@@ -4,18 +4,18 @@ command's summary and of final.md), chosen by `decide` alone:
     no_signal      a counted task's specialist does not beat the base beyond noise on the rows used
                    (the search rows, before any candidate is scored; the report rows, before the
                    verdict): retained gain is a ratio of noise to noise there, nothing can be confirmed
-    not_confirmed  the winner did not hold on the report rows (lf_wrap.search.held), or its
+    not_confirmed  the winner did not hold on the report rows (lf_wrap.search.report.held), or its
                    objective does not beat the sum merge's there beyond noise
     confirmed      it held, and it beats the sum merge on the report rows beyond noise
 
-"Beyond noise" is lf_wrap.search.noise's one rule. Only `confirmed` writes `best/`. The sum
+"Beyond noise" is lf_wrap.search.report.noise's one rule. Only `confirmed` writes `best/`. The sum
 merge is the bar because it is what one gets without a search (LLaMA-Factory's export of every
 adapter at weight 1)."""
 
 from __future__ import annotations
 
 from lf_wrap.core.errors import UserError
-from lf_wrap.search.noise import Noise, described, signal, signal_sentence, weak
+from lf_wrap.search.report.noise import Noise, described, signal, signal_sentence, weak
 from lf_wrap.tasks import Task
 
 CONFIRMED, NOT_CONFIRMED, NO_SIGNAL = "confirmed", "not_confirmed", "no_signal"
@@ -39,7 +39,7 @@ def search_rows_gate(noise: Noise, definitions: dict[str, Task], tasks: list[str
 
 def decide(signal_tests: dict, held: bool | None, versus_sum: dict | None) -> str:
     """The verdict, from the report rows: `signal_tests` each counted task's specialist against the
-    base; `held` whether the winner held (lf_wrap.search.held); `versus_sum` the winner's objective
+    base; `held` whether the winner held (lf_wrap.search.report.held); `versus_sum` the winner's objective
     against the sum merge's (Noise.objective, b the winner)."""
     if not signal_tests or weak(signal_tests):
         return NO_SIGNAL

@@ -3,8 +3,8 @@
 The figures: the best candidate, the study-style sum merge and linear 0.5 scored on the report
 rows (never the rows the best was chosen on), beside the base and the specialists on the same
 rows, each retained gain with its bootstrap interval (objective.retained_gain: base, specialist
-and candidate resampled together), at the confidence of the noise level (lf_wrap.search.noise).
-Then the verdict (lf_wrap.search.verdict): best/ written when it is confirmed, an earlier best/
+and candidate resampled together), at the confidence of the noise level (lf_wrap.search.report.noise).
+Then the verdict (lf_wrap.search.report.verdict): best/ written when it is confirmed, an earlier best/
 removed when not; or, stopped on the search rows without signal, the tests that stopped it."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from lf_wrap.core.files import atomic_write_json, atomic_write_text
 from lf_wrap.merge.config import MergeConfig
 from lf_wrap.merge.methods import METHODS
 from lf_wrap.scoring.family import StatsFamily
-from lf_wrap.search import held, leaderboard, verdict
+from lf_wrap.search.report import held, leaderboard, verdict
 from lf_wrap.search.candidates import JOINT, Candidate
 from lf_wrap.search.folder import MANIFEST
 from lf_wrap.search.layerwise import layout
 from lf_wrap.search.objective import Judge, retained_gain
-from lf_wrap.search.noise import Noise, floor_note, signal_floor, smallest_sentence
+from lf_wrap.search.report.noise import Noise, floor_note, signal_floor, smallest_sentence
 from lf_wrap.search.scorer import Scorer, from_dict
 
 
@@ -61,9 +61,9 @@ def specialist(index: int, n_adapters: int) -> Candidate:
 
 def final_figures(scorer: Scorer, tasks: list[str], best: dict, noise: Noise, top: list[dict] = (),
                   judge: Judge | None = None, families: list[dict] = (), without_signal: str = "stop") -> dict:
-    """`top`: the leaderboard's first rows, each also scored on the report rows (lf_wrap.search.held);
+    """`top`: the leaderboard's first rows, each also scored on the report rows (lf_wrap.search.report.held);
     `families`: the best row of each merge method the search tried (scored there too). Intervals
-    are at confidence 1 - the noise level; the verdict is lf_wrap.search.verdict's. With a joint
+    are at confidence 1 - the noise level; the verdict is lf_wrap.search.report.verdict's. With a joint
     adapter (scorer.joint), it is scored beside the merges and best is tested against it too."""
     rows = scorer.rows
     n = len(tasks)

@@ -1,15 +1,15 @@
 """What a search leaves to read: the leaderboard (every candidate scored on the search rows,
 best first, with the sum and linear-0.5 merges as reference rows), the final figures on the
 report rows, a chart of retained gain per task, and the best merge written by the merge stage when
-the verdict confirms it (lf_wrap.search.verdict).
+the verdict confirms it (lf_wrap.search.report.verdict).
 
     leaderboard.md / .csv / .json   rank, candidate, method, weights, density, each task's score
                                     and retained gain, worst, mean, role, Optuna trial numbers
     final.md                        best vs sum vs linear 0.5 (vs the joint adapter, when named) on the
                                     report rows, with 95% intervals;
                                     whether the winner held (the top `rows.held` on both sets of rows,
-                                    lf_wrap.search.held); the verdict first (lf_wrap.search.verdict)
-    pareto.png                      objective pareto: each task's retained gain, the front (lf_wrap.search.pareto)
+                                    lf_wrap.search.report.held); the verdict first (lf_wrap.search.report.verdict)
+    pareto.png                      objective pareto: each task's retained gain, the front (report.pareto)
     chart.png                       retained gain per task: the best candidates and the sum merge
                                     (search rows); best, sum, linear 0.5 with intervals (report rows)"""
 
@@ -20,12 +20,13 @@ import io
 from pathlib import Path
 
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from lf_wrap.search import held, pareto
-from lf_wrap.search.noise import described, floor_note, smallest_sentence
+from lf_wrap.search.report import held, pareto
+from lf_wrap.search.report.noise import described, floor_note, smallest_sentence
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.candidates import JOINT, thaw
-from lf_wrap.search.layerwise import Layout, markdown as block_markdown, panel, weight_columns, weight_values
+from lf_wrap.search.layerwise import Layout
+from lf_wrap.search.report.panels import markdown as block_markdown, panel, weight_columns, weight_values
 from lf_wrap.search.scorer import from_dict, headline_scores, key_of, row_scores
 from lf_wrap.search.splits import TaskRows
 
@@ -188,7 +189,7 @@ def final_markdown(final: dict, tasks: list[str], judge: Judge) -> str:
 
 def best_vs_sentence(test: dict) -> str:
     """The metric's paired test of best against the sum merge (or the joint adapter) on the task best
-    keeps least; its words are lf_wrap.search.verdict's (the p-value against the level)."""
+    keeps least; its words are lf_wrap.search.report.verdict's (the p-value against the level)."""
     return (f"Best vs {test.get('other', 'sum')} on the task best keeps least ({test['task']}, {test['metric']}): "
             f"{described(test)}.")
 
