@@ -36,7 +36,7 @@ def test_a_key_added_to_the_schema_is_an_option_with_its_docstring_as_help():
     result = runner.invoke(command, ["--scale", "0.5", "--out", "x", "--weights", "1,0.5", "--param", "alpha=2"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == str(sorted({"scale": 0.5, "out": "x", "weights": [1.0, 0.5],
-                                                "params": {"alpha": 2}, "method": "sum", "as": "model",
+                                                "params": {"alpha": 2}, "method": "sum", "space": "full", "as": "model",
                                                 "template": "qwen"}.items()))
     refused = runner.invoke(command, ["--out", "x", "--weights", "1,a"])
     assert refused.exit_code != 0 and "--weights '1,a': expected numbers separated by commas" in str(refused.exception)

@@ -474,3 +474,29 @@ def test_a_specialist_without_signal_stops_the_search_and_pareto_over_one_task_i
     assert "Traceback" not in pareto.stderr
     assert "Error: objective: pareto needs two counted tasks or more" in pareto.stderr
     assert "beats the base beyond resampling noise are: task_a (" in pareto.stderr
+
+
+def test_a_sigterm_while_best_is_written_exits_143_and_leaves_no_best(search_study, tmp_path, monkeypatch):
+    """best/ is written by the merge stage, which catches SIGTERM itself: the search said
+    `interrupted (Ctrl-C)` and exited 130 (probe round three). Now SIGTERM and 143, as every stage,
+    the manifest says interrupted and no half-written best/ is left."""
+    import lf_wrap.merge.run as merge_run
+    from lf_wrap.core.errors import Interrupted
+    from lf_wrap.search.recipe import load_search_recipe
+    from lf_wrap.search.run import search
+
+    out = tmp_path / "killed"
+    path = search_recipe(search_study, out, adapters=_two(search_study), methods=["linear"], sampler="grid",
+                         grid=[0.8, 0.9, 1.1], budget=8, round_size=4, verdict={"level": 0.75})
+
+    def terminated_while_writing(plan, tmp):
+        os.kill(os.getpid(), signal.SIGTERM)      # as `kill PID` from a job scheduler would
+        time.sleep(30)
+
+    monkeypatch.setattr(merge_run, "write_adapter", terminated_while_writing)
+    recipe, text = load_search_recipe(path)
+    with pytest.raises(Interrupted) as caught:
+        search(recipe, text, recipe_path=path)
+    assert caught.value.exit_code == 143 and "interrupted (SIGTERM)" in str(caught.value)
+    assert read_json(out / "manifest.json")["status"] == "interrupted"
+    assert not (out / "best").exists()
