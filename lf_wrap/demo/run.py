@@ -1,7 +1,8 @@
 """`lf-wrap demo`: the whole study at small scale, offline, on CPU, in one run folder.
 
 prepare the three sample sets -> train three LoRA adapters with LLaMA-Factory (the shipped
-recipes with a documented override set) -> merge them (the study's 3-in-1 sum through
+recipes with a documented override set; SmolLM2: and the joint reference adapter on all three
+sets at once) -> merge them (the study's 3-in-1 sum through
 LLaMA-Factory's export, and a weighted linear merge as one adapter) -> score base, adapters
 and merges on all three tasks with vLLM -> print the table -> (SmolLM2) search merges of the three
 adapters and print the best one's retained gains beside the sum merge's, on rows the search never
@@ -41,6 +42,7 @@ class DemoScale:
     samples_validation: int = 60      # validation rows per source in the written samples
     held: int = 5                     # the search's rows.held: the top candidates checked on the report rows
     enforce_eager: bool = False       # the eval's engine.enforce_eager
+    joint: bool = False               # train the joint reference adapter on all three sets at once
 
 
 SCALES = {
@@ -63,7 +65,7 @@ SCALES = {
         # specialists' answers come from the eval. Each candidate on the report rows costs about
         # 45 s: the top 3 are checked there (held), not 5.
         search_budget=24, search_rows=30, search_folds=3, samples_validation=140, held=3,
-        search_methods=("linear", "tsv", "iso_cts")),
+        search_methods=("linear", "tsv", "iso_cts"), joint=True),
 }
 
 
@@ -110,6 +112,20 @@ def train_adapters(out: Path, model: Path, dataset_dir: Path, scale: DemoScale) 
     return adapters
 
 
+def train_joint(out: Path, model: Path, dataset_dir: Path, scale: DemoScale) -> Path:
+    """recipes/joint.yaml on the three training sets at once (LLaMA-Factory's mix_strategy concat),
+    with the specialists' overrides and three times their steps: the same rows per task."""
+    from lf_wrap.train.run import train
+
+    sets = [f"model_name_or_path={model}", "lf_wrap.dataset=" + ",".join(f"demo_{t}_train" for t in TASK_SOURCES),
+            f"lf_wrap.dataset_dir={dataset_dir}"]
+    for item in scale.train_sets:
+        key, _, value = item.partition("=")
+        sets.append(f"max_steps={int(value) * len(TASK_SOURCES)}" if key == "max_steps" else item)
+    result = train(REPO_ROOT / "recipes" / "joint.yaml", sets=sets, run_dir=out / "runs" / "joint", smoke=True)
+    return result.run_dir / "adapter"
+
+
 def merge_adapters(out: Path, adapters: dict[str, Path], scale: DemoScale) -> dict[str, Path]:
     from lf_wrap.merge.run import merge
     from lf_wrap.merge.config import MergeConfig
@@ -128,9 +144,10 @@ def merge_adapters(out: Path, adapters: dict[str, Path], scale: DemoScale) -> di
 
 
 def eval_recipe(model: Path, dataset_dir: Path, adapters: dict[str, Path], merges: dict[str, Path],
-                scale: DemoScale) -> dict:
+                scale: DemoScale, joint: Path | None = None) -> dict:
     models = [{"name": "base"}]
     models += [{"name": f"lora_{task}", "path": str(path), "task": task} for task, path in adapters.items()]
+    models += [{"name": "lora_joint", "path": str(joint)}] if joint is not None else []
     models += [{"name": name, "path": str(path)} for name, path in merges.items()]
     return {
         "model_name_or_path": str(model), "template": "qwen", "dataset_dir": str(dataset_dir), "models": models,
@@ -144,7 +161,7 @@ def eval_recipe(model: Path, dataset_dir: Path, adapters: dict[str, Path], merge
     }
 
 
-def search_merges(out: Path, eval_path: Path, adapters: dict[str, Path], scale: DemoScale):
+def search_merges(out: Path, eval_path: Path, adapters: dict[str, Path], scale: DemoScale, joint: Path | None = None):
     """`lf-wrap merge search` on the three adapters: linear candidates scored on half of each
     validation set, the best, the study's sum merge and linear 0.5 then on the other half."""
     from lf_wrap.search.recipe import load_search_recipe
@@ -158,7 +175,8 @@ def search_merges(out: Path, eval_path: Path, adapters: dict[str, Path], scale: 
     recipe = {"eval": str(eval_path), "eval_results": str(out / "eval"),
               "adapters": [{"path": str(p), "task": t} for t, p in adapters.items()],
               "methods": list(scale.search_methods), "weights": {"high": 1.0}, "budget": scale.search_budget,
-              "round_size": 4, "rows": rows, "out": str(out / "search")}
+              "round_size": 4, "rows": rows, "out": str(out / "search"),
+              **({"joint": str(joint)} if joint is not None else {})}
     path = out / "search.yaml"
     atomic_write_text(path, f"# Written by `lf-wrap demo`; re-run with: lf-wrap merge search {path}\n"
                       + yaml.safe_dump(recipe, sort_keys=False))
@@ -183,18 +201,23 @@ def run_demo(kind: str, out: Path) -> Path:
     _say("data", f"6 instruction sets in {dataset_dir}", start)
     adapters = train_adapters(out, model, dataset_dir, scale)
     _say("train", "3 adapters: " + ", ".join(str(p) for p in adapters.values()), start)
+    joint = None
+    if scale.joint:
+        joint = train_joint(out, model, dataset_dir, scale)
+        _say("train", f"the joint reference adapter (all three sets): {joint}", start)
     merges = merge_adapters(out, adapters, scale)
     _say("merge", ", ".join(f"{k} -> {v}" for k, v in merges.items()), start)
     recipe_path = out / "eval.yaml"
     atomic_write_text(recipe_path, "# Written by `lf-wrap demo`; re-run with: lf-wrap eval " + str(recipe_path) + "\n"
-                      + yaml.safe_dump(eval_recipe(model, dataset_dir, adapters, merges, scale), sort_keys=False))
+                      + yaml.safe_dump(eval_recipe(model, dataset_dir, adapters, merges, scale, joint),
+                                                     sort_keys=False))
     recipe, text = load_eval_recipe(recipe_path)
     result = evaluate(recipe, recipe_path, text, out=out / "eval")
     _say("eval", f"{result.generated} predictions generated, {result.reused} reused", start)
     if scale.search_budget:
         from lf_wrap.search.run import summary
 
-        found = search_merges(out, recipe_path, adapters, scale)
+        found = search_merges(out, recipe_path, adapters, scale, joint)
         _say("search", f"{scale.search_budget} candidates; best vs the study's sum merge on the report rows:", start)
         for line in summary(found).splitlines():
             log.info(f"  {line}")
