@@ -170,6 +170,48 @@ class Judge:
             out.append(gains)
         return tuple(out)
 
+    def running_bound(self, scored: dict[str, dict[int, dict]]) -> float | None:
+        """An upper bound of `assess(...).value` from some of a candidate's search rows (task ->
+        {row index: scores}), equal to it once every row is scored; None while no part is whole.
+        Exact for objective worst only (lf_wrap.search.pruning): the value is a minimum over parts
+        that are each computed from their own rows, and a minimum can only go down as parts are
+        added. worst_fold: the parts are (fold, task), each fold's gain as fold_gains computes it;
+        point: whole tasks; lower_bound: whole tasks, each resample's minimum over the tasks scored
+        (never below its minimum over all tasks), on the resamples `assess` keeps (whether the
+        specialist beats the base on a resample does not depend on the candidate), and a quantile
+        of numbers that can only go down can only go down."""
+        if self.objective != "worst":
+            raise ValueError(f"a running bound is exact for objective worst only, not {self.objective}")
+        whole = [t for t in self.ref.tasks if len(scored.get(t, {})) == len(self.base_rows[t])]
+        if self.rank_by == "worst_fold":
+            gains = []
+            for t in self.ref.tasks:
+                family, metric = self.definitions[t].family, self.definitions[t].headline
+                for fold in sorted(set(self.folds[t])):
+                    picked = [i for i, f in enumerate(self.folds[t]) if f == fold]
+                    if all(i in scored.get(t, {}) for i in picked):
+                        lift = (family.value(metric, [scored[t][i] for i in picked])
+                                - family.value(metric, [self.base_rows[t][i] for i in picked]))
+                        gains.append(lift / (self.ref.specialist[t] - self.ref.base[t]))
+            return min(gains) if gains else None
+        if not whole:
+            return None
+        rows = {t: [scored[t][i] for i in range(len(self.base_rows[t]))] for t in whole}
+        point = {t: (self.definitions[t].family.value(self.definitions[t].headline, rows[t]) - self.ref.base[t])
+                 / (self.ref.specialist[t] - self.ref.base[t]) for t in whole}
+        if self.rank_by == "point":
+            return min(point.values())
+        bootstrap = Bootstrap(self.resamples, self.seed)
+        usable = np.ones(self.resamples, dtype=bool)     # the resamples assess keeps: every specialist wins there
+        for t in self.ref.tasks:
+            usable &= ~np.isnan(retained_gain_resamples(self.definitions[t], self.base_rows[t],
+                                                        self.specialist_rows[t], self.base_rows[t], bootstrap))
+        if not usable.any():
+            return min(point.values())
+        draws = np.vstack([retained_gain_resamples(self.definitions[t], self.base_rows[t], self.specialist_rows[t],
+                                                   rows[t], bootstrap) for t in whole])
+        return float(np.quantile(draws[:, usable].min(axis=0), self.quantile))
+
     def assess(self, scores: dict[str, float], rows: dict[str, list]) -> Assessment:
         gains = retained_gains(self.ref, scores)
         bootstrap = Bootstrap(self.resamples, self.seed)

@@ -175,6 +175,12 @@ class SearchRecipe(_Strict):
     pareto: one objective per task (Optuna's multi-objective study), the Pareto front in the
     leaderboard and pareto.png, and the winner the front's candidate with the best worst task."""
     uncertainty: Uncertainty = Field(Uncertainty(), json_schema_extra=SPACE)
+    prune: bool | None = Field(None, strict=True)
+    """Stop scoring a candidate once its running bound (the ranked value over the parts scored so far:
+    one fold of every task at a time with rank_by worst_fold, else one task at a time) is below the
+    value it would need to enter the top rows.held (lf_wrap.search.pruning). Exact only for objective
+    worst (a minimum can only go down as parts are added), so the default is true there and false for
+    mean and pareto, where true is refused."""
     rows: Rows = Rows()
     verdict: Verdict = Verdict()
     output: Literal["adapter", "model"] = Field("adapter", alias="as")
@@ -229,7 +235,16 @@ class SearchRecipe(_Strict):
         if self.objective == "pareto" and self.sampler == "cmaes":
             raise ValueError("objective: pareto needs a sampler that optimises several objectives (tpe, random or "
                              "grid); cmaes optimises one")
+        if self.prune and self.objective != "worst":
+            raise ValueError(f"prune: true needs objective worst; with objective {self.objective} a candidate's value "
+                             "on the parts scored so far bounds nothing (a mean or a front can still rise), so pruning "
+                             "would not be exact: leave prune out or set it false")
         return self
+
+    @property
+    def pruning(self) -> bool:
+        """Whether candidates are scored in stages and pruned (default: where exact, objective worst)."""
+        return self.objective == "worst" if self.prune is None else self.prune
 
 
 def load_search_recipe(path: Path, overrides=()) -> tuple[SearchRecipe, str]:

@@ -41,7 +41,7 @@ from lf_wrap.serving.engine import load_tokenizer
 from lf_wrap.tasks.prompts import rendering_id, stop_token_ids
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.search import held, leaderboard, optimiser, ranking, verdict, workers
+from lf_wrap.search import held, leaderboard, optimiser, pruning, ranking, verdict, workers
 from lf_wrap.search.final import (SearchResult, finish, from_manifest, references, specialist,  # noqa: F401
                                   stop_without_signal, summary)
 from lf_wrap.search.folder import MANIFEST, check_best, prepare_folder, search_space
@@ -239,7 +239,8 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     judge = ranking.make_judge(recipe, ref, rows, first[0], dict(zip(tasks, first[1:])))
     with crew.setup():                 # shared: the study created and the references enqueued once
         study = optimiser.open_study(out, recipe, tasks, optimiser.study_name(recipe, ident, body["space"]),
-                                     objectives=len(ref.tasks) if recipe.objective == "pareto" else 1)
+                                     objectives=len(ref.tasks) if recipe.objective == "pareto" else 1,
+                                     pruner=pruning.HeldPruner(recipe.rows.held) if recipe.pruning else None)
     requeued = crew.requeue(study)
     if requeued:
         _say(f"{requeued} candidate(s) were being scored when {'their worker' if crew.shared else 'the last run'} "
@@ -250,7 +251,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         _say(f"{len(lost)} completed candidate(s) of {optimiser.JOURNAL} have no score in {scorer.ledger.path.name} "
              "(deleted?); scoring them again")
         scorer.score_many("search", lost)
-    done = len(optimiser.completed(study))
+    done = len(optimiser.finished(study))
     total = optimiser.budget(recipe, tasks)
     if total < recipe.budget:
         _say(f"the grid has {total} points: {total} candidates instead of budget {recipe.budget}")
@@ -260,29 +261,42 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     round_number = 0
     bar = Progress("search", total, "candidate")
     bar.update(done)
+    first_done = done
     while done < total:
         trials = crew.ask(study, recipe.round_size, total)
         if not trials:                 # shared: the rest of the budget is being scored by other workers
             crew.wait(study)
-            done = len(optimiser.completed(study))
+            done = len(optimiser.finished(study))
             bar.update(done)
             continue
         round_number += 1
         candidates = [optimiser.suggest(trial, recipe, tasks) for trial in trials]
-        for trial, candidate, entry in zip(trials, candidates, scorer.score_many("search", candidates)):
+        for trial, candidate in zip(trials, candidates):
             trial.set_user_attr("candidate", candidate.label())
-            optimiser.tell(study, trial, ranking.told(recipe, judge, rows, entry))
-        done = len(optimiser.completed(study))
+        if recipe.pruning:             # stage by stage, each candidate dropped once it cannot reach the top held
+            pruning.score_round(study, trials, candidates, scorer, judge, recipe, rows)
+        else:
+            for trial, entry in zip(trials, scorer.score_many("search", candidates)):
+                optimiser.tell(study, trial, ranking.told(recipe, judge, rows, entry))
+        done = len(optimiser.finished(study))
         scorer.ledger.refresh()
         best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, judge, rows))
         elapsed = time.monotonic() - started
-        per = elapsed / max(scorer.scored, 1)
+        pruned = f", {len(optimiser.pruned(study))} pruned" if recipe.pruning else ""
+        per = elapsed / max(done - first_done, 1)        # seconds per candidate (pruned ones cost less)
         bar.update(done, f"best {best['label']} {best['value']:.1%}",
                    line=f"search: round {round_number}: {done}/{total} candidates ({scorer.scored} scored, "
-                        f"{scorer.reused} reused); best so far {best['label']}: {held.ranked_by(judge)} "
+                        f"{scorer.reused} reused{pruned}); best so far {best['label']}: {held.ranked_by(judge)} "
                         f"{best['value']:.1%} (worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}); "
                         f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
     bar.close()
+    if optimiser.pruned(study):        # a resume with other folds or rows.held: the pruned that may now place
+        settled = pruning.settle(leaderboard.rows(study, scorer.ledger, judge, rows), scorer, recipe.rows.held)
+        if settled:
+            _say(f"{settled} pruned candidate(s) could enter the top {recipe.rows.held} under these settings: "
+                 "scored whole")
+    body["pruning"] = {"on": recipe.pruning, "pruned": len(optimiser.pruned(study)),
+                       "stages": [p.name for p in pruning.stages(judge, rows)] if recipe.pruning else None}
     with crew.finishing(out) as finished:      # shared: once, by the first worker to take the lock
         if finished is not None:
             return from_manifest(out, finished, scorer)
