@@ -128,3 +128,17 @@ def test_a_partial_line_never_hides_a_whole_one_and_old_lines_load(tmp_path):
     ledger.add({**part, "parts": ["late"]})          # a partial line after the whole one changes nothing
     again = Ledger(tmp_path, "i")
     assert again.get("search", "p")["parts"] == ["task a"] and again.partial("search", "p") is None
+
+
+def test_a_grid_trial_killed_before_its_parameters_were_suggested_is_asked_again_whole(tmp_path):
+    """A run killed between asking a round and suggesting it leaves trials without parameters; the
+    grid sampler refuses to ask such a trial again, so its grid point is asked again whole."""
+    from lf_wrap.search import optimiser
+
+    config = _recipe(tmp_path, methods=["linear"], sampler="grid", grid=[0.0, 1.0], budget=8)
+    study = optimiser.open_study(tmp_path, config, list(NAMES))
+    asked = study.ask()                                # killed here: no parameter suggested
+    point = dict(zip(study.sampler._param_names, study.sampler._all_grids[asked.number]))
+    assert optimiser.requeue_unfinished(study) == 1
+    again = study.ask()
+    assert optimiser.suggest(again, config, list(NAMES)).weights == tuple(point[f"weight.{t}"] for t in NAMES)

@@ -228,8 +228,21 @@ def requeue_unfinished(study) -> int:
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+        study.enqueue_trial(_asked_params(study, trial), skip_if_exists=False)
     return len(stale)
+
+
+def _asked_params(study, trial) -> dict:
+    """The parameters to ask again for a trial that was stopped: its own, and with the grid sampler
+    the rest of its grid point (a run killed between asking a round and suggesting its parameters
+    leaves trials without them, and the grid sampler refuses an enqueued trial that lacks any)."""
+    import optuna
+
+    params, grid_id = dict(trial.params), trial.system_attrs.get("grid_id")
+    if isinstance(study.sampler, optuna.samplers.GridSampler) and grid_id is not None:
+        point = study.sampler._all_grids[grid_id]      # the sampler's own (seeded) order of its grid
+        params = {**dict(zip(study.sampler._param_names, point)), **params}
+    return params
 
 
 def requeue_stale(study, alive) -> int:
@@ -242,7 +255,7 @@ def requeue_stale(study, alive) -> int:
              if not alive(t.user_attrs.get("worker"))]
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+        study.enqueue_trial(_asked_params(study, trial), skip_if_exists=False)
     return len(stale)
 
 
