@@ -70,7 +70,9 @@ def score_round(study, trials: list, candidates: list, scorer: Scorer, judge: Ju
     """Score a round's candidates stage by stage, pruning as it goes, and tell the study each
     outcome; the last stage completes the survivors. Returns how many were pruned."""
     live = list(zip(trials, candidates))
-    plan = stages(judge, rows)
+    # Fewer than rows.held candidates scored whole: none can be pruned yet, so one pass each (fewer
+    # engine calls, and the ledger as without pruning).
+    plan = stages(judge, rows) if study.pruner.needed(study) is not None else []
     pruned = 0
     for step, part in enumerate(plan[:-1]):
         still = []

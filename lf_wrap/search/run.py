@@ -261,7 +261,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     round_number = 0
     bar = Progress("search", total, "candidate")
     bar.update(done)
-    first_done = done
+    first_done, loop_started = done, time.monotonic()
     while done < total:
         trials = crew.ask(study, recipe.round_size, total)
         if not trials:                 # shared: the rest of the budget is being scored by other workers
@@ -290,6 +290,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
                         f"{best['value']:.1%} (worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}); "
                         f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
     bar.close()
+    body["candidates_seconds"] = round(time.monotonic() - loop_started, 2)   # the rounds of candidates alone
     if optimiser.pruned(study):        # a resume with other folds or rows.held: the pruned that may now place
         settled = pruning.settle(leaderboard.rows(study, scorer.ledger, judge, rows), scorer, recipe.rows.held)
         if settled:
