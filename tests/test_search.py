@@ -592,7 +592,7 @@ def test_pruning_keeps_the_grids_winner_and_top_held_and_generates_fewer_rows(st
     cut = [r for r in pruned_board["rows"] if r["pruned"]]
     assert len(cut) == pruned["pruning"]["pruned"] and pruned_board["rows"][-len(cut):] == cut
     needed = pruned_board["held"][-1]["ranked_value"]
-    assert all(r["pruned"]["parts"] == ["task task_a"] and r["value"] < needed for r in cut)
+    assert all(len(r["pruned"]["parts"]) == 1 and r["value"] < needed for r in cut)     # after one stage
     whole = {r["label"]: r["value"] for r in plain_board["rows"]}
     assert all(whole[r["label"]] <= r["value"] + 1e-12 for r in cut)      # the bound bounds the value it would have had
     assert "pruned at" in (tmp_path / "grid-True" / "leaderboard.md").read_text(encoding="utf-8")

@@ -55,8 +55,8 @@ class HeldPruner(optuna.pruners.BasePruner):
 
 
 def stages(judge: Judge, rows: dict[str, TaskRows]) -> list[Part]:
-    """The parts a candidate is scored on in turn: one fold of every task (rank_by worst_fold), or
-    one task at a time, the counted tasks first (a left-out task bounds nothing)."""
+    """The parts a candidate is scored on: one fold of every task (rank_by worst_fold), or one task
+    each, the counted tasks first (a left-out task bounds nothing)."""
     if judge.rank_by == "worst_fold":
         count = max(max(f) for f in judge.folds.values()) + 1
         return [Part(f"fold {k}", {t: [i for i, f in enumerate(judge.folds[t]) if f == k] for t in rows})
@@ -65,16 +65,51 @@ def stages(judge: Judge, rows: dict[str, TaskRows]) -> list[Part]:
     return [Part(f"task {t}", {t: list(range(len(rows[t].search)))}) for t in order]
 
 
+class Stages:
+    """The stages in the order that prunes soonest: the part the candidates scored whole so far
+    kept least of, on average, first (any order is exact; the weakest part is where a bound drops
+    below the value needed, so that a candidate is dropped after one stage rather than several)."""
+
+    def __init__(self, judge: Judge, rows: dict[str, TaskRows], study=None, ledger=None):
+        self.judge, self.parts = judge, stages(judge, rows)
+        self.sums, self.count = [0.0] * len(self.parts), 0
+        for trial in optimiser.completed(study) if study is not None else []:    # a resumed search's so far
+            entry = ledger.get("search", trial.user_attrs.get("candidate", ""))
+            if entry is not None:
+                self.learn(entry)
+
+    def learn(self, entry: dict) -> None:
+        """A candidate scored whole: its gain on each stage's part (a fold: its worst task)."""
+        gains = self.judge.part_gains(scored_rows(entry))
+        for k, part in enumerate(self.parts):
+            values = [g for (fold, t), g in gains.items()
+                      if (fold is None and part.name == f"task {t}") or part.name == f"fold {fold}"]
+            self.sums[k] += min(values) if values else float("inf")
+        self.count += 1
+
+    def order(self) -> list[Part]:
+        return [self.parts[k] for k in sorted(range(len(self.parts)), key=lambda k: self.sums[k])]
+
+
 def score_round(study, trials: list, candidates: list, scorer: Scorer, judge: Judge, recipe: SearchRecipe,
-                rows: dict[str, TaskRows]) -> int:
+                rows: dict[str, TaskRows], plan: Stages) -> int:
     """Score a round's candidates stage by stage, pruning as it goes, and tell the study each
-    outcome; the last stage completes the survivors. Returns how many were pruned."""
-    live = list(zip(trials, candidates))
+    outcome; the last stage completes the survivors. Returns how many were pruned. One engine: one
+    candidate at a time, all its stages (its weights stay patched in between, and each candidate
+    told raises the value the next one needs); data-parallel replicas: each stage over the round
+    (the replicas share it)."""
+    pairs = list(zip(trials, candidates))
+    groups = [pairs] if scorer.replicas > 1 else [[pair] for pair in pairs]
+    return sum(_score_group(study, group, scorer, judge, recipe, rows, plan) for group in groups)
+
+
+def _score_group(study, live: list, scorer: Scorer, judge: Judge, recipe: SearchRecipe,
+                 rows: dict[str, TaskRows], plan: Stages) -> int:
     # Fewer than rows.held candidates scored whole: none can be pruned yet, so one pass each (fewer
     # engine calls, and the ledger as without pruning).
-    plan = stages(judge, rows) if study.pruner.needed(study) is not None else []
+    parts = plan.order() if study.pruner.needed(study) is not None else []
     pruned = 0
-    for step, part in enumerate(plan[:-1]):
+    for step, part in enumerate(parts[:-1]):
         still = []
         for (trial, candidate), entry in zip(live, scorer.score_many("search", [c for _, c in live], part)):
             bound = judge.running_bound(scored_rows(entry))
@@ -88,6 +123,7 @@ def score_round(study, trials: list, candidates: list, scorer: Scorer, judge: Ju
         live = still
     for (trial, candidate), entry in zip(live, scorer.score_many("search", [c for _, c in live])):
         optimiser.tell(study, trial, ranking.told(recipe, judge, rows, entry))
+        plan.learn(entry)
     return pruned
 
 

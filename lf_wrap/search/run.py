@@ -262,6 +262,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     bar = Progress("search", total, "candidate")
     bar.update(done)
     first_done, loop_started = done, time.monotonic()
+    stages = pruning.Stages(judge, rows, study, scorer.ledger) if recipe.pruning else None
     while done < total:
         trials = crew.ask(study, recipe.round_size, total)
         if not trials:                 # shared: the rest of the budget is being scored by other workers
@@ -274,7 +275,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         for trial, candidate in zip(trials, candidates):
             trial.set_user_attr("candidate", candidate.label())
         if recipe.pruning:             # stage by stage, each candidate dropped once it cannot reach the top held
-            pruning.score_round(study, trials, candidates, scorer, judge, recipe, rows)
+            pruning.score_round(study, trials, candidates, scorer, judge, recipe, rows, stages)
         else:
             for trial, entry in zip(trials, scorer.score_many("search", candidates)):
                 optimiser.tell(study, trial, ranking.told(recipe, judge, rows, entry))
