@@ -1,11 +1,12 @@
-"""Benchmark: the same grid search with and without exact pruning (`prune`), side by side, on the
-tiny model (lf_wrap.demo.tiny_model) and seeded random LoRA adapters, each the specialist of a
-task of its own whose references are that adapter's greedy answers (as tests/test_search.py
-builds them). The demo's SmolLM2 adapters are not used: they exist only after `make demo` trains
-them (runs/demo-smollm2-60), which this bench does not do.
+"""Benchmark: the same grid search with and without exact pruning (`prune`), side by side, on
+seeded random LoRA adapters, each the specialist of a task of its own whose references are that
+adapter's greedy answers (as tests/test_search.py builds them), on the tiny model
+(lf_wrap.demo.tiny_model) or on SmolLM2-135M-Instruct (the demo's base, converted from its GGUF
+by lf_wrap.demo.smollm2). The demo's trained SmolLM2 adapters are not used: they exist only after
+`make demo` trains them (runs/demo-smollm2-60), which this bench does not do.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py --held 5 --tasks 3
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py                      # tiny model
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py --model smollm2 --gguf cache/gguf/...gguf
 
 Prints, for each: candidates per minute over the rounds of candidates (manifest
 `candidates_seconds`: the engine start, the base, the specialists and the report rows are the
@@ -58,11 +59,24 @@ def _greedy(model: Path, adapter: Path, prompts: list[str]) -> list[str]:
     return out
 
 
-def build(work: Path, n_tasks: int) -> tuple[Path, list[Path]]:
-    """(eval recipe, adapter folders): the tiny model, louder seeded adapters, one task each."""
+def base_model(work: Path, name: str, gguf: Path | None) -> Path:
+    if name == "tiny":
+        from lf_wrap.demo.tiny_model import build_tiny_model
+
+        return build_tiny_model(work / "tiny-qwen2")
+    from lf_wrap.demo.smollm2 import GGUF_NAME, ensure_smollm2
+
+    if gguf is not None and not (work / "gguf" / GGUF_NAME).exists():     # no download: the file given
+        (work / "gguf").mkdir(parents=True, exist_ok=True)
+        (work / "gguf" / GGUF_NAME).symlink_to(gguf.resolve())
+    return ensure_smollm2(work)
+
+
+def build(work: Path, n_tasks: int, model_name: str = "tiny", gguf: Path | None = None,
+          louder: float = 10.0) -> tuple[Path, list[Path]]:
+    """(eval recipe, adapter folders): the base, louder seeded adapters, one task each."""
     from safetensors.torch import load_file, save_file
 
-    from lf_wrap.demo.tiny_model import build_tiny_model
     from lf_wrap.tasks.prompts import render_prompt
     from merge_helpers import make_adapters
 
@@ -70,11 +84,11 @@ def build(work: Path, n_tasks: int) -> tuple[Path, list[Path]]:
     adapters = [work / "adapters" / k for k in "ABC"[:n_tasks]]
     if eval_path.is_file():
         return eval_path, adapters
-    model = build_tiny_model(work / "tiny-qwen2")
+    model = base_model(work, model_name, gguf)
     made = make_adapters(model, work / "adapters")
     for folder in adapters:             # louder: each adapter answers words of its own (tests/test_search.py)
         weights = folder / "adapter_model.safetensors"
-        save_file({k: v * 10.0 if "lora_B" in k else v for k, v in load_file(str(weights)).items()}, str(weights))
+        save_file({k: v * louder if "lora_B" in k else v for k, v in load_file(str(weights)).items()}, str(weights))
     assert all(made[k] == a for k, a in zip("ABC", adapters))
     dataset_dir = work / "dataset_info"
     dataset_dir.mkdir(exist_ok=True)
@@ -124,6 +138,9 @@ def run(work: Path, eval_path: Path, adapters: list[Path], args, prune: bool) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "cache" / "search-prune-bench")
+    parser.add_argument("--model", default="tiny", choices=("tiny", "smollm2"))
+    parser.add_argument("--gguf", type=Path, default=None, help="SmolLM2's GGUF file (else downloaded once)")
+    parser.add_argument("--louder", type=float, default=10.0, help="lora_B times this (tests/test_search.py: 10)")
     parser.add_argument("--tasks", type=int, default=2, choices=(2, 3))
     parser.add_argument("--grid", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25])
     parser.add_argument("--search-rows", type=int, default=12)
@@ -133,9 +150,9 @@ def main() -> None:
     parser.add_argument("--round-size", type=int, default=4)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    eval_path, adapters = build(args.work, args.tasks)
+    eval_path, adapters = build(args.work, args.tasks, args.model, args.gguf, args.louder)
     results = {prune: run(args.work, eval_path, adapters, args, prune) for prune in (False, True)}
-    print(f"grid search, {len(args.grid)}^{args.tasks} linear merges, {args.search_rows} search rows per task, "
+    print(f"{args.model}: grid search, {len(args.grid)}^{args.tasks} linear merges, {args.search_rows} search rows per task, "
           f"ranked by {args.rank_by}" + (f" ({args.folds} folds)" if args.folds else "") + f", rows.held {args.held}")
     print(f"{'prune':<7}{'candidates':>11}{'seconds':>9}{'per minute':>12}{'search rows':>13}{'pruned':>8}  winner")
     for prune, r in results.items():

@@ -590,7 +590,8 @@ def test_pruning_keeps_the_grids_winner_and_top_held_and_generates_fewer_rows(st
     assert pruned["pruning"]["pruned"] > 0
     assert pruned["generated_rows"]["search"] < plain["generated_rows"]["search"]
     cut = [r for r in pruned_board["rows"] if r["pruned"]]
-    assert len(cut) == pruned["pruning"]["pruned"] and pruned_board["rows"][-len(cut):] == cut
+    assert 0 < len(cut) <= pruned["pruning"]["pruned"] and pruned_board["rows"][-len(cut):] == cut
+    # (a pruned grid point that is a reference merge, sum or linear 0.5, is scored whole at the end)
     needed = pruned_board["held"][-1]["ranked_value"]
     assert all(len(r["pruned"]["parts"]) == 1 and r["value"] < needed for r in cut)     # after one stage
     whole = {r["label"]: r["value"] for r in plain_board["rows"]}
