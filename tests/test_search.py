@@ -630,3 +630,33 @@ def test_prune_with_an_objective_it_is_not_exact_for_is_one_error(study, tmp_pat
     done = run_lf_wrap("merge", "search", _search_recipe(study, out, objective="pareto", prune=True))
     assert done.returncode == 2 and done.stderr.count("Error:") == 1, done.stderr[-3000:]
     assert "prune: true needs objective worst; with objective pareto" in done.stderr and not out.exists()
+
+
+def test_seeds_run_once_each_into_one_folder_sharing_their_scores(study, tmp_path):
+    out = tmp_path / "seeds"
+    path = _search_recipe(study, out, methods=["linear"], budget=3, round_size=3, seeds=[0, 1],
+                          rows={"search": 5, "held": 1})
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    record = read_json(out / "seeds.json")
+    assert [r["seed"] for r in record["runs"]] == [0, 1]
+    first, second = record["runs"]
+    assert second["reused"] >= 4                          # base and specialists (and more) scored once
+    assert not (out / "seed-0" / "scores.jsonl").exists() and not (out / "seed-1" / "scores.jsonl").exists()
+    keys = [(e["rows"], e["key"]) for e in _ledger(out) if not e.get("partial")]
+    assert len(keys) == len(set(keys))                    # nothing scored twice across the seeds
+    final = (out / "final.md").read_text(encoding="utf-8")
+    for r in record["runs"]:
+        assert read_json(Path(r["folder"]) / "manifest.json")["space"]["seed"] == r["seed"]
+        assert f"| {r['seed']} | `{r['winner']}` |" in final
+    assert "Over 2 seeds" in final and "spread" in final and "spread" in done.stdout
+    worst = [r["worst"] for r in record["runs"]]
+    assert record["spread"]["worst"]["spread"] == pytest.approx(max(worst) - min(worst))
+
+
+def test_seeds_that_are_not_integers_are_one_error(study, tmp_path):
+    out = tmp_path / "bad-seeds"
+    for value in ("[0,1.5]", "[a]"):
+        done = run_lf_wrap("merge", "search", _search_recipe(study, out), "--set", f"seeds={value}")
+        assert done.returncode == 2 and done.stderr.count("Error:") == 1, done.stderr[-3000:]
+        assert "seeds." in done.stderr and "Input should be a valid integer" in done.stderr and not out.exists()

@@ -142,3 +142,12 @@ def test_a_grid_trial_killed_before_its_parameters_were_suggested_is_asked_again
     assert optimiser.requeue_unfinished(study) == 1
     again = study.ask()
     assert optimiser.suggest(again, config, list(NAMES)).weights == tuple(point[f"weight.{t}"] for t in NAMES)
+
+
+def test_seeds_are_integers_each_given_once(tmp_path):
+    assert _recipe(tmp_path, seeds=[0, 7]).seeds == [0, 7]
+    for seeds, message in (([0, 1.5], "seeds.1: Input should be a valid integer"),
+                           (["a"], "seeds.0: Input should be a valid integer"),
+                           ([1, 1], "seeds: [1, 1] names a seed twice"), ([], "seeds: List should have at least 1")):
+        with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            _recipe(tmp_path, seeds=seeds)

@@ -157,4 +157,10 @@ def search_command(inputs, overrides, eval_recipe, tasks, methods, budget, sampl
 
         click.echo(plan_search(recipe).describe())
         return
+    if recipe.seeds:                   # once per seed, one folder (lf_wrap.search.seeds)
+        from lf_wrap.search import seeds
+
+        click.echo(seeds.summary(seeds.search_seeds(recipe, text, force=force,
+                                                    recipe_path=Path(inputs[0]) if recipe_form else None)))
+        return
     click.echo(summary(search(recipe, text, force=force, recipe_path=Path(inputs[0]) if recipe_form else None)))

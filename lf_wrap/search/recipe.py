@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictInt, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe, validate
 from lf_wrap.merge.methods import METHODS
@@ -170,6 +170,10 @@ class SearchRecipe(_Strict):
     """Candidates asked of the optimiser at once (one progress line per round)."""
     seed: int = Field(0, json_schema_extra=SPACE)
     """Seed of the sampler, and of dare_*'s random drop."""
+    seeds: list[StrictInt] | None = Field(None, min_length=1)
+    """The same search once per seed (each in `out`/seed-<s>/, one score ledger shared in `out`, so a
+    candidate scored for one seed is reused by the others); `out`/final.md: each seed's winner, its
+    report-row worst task and mean kept, and the spread (lf_wrap.search.seeds). Replaces `seed`."""
     objective: Literal["worst", "mean", "pareto"] = Field("worst", json_schema_extra=SPACE)
     """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean;
     pareto: one objective per task (Optuna's multi-objective study), the Pareto front in the
@@ -235,6 +239,11 @@ class SearchRecipe(_Strict):
         if self.objective == "pareto" and self.sampler == "cmaes":
             raise ValueError("objective: pareto needs a sampler that optimises several objectives (tpe, random or "
                              "grid); cmaes optimises one")
+        if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds: {self.seeds} names a seed twice; give each seed once")
+        if self.seeds is not None and self.workers == "shared":
+            raise ValueError("seeds: not with workers: shared (each seed is its own search); run one shared "
+                             "search per seed instead")
         if self.prune and self.objective != "worst":
             raise ValueError(f"prune: true needs objective worst; with objective {self.objective} a candidate's value "
                              "on the parts scored so far bounds nothing (a mean or a front can still rise), so pruning "

@@ -133,9 +133,10 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
 
 
 def search(recipe: SearchRecipe, recipe_text: str, force: bool = False,
-           recipe_path: Path | None = None) -> SearchResult:
+           recipe_path: Path | None = None, scores: Path | None = None) -> SearchResult:
     """Run (or continue) the search; one run at a time holds `out` (lf_wrap.core.locks), or each
-    worker of a shared search holds it shared (lf_wrap.search.workers)."""
+    worker of a shared search holds it shared (lf_wrap.search.workers). `scores`: the folder of the
+    score ledger when it is not `out` (one seed of lf_wrap.search.seeds)."""
     record = StageRecord("search")
     if force and recipe.workers == "shared":
         raise UserError("--force: not with workers: shared (other workers may be scoring in out); stop them, and "
@@ -146,11 +147,11 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False,
     out = Path(recipe.out).expanduser().resolve()    # a link to a folder: the folder it points to
     crew = workers.crew(recipe, out)
     with crew.hold(out):
-        return _search(recipe, recipe_text, force, recipe_path, record, checked, out, crew)
+        return _search(recipe, recipe_text, force, recipe_path, record, checked, out, crew, scores or out)
 
 
 def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Path | None, record: StageRecord,
-            checked: SearchPlan, out: Path, crew: workers.Solo) -> SearchResult:
+            checked: SearchPlan, out: Path, crew: workers.Solo, scores: Path) -> SearchResult:
     ident, rows, spec = checked.identity, checked.rows, checked.spec
     space = search_space(recipe)
     reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
@@ -166,7 +167,7 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
         resumed = prepare_folder(out, ident, space, force, reads, {"inputs": checked.inputs, "rows": row_ids(rows),
                                                                    "generation": checked.generation,
                                                                    "scoring": scoring}, storage)
-        ledger = Ledger(out, ident, crew.id)    # a damaged ledger or journal: one Error, before anything runs
+        ledger = Ledger(scores, ident, crew.id)    # a damaged ledger or journal: one Error, before anything runs
         if not recipe.storage:
             optimiser.check_journal(out)
         # (shared: a worker that joins before the first one created the study finds no journal yet)
