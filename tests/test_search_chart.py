@@ -1,11 +1,10 @@
-"""chart.png's colours: a merge method keeps one colour in every panel (lf_wrap.search.leaderboard.
-method_colour), on a leaderboard and final figures made up by hand. No model, no engine."""
+"""chart.png's colours: a merge method keeps one colour in every panel (lf_wrap.search.chart.method_colour), on a leaderboard and final figures made up by hand. No model, no engine."""
 
 from __future__ import annotations
 
 from matplotlib.colors import to_rgba
 
-from lf_wrap.search.leaderboard import method_colour, figure
+from lf_wrap.search.chart import figure, method_colour
 
 TASKS = ["a", "b"]
 
