@@ -166,13 +166,18 @@ def _run_search(loaded: Loaded, out: Path | None = None, force: bool = False):
     from lf_wrap.search.run import search
 
     recipe = loaded.recipe if out is None else loaded.recipe.model_copy(update={"out": Path(out)})
+    if recipe.seeds:                   # once per seed, into one folder (lf_wrap.search.seeds)
+        from lf_wrap.search.seeds import search_seeds
+
+        return search_seeds(recipe, loaded.text, force=force, recipe_path=loaded.path)
     return search(recipe, loaded.text, force=force, recipe_path=loaded.path)
 
 
 def _search_summary(result) -> str:
+    from lf_wrap.search import seeds
     from lf_wrap.search.run import summary
 
-    return summary(result)
+    return seeds.summary(result) if isinstance(result, seeds.SeedsResult) else summary(result)
 
 
 # ---------------------------------------------------------------- task file

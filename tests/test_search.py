@@ -93,8 +93,9 @@ def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(search_study, 
     assert "continuing the search" in done.stderr
     after = read_ledger(out)
     assert after[:len(before)] == before                  # kept as written
-    keys = [(e["rows"], e["key"]) for e in after]
-    assert len(keys) == len(set(keys))                    # no finished candidate scored again
+    keys = [(e["rows"], e["key"]) for e in after if not e.get("partial")]     # a pruned candidate's stages:
+    assert len(keys) == len(set(keys))                    # no finished candidate scored again   # partial lines
+    _scored_once(out)
     manifest = read_json(out / "manifest.json")
     assert manifest["status"] == "finished" and manifest["scored"] == len(after) - len(before)
     import optuna
@@ -104,7 +105,7 @@ def test_kill_9_mid_search_then_rerun_reuses_every_finished_score(search_study, 
 
     recipe, _ = load_search_recipe(path)
     states = [t.state for t in open_study(out, recipe, list(TASKS)).trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 8
+    assert states.count(optuna.trial.TrialState.COMPLETE) + states.count(optuna.trial.TrialState.PRUNED) == 8
 
     again = run_lf_wrap("merge", "search", path)          # finished: everything reused, no engine start
     assert again.returncode == 0, again.stderr[-3000:]
@@ -500,3 +501,115 @@ def test_a_sigterm_while_best_is_written_exits_143_and_leaves_no_best(search_stu
     assert caught.value.exit_code == 143 and "interrupted (SIGTERM)" in str(caught.value)
     assert read_json(out / "manifest.json")["status"] == "interrupted"
     assert not (out / "best").exists()
+
+
+def _grid(search_study, out: Path, **extra) -> Path:
+    """A grid of 36 linear merges of two adapters, ranked by the worst task's point value, the top 2
+    checked on the report rows: the first task (task_a) is scored first, and on these rows most
+    merges keep nothing of one of the two gains, so once two merges keep some of both, the others
+    are pruned after task_a or after both."""
+    return search_recipe(search_study, out, adapters=_two(search_study), methods=["linear"], sampler="grid",
+                          grid=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25], budget=36, round_size=3,
+                          uncertainty={"rank_by": "point"}, rows={"search": 6, "held": 2}, **extra)
+
+
+def _top(board: dict) -> list[tuple]:
+    return [(r["label"], r["ranked_value"]) for r in board["held"]]
+
+
+def _scored_once(out: Path) -> None:
+    """Every candidate's search rows generated once: each line of a key adds rows, one whole line at most."""
+    lines: dict[tuple, list[dict]] = {}
+    for e in read_ledger(out):
+        lines.setdefault((e["rows"], e["key"]), []).append(e)
+    for key, got in lines.items():
+        sizes = [sum(len(t["row_scores"]) for t in e["per_row"].values()) for e in got]
+        assert sizes == sorted(set(sizes)), key
+        assert [e.get("partial", False) for e in got].count(False) <= 1, key
+
+
+def test_pruning_keeps_the_grids_winner_and_top_held_and_generates_fewer_rows(search_study, tmp_path):
+    runs = {}
+    for prune in (False, True):
+        out = tmp_path / f"grid-{prune}"
+        done = run_lf_wrap("merge", "search", _grid(search_study, out, prune=prune))
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+        runs[prune] = read_json(out / "manifest.json"), read_json(out / "leaderboard.json")
+        _scored_once(out)
+    (plain, plain_board), (pruned, pruned_board) = runs[False], runs[True]
+    assert pruned["best"]["label"] == plain["best"]["label"] and _top(pruned_board) == _top(plain_board)
+    assert plain["pruning"] == {"on": False, "pruned": 0, "stages": None}
+    assert pruned["pruning"]["on"] and pruned["pruning"]["stages"] == ["task task_a", "task task_b"]
+    assert pruned["pruning"]["pruned"] > 0
+    assert pruned["generated_rows"]["search"] < plain["generated_rows"]["search"]
+    cut = [r for r in pruned_board["rows"] if r["pruned"]]
+    assert 0 < len(cut) <= pruned["pruning"]["pruned"] and pruned_board["rows"][-len(cut):] == cut
+    # (a pruned grid point that is a reference merge, sum or linear 0.5, is scored whole at the end)
+    needed = pruned_board["held"][-1]["ranked_value"]
+    assert all(len(r["pruned"]["parts"]) == 1 and r["value"] < needed for r in cut)     # after one stage
+    whole = {r["label"]: r["value"] for r in plain_board["rows"]}
+    assert all(whole[r["label"]] <= r["value"] + 1e-12 for r in cut)      # the bound bounds the value it would have had
+    assert "pruned at" in (tmp_path / "grid-True" / "leaderboard.md").read_text(encoding="utf-8")
+    runs["pruned"] = pruned_board
+
+    out = tmp_path / "grid-killed"                   # killed after some candidates were pruned, then run again
+    path = _grid(search_study, out)
+    argv = [str(Path(sys.executable).parent / "lf-wrap"), "merge", "search", str(path)]
+    log = tmp_path / "killed.log"
+    with open(log, "w") as handle:
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True)
+    deadline = time.monotonic() + 600
+    import re
+
+    while time.monotonic() < deadline and child.poll() is None and not re.search(r" [1-9]\d* pruned\)",
+                                                                                   log.read_text()):
+        time.sleep(0.2)
+    assert child.poll() is None, "the search ended before it could be killed: " + log.read_text()[-3000:]
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    before = {e["key"] for e in read_ledger(out) if e.get("partial")}
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert "continuing the search" in done.stderr
+    _scored_once(out)
+    board = read_json(out / "leaderboard.json")
+    assert board["rows"][0]["label"] == pruned_board["rows"][0]["label"] and _top(board) == _top(pruned_board)
+    assert before <= {r["key"] for r in board["rows"]}                  # no pruned candidate lost
+    assert len(board["rows"]) == len(pruned_board["rows"])
+
+
+def test_prune_with_an_objective_it_is_not_exact_for_is_one_error(search_study, tmp_path):
+    out = tmp_path / "bad-prune"
+    done = run_lf_wrap("merge", "search", search_recipe(search_study, out, objective="pareto", prune=True))
+    assert done.returncode == 2 and done.stderr.count("Error:") == 1, done.stderr[-3000:]
+    assert "prune: true needs objective worst; with objective pareto" in done.stderr and not out.exists()
+
+
+def test_seeds_run_once_each_into_one_folder_sharing_their_scores(search_study, tmp_path):
+    out = tmp_path / "seeds"
+    path = search_recipe(search_study, out, methods=["linear"], budget=3, round_size=3, seeds=[0, 1],
+                          rows={"search": 5, "held": 1})
+    done = run_lf_wrap("merge", "search", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    record = read_json(out / "seeds.json")
+    assert [r["seed"] for r in record["runs"]] == [0, 1]
+    first, second = record["runs"]
+    assert second["reused"] >= 4                          # base and specialists (and more) scored once
+    assert not (out / "seed-0" / "scores.jsonl").exists() and not (out / "seed-1" / "scores.jsonl").exists()
+    keys = [(e["rows"], e["key"]) for e in read_ledger(out) if not e.get("partial")]
+    assert len(keys) == len(set(keys))                    # nothing scored twice across the seeds
+    final = (out / "final.md").read_text(encoding="utf-8")
+    for r in record["runs"]:
+        assert read_json(Path(r["folder"]) / "manifest.json")["space"]["seed"] == r["seed"]
+        assert f"| {r['seed']} | `{r['winner']}` |" in final
+    assert "Over 2 seeds" in final and "spread" in final and "spread" in done.stdout
+    worst = [r["worst"] for r in record["runs"]]
+    assert record["spread"]["worst"]["spread"] == pytest.approx(max(worst) - min(worst))
+
+
+def test_seeds_that_are_not_integers_are_one_error(search_study, tmp_path):
+    out = tmp_path / "bad-seeds"
+    for value in ("[0,1.5]", "[a]"):
+        done = run_lf_wrap("merge", "search", search_recipe(search_study, out), "--set", f"seeds={value}")
+        assert done.returncode == 2 and done.stderr.count("Error:") == 1, done.stderr[-3000:]
+        assert "seeds." in done.stderr and "Input should be a valid integer" in done.stderr and not out.exists()

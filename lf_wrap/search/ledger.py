@@ -3,7 +3,11 @@ a killed search go on without scoring a finished candidate again.
 
 A line is {identity, rows ("search" | "report"), key, candidate, metrics, per_row, seconds}:
 per_row holds each task's per-row scores (for lower bounds and intervals) and, for the report
-rows, each row's prediction. A line is reused only
+rows, each row's prediction. A candidate scored in stages (lf_wrap.search.pruning) has a line
+per stage marked `partial`, each holding every search row scored so far: per_row[task] is then
+{rows: the indices of the task's search rows scored, row_scores: theirs}, metrics only the tasks
+scored whole, `parts` the stages' names; its last stage writes a plain line. A line without
+`partial` (every line of an older ledger) is a whole score, as before. A line is reused only
 when its identity is this search's: a digest of the base model's and every adapter's content
 (in the search's order), both sets of rows (ids and prompt hashes), the datasets' sha256, the
 template's rendering, the generation settings, the stop tokens and the lf-wrap version. Lines
@@ -53,6 +57,7 @@ class Ledger:
         self.worker = worker                   # a shared search's worker id: claims and a "worker" key per line
         self.claims = Path(folder) / "workers" / "claims"
         self.entries: dict[tuple[str, str], dict] = {}
+        self.partials: dict[tuple[str, str], dict] = {}     # candidates scored on some stages only
         self.foreign = 0                       # lines of another identity (ignored)
         self._offset = self._lines = 0         # what has been read: bytes, lines
         self._read()
@@ -106,7 +111,16 @@ class Ledger:
                 self._refuse(number, f"a score of this search without a valid '{name}'")
         if entry["rows"] not in ("search", "report") or not isinstance(entry.get("candidate"), (dict, type(None))):
             self._refuse(number, "a score of this search with invalid 'rows' or 'candidate'")
-        self.entries[(entry["rows"], entry["key"])] = entry
+        self._keep(entry)
+
+    def _keep(self, entry: dict) -> None:
+        """A whole score replaces any partial one; a partial one never replaces a whole one."""
+        where = (entry["rows"], entry["key"])
+        if not entry.get("partial"):
+            self.entries[where] = entry
+            self.partials.pop(where, None)
+        elif where not in self.entries:
+            self.partials[where] = entry
 
     def _refuse(self, number: int, what: str):
         raise UserError(f"{self.path}:{number}: {what}; the other lines hold scores the search reuses, so nothing "
@@ -114,7 +128,12 @@ class Ledger:
                         "command")
 
     def get(self, rows: str, key: str) -> dict | None:
+        """The whole score of `key` on these rows (a partial one is `partial`'s)."""
         return self.entries.get((rows, key))
+
+    def partial(self, rows: str, key: str) -> dict | None:
+        """The score of a candidate scored on some stages only (pruned, or stopped mid-way)."""
+        return self.partials.get((rows, key))
 
     def add(self, entry: dict) -> dict:
         entry = {"identity": self.identity, **entry, **({"worker": self.worker} if self.worker else {})}
@@ -125,7 +144,7 @@ class Ledger:
             handle.write(line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
-        self.entries[(entry["rows"], entry["key"])] = entry
+        self._keep(entry)
         return entry
 
     @contextmanager

@@ -170,6 +170,56 @@ class Judge:
             out.append(gains)
         return tuple(out)
 
+    def running_bound(self, scored: dict[str, dict[int, dict]]) -> float | None:
+        """An upper bound of `assess(...).value` from some of a candidate's search rows (task ->
+        {row index: scores}), equal to it once every row is scored; None while no part is whole.
+        Exact for objective worst only (lf_wrap.search.pruning): the value is a minimum over parts
+        that are each computed from their own rows, and a minimum can only go down as parts are
+        added. worst_fold: the parts are (fold, task), each fold's gain as fold_gains computes it;
+        point: whole tasks; lower_bound: whole tasks, each resample's minimum over the tasks scored
+        (never below its minimum over all tasks), on the resamples `assess` keeps (whether the
+        specialist beats the base on a resample does not depend on the candidate), and a quantile
+        of numbers that can only go down can only go down."""
+        if self.objective != "worst":
+            raise ValueError(f"a running bound is exact for objective worst only, not {self.objective}")
+        gains = self.part_gains(scored)
+        if not gains:
+            return None
+        if self.rank_by != "lower_bound":
+            return min(gains.values())
+        whole = [t for _, t in gains]
+        rows = {t: [scored[t][i] for i in range(len(self.base_rows[t]))] for t in whole}
+        point = {t: g for (_, t), g in gains.items()}
+        bootstrap = Bootstrap(self.resamples, self.seed)
+        usable = np.ones(self.resamples, dtype=bool)     # the resamples assess keeps: every specialist wins there
+        for t in self.ref.tasks:
+            usable &= ~np.isnan(retained_gain_resamples(self.definitions[t], self.base_rows[t],
+                                                        self.specialist_rows[t], self.base_rows[t], bootstrap))
+        if not usable.any():
+            return min(point.values())
+        draws = np.vstack([retained_gain_resamples(self.definitions[t], self.base_rows[t], self.specialist_rows[t],
+                                                   rows[t], bootstrap) for t in whole])
+        return float(np.quantile(draws[:, usable].min(axis=0), self.quantile))
+
+    def part_gains(self, scored: dict[str, dict[int, dict]]) -> dict[tuple[int | None, str], float]:
+        """The retained gain of each whole part among `scored`: (fold, task) with rank_by worst_fold
+        (as fold_gains computes it), else (None, task) for each counted task scored whole."""
+        out = {}
+        for t in self.ref.tasks:
+            family, metric, have = self.definitions[t].family, self.definitions[t].headline, scored.get(t, {})
+            gain = self.ref.specialist[t] - self.ref.base[t]
+            if self.rank_by == "worst_fold":
+                for fold in sorted(set(self.folds[t])):
+                    picked = [i for i, f in enumerate(self.folds[t]) if f == fold]
+                    if all(i in have for i in picked):
+                        lift = (family.value(metric, [have[i] for i in picked])
+                                - family.value(metric, [self.base_rows[t][i] for i in picked]))
+                        out[(fold, t)] = lift / gain
+            elif len(have) == len(self.base_rows[t]):
+                value = family.value(metric, [have[i] for i in range(len(self.base_rows[t]))])
+                out[(None, t)] = (value - self.ref.base[t]) / gain
+        return out
+
     def assess(self, scores: dict[str, float], rows: dict[str, list]) -> Assessment:
         gains = retained_gains(self.ref, scores)
         bootstrap = Bootstrap(self.resamples, self.seed)

@@ -72,11 +72,12 @@ def budget(recipe: SearchRecipe, tasks: list[str]) -> int:
     return min(recipe.budget, points)
 
 
-def tell(study, trial, value: float) -> None:
-    """study.tell; Optuna's GridSampler calls `study.stop()` once the grid is walked, which raises
-    outside `study.optimize` after the trial's value is stored: the search ends there anyway."""
+def tell(study, trial, value: float | list[float] | None = None, state=None) -> None:
+    """study.tell (a value, or `state` PRUNED); Optuna's GridSampler calls `study.stop()` once the
+    grid is walked, which raises outside `study.optimize` after the trial is stored: the search ends
+    there anyway."""
     try:
-        study.tell(trial, value)
+        study.tell(trial, value, state=state)
     except RuntimeError as err:
         if "Study.stop" not in str(err):
             raise
@@ -175,10 +176,11 @@ def redacted(url: str) -> str:
 
 
 def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str], study_name: str = STUDY_NAME,
-               objectives: int = 1):
+               objectives: int = 1, pruner=None):
     """The study in `folder`/optuna.journal, or in the recipe's `storage` (an RDB URL, where several
     searches may keep studies: `study_name` tells them apart): created, or loaded to go on.
-    `objectives` > 1: a multi-objective study (objective pareto: one per counted task, each maximised)."""
+    `objectives` > 1: a multi-objective study (objective pareto: one per counted task, each maximised);
+    `pruner`: lf_wrap.search.pruning's (recipe `prune`), else none."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -191,7 +193,8 @@ def open_study(folder: Path, recipe: SearchRecipe, tasks: list[str], study_name:
         storage, where = JournalStorage(JournalFileBackend(str(folder / JOURNAL))), str(folder / JOURNAL)
     try:
         study = optuna.create_study(study_name=study_name, storage=storage, sampler=make_sampler(recipe, tasks),
-                                    directions=["maximize"] * objectives, load_if_exists=True)
+                                    directions=["maximize"] * objectives, load_if_exists=True,
+                                    pruner=pruner or optuna.pruners.NopPruner())
     except (ValueError, KeyError, TypeError, IndexError) as err:    # JSON lines Optuna cannot replay
         if recipe.storage:
             raise UserError(f"{where}: Optuna cannot read study {study_name} ({type(err).__name__}: {err})") from None
@@ -230,8 +233,21 @@ def requeue_unfinished(study) -> int:
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+        study.enqueue_trial(_asked_params(study, trial), skip_if_exists=False)
     return len(stale)
+
+
+def _asked_params(study, trial) -> dict:
+    """The parameters to ask again for a trial that was stopped: its own, and with the grid sampler
+    the rest of its grid point (a run killed between asking a round and suggesting its parameters
+    leaves trials without them, and the grid sampler refuses an enqueued trial that lacks any)."""
+    import optuna
+
+    params, grid_id = dict(trial.params), trial.system_attrs.get("grid_id")
+    if isinstance(study.sampler, optuna.samplers.GridSampler) and grid_id is not None:
+        point = study.sampler._all_grids[grid_id]      # the sampler's own (seeded) order of its grid
+        params = {**dict(zip(study.sampler._param_names, point)), **params}
+    return params
 
 
 def requeue_stale(study, alive) -> int:
@@ -244,7 +260,7 @@ def requeue_stale(study, alive) -> int:
              if not alive(t.user_attrs.get("worker"))]
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+        study.enqueue_trial(_asked_params(study, trial), skip_if_exists=False)
     return len(stale)
 
 
@@ -258,6 +274,19 @@ def completed(study) -> list:
     from optuna.trial import TrialState
 
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def finished(study) -> list:
+    """The trials that count against the budget: complete or pruned (lf_wrap.search.pruning)."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def pruned(study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
 
 
 def suggest(trial, recipe: SearchRecipe, tasks: list[str]) -> Candidate:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictInt, field_validator, model_validator
 
 from lf_wrap.core.recipes import read_recipe, validate
 from lf_wrap.merge.methods import METHODS
@@ -177,11 +177,21 @@ class SearchRecipe(_Strict):
     """Candidates asked of the optimiser at once (one progress line per round)."""
     seed: int = Field(0, json_schema_extra=SPACE)
     """Seed of the sampler, and of dare_*'s random drop."""
+    seeds: list[StrictInt] | None = Field(None, min_length=1)
+    """The same search once per seed (each in `out`/seed-<s>/, one score ledger shared in `out`, so a
+    candidate scored for one seed is reused by the others); `out`/final.md: each seed's winner, its
+    report-row worst task and mean kept, and the spread (lf_wrap.search.seeds). Replaces `seed`."""
     objective: Literal["worst", "mean", "pareto"] = Field("worst", json_schema_extra=SPACE)
     """Maximise the worst task's retained gain (ties: the mean, then the simpler merge), or the mean;
     pareto: one objective per task (Optuna's multi-objective study), the Pareto front in the
     leaderboard and pareto.png, and the winner the front's candidate with the best worst task."""
     uncertainty: Uncertainty = Field(Uncertainty(), json_schema_extra=SPACE)
+    prune: bool | None = Field(None, strict=True)
+    """Stop scoring a candidate once its running bound (the ranked value over the parts scored so far:
+    one fold of every task at a time with rank_by worst_fold, else one task at a time) is below the
+    value it would need to enter the top rows.held (lf_wrap.search.pruning). Exact only for objective
+    worst (a minimum can only go down as parts are added), so the default is true there and false for
+    mean and pareto, where true is refused."""
     rows: Rows = Rows()
     verdict: Verdict = Verdict()
     output: Literal["adapter", "model"] = Field("adapter", alias="as")
@@ -247,7 +257,21 @@ class SearchRecipe(_Strict):
         if self.objective == "pareto" and self.sampler == "cmaes":
             raise ValueError("objective: pareto needs a sampler that optimises several objectives (tpe, random or "
                              "grid); cmaes optimises one")
+        if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds: {self.seeds} names a seed twice; give each seed once")
+        if self.seeds is not None and self.workers == "shared":
+            raise ValueError("seeds: not with workers: shared (each seed is its own search); run one shared "
+                             "search per seed instead")
+        if self.prune and self.objective != "worst":
+            raise ValueError(f"prune: true needs objective worst; with objective {self.objective} a candidate's value "
+                             "on the parts scored so far bounds nothing (a mean or a front can still rise), so pruning "
+                             "would not be exact: leave prune out or set it false")
         return self
+
+    @property
+    def pruning(self) -> bool:
+        """Whether candidates are scored in stages and pruned (default: where exact, objective worst)."""
+        return self.objective == "worst" if self.prune is None else self.prune
 
 
 def load_search_recipe(path: Path, overrides=()) -> tuple[SearchRecipe, str]:

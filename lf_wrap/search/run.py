@@ -41,7 +41,7 @@ from lf_wrap.serving.engine import load_tokenizer
 from lf_wrap.tasks.prompts import rendering_id, stop_token_ids
 from lf_wrap.merge.checks import MergePlan, check_inputs, check_methods_fit
 from lf_wrap.merge.config import MergeConfig
-from lf_wrap.search import optimiser, ranking, workers
+from lf_wrap.search import optimiser, pruning, ranking, workers
 from lf_wrap.search.report import held, leaderboard, verdict
 from lf_wrap.search.report.final import (SearchResult, finish, from_manifest, references, specialist,  # noqa: F401
                                   stop_without_signal, summary)
@@ -141,9 +141,10 @@ def plan_search(recipe: SearchRecipe) -> SearchPlan:
 
 
 def search(recipe: SearchRecipe, recipe_text: str, force: bool = False,
-           recipe_path: Path | None = None) -> SearchResult:
+           recipe_path: Path | None = None, scores: Path | None = None) -> SearchResult:
     """Run (or continue) the search; one run at a time holds `out` (lf_wrap.core.locks), or each
-    worker of a shared search holds it shared (lf_wrap.search.workers)."""
+    worker of a shared search holds it shared (lf_wrap.search.workers). `scores`: the folder of the
+    score ledger when it is not `out` (one seed of lf_wrap.search.seeds)."""
     record = StageRecord("search")
     if force and recipe.workers == "shared":
         raise UserError("--force: not with workers: shared (other workers may be scoring in out); stop them, and "
@@ -154,11 +155,11 @@ def search(recipe: SearchRecipe, recipe_text: str, force: bool = False,
     out = Path(recipe.out).expanduser().resolve()    # a link to a folder: the folder it points to
     crew = workers.crew(recipe, out)
     with crew.hold(out):
-        return _search(recipe, recipe_text, force, recipe_path, record, checked, out, crew)
+        return _search(recipe, recipe_text, force, recipe_path, record, checked, out, crew, scores or out)
 
 
 def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Path | None, record: StageRecord,
-            checked: SearchPlan, out: Path, crew: workers.Solo) -> SearchResult:
+            checked: SearchPlan, out: Path, crew: workers.Solo, scores: Path) -> SearchResult:
     ident, rows, spec = checked.identity, checked.rows, checked.spec
     space = search_space(recipe)
     reads = {"the eval recipe": Path(recipe.eval), **({"the search recipe": Path(recipe_path)} if recipe_path else {})}
@@ -174,7 +175,7 @@ def _search(recipe: SearchRecipe, recipe_text: str, force: bool, recipe_path: Pa
         resumed = prepare_folder(out, ident, space, force, reads, {"inputs": checked.inputs, "rows": row_ids(rows),
                                                                    "generation": checked.generation,
                                                                    "scoring": scoring}, storage)
-        ledger = Ledger(out, ident, crew.id)    # a damaged ledger or journal: one Error, before anything runs
+        ledger = Ledger(scores, ident, crew.id)    # a damaged ledger or journal: one Error, before anything runs
         if not recipe.storage:
             optimiser.check_journal(out)
         # (shared: a worker that joins before the first one created the study finds no journal yet)
@@ -245,7 +246,8 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     judge = ranking.make_judge(recipe, ref, rows, first[0], dict(zip(tasks, first[1:])))
     with crew.setup():                 # shared: the study created and the references enqueued once
         study = optimiser.open_study(out, recipe, tasks, optimiser.study_name(recipe, ident, body["space"]),
-                                     objectives=len(ref.tasks) if recipe.objective == "pareto" else 1)
+                                     objectives=len(ref.tasks) if recipe.objective == "pareto" else 1,
+                                     pruner=pruning.HeldPruner(recipe.rows.held) if recipe.pruning else None)
     requeued = crew.requeue(study)
     if requeued:
         _say(f"{requeued} candidate(s) were being scored when {'their worker' if crew.shared else 'the last run'} "
@@ -256,7 +258,7 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
         _say(f"{len(lost)} completed candidate(s) of {optimiser.JOURNAL} have no score in {scorer.ledger.path.name} "
              "(deleted?); scoring them again")
         scorer.score_many("search", lost)
-    done = len(optimiser.completed(study))
+    done = len(optimiser.finished(study))
     total = optimiser.budget(recipe, tasks)
     if total < recipe.budget:
         _say(f"the grid has {total} points: {total} candidates instead of budget {recipe.budget}")
@@ -266,29 +268,44 @@ def _run(recipe: SearchRecipe, out: Path, tasks, rows, scorer: Scorer, bootstrap
     round_number = 0
     bar = Progress("search", total, "candidate")
     bar.update(done)
+    first_done, loop_started = done, time.monotonic()
+    stages = pruning.Stages(judge, rows, study, scorer.ledger) if recipe.pruning else None
     while done < total:
         trials = crew.ask(study, recipe.round_size, total)
         if not trials:                 # shared: the rest of the budget is being scored by other workers
             crew.wait(study)
-            done = len(optimiser.completed(study))
+            done = len(optimiser.finished(study))
             bar.update(done)
             continue
         round_number += 1
         candidates = [optimiser.suggest(trial, recipe, tasks) for trial in trials]
-        for trial, candidate, entry in zip(trials, candidates, scorer.score_many("search", candidates)):
+        for trial, candidate in zip(trials, candidates):
             trial.set_user_attr("candidate", candidate.label())
-            optimiser.tell(study, trial, ranking.told(recipe, judge, rows, entry))
-        done = len(optimiser.completed(study))
+        if recipe.pruning:             # stage by stage, each candidate dropped once it cannot reach the top held
+            pruning.score_round(study, trials, candidates, scorer, judge, recipe, rows, stages)
+        else:
+            for trial, entry in zip(trials, scorer.score_many("search", candidates)):
+                optimiser.tell(study, trial, ranking.told(recipe, judge, rows, entry))
+        done = len(optimiser.finished(study))
         scorer.ledger.refresh()
         best = leaderboard.best_row(leaderboard.rows(study, scorer.ledger, judge, rows))
         elapsed = time.monotonic() - started
-        per = elapsed / max(scorer.scored, 1)
+        pruned = f", {len(optimiser.pruned(study))} pruned" if recipe.pruning else ""
+        per = elapsed / max(done - first_done, 1)        # seconds per candidate (pruned ones cost less)
         bar.update(done, f"best {best['label']} {best['value']:.1%}",
                    line=f"search: round {round_number}: {done}/{total} candidates ({scorer.scored} scored, "
-                        f"{scorer.reused} reused); best so far {best['label']}: {held.ranked_by(judge)} "
+                        f"{scorer.reused} reused{pruned}); best so far {best['label']}: {held.ranked_by(judge)} "
                         f"{best['value']:.1%} (worst task kept {best['worst']:.1%}, mean {best['mean']:.1%}); "
                         f"{elapsed:.0f}s elapsed, about {per * (total - done):.0f}s left")
     bar.close()
+    body["candidates_seconds"] = round(time.monotonic() - loop_started, 2)   # the rounds of candidates alone
+    if optimiser.pruned(study):        # a resume with other folds or rows.held: the pruned that may now place
+        settled = pruning.settle(leaderboard.rows(study, scorer.ledger, judge, rows), scorer, recipe.rows.held)
+        if settled:
+            _say(f"{settled} pruned candidate(s) could enter the top {recipe.rows.held} under these settings: "
+                 "scored whole")
+    body["pruning"] = {"on": recipe.pruning, "pruned": len(optimiser.pruned(study)),
+                       "stages": [p.name for p in pruning.stages(judge, rows)] if recipe.pruning else None}
     with crew.finishing(out) as finished:      # shared: once, by the first worker to take the lock
         if finished is not None:
             return from_manifest(out, finished, scorer)

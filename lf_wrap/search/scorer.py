@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 from lf_wrap.serving.engine import Engine, EngineSpec, Job
 from lf_wrap.merge.checks import MergePlan
@@ -42,6 +43,23 @@ def from_dict(data: dict | None) -> Candidate | None:
         return None
     return Candidate(data["method"], tuple(freeze(w) for w in data["weights"]), data.get("density"), data.get("seed"),
                      data.get("space", "full"))
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some of the search rows: task -> indices of its search rows (a stage of lf_wrap.search.pruning)."""
+
+    name: str
+    rows: dict[str, list[int]]
+
+
+def scored_rows(entry: dict) -> dict[str, dict[int, dict]]:
+    """task -> {search row index: its scores} of a ledger entry, whole or partial."""
+    out = {}
+    for task, data in entry["per_row"].items():
+        indices = data.get("rows", range(len(data["row_scores"])))
+        out[task] = dict(zip(indices, data["row_scores"]))
+    return out
 
 
 def _jobs(rows: dict[str, TaskRows]) -> dict[str, list[Job]]:
@@ -74,8 +92,9 @@ class PatchedServer:
 
         server = PatchServer(engine, plan.modules, plan.base_dir)
 
-        def serve(payload: tuple[str, dict | None]) -> list[str]:
-            kind, data = payload
+        def serve(payload: tuple) -> list[str]:
+            """(kind, candidate dict) or (kind, candidate dict, indices of that kind's jobs to run)."""
+            kind, data, picks = (*payload, None)[:3]
             candidate = from_dict(data)
             if candidate is not None and candidate.method == JOINT:
                 server.switch(key_of(candidate), lambda patcher: patcher.apply(deltas(plan, candidate, joint)))
@@ -84,6 +103,7 @@ class PatchedServer:
             else:
                 server.switch(key_of(candidate), lambda patcher: patcher.apply(deltas(plan, candidate)))
             jobs, out = self.jobs[kind], []
+            jobs = jobs if picks is None else [jobs[i] for i in picks]
             for start in range(0, len(jobs), self.batch_size):
                 out += [r["prediction"] for r in engine.run(jobs[start:start + self.batch_size])]
             return out
@@ -111,6 +131,10 @@ class Scorer:
         self.pool = None
         self.serve = None
         self.scored = self.reused = 0
+        self.generated = {"search": 0, "report": 0}      # rows generated (requests sent), by kind
+        self.offsets, start = {}, 0                      # task -> where its search rows start among the jobs
+        for task, task_rows in rows.items():
+            self.offsets[task], start = start, start + len(task_rows.search)
         self.engine_start_seconds: float | None = None
         self.generate_seconds = 0.0
 
@@ -156,23 +180,43 @@ class Scorer:
     def score(self, kind: str, candidate: Candidate | None) -> dict:
         return self.score_many(kind, [candidate])[0]
 
-    def score_many(self, kind: str, candidates: list[Candidate | None]) -> list[dict]:
+    def score_many(self, kind: str, candidates: list[Candidate | None], part: Part | None = None) -> list[dict]:
         """Scores from the ledger where it has them (another worker's too: read again first),
         the others computed here; in a shared search only those this process claims, then those
-        another worker was scoring, once it has written them (or died: then here)."""
+        another worker was scoring, once it has written them (or died: then here). `part`: only
+        those search rows are needed (an entry may then be partial); without it, every row (a
+        partial entry is completed: only its rows not yet scored are generated)."""
         self.ledger.refresh()
-        missing = {key_of(c): c for c in candidates if self.ledger.get(kind, key_of(c)) is None}
+        missing = {key_of(c): c for c in candidates if self._needed(kind, c, part)}
         before = self.scored
         while missing:
             with self.ledger.claim(kind, list(missing)) as mine:
                 self.ledger.refresh()                     # written by another worker since
-                todo = [missing[k] for k in mine if self.ledger.get(kind, k) is None]
-                self._generate(kind, self._take_from_eval(kind, todo))
-            missing = {k: c for k, c in missing.items() if self.ledger.get(kind, k) is None}
+                todo = [missing[k] for k in mine if self._needed(kind, missing[k], part)]
+                self._generate(kind, self._take_from_eval(kind, todo), part)
+            missing = {k: c for k, c in missing.items() if self._needed(kind, c, part)}
             if missing and not mine:
                 self.ledger.wait(kind, next(iter(missing)))
         self.reused += len(candidates) - (self.scored - before)      # the eval's answers among them
-        return [self.ledger.get(kind, key_of(c)) for c in candidates]
+        return [self.ledger.get(kind, key_of(c)) or self.ledger.partial(kind, key_of(c)) for c in candidates]
+
+    def _needed(self, kind: str, candidate: Candidate | None, part: Part | None) -> dict[str, list[int]]:
+        """task -> the search rows of `part` (every row without it) the ledger lacks for `candidate`."""
+        key = key_of(candidate)
+        if self.ledger.get(kind, key) is not None:
+            return {}
+        want = part.rows if part is not None else {t: range(len(getattr(r, kind))) for t, r in self.rows.items()}
+        earlier = self.ledger.partial(kind, key)
+        have = scored_rows(earlier) if earlier is not None else {}
+        needed = {t: [i for i in rows if i not in have.get(t, {})] for t, rows in want.items()}
+        return {t: rows for t, rows in needed.items() if rows}
+
+    def _picks(self, kind: str, candidate: Candidate | None, part: Part | None) -> list[int] | None:
+        """The indices of the jobs to run for `candidate`: None for all of them (nothing on record)."""
+        if self.ledger.partial(kind, key_of(candidate)) is None and part is None:
+            return None
+        needed = self._needed(kind, candidate, part)
+        return [self.offsets[t] + i for t in self.rows for i in needed.get(t, [])]
 
     def _take_from_eval(self, kind: str, todo: list[Candidate | None]) -> list[Candidate | None]:
         """Record the eval's answers where they may be used (search.from_eval); the rest, to generate."""
@@ -188,23 +232,65 @@ class Scorer:
                 self.from_eval += 1
         return left
 
-    def _generate(self, kind: str, todo: list[Candidate | None]) -> None:
+    def _generate(self, kind: str, todo: list[Candidate | None], part: Part | None = None) -> None:
         if not todo:
             return
         if self.engine is None and self.pool is None:
             self._start()
-        payloads = [(kind, as_dict(c)) for c in todo]
+        picks = [self._picks(kind, c, part) for c in todo]
+        payloads = [(kind, as_dict(c)) if p is None else (kind, as_dict(c), p) for c, p in zip(todo, picks)]
         if self.pool is not None:
             last = time.monotonic()                   # seconds: since the previous result came back
             for index, predictions in self.pool.imap(payloads):
                 now = time.monotonic()
-                self._record(kind, todo[index], predictions, now - last)
+                self._file(kind, todo[index], predictions, now - last, picks[index], part)
                 last = now
         else:
-            for candidate, payload in zip(todo, payloads):
+            for candidate, payload, chosen in zip(todo, payloads, picks):
                 started = time.monotonic()
                 predictions = self.serve(payload)
-                self._record(kind, candidate, predictions, time.monotonic() - started)
+                self._file(kind, candidate, predictions, time.monotonic() - started, chosen, part)
+
+    def _file(self, kind: str, candidate: Candidate | None, predictions: list[str], seconds: float,
+              picks: list[int] | None, part: Part | None) -> dict:
+        self.generated[kind] += len(predictions)
+        if picks is None:
+            return self._record(kind, candidate, predictions, seconds)
+        return self._record_part(kind, candidate, predictions, seconds, picks, part)
+
+    def _record_part(self, kind: str, candidate: Candidate | None, predictions: list[str], seconds: float,
+                     picks: list[int], part: Part | None) -> dict:
+        """The rows of `picks` added to the candidate's partial entry: a new partial line, or a
+        whole one (the same line a single pass writes) once every row is scored."""
+        earlier = self.ledger.partial(kind, key_of(candidate))
+        have = scored_rows(earlier) if earlier is not None else {}
+        parts = list(earlier.get("parts", [])) if earlier is not None else []
+        parts += [part.name] if part is not None else ["the rest"]
+        got: dict[str, list[tuple[int, str]]] = {}
+        for pick, prediction in zip(picks, predictions):
+            task = max((t for t in self.offsets if self.offsets[t] <= pick), key=self.offsets.get)
+            got.setdefault(task, []).append((pick - self.offsets[task], prediction))
+        for task, pairs in got.items():
+            requests = getattr(self.rows[task], kind)
+            data = self.rows[task].data
+            scores = data.definition.family.rows([p for _, p in pairs], [requests[i].references for i, _ in pairs],
+                                                 data.no_answer_text)
+            have.setdefault(task, {}).update({i: score for (i, _), score in zip(pairs, scores)})
+        whole = all(len(have.get(t, {})) == len(getattr(r, kind)) for t, r in self.rows.items())
+        entry = {"rows": kind, "key": key_of(candidate), "candidate": as_dict(candidate), "metrics": {},
+                 "per_row": {}, "parts": parts, **({} if whole else {"partial": True})}
+        for task, task_rows in self.rows.items():
+            if task not in have:
+                continue
+            indices = sorted(have[task])
+            scores = [have[task][i] for i in indices]
+            if len(indices) == len(getattr(task_rows, kind)):
+                entry["metrics"][task] = task_rows.data.definition.family.corpus(scores)
+            entry["per_row"][task] = {"row_scores": scores} if whole else {"rows": indices, "row_scores": scores}
+        self.generate_seconds += seconds
+        entry["seconds"] = round(seconds, 2)
+        self.scored += 1
+        return self.ledger.add(entry)
 
     def _record(self, kind: str, candidate: Candidate | None, predictions: list[str], seconds: float,
                 source: str | None = None) -> dict:

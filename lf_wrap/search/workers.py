@@ -66,7 +66,7 @@ class Solo:
         return optimiser.requeue_unfinished(study)
 
     def ask(self, study, want: int, total: int) -> list:
-        return [study.ask() for _ in range(min(want, total - len(optimiser.completed(study))))]
+        return [study.ask() for _ in range(min(want, total - len(optimiser.finished(study))))]
 
     def wait(self, study) -> None:
         raise AssertionError("a single run has nothing to wait for")
@@ -121,7 +121,7 @@ class Crew(Solo):
             stale = optimiser.requeue_stale(study, self.alive)
             if stale:
                 log.info(f"search: {stale} candidate(s) of a worker that stopped asked again")
-            busy = len(optimiser.completed(study)) + len(optimiser.running(study))
+            busy = len(optimiser.finished(study)) + len(optimiser.running(study))
             trials = [study.ask() for _ in range(max(0, min(want, total - busy)))]
             for trial in trials:
                 trial.set_user_attr("worker", self.id)

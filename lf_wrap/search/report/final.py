@@ -154,7 +154,8 @@ def family_bests(table: list[dict]) -> list[dict]:
     """The first (best) leaderboard row of each merge method, in the leaderboard's order."""
     firsts: dict[str, dict] = {}
     for row in table:
-        firsts.setdefault(row["method"], row)
+        if not row.get("pruned"):      # a pruned row has a bound, not a value
+            firsts.setdefault(row["method"], row)
     return list(firsts.values())
 
 
@@ -285,7 +286,7 @@ def finish(recipe, out, tasks, rows, scorer, noise, record, body, crew, study, j
     leaderboard.write_all(out, table, judge, final, tasks, body.get("folds"), recipe.objective == "pareto",
                           layout=layout(recipe, scorer.plan))
     body.update({"trials": len(study.trials), "scored": scorer.scored, "reused": scorer.reused,
-                 "from_eval": scorer.from_eval,
+                 "from_eval": scorer.from_eval, "generated_rows": dict(scorer.generated),
                  "engine_replicas": scorer.replicas,
                  "engine_start_seconds": scorer.engine_start_seconds,
                  "generate_seconds": round(scorer.generate_seconds, 2), "best": best,

@@ -21,13 +21,14 @@ from pathlib import Path
 
 from lf_wrap.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lf_wrap.search.report import held, pareto
+from lf_wrap.search.report.chart import chart
 from lf_wrap.search.report.noise import described, floor_note, smallest_sentence
 from lf_wrap.search.ledger import Ledger
 from lf_wrap.search.objective import Gains, Judge, rank_key
 from lf_wrap.search.candidates import JOINT, thaw
 from lf_wrap.search.layerwise import Layout
-from lf_wrap.search.report.panels import markdown as block_markdown, panel, weight_columns, weight_values
-from lf_wrap.search.scorer import from_dict, headline_scores, key_of, row_scores
+from lf_wrap.search.report.panels import markdown as block_markdown, weight_columns, weight_values
+from lf_wrap.search.scorer import from_dict, headline_scores, key_of, row_scores, scored_rows
 from lf_wrap.search.splits import TaskRows
 
 MERGES = ("sum", "linear 0.5", "best")     # the merges whose retained gains the report rows give
@@ -44,20 +45,41 @@ def _row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str])
             "scores": scores, "retained": gains.per_task, "worst": gains.worst, "mean": gains.mean,
             "lower_bound": assessed.bound, "value": assessed.value,
             "folds": list(assessed.fold_values), "objectives": assessed.per_task(),
-            "trials": [], "complexity": list(candidate.complexity()), "candidate": entry["candidate"]}
+            "trials": [], "complexity": list(candidate.complexity()), "candidate": entry["candidate"], "pruned": None}
+
+
+def _pruned_row(entry: dict, judge: Judge, rows: dict[str, TaskRows], tasks: list[str]) -> dict:
+    """A candidate pruned part-way (lf_wrap.search.pruning): the tasks scored whole, and `value` its
+    bound (the most it could have reached), not a ranked value."""
+    candidate = from_dict(entry["candidate"])
+    scores = {t: entry["metrics"][t][rows[t].data.definition.headline] if t in entry["metrics"] else None
+              for t in tasks}
+    retained = {t: (scores[t] - judge.ref.base[t]) / (judge.ref.specialist[t] - judge.ref.base[t])
+                for t in judge.ref.tasks if scores[t] is not None}
+    bound = judge.running_bound(scored_rows(entry))
+    return {"label": candidate.label(), "key": entry["key"], "role": "candidate", "method": candidate.method,
+            "weights": dict(zip(tasks, map(thaw, candidate.weights))), "density": candidate.density,
+            "seed": candidate.seed, "scores": scores, "retained": retained, "worst": None, "mean": None,
+            "lower_bound": None, "value": bound, "folds": [], "objectives": {}, "trials": [],
+            "complexity": list(candidate.complexity()), "candidate": entry["candidate"],
+            "pruned": {"bound": bound, "parts": entry.get("parts", [])}}
 
 
 def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows],
          references: dict | None = None) -> list[dict]:
     """Every completed trial's candidate (one row per distinct candidate) and the reference
     merges, ranked best first (lf_wrap.search.objective.rank_key on the judge's value)."""
-    from lf_wrap.search.optimiser import completed
+    from lf_wrap.search.optimiser import finished
 
     tasks = list(task_rows)
     table: dict[str, dict] = {}
-    for trial in completed(study):
+    for trial in finished(study):
         key = trial.user_attrs.get("candidate")
         entry = ledger.get("search", key) if key else None
+        if entry is None and key and ledger.partial("search", key) is not None:      # pruned
+            entry = ledger.partial("search", key)
+            table.setdefault(key, _pruned_row(entry, judge, task_rows, tasks))["trials"].append(trial.number)
+            continue
         if entry is None:
             continue
         table.setdefault(key, _row(entry, judge, task_rows, tasks))["trials"].append(trial.number)
@@ -65,8 +87,11 @@ def rows(study, ledger: Ledger, judge: Judge, task_rows: dict[str, TaskRows],
         entry = ledger.get("search", key_of(candidate))
         if entry is not None:
             table.setdefault(entry["key"], _row(entry, judge, task_rows, tasks))["role"] = f"reference: {role}"
-    ranked = sorted(table.values(), key=lambda r: rank_key(Gains(r["retained"], r["worst"], r["mean"]),
-                                                           tuple(r["complexity"]), r["value"]))
+    ranked = sorted((r for r in table.values() if not r["pruned"]),
+                    key=lambda r: rank_key(Gains(r["retained"], r["worst"], r["mean"]), tuple(r["complexity"]),
+                                           r["value"]))
+    ranked += sorted((r for r in table.values() if r["pruned"]),      # after every row scored whole
+                     key=lambda r: (-r["value"] if r["value"] is not None else float("inf"), r["trials"]))
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
     if judge.objective == "pareto":
@@ -92,9 +117,14 @@ def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str], layo
         (["front"] if front else []) + ["trials"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in table:
-        cells = [str(r["rank"]), f"`{r['label']}`", r["role"]] + [f"{r['scores'][t]:.4f}" for t in tasks] + \
-            [pct(r["retained"][t]) for t in ref.tasks] + [pct(r["worst"]), pct(r["mean"]), pct(r["lower_bound"])]
-        cells += [pct(min(r["folds"])), f"{pct(min(r['folds']))} .. {pct(max(r['folds']))}"] if folds else []
+        role = r["role"] if not r["pruned"] else \
+            f"pruned at {pct(r['value'])} or less after {', '.join(r['pruned']['parts'])}"
+        cells = [str(r["rank"]), f"`{r['label']}`", role] + \
+            ["-" if r["scores"][t] is None else f"{r['scores'][t]:.4f}" for t in tasks] + \
+            [pct(r["retained"].get(t)) for t in ref.tasks] + [pct(r["worst"]), pct(r["mean"]), pct(r["lower_bound"])]
+        if folds:
+            cells += [pct(min(r["folds"])), f"{pct(min(r['folds']))} .. {pct(max(r['folds']))}"] if r["folds"] \
+                else ["-", "-"]
         cells += ["yes" if r["front"] else ""] if front else []
         lines.append("| " + " | ".join(cells + [",".join(map(str, r["trials"])) or "-"]) + " |")
     base = ", ".join(f"{t} {ref.base[t]:.4f}" for t in tasks)
@@ -108,6 +138,10 @@ def leaderboard_markdown(table: list[dict], judge: Judge, tasks: list[str], layo
     notes = [f"Search rows. Base: {base}. Specialists on their own task: {own}.",
              "kept: (candidate - base) / (specialist - base) on that task; worst and mean over the counted tasks.",
              f"Ranked by {ranked_by}, then the mean, then the simpler merge."]
+    if any(r["pruned"] for r in table):
+        notes.append("pruned: scored on some parts of the search rows only, and dropped once the most it could "
+                     "reach (its bound) was below the value needed to enter the top rows.held; listed "
+                     "after every candidate scored whole, by that bound (lf_wrap.search.pruning).")
     notes += [f"Not counted: {why}" for why in ref.left_out.values()]
     blocks = "\n" + block_markdown(table[0], tasks, layout) if layout else ""
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + blocks
@@ -120,7 +154,8 @@ def leaderboard_csv(table: list[dict], tasks: list[str], layout: Layout | None =
                      *[f"score_{t}" for t in tasks], *[f"retained_{t}" for t in tasks], "worst", "mean",
                      "lower_bound", "worst_fold", "folds", "front", "trials"])
     for r in table:
-        writer.writerow([r["rank"], r["label"], r["role"], r["method"], *weight_values(r, tasks, layout),
+        role = "pruned" if r["pruned"] else r["role"]
+        writer.writerow([r["rank"], r["label"], role, r["method"], *weight_values(r, tasks, layout),
                          r["density"], r["seed"], *[r["scores"][t] for t in tasks],
                          *[r["retained"].get(t) for t in tasks], r["worst"], r["mean"], r["lower_bound"],
                          min(r["folds"]) if r["folds"] else "", " ".join(f"{v:.6g}" for v in r["folds"]),
@@ -212,45 +247,6 @@ def no_signal_markdown(final: dict) -> str:
     """final.md of a search stopped on the search rows: the verdict and the tests it rests on."""
     notes = "".join(f"\n{note}\n" for note in floor_note(final, "search"))
     return final["verdict_sentence"] + "\n\n" + signal_markdown(final["signal"]["search"], "search") + "\n" + notes
-
-
-def chart(table: list[dict], final: dict, tasks: list[str], top: int = 3, layout: Layout | None = None) -> bytes:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lf_wrap.core.plots import png
-
-    shown = table[:top] + [r for r in table[top:] if r["role"] == "reference: sum"]
-    fig, axes = plt.subplots(1, 3 if layout else 2, figsize=(18 if layout else 12, 4), sharey=not layout)
-    left, right = axes[0], axes[1]
-    if layout:                                 # the best merge's weights per block of layers
-        right.sharey(left)
-        panel(axes[2], table[0], tasks, layout)
-    width = 0.8 / max(len(shown), 1)
-    for i, r in enumerate(shown):
-        xs = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(tasks))]
-        label = f"#{r['rank']} {r['label']}" + (" (sum)" if r["role"] == "reference: sum" else "")
-        left.bar(xs, [r["retained"].get(t) or 0.0 for t in tasks], width, label=label)
-    left.set_title("search rows: retained gain per task")
-    names = list(final["retained"])
-    step = 0.8 / len(names)
-    for i, name in enumerate(names):
-        gains = [final["retained"][name][t] for t in tasks]
-        ys = [g["value"] or 0.0 for g in gains]
-        nan = float("nan")
-        errors = [[y - g["ci95"][0] if g["ci95"] else nan for y, g in zip(ys, gains)],
-                  [g["ci95"][1] - y if g["ci95"] else nan for y, g in zip(ys, gains)]]
-        right.bar([k + (i - (len(names) - 1) / 2) * step for k in range(len(tasks))], ys, step, yerr=errors,
-                  capsize=3, label=f"best: {final['labels']['best']}" if name == "best" else name)
-    right.set_title("report rows: retained gain, 95% interval")
-    for ax in (left, right):
-        ax.set_xticks(range(len(tasks)), tasks)
-        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-        ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.legend(fontsize=7)
-    left.set_ylabel("(merge - base) / (specialist - base)")
-    return png(fig)
 
 
 def write_all(out: Path, table: list[dict], judge: Judge, final: dict, tasks: list[str], folds: dict | None = None,

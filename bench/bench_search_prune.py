@@ -1,0 +1,168 @@
+"""Benchmark: the same grid search with and without exact pruning (`prune`), side by side, on
+seeded random LoRA adapters, each the specialist of a task of its own whose references are that
+adapter's greedy answers (as tests/test_search.py builds them), on the tiny model
+(lf_wrap.demo.tiny_model) or on SmolLM2-135M-Instruct (the demo's base, converted from its GGUF
+by lf_wrap.demo.smollm2). The demo's trained SmolLM2 adapters are not used: they exist only after
+`make demo` trains them (runs/demo-smollm2-60), which this bench does not do.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py                      # tiny model
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py --model smollm2 --gguf cache/gguf/...gguf
+
+Prints, for each: candidates per minute over the rounds of candidates (manifest
+`candidates_seconds`: the engine start, the base, the specialists and the report rows are the
+same for both and left out), the search rows generated (manifest `generated_rows`), the
+candidates pruned, the winner and the top `rows.held`. Pruning's gain depends on the landscape:
+a candidate is dropped only once its bound is below the `rows.held`-th best value so far."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))            # merge_helpers: the seeded random adapters of the tests
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+NAMES = ("task_a", "task_b", "task_c")
+VERBS = ("Describe", "Explain", "Summarise")
+TOPICS = ["the weather in Oslo", "a cat on a mat", "the price of bread", "a train to Rome", "the history of tea",
+          "a song about rain", "the rules of chess", "a letter to a friend", "the colour of the sea",
+          "a day at school", "the moon at night", "a walk in the park", "a ship in a storm", "the smell of coffee",
+          "a dog in the snow", "the last bus home", "a garden in May", "the noise of a city", "an old clock",
+          "a map of the stars", "the taste of salt", "a bridge at dawn", "a quiet library", "the end of summer"]
+NEW_TOKENS = 8
+
+
+def _greedy(model: Path, adapter: Path, prompts: list[str]) -> list[str]:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lf_wrap.tasks.prompts import encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    net = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), adapter)
+    out = []
+    for prompt in prompts:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt)])
+        got = net.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                           do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        out.append(tokenizer.decode(got[0, ids.shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def base_model(work: Path, name: str, gguf: Path | None) -> Path:
+    if name == "tiny":
+        from lf_wrap.demo.tiny_model import build_tiny_model
+
+        return build_tiny_model(work / "tiny-qwen2")
+    from lf_wrap.demo.smollm2 import GGUF_NAME, ensure_smollm2
+
+    if gguf is not None and not (work / "gguf" / GGUF_NAME).exists():     # no download: the file given
+        (work / "gguf").mkdir(parents=True, exist_ok=True)
+        (work / "gguf" / GGUF_NAME).symlink_to(gguf.resolve())
+    return ensure_smollm2(work)
+
+
+def build(work: Path, n_tasks: int, model_name: str = "tiny", gguf: Path | None = None,
+          louder: float = 10.0) -> tuple[Path, list[Path]]:
+    """(eval recipe, adapter folders): the base, louder seeded adapters, one task each."""
+    from safetensors.torch import load_file, save_file
+
+    from lf_wrap.tasks.prompts import render_prompt
+    from merge_helpers import make_adapters
+
+    eval_path = work / "eval.yaml"
+    adapters = [work / "adapters" / k for k in "ABC"[:n_tasks]]
+    if eval_path.is_file():
+        return eval_path, adapters
+    model = base_model(work, model_name, gguf)
+    made = make_adapters(model, work / "adapters")
+    for folder in adapters:             # louder: each adapter answers words of its own (tests/test_search.py)
+        weights = folder / "adapter_model.safetensors"
+        save_file({k: v * louder if "lora_B" in k else v for k, v in load_file(str(weights)).items()}, str(weights))
+    assert all(made[k] == a for k, a in zip("ABC", adapters))
+    dataset_dir = work / "dataset_info"
+    dataset_dir.mkdir(exist_ok=True)
+    info = {}
+    for task, adapter, verb in zip(NAMES, adapters, VERBS):
+        rows = [{"instruction": f"{verb} {topic}.", "input": "", "output": "", "id": f"{task}-{i}"}
+                for i, topic in enumerate(TOPICS)]
+        for row, answer in zip(rows, _greedy(model, adapter, [render_prompt(r, "qwen") for r in rows])):
+            row["output"] = answer
+        (dataset_dir / f"{task}.json").write_text(json.dumps(rows), encoding="utf-8")
+        info[task] = {"file_name": f"{task}.json"}
+    (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    recipe = {"model_name_or_path": str(model), "template": "qwen", "dataset_dir": str(dataset_dir),
+              "models": [{"name": "base"}],
+              "tasks": {t: {"dataset": t, "metric": "rouge", "max_new_tokens": NEW_TOKENS} for t in NAMES[:n_tasks]},
+              "engine": {"dtype": "float32", "max_model_len": 512, "gpu_memory_utilization": 0.2,
+                         "enforce_eager": True},
+              "bootstrap": {"resamples": 200}}
+    eval_path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return eval_path, adapters
+
+
+def run(work: Path, eval_path: Path, adapters: list[Path], args, prune: bool) -> dict:
+    out = work / f"search-prune-{str(prune).lower()}"
+    recipe = {"eval": str(eval_path), "adapters": [{"path": str(a), "task": t} for a, t in zip(adapters, NAMES)],
+              "methods": ["linear"], "sampler": "grid", "grid": args.grid, "budget": 10_000,
+              "round_size": args.round_size, "uncertainty": {"rank_by": args.rank_by},
+              "rows": {"search": args.search_rows, "held": args.held, **({"folds": args.folds} if args.folds else {})},
+              "prune": prune, "reuse_eval": False, "out": str(out)}
+    path = work / f"search-prune-{str(prune).lower()}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    started = time.monotonic()
+    done = subprocess.run([str(Path(sys.executable).parent / "lf-wrap"), "merge", "search", str(path), "--force"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    manifest = json.loads((out / "manifest.json").read_text())
+    board = json.loads((out / "leaderboard.json").read_text())
+    candidates = sum(1 for r in board["rows"] for _ in r["trials"])
+    return {"wall": time.monotonic() - started, "seconds": manifest["candidates_seconds"], "candidates": candidates,
+            "per_minute": 60 * candidates / manifest["candidates_seconds"],
+            "rows": manifest["generated_rows"]["search"], "pruned": manifest["pruning"]["pruned"],
+            "winner": board["rows"][0]["label"], "top": [(r["label"], round(r["ranked_value"], 12))
+                                                         for r in board["held"]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "cache" / "search-prune-bench")
+    parser.add_argument("--model", default="tiny", choices=("tiny", "smollm2"))
+    parser.add_argument("--gguf", type=Path, default=None, help="SmolLM2's GGUF file (else downloaded once)")
+    parser.add_argument("--louder", type=float, default=10.0, help="lora_B times this (tests/test_search.py: 10)")
+    parser.add_argument("--tasks", type=int, default=2, choices=(2, 3))
+    parser.add_argument("--grid", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25])
+    parser.add_argument("--search-rows", type=int, default=12)
+    parser.add_argument("--folds", type=int, default=None)
+    parser.add_argument("--rank-by", default="point", choices=("point", "lower_bound", "worst_fold"))
+    parser.add_argument("--held", type=int, default=2)
+    parser.add_argument("--round-size", type=int, default=4)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    eval_path, adapters = build(args.work, args.tasks, args.model, args.gguf, args.louder)
+    results = {prune: run(args.work, eval_path, adapters, args, prune) for prune in (False, True)}
+    print(f"{args.model}: grid search, {len(args.grid)}^{args.tasks} linear merges, {args.search_rows} search rows per task, "
+          f"ranked by {args.rank_by}" + (f" ({args.folds} folds)" if args.folds else "") + f", rows.held {args.held}")
+    print(f"{'prune':<7}{'candidates':>11}{'seconds':>9}{'per minute':>12}{'search rows':>13}{'pruned':>8}  winner")
+    for prune, r in results.items():
+        print(f"{str(prune).lower():<7}{r['candidates']:>11}{r['seconds']:>9.1f}{r['per_minute']:>12.1f}"
+              f"{r['rows']:>13}{r['pruned']:>8}  {r['winner']}")
+    off, on = results[False], results[True]
+    print(f"pruning: {on['per_minute'] / off['per_minute']:.2f}x candidates per minute, "
+          f"{on['rows'] / off['rows']:.0%} of the search rows; same winner: {on['winner'] == off['winner']}; "
+          f"same top {args.held}: {on['top'] == off['top']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Exact pruning (`prune`, default on for objective worst): a candidate is scored in stages, and
+dropped as soon as the value it could still reach is below what it would need to enter the top
+`rows.held` of the leaderboard (the candidates checked on the report rows).
+
+Why it is exact: the ranked value of objective worst is a minimum over parts of the search rows
+that are each computed from their own rows (Judge.running_bound): with rank_by worst_fold the
+parts are (fold, task), and a stage is one fold of every task; with point or lower_bound they
+are the tasks, and a stage is one task's rows. After each stage the minimum over the parts
+scored so far bounds the final value from above. The value needed is the `rows.held`-th best
+value among the candidates scored whole so far, which only rises as the search goes on; a
+candidate whose bound is below it (to 12 decimals, lf_wrap.search.objective.DIGITS) cannot be in
+the final top `rows.held`, whatever its tie-breaks. Hence, for proposals that do not depend on the
+scores (the grid sampler), the winner and the top `rows.held` are those of the same search
+without pruning. objective mean (an average can rise as parts are added) and pareto (a front has no
+single bound) do not prune.
+
+Optuna's own pruning API carries it: each stage's bound is `trial.report(bound, stage)`,
+`trial.should_prune()` asks `HeldPruner` (an optuna.pruners.BasePruner), and a pruned trial is told
+`TrialState.PRUNED` (Optuna then records its last bound as its value; TPE sorts pruned trials
+after every complete one, deeper stages and higher bounds first; CMA-ES ignores them by default).
+Each stage's rows go to the ledger as the candidate's partial line (lf_wrap.search.ledger), so a
+pruned candidate keeps its bound and the parts it was scored on, and a stopped search goes on from
+the stages on record."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from lf_wrap.search import optimiser, ranking
+from lf_wrap.search.objective import DIGITS, Judge
+from lf_wrap.search.recipe import SearchRecipe
+from lf_wrap.search.splits import TaskRows
+from lf_wrap.search.scorer import Part, Scorer, from_dict, scored_rows
+
+
+class HeldPruner(optuna.pruners.BasePruner):
+    """Prunes a trial whose last reported bound is below the `held`-th best value among the
+    distinct candidates of the study's complete trials (nothing while there are fewer)."""
+
+    def __init__(self, held: int):
+        self.held = held
+
+    def needed(self, study) -> float | None:
+        values: dict = {}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            values[trial.user_attrs.get("candidate", trial.number)] = trial.value
+        ranked = sorted(values.values(), reverse=True)
+        return ranked[self.held - 1] if len(ranked) >= self.held else None
+
+    def prune(self, study, trial) -> bool:
+        step = trial.last_step
+        needed = self.needed(study) if step is not None else None
+        return needed is not None and round(trial.intermediate_values[step], DIGITS) < round(needed, DIGITS)
+
+
+def stages(judge: Judge, rows: dict[str, TaskRows]) -> list[Part]:
+    """The parts a candidate is scored on: one fold of every task (rank_by worst_fold), or one task
+    each, the counted tasks first (a left-out task bounds nothing)."""
+    if judge.rank_by == "worst_fold":
+        count = max(max(f) for f in judge.folds.values()) + 1
+        return [Part(f"fold {k}", {t: [i for i, f in enumerate(judge.folds[t]) if f == k] for t in rows})
+                for k in range(count)]
+    order = list(judge.ref.tasks) + [t for t in rows if t not in judge.ref.tasks]
+    return [Part(f"task {t}", {t: list(range(len(rows[t].search)))}) for t in order]
+
+
+class Stages:
+    """The stages in the order that prunes soonest: the part the candidates scored whole so far
+    kept least of, on average, first (any order is exact; the weakest part is where a bound drops
+    below the value needed, so that a candidate is dropped after one stage rather than several)."""
+
+    def __init__(self, judge: Judge, rows: dict[str, TaskRows], study=None, ledger=None):
+        self.judge, self.parts = judge, stages(judge, rows)
+        self.sums, self.count = [0.0] * len(self.parts), 0
+        for trial in optimiser.completed(study) if study is not None else []:    # a resumed search's so far
+            entry = ledger.get("search", trial.user_attrs.get("candidate", ""))
+            if entry is not None:
+                self.learn(entry)
+
+    def learn(self, entry: dict) -> None:
+        """A candidate scored whole: its gain on each stage's part (a fold: its worst task)."""
+        gains = self.judge.part_gains(scored_rows(entry))
+        for k, part in enumerate(self.parts):
+            values = [g for (fold, t), g in gains.items()
+                      if (fold is None and part.name == f"task {t}") or part.name == f"fold {fold}"]
+            self.sums[k] += min(values) if values else float("inf")
+        self.count += 1
+
+    def order(self) -> list[Part]:
+        return [self.parts[k] for k in sorted(range(len(self.parts)), key=lambda k: self.sums[k])]
+
+
+def score_round(study, trials: list, candidates: list, scorer: Scorer, judge: Judge, recipe: SearchRecipe,
+                rows: dict[str, TaskRows], plan: Stages) -> int:
+    """Score a round's candidates stage by stage, pruning as it goes, and tell the study each
+    outcome; the last stage completes the survivors. Returns how many were pruned. One engine: one
+    candidate at a time, all its stages (its weights stay patched in between, and each candidate
+    told raises the value the next one needs); data-parallel replicas: each stage over the round
+    (the replicas share it)."""
+    pairs = list(zip(trials, candidates))
+    groups = [pairs] if scorer.replicas > 1 else [[pair] for pair in pairs]
+    return sum(_score_group(study, group, scorer, judge, recipe, rows, plan) for group in groups)
+
+
+def _score_group(study, live: list, scorer: Scorer, judge: Judge, recipe: SearchRecipe,
+                 rows: dict[str, TaskRows], plan: Stages) -> int:
+    # Fewer than rows.held candidates scored whole: none can be pruned yet, so one pass each (fewer
+    # engine calls, and the ledger as without pruning).
+    parts = plan.order() if study.pruner.needed(study) is not None else []
+    pruned = 0
+    for step, part in enumerate(parts[:-1]):
+        still = []
+        for (trial, candidate), entry in zip(live, scorer.score_many("search", [c for _, c in live], part)):
+            bound = judge.running_bound(scored_rows(entry))
+            if entry.get("partial") and bound is not None:
+                trial.report(bound, step)
+                if trial.should_prune():
+                    optimiser.tell(study, trial, state=TrialState.PRUNED)
+                    pruned += 1
+                    continue
+            still.append((trial, candidate))
+        live = still
+    for (trial, candidate), entry in zip(live, scorer.score_many("search", [c for _, c in live])):
+        optimiser.tell(study, trial, ranking.told(recipe, judge, rows, entry))
+        plan.learn(entry)
+    return pruned
+
+
+def settle(table: list[dict], scorer: Scorer, held: int) -> int:
+    """Score whole every pruned candidate of the leaderboard `table` whose bound is not below the
+    `held`-th complete row's value: none in a search run straight through (the value needed only
+    rises), some after a resume with other folds or a larger rows.held. Returns how many."""
+    complete = [r for r in table if not r.get("pruned")]
+    needed = complete[held - 1]["value"] if len(complete) >= held else None
+    contenders = [r for r in table if r.get("pruned") and (needed is None or r["value"] is None
+                                                            or round(r["value"], DIGITS) >= round(needed, DIGITS))]
+    if contenders:
+        scorer.score_many("search", [from_dict(r["candidate"]) for r in contenders])
+    return len(contenders)
