@@ -32,3 +32,15 @@ def test_a_merge_method_has_one_colour_in_every_panel():
     assert all(len(faces) == 1 for faces in colours.values())           # tsv, linear: one colour each, both panels
     assert {"tsv", "ties", "linear"} <= set(colours)
     assert len({method_colour(m) for m in ("tsv", "ties", "linear")}) == 3
+
+
+def test_the_joint_adapter_is_drawn_beside_the_merges_in_grey():
+    """`joint:` puts a column in final's figures that is no merge (no label, no method): it failed
+    the chart with KeyError 'joint', and with it the whole search at its last step."""
+    gain = {"value": 0.5, "ci95": [0.25, 0.75]}
+    final = {"labels": {"best": "tsv[1,1]", "sum": "linear[1,1]", "linear 0.5": "linear[0.5,0.5]"},
+             "retained": {name: {t: gain for t in TASKS} for name in ("sum", "linear 0.5", "best", "joint")}}
+    right = figure([_row(1, "tsv[1,1]")], final, TASKS).axes[1]
+    handles, labels = right.get_legend_handles_labels()
+    joint = handles[labels.index("joint")]
+    assert {patch.get_facecolor() for patch in joint.patches} == {to_rgba("tab:gray")}

@@ -17,7 +17,8 @@ HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--")
 
 
 def method_colour(method: str) -> str:
-    """The colour of a merge method in every panel of chart.png."""
+    """The colour of a merge method in every panel of chart.png (grey for what is no merge method:
+    the joint adapter)."""
     from lf_wrap.merge.methods import METHODS
 
     names = list(METHODS)
@@ -64,7 +65,7 @@ def figure(table: list[dict], final: dict, tasks: list[str], top: int = 3, layou
                   [g["ci95"][1] - y if g["ci95"] else nan for y, g in zip(ys, gains)]]
         right.bar([k + (i - (len(names) - 1) / 2) * step for k in range(len(tasks))], ys, step, yerr=errors,
                   capsize=3, label=f"best: {final['labels']['best']}" if name == "best" else name,
-                  color=method_colour(method_of(final["labels"][name])), hatch=HATCHES[i % len(HATCHES)],
+                  color=method_colour(method_of(final["labels"].get(name, name))), hatch=HATCHES[i % len(HATCHES)],
                   edgecolor="white")
     right.set_title("report rows: retained gain, 95% interval")
     for ax in (left, right):
