@@ -19,6 +19,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from helpers.cli import assert_refused, merge_adapters as merge_cli
 from helpers.adapters import lora_delta, model_weights
 from lf_wrap.cli import cli
 from lf_wrap.merge.methods import METHODS
@@ -261,10 +262,6 @@ def test_zero_and_weightless_deltas():
 # ---------------------------------------------------------------- the command line and the files
 
 
-def merge_cli(*args):
-    return CliRunner().invoke(cli, ["merge", "adapters", *map(str, args)])
-
-
 REFUSED = {
     "alpha not positive": (["--method", "iso_c", "--param", "alpha=-1"], "params.alpha: -1 is not in (0, inf)"),
     "alpha not a number": (["--method", "tsv", "--param", "alpha=big"], "params.alpha: 'big' is not a finite number"),
@@ -294,11 +291,7 @@ REFUSED = {
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_bad_hyper_parameters_are_one_error_naming_the_key(adapter_paths, tmp_path, case):
     args, needle = REFUSED[case]
-    result = merge_cli(*adapter_paths, *args, "--out", tmp_path / "out")
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and needle in errors[0], result.output
-    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    assert_refused(merge_cli(*adapter_paths, *args, "--out", tmp_path / "out"), needle, tmp_path / "out")
 
 
 def test_recipe_key_params_and_the_resolved_config(adapter_paths, tmp_path):
