@@ -180,3 +180,27 @@ def test_a_corpus_metric_at_its_floor_is_flagged_with_the_suggestion_of_chrf():
     assert note.startswith("hsk: bleu is exactly 0 for base on the search rows") and "chrF (metric: chrf)" in note
     rouge = signal(NOISE, {"a": TASKS["summarize"]}, ["a"], {"a": _rows([0.0] * N)}, {"a": _rows([0.5] * N)})
     assert signal_floor(rouge, {"a": TASKS["summarize"]}) == {}
+
+
+def test_a_winner_with_every_weight_at_0_is_the_base_and_is_never_confirmed():
+    # Every merge loses some task below the base, so linear[0,0] (the base) wins and beats the sum
+    # merge beyond noise. It used to be "confirmed", and writing best/ then failed with
+    # "Error: weights: all weights are 0".
+    final = _final(True, 0.0)
+    final["labels"] = {**LABELS, "best": "linear[0,0]"}
+    final["held"][0]["label"] = "linear[0,0]"
+    rows = _per_row(best=0.0, sum_=-0.3)
+    assert report_verdict(NOISE, DEFS, ["a", "b"], rows, final, mean=False)["verdict"] == CONFIRMED   # as before
+    got = report_verdict(NOISE, DEFS, ["a", "b"], rows, final, mean=False, best_is_base=True)
+    assert got["verdict"] == NOT_CONFIRMED
+    assert got["verdict_sentence"].startswith("Verdict: not confirmed. `linear[0,0]`, the best on the search rows, "
+                                              "has every weight at 0: it is the base model, not a merge")
+    assert "no model is written to best/" in got["verdict_sentence"]
+
+
+def test_is_base_names_only_the_all_zero_merge():
+    from lf_wrap.search.candidates import Candidate
+    from lf_wrap.search.report.final import JOINT_CANDIDATE, is_base
+
+    assert is_base(Candidate("linear", (0.0, 0.0))) and is_base(Candidate("tsv", ((0.0, 0.0), 0.0)))
+    assert not is_base(Candidate("linear", (0.0, 0.5))) and not is_base(JOINT_CANDIDATE)

@@ -5,7 +5,8 @@ command's summary and of final.md), chosen by `decide` alone:
                    (the search rows, before any candidate is scored; the report rows, before the
                    verdict): retained gain is a ratio of noise to noise there, nothing can be confirmed
     not_confirmed  the winner did not hold on the report rows (lf_wrap.search.report.held), or its
-                   objective does not beat the sum merge's there beyond noise
+                   objective does not beat the sum merge's there beyond noise, or it has every weight
+                   at 0 (it is the base model, no merge: there is nothing to write)
     confirmed      it held, and it beats the sum merge on the report rows beyond noise
 
 "Beyond noise" is lf_wrap.search.report.noise's one rule. Only `confirmed` writes `best/`. The sum
@@ -37,13 +38,13 @@ def search_rows_gate(noise: Noise, definitions: dict[str, Task], tasks: list[str
     return tests, without
 
 
-def decide(signal_tests: dict, held: bool | None, versus_sum: dict | None) -> str:
+def decide(signal_tests: dict, held: bool | None, versus_sum: dict | None, is_base: bool = False) -> str:
     """The verdict, from the report rows: `signal_tests` each counted task's specialist against the
     base; `held` whether the winner held (lf_wrap.search.report.held); `versus_sum` the winner's objective
-    against the sum merge's (Noise.objective, b the winner)."""
+    against the sum merge's (Noise.objective, b the winner); `is_base` the winner has every weight at 0."""
     if not signal_tests or weak(signal_tests):
         return NO_SIGNAL
-    if held is not True or versus_sum is None or not (versus_sum["beyond"] and versus_sum["difference"] > 0):
+    if is_base or held is not True or versus_sum is None or not (versus_sum["beyond"] and versus_sum["difference"] > 0):
         return NOT_CONFIRMED
     return CONFIRMED
 
@@ -53,10 +54,11 @@ USE_INSTEAD = ("use the sum merge (every adapter at weight 1, what LLaMA-Factory
 
 
 def report_verdict(noise: Noise, definitions: dict[str, Task], counted: list[str], per_row: dict, final: dict,
-                   mean: bool, without_signal: str = "stop") -> dict:
+                   mean: bool, without_signal: str = "stop", best_is_base: bool = False) -> dict:
     """The verdict on the report rows, with what it rests on. `per_row`: name (base, specialist
     <task>, best, sum, ...) -> task -> per-row scores; `final`: the figures so far (labels,
-    summary, held); `counted`: the tasks the search ranked on."""
+    summary, held); `counted`: the tasks the search ranked on; `best_is_base`: the winner has
+    every weight at 0 (the base model: the best of a space where every merge loses some task)."""
     base = per_row["base"]
     own = {t: per_row[f"specialist {t}"][t] for t in counted}
     tests = signal(noise, definitions, counted, base, own)
@@ -66,13 +68,14 @@ def report_verdict(noise: Noise, definitions: dict[str, Task], counted: list[str
     versus = (noise.objective(definitions, usable, base, own, per_row["sum"], per_row["best"], mean)
               if usable and (not without or others) else None)
     winner = next((r for r in final.get("held") or () if r["label"] == final["labels"]["best"]), None)
-    word = decide({t: tests[t] for t in usable} if others else tests, winner and winner["held"], versus)
+    word = decide({t: tests[t] for t in usable} if others else tests, winner and winner["held"], versus,
+                  best_is_base)
     record = {"verdict": word, "signal": {"report": tests}, "versus_sum": versus, "verdict_tasks": usable,
               "supported": supported(final, mean),
               "notes": [f"{t}: left out of the verdict, {why} (verdict.without_signal: rank_the_others)"
                         for t, why in without.items()] if others else []}
     record["verdict_sentence"] = verdict_sentence(word, final["labels"]["best"], winner, versus, record["supported"],
-                                                  without)
+                                                  without, best_is_base)
     return record
 
 
@@ -102,14 +105,17 @@ def _pct(value) -> str:
 
 
 def verdict_sentence(word: str, best: str, winner: dict | None, versus: dict | None, support: dict | None,
-                     without: dict[str, str]) -> str:
+                     without: dict[str, str], best_is_base: bool = False) -> str:
     """The first sentence of the summary and of final.md, and what to use instead."""
     if word == NO_SIGNAL:
         return no_signal_sentence(without, "report", stop=False)
     if word == CONFIRMED:
         return (f"Verdict: confirmed. `{best}` held on the report rows and beats the sum merge there ("
                 f"{versus['metric']} {described(versus, percent=True)}); it is the merge written to best/.")
-    if winner is None:
+    if best_is_base:
+        why = (f"`{best}`, the best on the search rows, has every weight at 0: it is the base model, not a merge "
+               "(every merge scored there lost more of some task's gain than the base, which keeps none of it)")
+    elif winner is None:
         why = f"`{best}`, the best on the search rows, was not checked on the report rows"
     elif not winner["held"]:
         why = (f"`{best}`, the best on the search rows, did not hold on the report rows (it keeps "
