@@ -1,10 +1,11 @@
-"""Benchmark: the same grid search with and without exact pruning (`prune`), side by side, on
-seeded random LoRA adapters, each the specialist of a task of its own whose references are that
-adapter's greedy answers (as tests/test_search.py builds them), on the tiny model
-(lf_wrap.demo.tiny_model) or on SmolLM2-135M-Instruct (the demo's base, converted from its GGUF
-by lf_wrap.demo.smollm2). The demo's trained SmolLM2 adapters are not used: they exist only after
-`make demo` trains them (runs/demo-smollm2-60), which this bench does not do.
+"""Benchmark: the same grid search with and without exact pruning (`prune`), side by side: on the
+demo's trained adapters (`--from-search` the search recipe `make demo` wrote: its eval recipe,
+adapters and rows), or on seeded random LoRA adapters, each the specialist of a task of its own
+whose references are that adapter's greedy answers (as tests/test_search.py builds them), on the
+tiny model (lf_wrap.demo.tiny_model) or on SmolLM2-135M-Instruct (the demo's base, converted from
+its GGUF by lf_wrap.demo.smollm2).
 
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py --from-search runs/demo-smollm2-<time>/search.yaml
     PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py                      # tiny model
     PYTHONPATH=$PWD .venv/bin/python bench/bench_search_prune.py --model smollm2 --gguf cache/gguf/...gguf
 
@@ -114,10 +115,16 @@ def build(work: Path, n_tasks: int, model_name: str = "tiny", gguf: Path | None 
 def run(work: Path, eval_path: Path, adapters: list[Path], args, prune: bool) -> dict:
     out = work / f"search-prune-{str(prune).lower()}"
     recipe = {"eval": str(eval_path), "adapters": [{"path": str(a), "task": t} for a, t in zip(adapters, NAMES)],
-              "methods": ["linear"], "sampler": "grid", "grid": args.grid, "budget": 10_000,
+              "methods": args.methods, "sampler": "grid", "grid": args.grid, "budget": 10_000,
               "round_size": args.round_size, "uncertainty": {"rank_by": args.rank_by},
               "rows": {"search": args.search_rows, "held": args.held, **({"folds": args.folds} if args.folds else {})},
               "prune": prune, "reuse_eval": False, "out": str(out)}
+    if args.from_search is not None:    # the demo's study: its eval recipe, adapters and rows
+        given = yaml.safe_load(args.from_search.read_text(encoding="utf-8"))
+        recipe.update(eval=given["eval"], adapters=given["adapters"], reuse_eval=True,
+                      rows={**given.get("rows", {}), "report": args.report_rows},
+                      uncertainty=given.get("uncertainty", {}), **({"eval_results": given["eval_results"]}
+                                                                    if "eval_results" in given else {}))
     path = work / f"search-prune-{str(prune).lower()}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     started = time.monotonic()
@@ -148,11 +155,25 @@ def main() -> None:
     parser.add_argument("--rank-by", default="point", choices=("point", "lower_bound", "worst_fold"))
     parser.add_argument("--held", type=int, default=2)
     parser.add_argument("--round-size", type=int, default=4)
+    parser.add_argument("--methods", nargs="+", default=["linear"])
+    parser.add_argument("--from-search", type=Path, default=None,
+                        help="a search recipe (the demo's search.yaml): its eval recipe, adapters, rows and ranking")
+    parser.add_argument("--report-rows", type=int, default=10,
+                        help="with --from-search: report rows per task (not timed; few keep the run short)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    eval_path, adapters = build(args.work, args.tasks, args.model, args.gguf, args.louder)
+    if args.from_search is not None:
+        given = yaml.safe_load(args.from_search.read_text(encoding="utf-8"))
+        eval_path, adapters = Path(given["eval"]), [Path(a["path"]) for a in given["adapters"]]
+        args.tasks, args.model = len(adapters), f"demo adapters ({args.from_search})"
+        args.held = given.get("rows", {}).get("held", 5)
+        args.search_rows, args.folds = given.get("rows", {}).get("search", 100), given.get("rows", {}).get("folds")
+        args.rank_by = given.get("uncertainty", {}).get("rank_by", "worst_fold" if args.folds else "lower_bound")
+    else:
+        eval_path, adapters = build(args.work, args.tasks, args.model, args.gguf, args.louder)
     results = {prune: run(args.work, eval_path, adapters, args, prune) for prune in (False, True)}
-    print(f"{args.model}: grid search, {len(args.grid)}^{args.tasks} linear merges, {args.search_rows} search rows per task, "
+    print(f"{args.model}: grid search, {len(args.grid)}^{args.tasks} merges x {'/'.join(args.methods)}, "
+          f"{args.search_rows} search rows per task, "
           f"ranked by {args.rank_by}" + (f" ({args.folds} folds)" if args.folds else "") + f", rows.held {args.held}")
     print(f"{'prune':<7}{'candidates':>11}{'seconds':>9}{'per minute':>12}{'search rows':>13}{'pruned':>8}  winner")
     for prune, r in results.items():

@@ -602,6 +602,10 @@ def test_seeds_run_once_each_into_one_folder_sharing_their_scores(search_study, 
     for r in record["runs"]:
         assert read_json(Path(r["folder"]) / "manifest.json")["space"]["seed"] == r["seed"]
         assert f"| {r['seed']} | `{r['winner']}` |" in final
+        manifest = read_json(Path(r["folder"]) / "manifest.json")
+        versus = manifest["final"]["best_vs_sum"]              # each seed's winner against the sum, its weakest task
+        assert (r["weakest"], r["p_vs_sum"]) == (versus["task"], versus["p_value"])
+        assert f"| {versus['task']}: {versus['difference']:+.4f}, p = {versus['p_value']:.3g} |" in final
     assert "Over 2 seeds" in final and "spread" in final and "spread" in done.stdout
     worst = [r["worst"] for r in record["runs"]]
     assert record["spread"]["worst"]["spread"] == pytest.approx(max(worst) - min(worst))

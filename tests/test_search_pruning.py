@@ -53,7 +53,8 @@ def test_the_running_bound_never_falls_below_the_final_value_and_ends_on_it(rank
 
         parts = stages(judge, {t: Fake() for t in NAMES})
         assert all(isinstance(p, Part) for p in parts)
-        assert len(parts) == (3 if rank_by == "worst_fold" else len(NAMES))
+        assert len(parts) == (3 * len(NAMES) if rank_by == "worst_fold" else len(NAMES))
+        assert all(len(p.rows) == 1 for p in parts)                             # one task a stage
         scored: dict[str, dict] = {}
         bounds = []
         for part in parts:
@@ -64,6 +65,25 @@ def test_the_running_bound_never_falls_below_the_final_value_and_ends_on_it(rank
         assert all(round(b, 12) >= round(final, 12) for b in bounds)               # an upper bound all along
         assert bounds == sorted(bounds, reverse=True)                             # that only goes down
         assert bounds[-1] == final                                                # and ends on the value
+
+
+class _Search:                          # what stages() reads of a task's search rows
+    search = [None] * ROWS
+
+
+def test_stages_go_weakest_part_first_in_stages_of_1_1_2_4_parts():
+    from lf_wrap.search.pruning import Stages
+
+    judge = _judge("worst_fold")
+    plan = Stages(judge, {t: _Search() for t in NAMES})
+    rows = {t: {i: {"rouge1": 1.0 if t != "b" else 0.0} for i in range(ROWS)} for t in NAMES}
+    rows["c"].update({i: {"rouge1": 0.0} for i in range(ROWS) if i % 3 == 2})        # fold 2 of c: weak too
+    plan.learn({"per_row": {t: {"row_scores": [rows[t][i] for i in range(ROWS)]} for t in NAMES}})
+    stages = plan.order()
+    assert [len(s.name.split(", ")) for s in stages] == [1, 1, 2, 4, 1]               # 9 parts: 3 folds x 3 tasks
+    assert {stages[0].name, stages[1].name} <= {"fold 0 of b", "fold 1 of b", "fold 2 of b", "fold 2 of c"}
+    covered = [(t, i) for s in stages for t, indices in s.rows.items() for i in indices]
+    assert sorted(covered) == sorted((t, i) for t in NAMES for i in range(ROWS))        # every row, once
 
 
 def test_no_bound_before_a_part_is_whole():

@@ -4,9 +4,9 @@ dropped as soon as the value it could still reach is below what it would need to
 
 Why it is exact: the ranked value of objective worst is a minimum over parts of the search rows
 that are each computed from their own rows (Judge.running_bound): with rank_by worst_fold the
-parts are (fold, task), and a stage is one fold of every task; with point or lower_bound they
-are the tasks, and a stage is one task's rows. After each stage the minimum over the parts
-scored so far bounds the final value from above. The value needed is the `rows.held`-th best
+parts are (fold, task), one fold of one task; with point or lower_bound they are the tasks; a
+stage scores the next 1, 1, 2, 4, ... parts, the weakest first (Stages). After each stage the
+minimum over the parts scored so far bounds the final value from above. The value needed is the `rows.held`-th best
 value among the candidates scored whole so far, which only rises as the search goes on; a
 candidate whose bound is below it (to 12 decimals, lf_wrap.search.objective.DIGITS) cannot be in
 the final top `rows.held`, whatever its tie-breaks. Hence, for proposals that do not depend on the
@@ -55,14 +55,17 @@ class HeldPruner(optuna.pruners.BasePruner):
 
 
 def stages(judge: Judge, rows: dict[str, TaskRows]) -> list[Part]:
-    """The parts a candidate is scored on: one fold of every task (rank_by worst_fold), or one task
-    each, the counted tasks first (a left-out task bounds nothing)."""
+    """The parts a candidate is scored on, one per stage: one fold of one counted task (rank_by
+    worst_fold), or one counted task (point, lower_bound). A left-out task bounds nothing: its rows
+    come with the last stage, which scores whatever is left. A part is as small as a bound allows,
+    so that a candidate is dropped after the fewest rows; an engine call's cost follows its rows
+    (docs/search.md, measured), so smaller stages cost little more in all."""
+    counted = [t for t in judge.ref.tasks if t in rows]
     if judge.rank_by == "worst_fold":
         count = max(max(f) for f in judge.folds.values()) + 1
-        return [Part(f"fold {k}", {t: [i for i, f in enumerate(judge.folds[t]) if f == k] for t in rows})
-                for k in range(count)]
-    order = list(judge.ref.tasks) + [t for t in rows if t not in judge.ref.tasks]
-    return [Part(f"task {t}", {t: list(range(len(rows[t].search)))}) for t in order]
+        return [Part(f"fold {k} of {t}", {t: [i for i, f in enumerate(judge.folds[t]) if f == k]}, (k, t))
+                for k in range(count) for t in counted]
+    return [Part(f"task {t}", {t: list(range(len(rows[t].search)))}, (None, t)) for t in counted]
 
 
 class Stages:
@@ -79,16 +82,34 @@ class Stages:
                 self.learn(entry)
 
     def learn(self, entry: dict) -> None:
-        """A candidate scored whole: its gain on each stage's part (a fold: its worst task)."""
+        """A candidate scored whole: its retained gain on each stage's part."""
         gains = self.judge.part_gains(scored_rows(entry))
         for k, part in enumerate(self.parts):
-            values = [g for (fold, t), g in gains.items()
-                      if (fold is None and part.name == f"task {t}") or part.name == f"fold {fold}"]
-            self.sums[k] += min(values) if values else float("inf")
+            self.sums[k] += gains.get(part.key, float("inf"))
         self.count += 1
 
     def order(self) -> list[Part]:
-        return [self.parts[k] for k in sorted(range(len(self.parts)), key=lambda k: self.sums[k])]
+        """The parts weakest first, in stages of 1, 1, 2, 4, ... parts: most candidates that are
+        dropped are dropped after the first stage or two, and a candidate that survives them is
+        scored in a few engine calls rather than one per part (each call costs a little of its own)."""
+        ranked = [self.parts[k] for k in sorted(range(len(self.parts)), key=lambda k: self.sums[k])]
+        out, start = [], 0
+        while start < len(ranked):
+            size = 1 if len(out) < 2 else 2 ** (len(out) - 1)
+            out.append(joined(ranked[start:start + size]))
+            start += size
+        return out
+
+
+def joined(parts: list[Part]) -> Part:
+    """One stage of several parts: their rows in one engine call."""
+    if len(parts) == 1:
+        return parts[0]
+    rows: dict[str, list[int]] = {}
+    for part in parts:
+        for task, indices in part.rows.items():
+            rows.setdefault(task, []).extend(indices)
+    return Part(", ".join(p.name for p in parts), {t: sorted(set(i)) for t, i in rows.items()})
 
 
 def score_round(study, trials: list, candidates: list, scorer: Scorer, judge: Judge, recipe: SearchRecipe,

@@ -188,7 +188,7 @@ class SearchRecipe(_Strict):
     uncertainty: Uncertainty = Field(Uncertainty(), json_schema_extra=SPACE)
     prune: bool | None = Field(None, strict=True)
     """Stop scoring a candidate once its running bound (the ranked value over the parts scored so far:
-    one fold of every task at a time with rank_by worst_fold, else one task at a time) is below the
+    one fold of one task at a time with rank_by worst_fold, else one task at a time) is below the
     value it would need to enter the top rows.held (lf_wrap.search.pruning). Exact only for objective
     worst (a minimum can only go down as parts are added), so the default is true there and false for
     mean and pareto, where true is refused."""

@@ -87,9 +87,13 @@ class SearchPlan:
         r = self.recipe
         rows = ", ".join(f"{t} {len(x.search)}/{len(x.report)}" for t, x in self.rows.items())
         folds = f" ({r.rows.folds} folds, ranked by {r.uncertainty.rank_by})" if r.rows.folds else ""
+        layout = ((f", spaces {', '.join(r.spaces)}" if r.spaces != ["full"] else "")
+                  + (f", {r.blocks} blocks of layers" if r.blocks > 1 else "")
+                  + (", attention and MLP apart" if r.per_kind else "")
+                  + (f", seeds {', '.join(map(str, r.seeds))}" if r.seeds else ""))
         return (f"OK: {len(self.tasks)} adapters ({', '.join(self.tasks)}) on {self.plan.base_dir}; rows search/"
-                f"report: {rows}; methods {', '.join(r.methods)}, sampler {r.sampler}, budget {r.budget}, objective "
-                f"{r.objective}" + folds + (f"; joint reference {r.joint}" if self.joint else "")
+                f"report: {rows}; methods {', '.join(r.methods)}" + layout + f", sampler {r.sampler}, budget "
+                f"{r.budget}, objective {r.objective}" + folds + (f"; joint reference {r.joint}" if self.joint else "")
                 + f", {self.eval_recipe.engine.data_parallel_size} engine(s) -> {r.out}")
 
 

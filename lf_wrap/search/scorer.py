@@ -51,6 +51,7 @@ class Part:
 
     name: str
     rows: dict[str, list[int]]
+    key: tuple | None = None         # the part of Judge.part_gains it makes whole: (fold or None, task)
 
 
 def scored_rows(entry: dict) -> dict[str, dict[int, dict]]:

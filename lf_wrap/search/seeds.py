@@ -57,9 +57,11 @@ def search_seeds(recipe: SearchRecipe, recipe_text: str, force: bool = False,
 def _row(seed: int, result: SearchResult) -> dict:
     final = result.final
     best = (final.get("summary") or {}).get("best") or {}
+    versus = final.get("best_vs_sum") or {}
     return {"seed": seed, "folder": str(result.out), "winner": result.best["label"] if result.best else None,
             "verdict": final.get("verdict"), "worst": best.get("worst"), "mean": best.get("mean"),
-            "scored": result.scored, "reused": result.reused}
+            "weakest": versus.get("task"), "p_vs_sum": versus.get("p_value"),
+            "difference_vs_sum": versus.get("difference"), "scored": result.scored, "reused": result.reused}
 
 
 def _spread(values: list) -> dict | None:
@@ -70,11 +72,14 @@ def _spread(values: list) -> dict | None:
 def markdown(table: list[dict], spread: dict) -> str:
     lines = ["Each seed's search (its own folder, one shared score ledger): the winner on the search rows, and "
              "what it keeps on the report rows.", "",
-             "| seed | winner | verdict | worst task kept (report rows) | mean kept (report rows) | scored | reused |",
-             "|" + " --- |" * 7]
+             "| seed | winner | verdict | worst task kept (report rows) | mean kept (report rows) | "
+             "against the sum merge on the task it keeps least | scored | reused |",
+             "|" + " --- |" * 8]
     for r in table:
+        versus = (f"{r['weakest']}: {r['difference_vs_sum']:+.4f}, p = {r['p_vs_sum']:.3g}" if r.get("weakest")
+                  else "n/a")
         lines.append(f"| {r['seed']} | `{r['winner']}` | {r['verdict']} | {_pct(r['worst'])} | {_pct(r['mean'])} | "
-                     f"{r['scored']} | {r['reused']} |")
+                     f"{versus} | {r['scored']} | {r['reused']} |")
     lines += ["", spread_sentence(table, spread)]
     return "\n".join(lines) + "\n"
 
