@@ -1,7 +1,7 @@
 """Benchmark: the same grid search with and without exact pruning (`prune`), side by side: on the
 demo's trained adapters (`--from-search` the search recipe `make demo` wrote: its eval recipe,
 adapters and rows), or on seeded random LoRA adapters, each the specialist of a task of its own
-whose references are that adapter's greedy answers (as tests/test_search.py builds them), on the
+whose references are that adapter's greedy answers (lf_wrap.demo.search_study, as the tests build them), on the
 tiny model (lf_wrap.demo.tiny_model) or on SmolLM2-135M-Instruct (the demo's base, converted from
 its GGUF by lf_wrap.demo.smollm2).
 
@@ -29,35 +29,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))            # merge_helpers: the seeded random adapters of the tests
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 NAMES = ("task_a", "task_b", "task_c")
-VERBS = ("Describe", "Explain", "Summarise")
-TOPICS = ["the weather in Oslo", "a cat on a mat", "the price of bread", "a train to Rome", "the history of tea",
-          "a song about rain", "the rules of chess", "a letter to a friend", "the colour of the sea",
-          "a day at school", "the moon at night", "a walk in the park", "a ship in a storm", "the smell of coffee",
-          "a dog in the snow", "the last bus home", "a garden in May", "the noise of a city", "an old clock",
-          "a map of the stars", "the taste of salt", "a bridge at dawn", "a quiet library", "the end of summer"]
-NEW_TOKENS = 8
-
-
-def _greedy(model: Path, adapter: Path, prompts: list[str]) -> list[str]:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lf_wrap.tasks.prompts import encode_prompt
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    net = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), adapter)
-    out = []
-    for prompt in prompts:
-        ids = torch.tensor([encode_prompt(tokenizer, prompt)])
-        got = net.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                           do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        out.append(tokenizer.decode(got[0, ids.shape[1]:], skip_special_tokens=True))
-    return out
 
 
 def base_model(work: Path, name: str, gguf: Path | None) -> Path:
@@ -75,41 +49,14 @@ def base_model(work: Path, name: str, gguf: Path | None) -> Path:
 
 def build(work: Path, n_tasks: int, model_name: str = "tiny", gguf: Path | None = None,
           louder: float = 10.0) -> tuple[Path, list[Path]]:
-    """(eval recipe, adapter folders): the base, louder seeded adapters, one task each."""
-    from safetensors.torch import load_file, save_file
-
-    from lf_wrap.tasks.prompts import render_prompt
-    from merge_helpers import make_adapters
+    """(eval recipe, adapter folders): the base, louder seeded adapters, one task each, 24 rows a task
+    (lf_wrap.demo.search_study, as the tests build their search study)."""
+    from lf_wrap.demo.search_study import write_search_study
 
     eval_path = work / "eval.yaml"
-    adapters = [work / "adapters" / k for k in "ABC"[:n_tasks]]
     if eval_path.is_file():
-        return eval_path, adapters
-    model = base_model(work, model_name, gguf)
-    made = make_adapters(model, work / "adapters")
-    for folder in adapters:             # louder: each adapter answers words of its own (tests/test_search.py)
-        weights = folder / "adapter_model.safetensors"
-        save_file({k: v * louder if "lora_B" in k else v for k, v in load_file(str(weights)).items()}, str(weights))
-    assert all(made[k] == a for k, a in zip("ABC", adapters))
-    dataset_dir = work / "dataset_info"
-    dataset_dir.mkdir(exist_ok=True)
-    info = {}
-    for task, adapter, verb in zip(NAMES, adapters, VERBS):
-        rows = [{"instruction": f"{verb} {topic}.", "input": "", "output": "", "id": f"{task}-{i}"}
-                for i, topic in enumerate(TOPICS)]
-        for row, answer in zip(rows, _greedy(model, adapter, [render_prompt(r, "qwen") for r in rows])):
-            row["output"] = answer
-        (dataset_dir / f"{task}.json").write_text(json.dumps(rows), encoding="utf-8")
-        info[task] = {"file_name": f"{task}.json"}
-    (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
-    recipe = {"model_name_or_path": str(model), "template": "qwen", "dataset_dir": str(dataset_dir),
-              "models": [{"name": "base"}],
-              "tasks": {t: {"dataset": t, "metric": "rouge", "max_new_tokens": NEW_TOKENS} for t in NAMES[:n_tasks]},
-              "engine": {"dtype": "float32", "max_model_len": 512, "gpu_memory_utilization": 0.2,
-                         "enforce_eager": True},
-              "bootstrap": {"resamples": 200}}
-    eval_path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    return eval_path, adapters
+        return eval_path, [work / "adapters" / k for k in "ABC"[:n_tasks]]
+    return write_search_study(base_model(work, model_name, gguf), work, tasks=n_tasks, rows=24, factor=louder)
 
 
 def run(work: Path, eval_path: Path, adapters: list[Path], args, prune: bool) -> dict:

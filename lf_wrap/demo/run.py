@@ -38,6 +38,9 @@ class DemoScale:
     search_budget: int = 0            # merge search candidates (0: no search step)
     search_rows: int = 0              # of validation_rows per task; the others are the report rows
     search_methods: tuple[str, ...] = ("linear",)
+    search_spaces: tuple[str, ...] = ("full",)     # where the methods may run (full, knots, core)
+    search_blocks: int = 1            # layer-wise weights: blocks of layers per adapter
+    search_weight_high: float = 1.0   # each weight in [0, this]
     search_folds: int = 0             # rows.folds of the search (0: ranked by the lower bound)
     samples_validation: int = 60      # validation rows per source in the written samples
     held: int = 5                     # the search's rows.held: the top candidates checked on the report rows
@@ -61,11 +64,16 @@ SCALES = {
         max_new_tokens={"translate": 40, "summarize": 64, "qa": 16},
         # 140 validation rows per task: 30 to search on (3 folds of 10: a candidate is ranked by its
         # worst fold), the other 110 to report on (103 for translate, whose keyword filter drops 7).
-        # About 15 s per candidate on 2 cores (90 rows in one patched engine); the base's and the
-        # specialists' answers come from the eval. Each candidate on the report rows costs about
-        # 45 s: the top 3 are checked there (held), not 5.
-        search_budget=24, search_rows=30, search_folds=3, samples_validation=140, held=3,
-        search_methods=("linear", "tsv", "iso_cts"), joint=True),
+        # The space: three methods, each in full or core space, two blocks of layers per adapter
+        # (6 weights, each 0 to 1.5). About 11.5 s per candidate on 2 cores with exact pruning (a
+        # whole one, 90 rows in one patched engine, about 15 s); the base's and the specialists'
+        # answers come from the eval. Each candidate on the report rows costs about 45 s: the top 3
+        # are checked there (held), not 5. Measured with seeds 0, 1, 2 (docs/search.md): the best
+        # keeps 90.8-93.2% of the worst task's gain on the report rows; 24 candidates of one weight
+        # per adapter up to 1 in full space kept 77.2%.
+        search_budget=40, search_rows=30, search_folds=3, samples_validation=140, held=3,
+        search_methods=("linear", "tsv", "iso_cts"), search_spaces=("full", "core"), search_blocks=2,
+        search_weight_high=1.5, joint=True),
 }
 
 
@@ -162,19 +170,20 @@ def eval_recipe(model: Path, dataset_dir: Path, adapters: dict[str, Path], merge
 
 
 def search_merges(out: Path, eval_path: Path, adapters: dict[str, Path], scale: DemoScale, joint: Path | None = None):
-    """`lf-wrap merge search` on the three adapters: linear candidates scored on half of each
-    validation set, the best, the study's sum merge and linear 0.5 then on the other half."""
+    """`lf-wrap merge search` on the three adapters: candidates scored on the search rows of each
+    validation set, the best, the study's sum merge and linear 0.5 then on the report rows."""
     from lf_wrap.search.recipe import load_search_recipe
     from lf_wrap.search.run import search
 
-    # Weights up to 1 (each adapter at most at full strength; the study's sum is the corner 1, 1, 1):
-    # with 20 candidates on 30 rows per task, the TIES winners at weights up to 1.5 did not hold on
-    # the report rows. The search's base and specialists are the eval's answers (reuse_eval).
+    # The search's base and specialists are the eval's answers (reuse_eval).
     rows = {"search": scale.search_rows, **({"folds": scale.search_folds} if scale.search_folds else {}),
             "held": scale.held}
     recipe = {"eval": str(eval_path), "eval_results": str(out / "eval"),
               "adapters": [{"path": str(p), "task": t} for t, p in adapters.items()],
-              "methods": list(scale.search_methods), "weights": {"high": 1.0}, "budget": scale.search_budget,
+              "methods": list(scale.search_methods),
+              **({"spaces": list(scale.search_spaces)} if scale.search_spaces != ("full",) else {}),
+              **({"blocks": scale.search_blocks} if scale.search_blocks > 1 else {}),
+              "weights": {"high": scale.search_weight_high}, "budget": scale.search_budget,
               "round_size": 4, "rows": rows, "out": str(out / "search"),
               **({"joint": str(joint)} if joint is not None else {})}
     path = out / "search.yaml"

@@ -1,5 +1,6 @@
-"""Seeded random LoRA adapters on the tiny model, made with the real PEFT, and the merge maths
-written out independently of lf_wrap.merge.run, for the merge tests to compare against."""
+"""Seeded random LoRA adapters on the tiny model, made with the real PEFT (lf_wrap.demo.search_study),
+and the merge maths written out independently of lf_wrap.merge.run, for the merge tests to compare
+against."""
 
 from __future__ import annotations
 
@@ -10,39 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-# (r, lora_alpha, use_rslora): ranks and scalings all differ, one adapter uses rsLoRA.
-SPECS = {"A": (4, 8, False), "B": (8, 4, True), "C": (4, 4, False)}
-
-
-def make_adapter(base: Path, out: Path, r: int, alpha: int, rslora: bool = False, seed: int = 0,
-                 targets: tuple[str, ...] = ("q_proj", "v_proj"), modules_to_save: tuple[str, ...] = ()) -> Path:
-    """get_peft_model + a seeded normal lora_B (PEFT starts B at zero: the delta would be 0)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, lora_dropout=0.0,
-                                                  target_modules=list(targets),
-                                                  modules_to_save=list(modules_to_save) or None))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.08)
-            elif "lora_A" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-    peft_model.save_pretrained(out)
-    config_file = Path(out) / "adapter_config.json"
-    config = json.loads(config_file.read_text())
-    config["base_model_name_or_path"] = str(base)
-    config_file.write_text(json.dumps(config, indent=2))
-    return Path(out)
-
-
-def make_adapters(base: Path, folder: Path) -> dict[str, Path]:
-    """Adapters A, B and C of SPECS under `folder`, seeds 0, 1, 2."""
-    return {name: make_adapter(base, folder / name, r, alpha, rslora, seed=i)
-            for i, (name, (r, alpha, rslora)) in enumerate(SPECS.items())}
+from lf_wrap.demo.search_study import SPECS, make_adapter, make_adapters  # noqa: F401 (the tests' adapters)
 
 
 def lora_delta(adapter: Path, weight_name: str) -> torch.Tensor:

@@ -10,65 +10,17 @@ from pathlib import Path
 
 import yaml
 
-from helpers.adapters import linked_adapter, load_model, make_adapters, model_greedy
+from helpers.adapters import linked_adapter
+from lf_wrap.demo import search_study as study
 
-TASKS = ("task_a", "task_b", "task_c")
-TOPICS = ["the weather in Oslo", "a cat on a mat", "the price of bread", "a train to Rome", "the history of tea",
-          "a song about rain", "the rules of chess", "a letter to a friend", "the colour of the sea",
-          "a day at school", "the moon at night", "a walk in the park"]
-NEW_TOKENS = 8
-
-
-def greedy_answers(model: Path, adapter: Path | None, prompts: list[str]) -> list[str]:
-    """The answers PEFT + transformers give greedily: the references of the adapter's task."""
-    from transformers import AutoTokenizer
-
-    from lf_wrap.tasks.prompts import encode_prompt
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    tokens = model_greedy(load_model(model, adapter), [encode_prompt(tokenizer, p) for p in prompts], NEW_TOKENS,
-                          pad_token_id=tokenizer.eos_token_id)
-    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in tokens]
-
-
-def louder(adapter: Path, factor: float) -> Path:
-    """lora_B times `factor`: at make_adapters' scale the tiny model answers newlines whatever the
-    adapter; louder, each adapter answers words of its own (a gain a merge can keep or lose)."""
-    from safetensors.torch import load_file, save_file
-
-    weights = adapter / "adapter_model.safetensors"
-    tensors = load_file(str(weights))
-    save_file({k: v * factor if "lora_B" in k else v for k, v in tensors.items()}, str(weights))
-    return adapter
+TASKS = study.TASKS
+NEW_TOKENS = study.NEW_TOKENS
 
 
 def write_search_study(tiny_model: Path, root: Path) -> tuple[Path, Path, list[Path]]:
     """(root, eval recipe path, adapter folders): three tasks of 12 rows each, their references
-    each adapter's own greedy answers."""
-    from lf_wrap.tasks.prompts import render_prompt
-
-    adapters = make_adapters(tiny_model, root / "adapters")
-    folders = [louder(adapters[k], 10.0) for k in "ABC"]
-    dataset_dir = root / "dataset_info"
-    dataset_dir.mkdir()
-    info = {}
-    for task, adapter, verb in zip(TASKS, folders, ("Describe", "Explain", "Summarise")):
-        rows = [{"instruction": f"{verb} {topic}.", "input": "", "output": "", "id": f"{task}-{i}"}
-                for i, topic in enumerate(TOPICS)]
-        answers = greedy_answers(tiny_model, adapter, [render_prompt(r, "qwen") for r in rows])
-        for row, answer in zip(rows, answers):
-            row["output"] = answer
-        (dataset_dir / f"{task}.json").write_text(json.dumps(rows), encoding="utf-8")
-        info[task] = {"file_name": f"{task}.json"}
-    (dataset_dir / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
-    recipe = {"model_name_or_path": str(tiny_model), "template": "qwen", "dataset_dir": str(dataset_dir),
-              "models": [{"name": "base"}],
-              "tasks": {t: {"dataset": t, "metric": "rouge", "max_new_tokens": NEW_TOKENS} for t in TASKS},
-              "engine": {"dtype": "float32", "max_model_len": 512, "gpu_memory_utilization": 0.2,
-                         "enforce_eager": True},
-              "bootstrap": {"resamples": 200}}
-    path = root / "eval.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    each adapter's own greedy answers (lf_wrap.demo.search_study)."""
+    path, folders = study.write_search_study(tiny_model, root, tasks=3, rows=12)
     return root, path, folders
 
 
