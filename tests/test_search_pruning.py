@@ -86,6 +86,26 @@ def test_stages_go_weakest_part_first_in_stages_of_1_1_2_4_parts():
     assert sorted(covered) == sorted((t, i) for t in NAMES for i in range(ROWS))        # every row, once
 
 
+def test_a_candidate_goes_first_where_its_nearest_scored_neighbour_was_weakest():
+    from lf_wrap.search.candidates import Candidate
+    from lf_wrap.search.pruning import Stages
+    from lf_wrap.search.scorer import as_dict
+
+    judge = _judge("worst_fold")
+    plan = Stages(judge, {t: _Search() for t in NAMES})
+
+    def entry(candidate, like_base):     # the specialist's rows, or the base's on the tasks named
+        rows = {t: judge.base_rows[t] if t in like_base else judge.specialist_rows[t] for t in NAMES}
+        return {"candidate": as_dict(candidate), "per_row": {t: {"row_scores": rows[t]} for t in NAMES}}
+
+    plan.learn(entry(Candidate("linear", (1.0, 1.0, 0.0)), like_base="c"))       # loses c
+    plan.learn(entry(Candidate("linear", (0.0, 1.0, 1.0)), like_base="a"))       # loses a
+    assert plan.order(Candidate("linear", (0.9, 0.8, 0.1)))[0].name.endswith(" of c")
+    assert plan.order(Candidate("linear", (0.1, 0.9, 0.9)))[0].name.endswith(" of a")
+    other = plan.order(Candidate("ties", (0.1, 0.9, 0.9), density=0.5))      # no ties scored: on average
+    assert other[0].name == plan.order()[0].name
+
+
 def test_no_bound_before_a_part_is_whole():
     judge = _judge("worst_fold")
     assert judge.running_bound({"a": {0: {"rouge1": 1.0}}}) is None         # fold 0 of a has rows 0, 3, 6, 9

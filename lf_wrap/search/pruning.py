@@ -31,6 +31,7 @@ from lf_wrap.search import optimiser, ranking
 from lf_wrap.search.objective import DIGITS, Judge
 from lf_wrap.search.recipe import SearchRecipe
 from lf_wrap.search.splits import TaskRows
+from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.scorer import Part, Scorer, from_dict, scored_rows
 
 
@@ -69,13 +70,17 @@ def stages(judge: Judge, rows: dict[str, TaskRows]) -> list[Part]:
 
 
 class Stages:
-    """The stages in the order that prunes soonest: the part the candidates scored whole so far
-    kept least of, on average, first (any order is exact; the weakest part is where a bound drops
-    below the value needed, so that a candidate is dropped after one stage rather than several)."""
+    """The stages in the order that prunes soonest: first the part a candidate is likeliest to keep
+    least of, where its bound drops below the value needed, so that it is dropped after one stage
+    rather than several. Any order is exact. A candidate's order is that of the nearest candidate of
+    its method and space scored whole so far (its weights the closest: a merge that weighs an
+    adapter little loses that adapter's task, whichever it is); before there is one, the parts the
+    candidates scored whole kept least of on average go first."""
 
     def __init__(self, judge: Judge, rows: dict[str, TaskRows], study=None, ledger=None):
         self.judge, self.parts = judge, stages(judge, rows)
         self.sums, self.count = [0.0] * len(self.parts), 0
+        self.seen: list[tuple[Candidate, list[float]]] = []     # (candidate, its gain on each part)
         for trial in optimiser.completed(study) if study is not None else []:    # a resumed search's so far
             entry = ledger.get("search", trial.user_attrs.get("candidate", ""))
             if entry is not None:
@@ -84,15 +89,30 @@ class Stages:
     def learn(self, entry: dict) -> None:
         """A candidate scored whole: its retained gain on each stage's part."""
         gains = self.judge.part_gains(scored_rows(entry))
-        for k, part in enumerate(self.parts):
-            self.sums[k] += gains.get(part.key, float("inf"))
+        values = [gains.get(part.key, float("inf")) for part in self.parts]
+        self.sums = [total + value for total, value in zip(self.sums, values)]
         self.count += 1
+        if entry.get("candidate") is not None:
+            self.seen.append((from_dict(entry["candidate"]), values))
 
-    def order(self) -> list[Part]:
-        """The parts weakest first, in stages of 1, 1, 2, 4, ... parts: most candidates that are
-        dropped are dropped after the first stage or two, and a candidate that survives them is
-        scored in a few engine calls rather than one per part (each call costs a little of its own)."""
-        ranked = [self.parts[k] for k in sorted(range(len(self.parts)), key=lambda k: self.sums[k])]
+    def nearest(self, candidate: Candidate | None) -> list[float] | None:
+        """The part gains of the candidate scored whole closest to `candidate` (same method, space
+        and number of weights), or None."""
+        if candidate is None:
+            return None
+        mine = candidate.numbers()
+        alike = [(sum((a - b) ** 2 for a, b in zip(mine, c.numbers())), values) for c, values in self.seen
+                 if (c.method, c.space, len(c.numbers())) == (candidate.method, candidate.space, len(mine))]
+        return min(alike, key=lambda pair: pair[0])[1] if alike else None
+
+    def order(self, candidate: Candidate | None = None) -> list[Part]:
+        """The parts, likeliest weakest first (for `candidate`, else on average), in stages of 1, 1,
+        2, 4, ... parts: most candidates that are dropped are dropped after the first stage or two,
+        and a candidate that survives them is scored in a few engine calls rather than one per part
+        (each call costs a little of its own)."""
+        near = self.nearest(candidate)
+        key = (lambda k: (near[k], self.sums[k])) if near is not None else (lambda k: self.sums[k])
+        ranked = [self.parts[k] for k in sorted(range(len(self.parts)), key=key)]
         out, start = [], 0
         while start < len(ranked):
             size = 1 if len(out) < 2 else 2 ** (len(out) - 1)
@@ -128,7 +148,8 @@ def _score_group(study, live: list, scorer: Scorer, judge: Judge, recipe: Search
                  rows: dict[str, TaskRows], plan: Stages) -> int:
     # Fewer than rows.held candidates scored whole: none can be pruned yet, so one pass each (fewer
     # engine calls, and the ledger as without pruning).
-    parts = plan.order() if study.pruner.needed(study) is not None else []
+    one = live[0][1] if len(live) == 1 else None          # one engine: this candidate's own order
+    parts = plan.order(one) if study.pruner.needed(study) is not None else []
     pruned = 0
     for step, part in enumerate(parts[:-1]):
         still = []
