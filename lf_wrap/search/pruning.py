@@ -6,9 +6,9 @@ Why it is exact: the ranked value of objective worst is a minimum over parts of 
 that are each computed from their own rows (Judge.running_bound): with rank_by worst_fold the
 parts are (fold, task), one fold of one task; with point or lower_bound they are the tasks; a
 stage scores the next 1, 1, 2, 4, ... parts, the weakest first (Stages). After each stage the
-minimum over the parts scored so far bounds the final value from above. The value needed is the `rows.held`-th best
-value among the candidates scored whole so far, which only rises as the search goes on; a
-candidate whose bound is below it (to 12 decimals, lf_wrap.search.objective.DIGITS) cannot be in
+minimum over the parts scored so far bounds the final value from above. The value needed is the
+`rows.held`-th best value among the candidates scored whole so far, which only rises as the
+search goes on; a candidate whose bound is below it (to 12 decimals, lf_wrap.search.objective.DIGITS) cannot be in
 the final top `rows.held`, whatever its tie-breaks. Hence, for proposals that do not depend on the
 scores (the grid sampler), the winner and the top `rows.held` are those of the same search
 without pruning. objective mean (an average can rise as parts are added) and pareto (a front has no
@@ -28,10 +28,10 @@ import optuna
 from optuna.trial import TrialState
 
 from lf_wrap.search import optimiser, ranking
+from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.objective import DIGITS, Judge
 from lf_wrap.search.recipe import SearchRecipe
 from lf_wrap.search.splits import TaskRows
-from lf_wrap.search.candidates import Candidate
 from lf_wrap.search.scorer import Part, Scorer, from_dict, scored_rows
 
 
@@ -79,7 +79,7 @@ class Stages:
 
     def __init__(self, judge: Judge, rows: dict[str, TaskRows], study=None, ledger=None):
         self.judge, self.parts = judge, stages(judge, rows)
-        self.sums, self.count = [0.0] * len(self.parts), 0
+        self.sums = [0.0] * len(self.parts)
         self.seen: list[tuple[Candidate, list[float]]] = []     # (candidate, its gain on each part)
         for trial in optimiser.completed(study) if study is not None else []:    # a resumed search's so far
             entry = ledger.get("search", trial.user_attrs.get("candidate", ""))
@@ -91,7 +91,6 @@ class Stages:
         gains = self.judge.part_gains(scored_rows(entry))
         values = [gains.get(part.key, float("inf")) for part in self.parts]
         self.sums = [total + value for total, value in zip(self.sums, values)]
-        self.count += 1
         if entry.get("candidate") is not None:
             self.seen.append((from_dict(entry["candidate"]), values))
 
