@@ -200,7 +200,7 @@ def test_a_winner_with_every_weight_at_0_is_the_base_and_is_never_confirmed():
 
 def test_is_base_names_only_the_all_zero_merge():
     from lf_wrap.search.candidates import Candidate
-    from lf_wrap.search.report.final import JOINT_CANDIDATE, is_base
+    from lf_wrap.search.report.final import JOINT_CANDIDATE
 
-    assert is_base(Candidate("linear", (0.0, 0.0))) and is_base(Candidate("tsv", ((0.0, 0.0), 0.0)))
-    assert not is_base(Candidate("linear", (0.0, 0.5))) and not is_base(JOINT_CANDIDATE)
+    assert Candidate("linear", (0.0, 0.0)).is_base() and Candidate("tsv", ((0.0, 0.0), 0.0)).is_base()
+    assert not Candidate("linear", (0.0, 0.5)).is_base() and not JOINT_CANDIDATE.is_base()

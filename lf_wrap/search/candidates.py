@@ -58,6 +58,10 @@ class Candidate:
         """Every weight, whatever its form (one per adapter, or per block and kind)."""
         return [v for w in self.weights for v in _flat(w)]
 
+    def is_base(self) -> bool:
+        """Every weight at 0: the base model itself, no merge (a grid with 0 in it proposes it)."""
+        return self.method != JOINT and not any(self.numbers())
+
 
 # One adapter's weight in a candidate, hashable: a number; per block, a tuple of numbers; per kind,
 # a tuple of (kind, number or block tuple) pairs. `thaw` gives the merge recipe's form

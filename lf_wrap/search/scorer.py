@@ -99,7 +99,7 @@ class PatchedServer:
             candidate = from_dict(data)
             if candidate is not None and candidate.method == JOINT:
                 server.switch(key_of(candidate), lambda patcher: patcher.apply(deltas(plan, candidate, joint)))
-            elif candidate is None or not any(candidate.numbers()):
+            elif candidate is None or candidate.is_base():
                 server.switch(None)
             else:
                 server.switch(key_of(candidate), lambda patcher: patcher.apply(deltas(plan, candidate)))

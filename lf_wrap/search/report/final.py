@@ -108,13 +108,8 @@ def final_figures(scorer: Scorer, tasks: list[str], best: dict, noise: Noise, to
     counted = list(judge.ref.tasks) if judge is not None else list(tasks)
     mean = judge is not None and judge.objective == "mean"
     out.update(verdict.report_verdict(noise, {t: rows[t].data.definition for t in tasks}, counted, per_row, out,
-                                      mean, without_signal, is_base(from_dict(best["candidate"]))))
+                                      mean, without_signal, from_dict(best["candidate"]).is_base()))
     return out
-
-
-def is_base(candidate) -> bool:
-    """Every weight at 0: the candidate is the base model (a grid with 0 in it proposes it), no merge."""
-    return candidate.method != JOINT and not any(candidate.numbers())
 
 
 def _at_floor(rows, scores: dict, tasks: list[str]) -> dict[str, dict]:
