@@ -184,6 +184,21 @@ def test_a_grid_trial_killed_before_its_parameters_were_suggested_is_asked_again
     assert optimiser.suggest(again, config, list(NAMES)).weights == tuple(point[f"weight.{t}"] for t in NAMES)
 
 
+def test_a_grid_trial_killed_inside_ask_is_not_asked_again_empty(tmp_path):
+    """A run killed inside `ask` (the trial made, no grid point given yet: the moment right after
+    a round's progress line) left a trial the rerun enqueued with no parameters, and the grid
+    sampler then refused it: "All parameters must be specified when using GridSampler with
+    enqueue_trial". Now it is failed and nothing is enqueued; every grid point is still asked."""
+    from lf_wrap.search import optimiser
+
+    config = _recipe(tmp_path, methods=["linear"], sampler="grid", grid=[0.0, 1.0], budget=8)
+    study = optimiser.open_study(tmp_path, config, list(NAMES))
+    study._storage.create_new_trial(study._study_id)        # what ask() does before the sampler
+    assert optimiser.requeue_unfinished(study) == 1
+    points = {optimiser.suggest(study.ask(), config, list(NAMES)).weights for _ in range(2 ** len(NAMES))}
+    assert len(points) == 2 ** len(NAMES)
+
+
 def test_seeds_are_integers_each_given_once(tmp_path):
     assert _recipe(tmp_path, seeds=[0, 7]).seeds == [0, 7]
     for seeds, message in (([0, 1.5], "seeds.1: Input should be a valid integer"),

@@ -232,9 +232,21 @@ def requeue_unfinished(study) -> int:
 
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(_asked_params(study, trial), skip_if_exists=False)
+        _ask_again(study, trial)
     return len(stale)
+
+
+def _ask_again(study, trial) -> None:
+    """Fail a stopped trial and enqueue its parameters, if it had any. A run killed inside `ask`,
+    after Optuna made the trial and before the sampler gave it anything (with the grid sampler: no
+    grid point), leaves nothing to ask again: an empty enqueued trial makes the grid sampler refuse
+    ("All parameters must be specified"), and any sampler asks a new trial the same."""
+    from optuna.trial import TrialState
+
+    study.tell(trial.number, state=TrialState.FAIL)
+    params = _asked_params(study, trial)
+    if params:
+        study.enqueue_trial(params, skip_if_exists=False)
 
 
 def _asked_params(study, trial) -> dict:
@@ -259,8 +271,7 @@ def requeue_stale(study, alive) -> int:
     stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
              if not alive(t.user_attrs.get("worker"))]
     for trial in stale:
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(_asked_params(study, trial), skip_if_exists=False)
+        _ask_again(study, trial)
     return len(stale)
 
 
